@@ -1,0 +1,91 @@
+//! The run's single event stream. Engine, faults and probes append; analysis and every reporter read the same list.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::clock::{Clock, Stamp};
+use crate::scenario::ComponentKind;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub at: Stamp,
+    pub trial: u32,
+    pub kind: EventKind,
+}
+
+/// What happened. Server-side observations are normalised into `FailureDetected` / `NewPrimaryServing` by the
+/// component probes; the raw observation travels along as `evidence` so a reader can check it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    TrialStarted,
+    BaselineStarted,
+    FaultApplied { fault: String, victims: Vec<String> },
+    FaultReverted { fault: String },
+    FaultRevertFailed { fault: String, error: String },
+    /// A server-side sign that the victim's failure was noticed (leader key gone, +sdown, replica not Active).
+    FailureDetected { component: ComponentKind, evidence: String },
+    /// A new primary/master is serving (leader key owned and /primary 200, +promoted-slave).
+    NewPrimaryServing { component: ComponentKind, member: String, evidence: String },
+    /// Any other raw observation worth keeping on the timeline (sentinel messages, role changes).
+    ServerObservation { component: ComponentKind, source: String, message: String },
+    FirstWriteAfterFault { ok: bool },
+    HealStarted,
+    HealComplete { healthy: bool, detail: String },
+    TrialEnded,
+    Note { message: String },
+}
+
+#[derive(Clone)]
+pub struct EventLog {
+    clock: Clock,
+    inner: Arc<Mutex<Vec<Event>>>,
+    trial: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl EventLog {
+    pub fn new(clock: Clock) -> Self {
+        EventLog {
+            clock,
+            inner: Arc::default(),
+            trial: Arc::default(),
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    pub fn set_trial(&self, trial: u32) {
+        self.trial.store(trial, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn trial(&self) -> u32 {
+        self.trial.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Appends an event stamped now and returns its stamp.
+    pub fn emit(&self, kind: EventKind) -> Stamp {
+        let at = self.clock.now();
+        self.emit_at(at, kind);
+        at
+    }
+
+    /// Appends an event stamped at a time taken earlier (e.g. the receipt of a message).
+    pub fn emit_at(&self, at: Stamp, kind: EventKind) {
+        let event = Event {
+            at,
+            trial: self.trial(),
+            kind,
+        };
+        self.inner.lock().unwrap().push(event);
+    }
+
+    /// All events so far, ordered by their stamp.
+    pub fn snapshot(&self) -> Vec<Event> {
+        let mut v = self.inner.lock().unwrap().clone();
+        v.sort_by_key(|e| e.at);
+        v
+    }
+}

@@ -1,0 +1,111 @@
+//! The ledger of every operation the load driver attempted, writes with their ids. Lost/recovered/unexpected writes
+//! are computed from it against what the servers return on read-back.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::clock::Stamp;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Write,
+    Read,
+}
+
+/// What the client knows about an operation. `Unknown` = it may or may not have taken effect (deadline passed,
+/// connection lost after send, a commit WARNING, WAIT confirming too few replicas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LedgerEntry {
+    pub id: u64,
+    pub op: OpKind,
+    pub trial: u32,
+    pub scheduled: Stamp,
+    pub sent: Option<Stamp>,
+    pub done: Stamp,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl LedgerEntry {
+    /// Latency measured from the scheduled send time (no coordinated omission).
+    pub fn latency(&self) -> std::time::Duration {
+        self.done.0.saturating_sub(self.scheduled.0)
+    }
+}
+
+/// Shared, append-only; optionally mirrored line by line to a JSONL file so a crash loses no evidence.
+#[derive(Clone, Default)]
+pub struct Ledger {
+    inner: Arc<Mutex<LedgerInner>>,
+}
+
+#[derive(Default)]
+struct LedgerInner {
+    entries: Vec<LedgerEntry>,
+    sink: Option<BufWriter<File>>,
+    unflushed: usize,
+}
+
+impl Ledger {
+    pub fn with_file(path: &Path) -> std::io::Result<Self> {
+        let file = File::create(path)?;
+        let ledger = Ledger::default();
+        ledger.inner.lock().unwrap().sink = Some(BufWriter::new(file));
+        Ok(ledger)
+    }
+
+    pub fn record(&self, entry: LedgerEntry) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(sink) = g.sink.as_mut() {
+            if let Ok(line) = serde_json::to_string(&entry) {
+                let _ = writeln!(sink, "{line}");
+            }
+        }
+        g.unflushed += 1;
+        if g.unflushed >= 256 {
+            g.unflushed = 0;
+            if let Some(sink) = g.sink.as_mut() {
+                let _ = sink.flush();
+            }
+        }
+        g.entries.push(entry);
+    }
+
+    pub fn flush(&self) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(sink) = g.sink.as_mut() {
+            let _ = sink.flush();
+        }
+        g.unflushed = 0;
+    }
+
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        self.inner.lock().unwrap().entries.clone()
+    }
+}
+
+/// What the read-back from the current primary/master found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReadBack {
+    /// Ids present on the server for this run.
+    #[serde(skip)]
+    pub present: BTreeSet<u64>,
+    /// Which member answered the read-back.
+    pub from_member: String,
+    pub at: Stamp,
+}

@@ -1,0 +1,5 @@
+mod model;
+mod parse;
+
+pub use model::{Network, Node, Placement, Topology};
+pub use parse::{load_topology, parse_topology};

@@ -1,0 +1,78 @@
+//! Where the local stack's nodes live: names, zones, regions, addresses, and which components run on which node.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::scenario::ComponentKind;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub source: PathBuf,
+    pub network: Network,
+    /// In file order; "first replica" and member numbering follow this order.
+    pub nodes: Vec<Node>,
+    pub placement: Placement,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Network {
+    /// Linux bridge in the host namespace that every node's veth is attached to.
+    pub bridge: String,
+    /// Prefix for namespace names: node `n1` lives in namespace `<prefix>n1`.
+    pub namespace_prefix: String,
+    /// The bridge's own address (the harness talks to the nodes from it); /24.
+    pub host_addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub zone: String,
+    pub region: String,
+    pub addr: Ipv4Addr,
+}
+
+/// Node names per component; etcd members are the DCS for Patroni, sentinels watch Redis.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Placement {
+    pub etcd: Vec<String>,
+    pub postgres: Vec<String>,
+    pub redis: Vec<String>,
+    pub sentinel: Vec<String>,
+}
+
+impl Topology {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn namespace(&self, node: &str) -> String {
+        format!("{}{}", self.network.namespace_prefix, node)
+    }
+
+    pub fn zones(&self) -> Vec<String> {
+        let mut zones: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            if !zones.contains(&n.zone) {
+                zones.push(n.zone.clone());
+            }
+        }
+        zones
+    }
+
+    pub fn nodes_in_zone(&self, zone: &str) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| n.zone == zone).collect()
+    }
+
+    /// Nodes that run a member of the component, in topology order.
+    pub fn members(&self, component: ComponentKind) -> &[String] {
+        match component {
+            ComponentKind::Postgres => &self.placement.postgres,
+            ComponentKind::Redis => &self.placement.redis,
+        }
+    }
+}
