@@ -76,6 +76,13 @@ impl Stamp {
     }
 }
 
+/// Serialised as seconds on the run's monotonic clock (microsecond precision); wall times are rendered separately.
+impl serde::Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((self.0.as_micros() as f64) / 1e6)
+    }
+}
+
 impl std::ops::Add<Duration> for Stamp {
     type Output = Stamp;
     fn add(self, rhs: Duration) -> Stamp {

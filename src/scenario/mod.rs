@@ -1,5 +1,11 @@
+pub(crate) mod document;
+mod duration;
 mod model;
 mod parse;
+pub mod source_map;
+mod threshold;
 
+pub use duration::{format_duration, parse_duration};
 pub use model::*;
 pub use parse::{load_scenario, load_suite, parse_scenario, parse_suite};
+pub use threshold::parse_threshold;

@@ -3,11 +3,11 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::ComponentKind;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Topology {
     pub name: String,
     pub source: PathBuf,
@@ -17,7 +17,7 @@ pub struct Topology {
     pub placement: Placement,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     /// Linux bridge in the host namespace that every node's veth is attached to.
     pub bridge: String,
@@ -28,7 +28,7 @@ pub struct Network {
     pub prefix_len: u8,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     pub zone: String,
@@ -37,7 +37,7 @@ pub struct Node {
 }
 
 /// Node names per component; etcd members are the DCS for Patroni, sentinels watch Redis.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     pub etcd: Vec<String>,
     pub postgres: Vec<String>,

@@ -1,0 +1,776 @@
+//! Turns one trial's events and ledger into measurements (Jepsen set-checker style). A value that could not be
+//! measured is `None`, never a stand-in number: a threshold on it must fail, not pass by default.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::clock::Stamp;
+use crate::events::{Event, EventKind};
+use crate::ledger::{LedgerEntry, OpKind, Outcome};
+use crate::scenario::{ComponentKind, Metric};
+
+/// How many lost/unexpected ids a report lists; the counts are always complete.
+pub const SAMPLE_LIMIT: usize = 20;
+
+/// Everything one trial's analysis needs, cut out by the engine so analysis never sees the live run.
+pub struct TrialInput<'a> {
+    /// The component whose failover is measured; probe events of other components are ignored.
+    pub component: ComponentKind,
+    pub trial: u32,
+    /// This trial's events.
+    pub events: &'a [Event],
+    /// This trial's ledger entries, writes and reads. Taken as given: no filtering by `trial`, so a mislabelled
+    /// entry cannot silently vanish from the loss count.
+    pub ledger: &'a [LedgerEntry],
+    /// Write ids found on the server at read-back (the whole run's ids).
+    pub present: &'a BTreeSet<u64>,
+    /// Baseline window `[start, end)`.
+    pub baseline: (Stamp, Stamp),
+    /// First `FaultApplied` of the trial; None if the fault was never applied.
+    pub fault_at: Option<Stamp>,
+    /// End of the fault window: heal complete, or load stop if the heal never completed.
+    pub window_end: Stamp,
+    /// RTO = fault to the first of this many consecutive successful writes.
+    pub rto_consecutive: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrialMeasurements {
+    pub trial: u32,
+    /// Every metric of `Metric::ALL` is a key; `None` = not observed.
+    pub values: BTreeMap<Metric, Option<f64>>,
+    pub writes: WriteClassification,
+    pub latency_buckets: Vec<LatencyBucket>,
+}
+
+impl TrialMeasurements {
+    /// The value of a metric; `None` when it was not observed.
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        self.values.get(&metric).copied().flatten()
+    }
+}
+
+/// The trial's writes sorted by what the client was told against what the server holds afterwards.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct WriteClassification {
+    pub attempted: u64,
+    /// Outcome ok.
+    pub acked: u64,
+    /// Outcome failed.
+    pub failed: u64,
+    /// Outcome unknown.
+    pub unknown: u64,
+    /// Acked but absent after recovery.
+    pub lost: u64,
+    /// Unknown and present.
+    pub recovered: u64,
+    /// Reported failed yet present: the client was told something untrue. Kept visible, not a metric.
+    pub failed_but_present: u64,
+    /// Present ids in this trial's id range that no write of this trial attempted.
+    pub unexpected: u64,
+    /// The first lost writes by ack time, at most `SAMPLE_LIMIT`.
+    pub lost_sample: Vec<LostWrite>,
+    /// The lowest unexpected ids, at most `SAMPLE_LIMIT`.
+    pub unexpected_sample: Vec<u64>,
+}
+
+/// A write the client saw acknowledged that the server no longer has.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LostWrite {
+    pub id: u64,
+    /// Ack instant on the run clock, in seconds from the run's anchor.
+    #[serde(rename = "acked_at_run_s")]
+    pub acked_at: Stamp,
+    /// Ack instant relative to the trial's fault; None if the fault was never applied.
+    pub since_fault_s: Option<f64>,
+}
+
+/// One second of the trial's load, for the latency chart.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LatencyBucket {
+    /// Bucket start in whole seconds from the fault (or from the baseline start when no fault was applied);
+    /// negative before it. Ops are placed by their scheduled time.
+    pub t_s: i64,
+    pub ops: u64,
+    /// Failed plus unknown.
+    pub errors: u64,
+    /// Quantiles of the ok ops; None when the second had none.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+pub fn analyze(input: &TrialInput) -> TrialMeasurements {
+    let writes: Vec<&LedgerEntry> = input
+        .ledger
+        .iter()
+        .filter(|e| e.op == OpKind::Write)
+        .collect();
+    let writes_classified = classify_writes(&writes, input.present, input.fault_at);
+    let wrote = !writes.is_empty();
+
+    let mut values: BTreeMap<Metric, Option<f64>> =
+        Metric::ALL.iter().map(|m| (*m, None)).collect();
+    let mut set = |m: Metric, v: Option<f64>| {
+        values.insert(m, v);
+    };
+
+    set(Metric::AckedWrites, Some(writes_classified.acked as f64));
+    set(Metric::FailedWrites, Some(writes_classified.failed as f64));
+    set(
+        Metric::UnknownWrites,
+        Some(writes_classified.unknown as f64),
+    );
+    // Without a single write attempted, durability was never exercised: "0 lost" would be a vacuous pass.
+    set(
+        Metric::LostAckedWrites,
+        wrote.then_some(writes_classified.lost as f64),
+    );
+    set(
+        Metric::RecoveredWrites,
+        wrote.then_some(writes_classified.recovered as f64),
+    );
+    set(
+        Metric::UnexpectedWrites,
+        wrote.then_some(writes_classified.unexpected as f64),
+    );
+    set(
+        Metric::RpoS,
+        if wrote {
+            Some(rpo_s(&writes, input.present, input.baseline.0))
+        } else {
+            None
+        },
+    );
+
+    set(
+        Metric::DetectionS,
+        first_event_after(
+            input,
+            |k| matches!(k, EventKind::FailureDetected { component, .. } if *component == input.component),
+        ),
+    );
+    set(
+        Metric::PromotionS,
+        first_event_after(
+            input,
+            |k| matches!(k, EventKind::NewPrimaryServing { component, .. } if *component == input.component),
+        ),
+    );
+    set(
+        Metric::RtoS,
+        input
+            .fault_at
+            .and_then(|f| rto_s(&writes, f, input.rto_consecutive)),
+    );
+    set(
+        Metric::DowntimeS,
+        downtime_s(&writes, input.baseline.0, input.window_end),
+    );
+    set(
+        Metric::ErrorRate,
+        input
+            .fault_at
+            .and_then(|f| error_rate(input.ledger, f, input.window_end)),
+    );
+
+    let baseline_lat = latency_quantiles(
+        input
+            .ledger
+            .iter()
+            .filter(|e| e.scheduled >= input.baseline.0 && e.scheduled < input.baseline.1),
+    );
+    set(Metric::LatencyP50BaselineMs, baseline_lat.map(|q| q.0));
+    set(Metric::LatencyP99BaselineMs, baseline_lat.map(|q| q.1));
+    let fault_lat = input.fault_at.and_then(|f| {
+        latency_quantiles(
+            input
+                .ledger
+                .iter()
+                .filter(|e| e.scheduled >= f && e.scheduled <= input.window_end),
+        )
+    });
+    set(Metric::LatencyP50FaultMs, fault_lat.map(|q| q.0));
+    set(Metric::LatencyP99FaultMs, fault_lat.map(|q| q.1));
+
+    TrialMeasurements {
+        trial: input.trial,
+        values,
+        writes: writes_classified,
+        latency_buckets: latency_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
+    }
+}
+
+/// Present ids that no write of the whole run attempted.
+pub fn unexpected_ids(all_ledger: &[LedgerEntry], present: &BTreeSet<u64>) -> Vec<u64> {
+    let attempted: BTreeSet<u64> = all_ledger
+        .iter()
+        .filter(|e| e.op == OpKind::Write)
+        .map(|e| e.id)
+        .collect();
+    present.difference(&attempted).copied().collect()
+}
+
+fn classify_writes(
+    writes: &[&LedgerEntry],
+    present: &BTreeSet<u64>,
+    fault_at: Option<Stamp>,
+) -> WriteClassification {
+    let mut c = WriteClassification {
+        attempted: writes.len() as u64,
+        ..Default::default()
+    };
+    let mut lost: Vec<&LedgerEntry> = Vec::new();
+    for w in writes {
+        let is_present = present.contains(&w.id);
+        match (w.outcome, is_present) {
+            (Outcome::Ok, true) => c.acked += 1,
+            (Outcome::Ok, false) => {
+                c.acked += 1;
+                c.lost += 1;
+                lost.push(w);
+            }
+            (Outcome::Failed, p) => {
+                c.failed += 1;
+                c.failed_but_present += u64::from(p);
+            }
+            (Outcome::Unknown, p) => {
+                c.unknown += 1;
+                c.recovered += u64::from(p);
+            }
+        }
+    }
+    lost.sort_by_key(|w| (w.done, w.id));
+    c.lost_sample = lost
+        .iter()
+        .take(SAMPLE_LIMIT)
+        .map(|w| LostWrite {
+            id: w.id,
+            acked_at: w.done,
+            since_fault_s: fault_at.map(|f| w.done.secs_since(f)),
+        })
+        .collect();
+
+    let attempted: BTreeSet<u64> = writes.iter().map(|w| w.id).collect();
+    if let (Some(&lo), Some(&hi)) = (attempted.first(), attempted.last()) {
+        let unexpected: Vec<u64> = present
+            .range(lo..=hi)
+            .filter(|id| !attempted.contains(id))
+            .copied()
+            .collect();
+        c.unexpected = unexpected.len() as u64;
+        c.unexpected_sample = unexpected.into_iter().take(SAMPLE_LIMIT).collect();
+    }
+    c
+}
+
+/// Max ack of the lost writes minus the last ok-and-present ack before the first lost one (baseline start if none).
+fn rpo_s(writes: &[&LedgerEntry], present: &BTreeSet<u64>, baseline_start: Stamp) -> f64 {
+    let lost_acks = writes
+        .iter()
+        .filter(|w| w.outcome == Outcome::Ok && !present.contains(&w.id))
+        .map(|w| w.done);
+    let (Some(first_lost), Some(last_lost)) = (lost_acks.clone().min(), lost_acks.max()) else {
+        return 0.0;
+    };
+    let last_good = writes
+        .iter()
+        .filter(|w| w.outcome == Outcome::Ok && present.contains(&w.id) && w.done < first_lost)
+        .map(|w| w.done)
+        .max()
+        .unwrap_or(baseline_start);
+    last_lost.secs_since(last_good)
+}
+
+fn first_event_after(input: &TrialInput, is_sign: impl Fn(&EventKind) -> bool) -> Option<f64> {
+    let fault_at = input.fault_at?;
+    input
+        .events
+        .iter()
+        .filter(|e| e.at >= fault_at && is_sign(&e.kind))
+        .map(|e| e.at)
+        .min()
+        .map(|at| at.secs_since(fault_at))
+}
+
+/// Fault to the ack of the first of `consecutive` successful writes, in scheduled order, scheduled at or after
+/// the fault. A count of 0 is read as 1: zero writes would prove nothing.
+fn rto_s(writes: &[&LedgerEntry], fault_at: Stamp, consecutive: u32) -> Option<f64> {
+    let n = consecutive.max(1) as usize;
+    let mut after: Vec<&LedgerEntry> = writes
+        .iter()
+        .copied()
+        .filter(|w| w.scheduled >= fault_at)
+        .collect();
+    after.sort_by_key(|w| (w.scheduled, w.id));
+    after
+        .windows(n)
+        .find(|run| run.iter().all(|w| w.outcome == Outcome::Ok))
+        .map(|run| run[0].done.secs_since(fault_at))
+}
+
+/// The longest stretch without an ok write ack in `[baseline_start, window_end]`. Both window edges count as
+/// boundaries, so an outage still running at the end (no ack after the fault) is measured up to `window_end`
+/// instead of disappearing. None when no write was scheduled in the window at all.
+fn downtime_s(writes: &[&LedgerEntry], baseline_start: Stamp, window_end: Stamp) -> Option<f64> {
+    if !writes
+        .iter()
+        .any(|w| w.scheduled >= baseline_start && w.scheduled <= window_end)
+    {
+        return None;
+    }
+    let mut points: Vec<Stamp> = writes
+        .iter()
+        .filter(|w| w.outcome == Outcome::Ok && w.done >= baseline_start && w.done <= window_end)
+        .map(|w| w.done)
+        .collect();
+    points.push(baseline_start);
+    points.push(window_end);
+    points.sort();
+    points
+        .windows(2)
+        .map(|p| p[1].secs_since(p[0]))
+        .reduce(f64::max)
+}
+
+/// Failed plus unknown over all ops (reads and writes) scheduled in `[fault_at, window_end]`.
+fn error_rate(ledger: &[LedgerEntry], fault_at: Stamp, window_end: Stamp) -> Option<f64> {
+    let in_window = ledger
+        .iter()
+        .filter(|e| e.scheduled >= fault_at && e.scheduled <= window_end);
+    let (mut total, mut errors) = (0u64, 0u64);
+    for e in in_window {
+        total += 1;
+        errors += u64::from(e.outcome != Outcome::Ok);
+    }
+    (total > 0).then(|| errors as f64 / total as f64)
+}
+
+/// p50 and p99 in ms of the ok ops among `entries`, from the scheduled send time. Values come from an HDR
+/// histogram at 3 significant digits, which reports a bucket's upper bound: at most 0.1% high, never low, so
+/// rounding cannot make an upper limit pass.
+fn latency_quantiles<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> Option<(f64, f64)> {
+    let mut hist =
+        Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram precision");
+    for e in entries.filter(|e| e.outcome == Outcome::Ok) {
+        hist.record(micros(e.latency()))
+            .expect("an auto-resizing histogram accepts any u64");
+    }
+    if hist.is_empty() {
+        return None;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Some((ms(0.5), ms(0.99)))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One bucket per second from the first to the last op, empty seconds included so a stall shows as a gap.
+fn latency_buckets(ledger: &[LedgerEntry], origin: Stamp) -> Vec<LatencyBucket> {
+    let second_of = |e: &LedgerEntry| e.scheduled.secs_since(origin).floor() as i64;
+    let (Some(first), Some(last)) = (
+        ledger.iter().map(second_of).min(),
+        ledger.iter().map(second_of).max(),
+    ) else {
+        return Vec::new();
+    };
+    let mut by_second: BTreeMap<i64, Vec<&LedgerEntry>> = BTreeMap::new();
+    for e in ledger {
+        by_second.entry(second_of(e)).or_default().push(e);
+    }
+    (first..=last)
+        .map(|t_s| {
+            let ops = by_second.remove(&t_s).unwrap_or_default();
+            let quantiles = latency_quantiles(ops.iter().copied());
+            LatencyBucket {
+                t_s,
+                ops: ops.len() as u64,
+                errors: ops.iter().filter(|e| e.outcome != Outcome::Ok).count() as u64,
+                p50_ms: quantiles.map(|q| q.0),
+                p99_ms: quantiles.map(|q| q.1),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Stamp {
+        Stamp(Duration::from_millis(v))
+    }
+
+    fn entry(
+        id: u64,
+        op: OpKind,
+        scheduled_ms: u64,
+        done_ms: u64,
+        outcome: Outcome,
+    ) -> LedgerEntry {
+        LedgerEntry {
+            id,
+            op,
+            trial: 1,
+            scheduled: ms(scheduled_ms),
+            sent: Some(ms(scheduled_ms)),
+            done: ms(done_ms),
+            outcome,
+            error: None,
+        }
+    }
+
+    fn write(id: u64, scheduled_ms: u64, done_ms: u64, outcome: Outcome) -> LedgerEntry {
+        entry(id, OpKind::Write, scheduled_ms, done_ms, outcome)
+    }
+
+    fn event(at_ms: u64, kind: EventKind) -> Event {
+        Event {
+            at: ms(at_ms),
+            trial: 1,
+            kind,
+        }
+    }
+
+    fn detected(component: ComponentKind) -> EventKind {
+        EventKind::FailureDetected {
+            component,
+            evidence: "leader key gone".into(),
+        }
+    }
+
+    fn promoted(component: ComponentKind) -> EventKind {
+        EventKind::NewPrimaryServing {
+            component,
+            member: "pg2".into(),
+            evidence: "+promoted-slave".into(),
+        }
+    }
+
+    struct Fixture {
+        events: Vec<Event>,
+        ledger: Vec<LedgerEntry>,
+        present: BTreeSet<u64>,
+        fault_at: Option<Stamp>,
+        window_end: Stamp,
+        rto_consecutive: u32,
+    }
+
+    impl Fixture {
+        fn new(ledger: Vec<LedgerEntry>) -> Self {
+            Fixture {
+                events: Vec::new(),
+                present: BTreeSet::new(),
+                ledger,
+                fault_at: Some(ms(10_000)),
+                window_end: ms(30_000),
+                rto_consecutive: 3,
+            }
+        }
+
+        fn run(&self) -> TrialMeasurements {
+            analyze(&TrialInput {
+                component: ComponentKind::Postgres,
+                trial: 1,
+                events: &self.events,
+                ledger: &self.ledger,
+                present: &self.present,
+                baseline: (ms(0), ms(10_000)),
+                fault_at: self.fault_at,
+                window_end: self.window_end,
+                rto_consecutive: self.rto_consecutive,
+            })
+        }
+    }
+
+    fn approx(actual: Option<f64>, expected: f64) {
+        let a = actual.unwrap_or_else(|| panic!("expected {expected}, got None"));
+        assert!((a - expected).abs() < 1e-9, "expected {expected}, got {a}");
+    }
+
+    #[test]
+    fn every_metric_is_a_key_even_with_an_empty_trial() {
+        let m = Fixture::new(Vec::new()).run();
+        assert_eq!(m.values.len(), Metric::ALL.len());
+        for metric in Metric::ALL {
+            assert!(m.values.contains_key(&metric), "{metric} missing");
+        }
+        // Nothing was written, so nothing about durability or availability was observed.
+        for metric in [
+            Metric::LostAckedWrites,
+            Metric::RpoS,
+            Metric::RtoS,
+            Metric::DowntimeS,
+            Metric::ErrorRate,
+        ] {
+            assert_eq!(m.value(metric), None, "{metric}");
+        }
+        assert_eq!(m.value(Metric::AckedWrites), Some(0.0));
+    }
+
+    #[test]
+    fn classifies_lost_recovered_unexpected_and_counts() {
+        let mut f = Fixture::new(vec![
+            write(10, 1000, 1010, Outcome::Ok),      // present: fine
+            write(11, 1100, 1110, Outcome::Ok),      // absent: lost
+            write(12, 1200, 1210, Outcome::Unknown), // present: recovered
+            write(13, 1300, 1310, Outcome::Unknown), // absent: unknown, not lost
+            write(14, 1400, 1410, Outcome::Failed),  // absent
+            write(16, 1600, 1610, Outcome::Ok),      // absent: lost
+            write(17, 1700, 1710, Outcome::Failed),  // present: failed but present
+            entry(18, OpKind::Read, 1800, 1810, Outcome::Ok),
+        ]);
+        // 15 was never attempted in this trial's id range; 99 lies outside it.
+        f.present = [10, 12, 15, 17, 99].into_iter().collect();
+        let m = f.run();
+        let w = &m.writes;
+        assert_eq!(
+            (
+                w.attempted,
+                w.acked,
+                w.failed,
+                w.unknown,
+                w.lost,
+                w.recovered,
+                w.failed_but_present,
+                w.unexpected
+            ),
+            (7, 3, 2, 2, 2, 1, 1, 1)
+        );
+        assert_eq!(w.unexpected_sample, vec![15]);
+        assert_eq!(
+            w.lost_sample.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![11, 16]
+        );
+        assert_eq!(w.lost_sample[0].acked_at, ms(1110));
+        approx(w.lost_sample[0].since_fault_s, -8.89);
+        assert_eq!(m.value(Metric::LostAckedWrites), Some(2.0));
+        assert_eq!(m.value(Metric::RecoveredWrites), Some(1.0));
+        assert_eq!(m.value(Metric::UnexpectedWrites), Some(1.0));
+        assert_eq!(m.value(Metric::AckedWrites), Some(3.0));
+        assert_eq!(m.value(Metric::FailedWrites), Some(2.0));
+        assert_eq!(m.value(Metric::UnknownWrites), Some(2.0));
+    }
+
+    #[test]
+    fn lost_sample_is_capped_but_the_count_is_not() {
+        let f = Fixture::new(
+            (0..25)
+                .map(|i| write(i, i * 10, i * 10 + 5, Outcome::Ok))
+                .collect(),
+        );
+        let m = f.run();
+        assert_eq!(m.writes.lost, 25);
+        assert_eq!(m.writes.lost_sample.len(), SAMPLE_LIMIT);
+        assert_eq!(m.value(Metric::LostAckedWrites), Some(25.0));
+    }
+
+    #[test]
+    fn unexpected_ids_over_the_whole_run() {
+        let ledger = vec![
+            write(1, 0, 1, Outcome::Ok),
+            write(2, 0, 1, Outcome::Failed),
+            entry(3, OpKind::Read, 0, 1, Outcome::Ok),
+        ];
+        let present = [1, 2, 3, 7].into_iter().collect();
+        assert_eq!(unexpected_ids(&ledger, &present), vec![3, 7]);
+    }
+
+    #[test]
+    fn rpo_spans_from_the_last_good_ack_before_the_first_loss_to_the_last_lost_ack() {
+        let mut f = Fixture::new(vec![
+            write(1, 9000, 9100, Outcome::Ok),   // present
+            write(2, 9500, 9600, Outcome::Ok),   // present, last good before the loss
+            write(3, 9700, 9800, Outcome::Ok),   // lost, first
+            write(4, 9800, 9950, Outcome::Ok),   // present but after the first loss
+            write(5, 9900, 10_050, Outcome::Ok), // lost, last
+        ]);
+        f.present = [1, 2, 4].into_iter().collect();
+        approx(f.run().value(Metric::RpoS), 0.45);
+    }
+
+    #[test]
+    fn rpo_is_zero_without_loss_and_counts_from_baseline_start_without_a_prior_good_write() {
+        let mut f = Fixture::new(vec![write(1, 500, 600, Outcome::Ok)]);
+        f.present = [1].into_iter().collect();
+        assert_eq!(f.run().value(Metric::RpoS), Some(0.0));
+
+        f.present.clear();
+        approx(f.run().value(Metric::RpoS), 0.6);
+    }
+
+    #[test]
+    fn detection_and_promotion_take_the_first_sign_of_this_component_at_or_after_the_fault() {
+        let mut f = Fixture::new(Vec::new());
+        f.events = vec![
+            event(9_000, detected(ComponentKind::Postgres)), // before the fault
+            event(11_000, detected(ComponentKind::Redis)),   // other component
+            event(18_412, detected(ComponentKind::Postgres)),
+            event(19_000, detected(ComponentKind::Postgres)),
+            event(12_000, promoted(ComponentKind::Redis)),
+            event(25_000, promoted(ComponentKind::Postgres)),
+        ];
+        let m = f.run();
+        approx(m.value(Metric::DetectionS), 8.412);
+        approx(m.value(Metric::PromotionS), 15.0);
+    }
+
+    #[test]
+    fn detection_at_the_fault_instant_counts_and_nothing_is_observed_without_a_fault() {
+        let mut f = Fixture::new(Vec::new());
+        f.events = vec![event(10_000, detected(ComponentKind::Postgres))];
+        assert_eq!(f.run().value(Metric::DetectionS), Some(0.0));
+        assert_eq!(f.run().value(Metric::PromotionS), None);
+
+        f.fault_at = None;
+        assert_eq!(f.run().value(Metric::DetectionS), None);
+    }
+
+    #[test]
+    fn rto_needs_consecutive_successes_scheduled_after_the_fault() {
+        let f = Fixture::new(vec![
+            // Scheduled before the fault, acked after it: not evidence of recovery.
+            write(1, 9_700, 10_200, Outcome::Ok),
+            write(2, 9_800, 10_300, Outcome::Ok),
+            write(3, 10_100, 10_400, Outcome::Ok),
+            write(4, 10_200, 12_000, Outcome::Failed),
+            write(5, 10_300, 13_000, Outcome::Ok),
+            write(6, 10_400, 13_100, Outcome::Ok),
+            write(7, 10_500, 13_200, Outcome::Unknown),
+            write(8, 10_600, 14_000, Outcome::Ok),
+            write(9, 10_700, 14_100, Outcome::Ok),
+            write(10, 10_800, 14_200, Outcome::Ok),
+        ]);
+        approx(f.run().value(Metric::RtoS), 4.0);
+    }
+
+    #[test]
+    fn rto_is_not_observed_without_a_full_run_of_successes() {
+        let f = Fixture::new(vec![
+            write(1, 10_100, 11_000, Outcome::Ok),
+            write(2, 10_200, 11_100, Outcome::Ok),
+            write(3, 10_300, 11_200, Outcome::Failed),
+            write(4, 10_400, 11_300, Outcome::Ok),
+        ]);
+        assert_eq!(f.run().value(Metric::RtoS), None);
+    }
+
+    #[test]
+    fn downtime_is_the_longest_gap_between_ok_acks_across_the_fault() {
+        let f = Fixture::new(vec![
+            write(1, 4_900, 5_000, Outcome::Ok),
+            write(2, 9_000, 9_800, Outcome::Ok), // last ok ack before the fault
+            write(3, 10_000, 12_000, Outcome::Failed),
+            write(4, 11_000, 16_300, Outcome::Ok), // first ok ack after it
+            write(5, 16_400, 16_500, Outcome::Ok),
+            write(6, 19_000, 20_000, Outcome::Ok),
+            write(7, 24_000, 25_000, Outcome::Ok),
+            write(8, 29_000, 29_900, Outcome::Ok),
+            write(9, 29_950, 40_000, Outcome::Ok), // acked after the window: ignored
+        ]);
+        // Gaps: 5.0 from the baseline start, 4.8, 6.5 across the fault, 0.2, 3.5, 5.0, 4.9, 0.1 to the window end.
+        approx(f.run().value(Metric::DowntimeS), 6.5);
+    }
+
+    #[test]
+    fn downtime_runs_to_the_window_end_when_writes_never_came_back() {
+        let f = Fixture::new(vec![
+            write(1, 9_000, 9_500, Outcome::Ok),
+            write(2, 10_500, 12_500, Outcome::Failed),
+            write(3, 20_000, 22_000, Outcome::Unknown),
+        ]);
+        approx(f.run().value(Metric::DowntimeS), 20.5);
+    }
+
+    #[test]
+    fn error_rate_counts_reads_and_writes_scheduled_in_the_fault_window() {
+        let f = Fixture::new(vec![
+            write(1, 5_000, 5_100, Outcome::Failed), // baseline: ignored
+            write(2, 10_000, 10_100, Outcome::Ok),
+            write(3, 11_000, 13_000, Outcome::Failed),
+            write(4, 12_000, 14_000, Outcome::Unknown),
+            entry(5, OpKind::Read, 13_000, 13_100, Outcome::Failed),
+            entry(6, OpKind::Read, 30_000, 30_100, Outcome::Ok), // window end is inclusive
+            write(7, 30_001, 30_100, Outcome::Failed),           // after the window: ignored
+        ]);
+        approx(f.run().value(Metric::ErrorRate), 0.6);
+    }
+
+    #[test]
+    fn error_rate_is_not_observed_without_ops_or_fault() {
+        let mut f = Fixture::new(vec![write(1, 5_000, 5_100, Outcome::Ok)]);
+        assert_eq!(f.run().value(Metric::ErrorRate), None);
+        f.fault_at = None;
+        f.ledger.push(write(2, 12_000, 12_100, Outcome::Ok));
+        assert_eq!(f.run().value(Metric::ErrorRate), None);
+    }
+
+    #[test]
+    fn latency_quantiles_are_from_the_scheduled_time_of_ok_ops_per_window() {
+        let mut ledger: Vec<LedgerEntry> = (1..=100)
+            .map(|i| {
+                let op = if i % 2 == 0 {
+                    OpKind::Read
+                } else {
+                    OpKind::Write
+                };
+                // sent late on purpose: latency counts from `scheduled`, not `sent`.
+                let mut e = entry(i, op, 1_000 + i * 10, 1_000 + i * 11, Outcome::Ok);
+                e.sent = Some(e.done);
+                e
+            })
+            .collect();
+        ledger.push(write(500, 2_000, 9_000, Outcome::Failed)); // not ok: not a latency sample
+        ledger.push(write(501, 12_000, 12_007, Outcome::Ok));
+        ledger.push(write(502, 13_000, 13_009, Outcome::Ok));
+        let m = Fixture::new(ledger).run();
+        // Latencies are i ms for i in 1..=100: nearest-rank p50 = 50 ms, p99 = 99 ms, each reported as the upper
+        // bound of its histogram bucket (32 µs wide at 50 ms, 64 µs at 99 ms, 4 µs at 7 ms, 8 µs at 9 ms).
+        approx(m.value(Metric::LatencyP50BaselineMs), 50.015);
+        approx(m.value(Metric::LatencyP99BaselineMs), 99.007);
+        approx(m.value(Metric::LatencyP50FaultMs), 7.003);
+        approx(m.value(Metric::LatencyP99FaultMs), 9.007);
+    }
+
+    #[test]
+    fn latency_quantiles_round_up_never_down() {
+        let f = Fixture::new(vec![write(1, 10_000, 20_000, Outcome::Ok)]);
+        let p99 = f.run().value(Metric::LatencyP99FaultMs).unwrap();
+        assert!((10_000.0..=10_010.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn latency_is_not_observed_without_ok_samples() {
+        let f = Fixture::new(vec![write(1, 12_000, 14_000, Outcome::Failed)]);
+        let m = f.run();
+        assert_eq!(m.value(Metric::LatencyP50BaselineMs), None);
+        assert_eq!(m.value(Metric::LatencyP99FaultMs), None);
+    }
+
+    #[test]
+    fn latency_buckets_are_per_second_around_the_fault_with_empty_seconds_kept() {
+        let f = Fixture::new(vec![
+            write(1, 8_500, 8_502, Outcome::Ok),
+            write(2, 8_600, 8_604, Outcome::Ok),
+            write(3, 10_000, 12_000, Outcome::Unknown),
+            write(4, 11_999, 12_001, Outcome::Ok),
+        ]);
+        let b = f.run().latency_buckets;
+        assert_eq!(
+            b.iter().map(|b| b.t_s).collect::<Vec<_>>(),
+            vec![-2, -1, 0, 1]
+        );
+        assert_eq!(
+            b.iter().map(|b| (b.ops, b.errors)).collect::<Vec<_>>(),
+            vec![(2, 0), (0, 0), (1, 1), (1, 0)]
+        );
+        // 2 ms is below 2048 µs, where the histogram is exact; 4 ms sits in a 2 µs wide bucket.
+        assert_eq!((b[0].p50_ms, b[0].p99_ms), (Some(2.0), Some(4.001)));
+        assert_eq!((b[1].p50_ms, b[2].p50_ms), (None, None));
+        assert_eq!(b[3].p99_ms, Some(2.0));
+    }
+}

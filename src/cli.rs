@@ -1,0 +1,477 @@
+//! The command line: a thin layer over the engine, the local target and the reporters. Every command returns an
+//! exit code from `exit`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::engine::{self, RunOptions};
+use crate::exit;
+use crate::fault::journal::Journal;
+use crate::input_error::{InputError, InputErrors};
+use crate::report::{self, SuiteEntry};
+use crate::scenario::{self, Scenario};
+use crate::settings::StackSettings;
+use crate::target::local::{netns, process, LocalStack, StateDir};
+use crate::target::{Target, TargetError};
+use crate::topology::{self, Topology};
+
+/// The topology used when neither the command line nor the scenario names one.
+const DEFAULT_TOPOLOGY: &str = include_str!("../fixtures/topologies/three-node.yaml");
+
+#[derive(Parser, Debug)]
+#[command(name = "faultline", version, about = "Chaos and failover test harness for an HA Postgres/Redis stack")]
+pub struct Cli {
+    /// State directory of the local stack [env: FAULTLINE_STATE_DIR, default /var/tmp/faultline]
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Bring the local stack up (etcd, Patroni/PostgreSQL, Redis, Sentinel on network-namespace nodes).
+    Up {
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Stack settings (executables, DCS API, HA timing); see fixtures/settings/default.yaml.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// Tear the local stack down (works after a crash of faultline too).
+    Down,
+    /// Show nodes, members, roles, health and open fault journal entries.
+    Status,
+    /// Validate scenario, suite or topology files without starting anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run one scenario (bringing the stack up if needed).
+    Run {
+        scenario: PathBuf,
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        /// Where run directories are written [env: FAULTLINE_REPORTS_DIR, default ./reports]
+        #[arg(long)]
+        reports_dir: Option<PathBuf>,
+    },
+    /// Run every scenario of a suite in order, with one summary and one exit code.
+    Suite {
+        suite: PathBuf,
+        #[arg(long)]
+        settings: Option<PathBuf>,
+        #[arg(long)]
+        reports_dir: Option<PathBuf>,
+    },
+    /// Revert every fault still open in the journal, clean up residue, and bring every member back.
+    Recover,
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::ENVIRONMENT;
+        }
+    };
+    rt.block_on(dispatch(cli))
+}
+
+fn default_topology() -> Topology {
+    topology::parse_topology(DEFAULT_TOPOLOGY, Path::new("fixtures/topologies/three-node.yaml"))
+        .expect("the built-in default topology is valid")
+}
+
+fn report_input(e: &InputErrors) -> i32 {
+    eprintln!("{e}");
+    let n = e.0.len();
+    eprintln!("{n} error{} found; nothing was started", if n == 1 { "" } else { "s" });
+    exit::INVALID_INPUT
+}
+
+fn report_env(e: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {e}");
+    exit::ENVIRONMENT
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let dir = StateDir::new(cli.state_dir.clone().unwrap_or_else(StateDir::default_path));
+    match cli.command {
+        Command::Up { topology, settings } => {
+            let topo = match topology {
+                Some(p) => match topology::load_topology(&p) {
+                    Ok(t) => t,
+                    Err(e) => return report_input(&e),
+                },
+                None => default_topology(),
+            };
+            let settings = match StackSettings::load(settings.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return report_input(&e),
+            };
+            let started = std::time::Instant::now();
+            match LocalStack::up(dir, topo, settings).await {
+                Ok(stack) => {
+                    println!(
+                        "stack `{}` is up and healthy ({:.1} s); state in {}",
+                        stack.topology().name,
+                        started.elapsed().as_secs_f64(),
+                        stack.dir.root.display()
+                    );
+                    exit::PASS
+                }
+                Err(e) => report_env(e),
+            }
+        }
+        Command::Down => match LocalStack::down(dir).await {
+            Ok(notes) => {
+                for n in notes {
+                    println!("{n}");
+                }
+                println!("stack is down");
+                exit::PASS
+            }
+            Err(e) => report_env(e),
+        },
+        Command::Status => status(dir).await,
+        Command::Validate { files } => validate(&files),
+        Command::Run {
+            scenario,
+            settings,
+            reports_dir,
+        } => {
+            let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
+                Ok(s) => s,
+                Err(e) => return report_input(&e),
+            };
+            run_many(dir, vec![sc], None, settings, reports_dir).await
+        }
+        Command::Suite {
+            suite,
+            settings,
+            reports_dir,
+        } => {
+            let s = match scenario::load_suite(&suite, Some(&default_topology())) {
+                Ok(s) => s,
+                Err(e) => return report_input(&e),
+            };
+            let name = s.name.clone();
+            run_many(dir, s.scenarios, Some(name), settings, reports_dir).await
+        }
+        Command::Recover => recover(dir).await,
+    }
+}
+
+/// Validates each file as a suite, topology or scenario depending on its top-level keys.
+fn validate(files: &[PathBuf]) -> i32 {
+    let mut errors: Vec<InputError> = Vec::new();
+    let default = default_topology();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let has_key = |k: &str| text.lines().any(|l| l.starts_with(&format!("{k}:")));
+        let result = if has_key("scenarios") {
+            scenario::load_suite(f, Some(&default)).map(|s| format!("suite `{}` ({} scenarios)", s.name, s.scenarios.len()))
+        } else if has_key("nodes") {
+            topology::load_topology(f).map(|t| format!("topology `{}` ({} nodes)", t.name, t.nodes.len()))
+        } else {
+            scenario::load_scenario(f, Some(&default)).map(|s| {
+                format!(
+                    "scenario `{}`: {} fault(s), {} threshold(s), {} trial(s)",
+                    s.name,
+                    s.faults.len(),
+                    s.thresholds.len(),
+                    s.trials
+                )
+            })
+        };
+        match result {
+            Ok(summary) => println!("{}: ok, {summary}", f.display()),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        exit::PASS
+    } else {
+        report_input(&InputErrors(errors))
+    }
+}
+
+/// SIGINT/SIGTERM counter: the engine stops injecting at the first signal and always reverts.
+fn install_signal_handlers() -> watch::Receiver<u32> {
+    let (tx, rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            let n = *tx.borrow() + 1;
+            eprintln!(
+                "faultline: signal received ({n}); stopping the run and reverting every applied fault{}",
+                if n > 1 { " (already in progress)" } else { "" }
+            );
+            let _ = tx.send(n);
+        }
+    });
+    rx
+}
+
+async fn ensure_stack(dir: &StateDir, topo: Topology, settings: Option<PathBuf>) -> Result<LocalStack, i32> {
+    let settings = match StackSettings::load(settings.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return Err(report_input(&e)),
+    };
+    match LocalStack::open(dir.clone()) {
+        Ok(Some(stack)) if stack.topology().name != topo.name => Err(report_env(format!(
+            "the stack in {} runs topology `{}` but the scenario needs `{}`; run `faultline down` first",
+            dir.root.display(),
+            stack.topology().name,
+            topo.name
+        ))),
+        Ok(Some(stack)) if stack.any_process_running() => Ok(stack),
+        Ok(_) => {
+            eprintln!("bringing the local stack `{}` up...", topo.name);
+            LocalStack::up(dir.clone(), topo, settings).await.map_err(report_env)
+        }
+        Err(e) => Err(report_env(e)),
+    }
+}
+
+async fn run_many(
+    dir: StateDir,
+    scenarios: Vec<Scenario>,
+    suite: Option<String>,
+    settings: Option<PathBuf>,
+    reports_dir: Option<PathBuf>,
+) -> i32 {
+    let reports_dir = reports_dir.unwrap_or_else(engine::default_reports_dir);
+    let intr = install_signal_handlers();
+    let mut entries: Vec<SuiteEntry> = Vec::new();
+    let mut worst = exit::PASS;
+    for sc in &scenarios {
+        if *intr.borrow() > 0 {
+            break;
+        }
+        let topo = match &sc.topology {
+            Some(p) => match topology::load_topology(p) {
+                Ok(t) => t,
+                Err(e) => return report_input(&e),
+            },
+            None => default_topology(),
+        };
+        let stack = match ensure_stack(&dir, topo, settings.clone()).await {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
+        eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
+        let opts = RunOptions {
+            reports_dir: reports_dir.clone(),
+            journal: Journal::new(dir.journal_dir()),
+        };
+        match engine::run_scenario(&stack, sc, &opts, intr.clone()).await {
+            Ok(outcome) => {
+                println!("{}", report::terminal_summary(&outcome.report));
+                println!("report: {}", outcome.run_dir.join("report.json").display());
+                worst = worse(worst, outcome.report.exit_code);
+                entries.push(SuiteEntry {
+                    run_dir: outcome.run_dir,
+                    report: outcome.report,
+                });
+                if worst == exit::INTERRUPTED || worst == exit::ENVIRONMENT {
+                    break;
+                }
+            }
+            Err(e) => return report_env(format!("cannot write the report: {e}")),
+        }
+    }
+    if let Some(name) = suite {
+        let suite_dir = reports_dir.join(engine::new_run_id(&name));
+        if let Err(e) = report::write_suite(&suite_dir, &name, &entries) {
+            return report_env(format!("cannot write the suite report: {e}"));
+        }
+        let reports: Vec<_> = entries.iter().map(|e| e.report.clone()).collect();
+        println!("{}", report::terminal_suite_summary(&reports));
+        println!("suite report: {}", suite_dir.join("suite-report.json").display());
+        if entries.len() < scenarios.len() && worst == exit::PASS {
+            worst = exit::INTERRUPTED;
+        }
+    }
+    worst
+}
+
+/// Interrupted beats environment beats threshold failure beats pass.
+fn worse(a: i32, b: i32) -> i32 {
+    let rank = |c: i32| match c {
+        exit::INTERRUPTED => 4,
+        exit::ENVIRONMENT => 3,
+        exit::INVALID_INPUT => 2,
+        exit::THRESHOLD_FAILED => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Residue of faults on the stack's own namespaces and cgroups: rules, stopped processes, links down,
+/// members not running.
+fn residue(stack: &LocalStack) -> Vec<String> {
+    let t = stack.topology();
+    let mut found = Vec::new();
+    let existing = netns::existing_namespaces();
+    for n in &t.nodes {
+        let ns = t.namespace(&n.name);
+        if !existing.contains(&ns) {
+            found.push(format!("namespace {ns} is missing"));
+            continue;
+        }
+        if netns::has_rules(&ns) {
+            found.push(format!("nft table inet {} in {ns}", netns::NFT_TABLE));
+        }
+        if !netns::link_is_up(t, &n.name) {
+            found.push(format!("link of {} is down", n.name));
+        }
+    }
+    for (n, k) in stack.members() {
+        let cg = stack.cgroup(&n, k);
+        if !process::stopped_pids(&cg).is_empty() {
+            found.push(format!("{} on {n} is stopped", k.name()));
+        }
+        if process::cgroup_pids(&cg).is_empty() {
+            found.push(format!("{} on {n} is not running", k.name()));
+        }
+    }
+    found
+}
+
+async fn status(dir: StateDir) -> i32 {
+    let stack = match LocalStack::open(dir.clone()) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!("no stack is recorded in {}", dir.root.display());
+            return exit::PASS;
+        }
+        Err(e) => return report_env(e),
+    };
+    let t = stack.topology();
+    println!("stack `{}` (state in {})", t.name, dir.root.display());
+    for n in &t.nodes {
+        let procs: Vec<String> = stack
+            .members_on(&n.name)
+            .into_iter()
+            .map(|k| {
+                let pids = stack.pids(&n.name, k).len();
+                let stopped = process::stopped_pids(&stack.cgroup(&n.name, k)).len();
+                match (pids, stopped) {
+                    (0, _) => format!("{}: DOWN", k.name()),
+                    (p, 0) => format!("{}: {p} proc", k.name()),
+                    (p, s) => format!("{}: {p} proc, {s} STOPPED", k.name()),
+                }
+            })
+            .collect();
+        println!(
+            "  {:<4} {:<6} {:<4} {:<15} link {:<4} {}",
+            n.name,
+            n.zone,
+            n.region,
+            n.addr,
+            if netns::link_is_up(t, &n.name) { "up" } else { "DOWN" },
+            procs.join(", ")
+        );
+    }
+    let open = Journal::new(dir.journal_dir()).open_entries();
+    if open.is_empty() {
+        println!("fault journal: no open entry");
+    } else {
+        for e in &open {
+            println!("fault journal: OPEN {} ({}, pid {}, since {})", e.id, e.description, e.pid, e.opened_at);
+        }
+    }
+    let res = residue(&stack);
+    for r in &res {
+        println!("residue: {r}");
+    }
+    match stack.health_once().await {
+        Ok(h) => {
+            println!("health: ok (postgres leader {}, redis master {})", h.postgres_leader, h.redis_master);
+            exit::PASS
+        }
+        Err(e) => {
+            println!("health: NOT healthy: {e}");
+            exit::ENVIRONMENT
+        }
+    }
+}
+
+async fn recover(dir: StateDir) -> i32 {
+    let stack = match LocalStack::open(dir.clone()) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!("no stack is recorded in {}; nothing to recover", dir.root.display());
+            return exit::PASS;
+        }
+        Err(e) => return report_env(e),
+    };
+    let journal = Journal::new(dir.journal_dir());
+    for e in journal.open_entries() {
+        match Target::revert(&stack, &e.steps).await {
+            Ok(()) => {
+                let _ = journal.close(&e.id, "reverted by `faultline recover`");
+                println!("reverted {} ({})", e.id, e.description);
+            }
+            Err(err) => println!("could not fully revert {}: {err}", e.id),
+        }
+    }
+    // Residue without a journal entry (e.g. a crash between applying and journaling is impossible by design,
+    // but a user may have interfered): fix what belongs to this stack.
+    let t = stack.topology();
+    for r in residue(&stack) {
+        println!("found residue: {r}");
+    }
+    for n in &t.nodes {
+        let ns = t.namespace(&n.name);
+        if netns::has_rules(&ns) {
+            let _ = netns::delete_rules(&ns);
+        }
+        if !netns::link_is_up(t, &n.name) {
+            let _ = netns::set_link(t, &n.name, true);
+        }
+    }
+    for (n, k) in stack.members() {
+        stack.signal(&n, k, libc::SIGCONT);
+        if stack.pids(&n, k).is_empty() {
+            if let Err(e) = stack.restart(&n, k).await {
+                println!("cannot restart {} on {n}: {e}", k.name());
+            }
+        }
+    }
+    let left = residue(&stack);
+    match stack.wait_healthy(Duration::from_secs(90)).await {
+        Ok(h) if left.is_empty() => {
+            println!(
+                "recovered: no residue; stack healthy (postgres leader {}, redis master {})",
+                h.postgres_leader, h.redis_master
+            );
+            exit::PASS
+        }
+        Ok(_) => {
+            for r in left {
+                println!("residue left: {r}");
+            }
+            exit::ENVIRONMENT
+        }
+        Err(e) => report_env(TargetError::Environment(format!("the stack is not healthy after recovery: {e}"))),
+    }
+}

@@ -1,0 +1,136 @@
+//! The components under test. Each module gives the role probe, health check, load client and ledger read-back
+//! for one replicated store, reached through plain endpoints so any target (local namespaces, Kubernetes) can
+//! provide them.
+
+pub mod postgres;
+pub mod redis;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A member of a replicated component: the node it runs on and the address clients use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub node: String,
+    pub addr: Ipv4Addr,
+}
+
+/// HTTP client for probes: short timeout, never a proxy (all traffic stays on this machine).
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (etcd's v3 JSON gateway encodes keys and values so).
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn utc(y: i64, mo: u32, d: u32, h: u64, mi: u64, s: u64, ms: u64) -> Option<SystemTime> {
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86400 + (h * 3600 + mi * 60 + s) as i64;
+    (secs >= 0).then(|| UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_millis(ms))
+}
+
+/// "2026-11-23 06:30:09,456 INFO: ..." (Python logging's asctime; the stack runs with TZ=UTC).
+pub fn parse_patroni_time(line: &str) -> Option<SystemTime> {
+    let ts = line.get(..23)?;
+    let (date, time) = ts.split_once(' ')?;
+    let mut d = date.split('-');
+    let (y, mo, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (hms, ms) = time.split_once(',')?;
+    let mut t = hms.split(':');
+    let (h, mi, s) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    utc(y, mo, day, h, mi, s, ms.parse().ok()?)
+}
+
+/// "12345:X 23 Nov 2026 06:30:01.123 # +switch-master ..." (Redis and Sentinel logs, TZ=UTC).
+pub fn parse_redis_time(line: &str) -> Option<SystemTime> {
+    let mut f = line.split_whitespace();
+    let _pid_role = f.next()?;
+    let day: u32 = f.next()?.parse().ok()?;
+    let month = f.next()?;
+    let year: i64 = f.next()?.parse().ok()?;
+    let time = f.next()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mo = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
+    let (hms, ms) = time.split_once('.')?;
+    let mut t = hms.split(':');
+    let (h, mi, s) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    utc(year, mo, day, h, mi, s, ms.parse().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::rfc3339_millis;
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "f", "fo", "foo", "/service/faultline/leader"] {
+            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
+    }
+
+    #[test]
+    fn parses_server_log_stamps() {
+        let p = parse_patroni_time("2024-02-29 23:59:59,999 INFO: x").unwrap();
+        assert_eq!(rfc3339_millis(p), "2024-02-29T23:59:59.999Z");
+        let r = parse_redis_time("812:X 23 Nov 2026 06:30:01.123 # +switch-master a b c d e").unwrap();
+        assert_eq!(rfc3339_millis(r), "2026-11-23T06:30:01.123Z");
+        assert!(parse_redis_time("garbage line").is_none());
+        assert!(parse_patroni_time("2026-13-01 00:00:00,000 x").is_none());
+    }
+}

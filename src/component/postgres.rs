@@ -1,0 +1,640 @@
+//! PostgreSQL under Patroni: roles and health from Patroni's REST API and the etcd leader key, the load client
+//! (numbered INSERTs through the current primary), the failover probe, and the ledger read-back.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, NoTls, Statement};
+
+use super::{base64_decode, base64_encode, http_client, Member};
+use crate::events::{EventKind, EventLog};
+use crate::ledger::{Outcome, ReadBack};
+use crate::load::{Attempt, BoxFuture, LoadClient};
+use crate::scenario::ComponentKind;
+use crate::secret::Secret;
+use crate::settings::DcsApi;
+
+const PATRONI_PORT: u16 = 8008;
+const POSTGRES_PORT: u16 = 5432;
+const ETCD_PORT: u16 = 2379;
+
+/// How to reach the Patroni cluster: what an application and an operator would use.
+#[derive(Clone, Debug)]
+pub struct PostgresEndpoints {
+    pub members: Vec<Member>,
+    pub etcd: Vec<Ipv4Addr>,
+    pub scope: String,
+    pub dcs_api: DcsApi,
+    pub user: String,
+    pub password: Secret,
+}
+
+impl PostgresEndpoints {
+    fn member_by_addr(&self, host: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.addr.to_string() == host)
+    }
+
+    fn leader_key(&self) -> String {
+        format!("/service/{}/leader", self.scope)
+    }
+}
+
+/// One member as Patroni's /cluster reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatroniMember {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub lag: Option<u64>,
+    pub timeline: Option<u64>,
+}
+
+pub async fn cluster_view(http: &reqwest::Client, addr: Ipv4Addr) -> Result<Vec<PatroniMember>, String> {
+    let v: Value = http
+        .get(format!("http://{addr}:{PATRONI_PORT}/cluster"))
+        .send()
+        .await
+        .map_err(|e| format!("Patroni on {addr}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("Patroni on {addr}: bad /cluster answer: {e}"))?;
+    Ok(parse_cluster(&v))
+}
+
+pub fn parse_cluster(v: &Value) -> Vec<PatroniMember> {
+    v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| PatroniMember {
+                    name: m["name"].as_str().unwrap_or_default().to_string(),
+                    role: m["role"].as_str().unwrap_or_default().to_string(),
+                    state: m["state"].as_str().unwrap_or_default().to_string(),
+                    lag: m["lag"].as_u64(),
+                    timeline: m["timeline"].as_u64(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn primary_answers(http: &reqwest::Client, addr: Ipv4Addr) -> bool {
+    match http
+        .get(format!("http://{addr}:{PATRONI_PORT}/primary"))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16() == 200,
+        Err(_) => false,
+    }
+}
+
+/// The owner of the Patroni leader key, read with a quorum read from the first etcd member that answers.
+/// Ok(None) = no leader key; Err = no etcd member answered.
+pub async fn leader_key_owner(
+    http: &reqwest::Client,
+    ep: &PostgresEndpoints,
+) -> Result<Option<String>, String> {
+    let key = ep.leader_key();
+    let mut last_err = String::from("no etcd member configured");
+    for addr in &ep.etcd {
+        let result = match ep.dcs_api {
+            DcsApi::Etcd2 => {
+                let url = format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?quorum=true");
+                match http.get(url).send().await {
+                    Ok(r) if r.status().as_u16() == 404 => Ok(None),
+                    Ok(r) if r.status().is_success() => r
+                        .json::<Value>()
+                        .await
+                        .map(|v| v["node"]["value"].as_str().map(str::to_string))
+                        .map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("etcd {addr}: HTTP {}", r.status())),
+                    Err(e) => Err(format!("etcd {addr}: {e}")),
+                }
+            }
+            DcsApi::Etcd3 => {
+                let url = format!("http://{addr}:{ETCD_PORT}/v3/kv/range");
+                let body = serde_json::json!({ "key": base64_encode(key.as_bytes()) });
+                match http.post(url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => r
+                        .json::<Value>()
+                        .await
+                        .map(|v| {
+                            v["kvs"][0]["value"]
+                                .as_str()
+                                .and_then(base64_decode)
+                                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        })
+                        .map_err(|e| e.to_string()),
+                    Ok(r) => Err(format!("etcd {addr}: HTTP {}", r.status())),
+                    Err(e) => Err(format!("etcd {addr}: {e}")),
+                }
+            }
+        };
+        match result {
+            Ok(owner) => return Ok(owner),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// Healthy = every member's /cluster view lists all members running with one agreed leader, the leader's own
+/// /primary answers 200 (HA-FACTS pitfall 6), and with synchronous_mode a sync standby exists.
+pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String, String> {
+    let http = http_client(Duration::from_millis(800));
+    let mut leader: Option<String> = None;
+    for m in &ep.members {
+        let view = cluster_view(&http, m.addr).await?;
+        if view.len() != ep.members.len() {
+            return Err(format!(
+                "{} sees {} of {} Patroni members",
+                m.node,
+                view.len(),
+                ep.members.len()
+            ));
+        }
+        for pm in &view {
+            if pm.state != "running" && pm.state != "streaming" {
+                return Err(format!("{} reports {} in state `{}`", m.node, pm.name, pm.state));
+            }
+            if pm.lag.unwrap_or(0) > 16 * 1024 * 1024 {
+                return Err(format!("{} lags {} bytes", pm.name, pm.lag.unwrap_or(0)));
+            }
+        }
+        let leaders: Vec<&PatroniMember> = view.iter().filter(|p| p.role == "leader").collect();
+        if leaders.len() != 1 {
+            return Err(format!("{} sees {} leaders", m.node, leaders.len()));
+        }
+        if synchronous && !view.iter().any(|p| p.role == "sync_standby") {
+            return Err(format!("{} sees no sync standby", m.node));
+        }
+        match &leader {
+            None => leader = Some(leaders[0].name.clone()),
+            Some(l) if *l != leaders[0].name => {
+                return Err(format!(
+                    "members disagree on the leader ({l} vs {})",
+                    leaders[0].name
+                ))
+            }
+            _ => {}
+        }
+    }
+    let leader = leader.ok_or("no Patroni member configured")?;
+    let addr = ep
+        .members
+        .iter()
+        .find(|m| m.node == leader)
+        .map(|m| m.addr)
+        .ok_or_else(|| format!("leader {leader} is not a known member"))?;
+    if !primary_answers(&http, addr).await {
+        return Err(format!("leader {leader} does not answer 200 on /primary"));
+    }
+    Ok(leader)
+}
+
+/// The node of the current leader according to the DCS (falls back to Patroni's /cluster).
+pub async fn current_leader(ep: &PostgresEndpoints) -> Option<String> {
+    let http = http_client(Duration::from_millis(500));
+    if let Ok(Some(owner)) = leader_key_owner(&http, ep).await {
+        return Some(owner);
+    }
+    for m in &ep.members {
+        if let Ok(view) = cluster_view(&http, m.addr).await {
+            if let Some(l) = view.iter().find(|p| p.role == "leader") {
+                return Some(l.name.clone());
+            }
+        }
+    }
+    None
+}
+
+/// Samples the leader key every 100 ms and turns its changes into timeline events:
+/// key gone (or taken over) = FailureDetected; new owner whose /primary answers 200 = NewPrimaryServing.
+pub fn spawn_probe(
+    ep: PostgresEndpoints,
+    events: EventLog,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = http_client(Duration::from_millis(300));
+        let key = ep.leader_key();
+        let mut last_owner: Option<String> = None;
+        let mut owner_before_gap: Option<String> = None;
+        let mut awaiting_primary: Option<String> = None;
+        let mut etcd_down_reported = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let observed_at = events.clock().now();
+            let owner = match leader_key_owner(&http, &ep).await {
+                Ok(o) => {
+                    etcd_down_reported = false;
+                    o
+                }
+                Err(e) => {
+                    if !etcd_down_reported {
+                        events.emit(EventKind::ServerObservation {
+                            component: ComponentKind::Postgres,
+                            source: "etcd".into(),
+                            message: format!("no etcd member answered a quorum read: {e}"),
+                        });
+                        etcd_down_reported = true;
+                    }
+                    continue;
+                }
+            };
+            if first {
+                first = false;
+                last_owner = owner.clone();
+                owner_before_gap = owner.clone();
+                continue;
+            }
+            if owner != last_owner {
+                match (&last_owner, &owner) {
+                    (Some(prev), None) => {
+                        owner_before_gap = Some(prev.clone());
+                        events.emit_at(
+                            observed_at,
+                            EventKind::FailureDetected {
+                                component: ComponentKind::Postgres,
+                                evidence: format!("leader key {key} gone (was held by {prev})"),
+                            },
+                        );
+                    }
+                    (Some(prev), Some(new)) => {
+                        owner_before_gap = Some(prev.clone());
+                        events.emit_at(
+                            observed_at,
+                            EventKind::FailureDetected {
+                                component: ComponentKind::Postgres,
+                                evidence: format!("leader key {key} taken over by {new} from {prev}"),
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+                if let Some(new) = &owner {
+                    events.emit_at(
+                        observed_at,
+                        EventKind::ServerObservation {
+                            component: ComponentKind::Postgres,
+                            source: "etcd".into(),
+                            message: format!("leader key {key} now held by {new}"),
+                        },
+                    );
+                    if owner_before_gap.as_deref() != Some(new.as_str()) {
+                        awaiting_primary = Some(new.clone());
+                    }
+                }
+                last_owner = owner.clone();
+            }
+            if let Some(candidate) = awaiting_primary.clone() {
+                if owner.as_deref() != Some(candidate.as_str()) {
+                    awaiting_primary = None;
+                    continue;
+                }
+                if let Some(m) = ep.members.iter().find(|m| m.node == candidate) {
+                    if primary_answers(&http, m.addr).await {
+                        let at = events.clock().now();
+                        events.emit_at(
+                            at,
+                            EventKind::NewPrimaryServing {
+                                component: ComponentKind::Postgres,
+                                member: candidate.clone(),
+                                evidence: format!(
+                                    "leader key held by {candidate} and its Patroni /primary answers 200"
+                                ),
+                            },
+                        );
+                        awaiting_primary = None;
+                        owner_before_gap = Some(candidate.clone());
+                        if let Some(h) = promotion_history(&http, m.addr).await {
+                            events.emit(EventKind::ServerObservation {
+                                component: ComponentKind::Postgres,
+                                source: format!("patroni {candidate} /history"),
+                                message: h,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The newest entry of Patroni's /history (timeline switch with its timestamp), as evidence for the report.
+async fn promotion_history(http: &reqwest::Client, addr: Ipv4Addr) -> Option<String> {
+    let v: Value = http
+        .get(format!("http://{addr}:{PATRONI_PORT}/history"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let last = v.as_array()?.last()?;
+    Some(format!("last timeline switch: {last}"))
+}
+
+fn pg_config(ep: &PostgresEndpoints) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    for m in &ep.members {
+        cfg.host(m.addr.to_string()).port(POSTGRES_PORT);
+    }
+    cfg.user(&ep.user)
+        .password(ep.password.expose())
+        .dbname("postgres")
+        .application_name("faultline")
+        .connect_timeout(Duration::from_millis(1000))
+        .tcp_user_timeout(Duration::from_secs(3))
+        .keepalives(true)
+        .target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    cfg
+}
+
+/// A connection to the current primary whose notices are watched: a commit answered with the synchronous
+/// replication cancellation WARNING is not an acknowledgement (pitfall 4).
+struct PrimaryConnection {
+    client: tokio_postgres::Client,
+    commit_warning: Arc<AtomicBool>,
+    insert: Statement,
+    select: Statement,
+}
+
+async fn connect_primary(ep: &PostgresEndpoints) -> Result<PrimaryConnection, String> {
+    let (client, mut connection) = pg_config(ep)
+        .connect(NoTls)
+        .await
+        .map_err(|e| ep.password.redact(&e.to_string()))?;
+    let commit_warning = Arc::new(AtomicBool::new(false));
+    let flag = commit_warning.clone();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notice(n)) if n.message().contains("synchronous replication") => {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let insert = client
+        .prepare("INSERT INTO faultline_ledger (run_id, id) VALUES ($1, $2)")
+        .await
+        .map_err(|e| e.to_string())?;
+    let select = client
+        .prepare("SELECT max(id) FROM faultline_ledger WHERE run_id = $1")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(PrimaryConnection {
+        client,
+        commit_warning,
+        insert,
+        select,
+    })
+}
+
+/// Creates the ledger table on the primary, retrying until `deadline`.
+pub async fn prepare(ep: &PostgresEndpoints, deadline: Duration) -> Result<(), String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let result = async {
+            let conn = connect_primary_raw(ep).await?;
+            conn.batch_execute(
+                "CREATE TABLE IF NOT EXISTS faultline_ledger (run_id text NOT NULL, id bigint NOT NULL, \
+                 written_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run_id, id))",
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= until => {
+                return Err(format!("cannot create the ledger table on the primary: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = pg_config(ep)
+        .connect(NoTls)
+        .await
+        .map_err(|e| ep.password.redact(&e.to_string()))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Reads back every id of the run from the current primary (retrying until `deadline`).
+pub async fn read_back(
+    ep: &PostgresEndpoints,
+    run_id: &str,
+    deadline: Duration,
+) -> Result<(std::collections::BTreeSet<u64>, String), String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let result = async {
+            let client = connect_primary_raw(ep).await?;
+            let rows = client
+                .query("SELECT id FROM faultline_ledger WHERE run_id = $1", &[&run_id])
+                .await
+                .map_err(|e| e.to_string())?;
+            let server: Vec<String> = client
+                .query("SELECT inet_server_addr()::text", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            let host = server
+                .first()
+                .map(|s| s.split('/').next().unwrap_or(s).to_string())
+                .unwrap_or_default();
+            let member = ep
+                .member_by_addr(&host)
+                .map(|m| m.node.clone())
+                .unwrap_or(host);
+            Ok::<_, String>((
+                rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
+                member,
+            ))
+        }
+        .await;
+        match result {
+            Ok(r) => return Ok(r),
+            Err(e) if Instant::now() >= until => return Err(format!("read-back failed: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+pub async fn read_back_ledger(ep: &PostgresEndpoints, run_id: &str, deadline: Duration, clock: crate::clock::Clock) -> Result<ReadBack, String> {
+    let (present, from_member) = read_back(ep, run_id, deadline).await?;
+    Ok(ReadBack {
+        present,
+        from_member,
+        at: clock.now(),
+    })
+}
+
+/// One load connection: INSERTs through the current primary (libpq-style multi-host, read-write target),
+/// reconnecting after any error.
+pub struct PostgresLoadClient {
+    ep: PostgresEndpoints,
+    run_id: String,
+    conn: Option<PrimaryConnection>,
+}
+
+impl PostgresLoadClient {
+    pub fn new(ep: PostgresEndpoints, run_id: &str) -> Self {
+        PostgresLoadClient {
+            ep,
+            run_id: run_id.to_string(),
+            conn: None,
+        }
+    }
+
+    async fn ensure(&mut self, deadline: Duration) -> Result<(), String> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let c = tokio::time::timeout(deadline, connect_primary(&self.ep))
+                .await
+                .map_err(|_| "no read-write primary reachable before the deadline".to_string())??;
+            self.conn = Some(c);
+        }
+        Ok(())
+    }
+}
+
+/// Maps a PostgreSQL error to what it says about the write: a server-side refusal means it did not happen;
+/// a lost connection or an operator-intervention error after sending may hide a commit.
+pub fn classify_pg_error(e: &tokio_postgres::Error) -> Outcome {
+    if let Some(code) = e.code() {
+        if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            return Outcome::Failed;
+        }
+        let class = &code.code()[..2];
+        if class == "08" || class == "57" || class == "58" || class == "XX" {
+            return Outcome::Unknown;
+        }
+        return Outcome::Failed;
+    }
+    Outcome::Unknown
+}
+
+impl LoadClient for PostgresLoadClient {
+    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            if let Err(e) = self.ensure(deadline).await {
+                return Attempt::failed_unsent(e);
+            }
+            let conn = self.conn.as_ref().expect("ensured above");
+            conn.commit_warning.store(false, Ordering::SeqCst);
+            let sent = Instant::now();
+            let r = tokio::time::timeout(
+                deadline,
+                conn.client.execute(&conn.insert, &[&self.run_id, &(id as i64)]),
+            )
+            .await;
+            let (outcome, error) = match r {
+                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
+                Ok(Ok(_)) if conn.commit_warning.load(Ordering::SeqCst) => (
+                    Outcome::Unknown,
+                    Some("commit answered with a synchronous replication WARNING".to_string()),
+                ),
+                Ok(Ok(_)) => (Outcome::Ok, None),
+                Ok(Err(e)) => (classify_pg_error(&e), Some(e.to_string())),
+            };
+            if outcome != Outcome::Ok {
+                self.conn = None;
+            }
+            Attempt {
+                sent: Some(sent),
+                outcome,
+                error,
+            }
+        })
+    }
+
+    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            if let Err(e) = self.ensure(deadline).await {
+                return Attempt::failed_unsent(e);
+            }
+            let conn = self.conn.as_ref().expect("ensured above");
+            let sent = Instant::now();
+            let r = tokio::time::timeout(deadline, conn.client.query_opt(&conn.select, &[&self.run_id])).await;
+            let (outcome, error) = match r {
+                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
+                Ok(Ok(_)) => (Outcome::Ok, None),
+                Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
+            };
+            if outcome != Outcome::Ok {
+                self.conn = None;
+            }
+            Attempt {
+                sent: Some(sent),
+                outcome,
+                error,
+            }
+        })
+    }
+}
+
+/// Patroni log lines "promoted self to leader" with their timestamps (Patroni logs local time; the stack runs
+/// with TZ=UTC), for the report's log agreement check.
+pub fn promotion_log_lines(log: &str) -> Vec<(std::time::SystemTime, String)> {
+    log.lines()
+        .filter(|l| l.contains("promoted self to leader"))
+        .filter_map(|l| super::parse_patroni_time(l).map(|t| (t, l.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_patroni_cluster_json() {
+        let v: Value = serde_json::from_str(
+            r#"{"members":[{"name":"n1","role":"leader","state":"running","timeline":2},
+               {"name":"n2","role":"sync_standby","state":"streaming","lag":0,"timeline":2}]}"#,
+        )
+        .unwrap();
+        let ms = parse_cluster(&v);
+        assert_eq!(ms.len(), 2);
+        assert_eq!(ms[0].role, "leader");
+        assert_eq!(ms[1].lag, Some(0));
+        assert_eq!(ms[1].state, "streaming");
+    }
+
+    #[test]
+    fn finds_promotion_lines_with_their_time() {
+        let log = "2026-11-23 06:30:01,123 INFO: no action. I am (n2), a secondary, and following a leader (n1)\n\
+                   2026-11-23 06:30:09,456 INFO: promoted self to leader by acquiring session lock\n";
+        let lines = promotion_log_lines(log);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            crate::clock::rfc3339_millis(lines[0].0),
+            "2026-11-23T06:30:09.456Z"
+        );
+    }
+}

@@ -1,0 +1,536 @@
+//! Redis with Sentinel: master discovery through the sentinels (as clients do), health, the load client (SADD of
+//! numbered ids into one set per run, optional WAIT), the pub/sub failover probe, and the ledger read-back.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Value};
+use tokio::sync::watch;
+
+use super::Member;
+use crate::events::{EventKind, EventLog};
+use crate::ledger::{Outcome, ReadBack};
+use crate::load::{Attempt, BoxFuture, LoadClient};
+use crate::scenario::{ComponentKind, RedisWait};
+
+const REDIS_PORT: u16 = 6379;
+const SENTINEL_PORT: u16 = 26379;
+
+#[derive(Clone, Debug)]
+pub struct RedisEndpoints {
+    pub members: Vec<Member>,
+    pub sentinels: Vec<Member>,
+    pub master_name: String,
+}
+
+impl RedisEndpoints {
+    pub fn node_of(&self, addr: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.addr.to_string() == addr)
+            .map(|m| m.node.as_str())
+    }
+}
+
+pub fn ledger_key(run_id: &str) -> String {
+    format!("faultline:ledger:{run_id}")
+}
+
+pub async fn connect(addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+    let client = redis::Client::open(format!("redis://{addr}:{port}/"))?;
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout);
+    client.get_multiplexed_async_connection_with_config(&cfg).await
+}
+
+async fn info_replication(addr: Ipv4Addr) -> Result<String, String> {
+    let mut c = connect(addr, REDIS_PORT, Duration::from_millis(800))
+        .await
+        .map_err(|e| format!("redis {addr}: {e}"))?;
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async::<String>(&mut c)
+        .await
+        .map_err(|e| format!("redis {addr}: {e}"))
+}
+
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+}
+
+/// What one sentinel says the master is.
+pub async fn sentinel_master(sentinel: Ipv4Addr, name: &str, timeout: Duration) -> Result<Ipv4Addr, String> {
+    let mut c = connect(sentinel, SENTINEL_PORT, timeout)
+        .await
+        .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
+    let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(name)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
+    let (host, _port) = addr.ok_or_else(|| format!("sentinel {sentinel} knows no master `{name}`"))?;
+    host.parse()
+        .map_err(|_| format!("sentinel {sentinel} returned `{host}` as master address"))
+}
+
+/// The master as the first sentinel that answers reports it (what a Sentinel-aware client does).
+pub async fn discover_master(ep: &RedisEndpoints, timeout: Duration) -> Result<Ipv4Addr, String> {
+    let mut last = "no sentinel configured".to_string();
+    for s in &ep.sentinels {
+        match sentinel_master(s.addr, &ep.master_name, timeout).await {
+            Ok(a) => return Ok(a),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The master node if a majority of sentinels agree on it.
+pub async fn agreed_master(ep: &RedisEndpoints) -> Option<String> {
+    let mut votes: Vec<Ipv4Addr> = Vec::new();
+    for s in &ep.sentinels {
+        if let Ok(a) = sentinel_master(s.addr, &ep.master_name, Duration::from_millis(500)).await {
+            votes.push(a);
+        }
+    }
+    let majority = ep.sentinels.len() / 2 + 1;
+    votes
+        .iter()
+        .find(|a| votes.iter().filter(|b| b == a).count() >= majority)
+        .and_then(|a| ep.node_of(&a.to_string()).map(str::to_string))
+}
+
+async fn sentinel_map(sentinel: Ipv4Addr, args: &[&str]) -> Result<Vec<Vec<(String, String)>>, String> {
+    let mut c = connect(sentinel, SENTINEL_PORT, Duration::from_millis(800))
+        .await
+        .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
+    let mut cmd = redis::cmd("SENTINEL");
+    for a in args {
+        cmd.arg(*a);
+    }
+    let v: Value = cmd
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
+    Ok(flat_maps(&v))
+}
+
+/// Sentinel answers lists of flat [k, v, k, v...] arrays (or one such array for SENTINEL MASTER).
+fn flat_maps(v: &Value) -> Vec<Vec<(String, String)>> {
+    fn pairs(items: &[Value]) -> Vec<(String, String)> {
+        items
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [k, v] => Some((as_string(k)?, as_string(v)?)),
+                _ => None,
+            })
+            .collect()
+    }
+    match v {
+        Value::Array(items) if items.iter().all(|i| matches!(i, Value::Array(_))) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::Array(inner) => Some(pairs(inner)),
+                _ => None,
+            })
+            .collect(),
+        Value::Array(items) => vec![pairs(items)],
+        Value::Map(kvs) => vec![kvs
+            .iter()
+            .filter_map(|(k, v)| Some((as_string(k)?, as_string(v)?)))
+            .collect()],
+        _ => Vec::new(),
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn get<'a>(m: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    m.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+}
+
+/// Healthy = all sentinels agree on the master and see every replica and every other sentinel without a down
+/// flag; the master has every replica online; every replica's link to it is up.
+pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
+    let mut master: Option<Ipv4Addr> = None;
+    for s in &ep.sentinels {
+        let a = sentinel_master(s.addr, &ep.master_name, Duration::from_millis(800)).await?;
+        match master {
+            None => master = Some(a),
+            Some(m) if m != a => {
+                return Err(format!("sentinels disagree on the master ({m} vs {a})"))
+            }
+            _ => {}
+        }
+        let m = sentinel_map(s.addr, &["master", &ep.master_name]).await?;
+        let m = m.first().ok_or("empty SENTINEL MASTER answer")?;
+        if get(m, "flags") != Some("master") {
+            return Err(format!(
+                "sentinel on {} flags the master `{}`",
+                s.node,
+                get(m, "flags").unwrap_or("?")
+            ));
+        }
+        let others: usize = get(m, "num-other-sentinels").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if others + 1 < ep.sentinels.len() {
+            return Err(format!(
+                "sentinel on {} knows {} other sentinels of {}",
+                s.node,
+                others,
+                ep.sentinels.len() - 1
+            ));
+        }
+        let replicas = sentinel_map(s.addr, &["replicas", &ep.master_name]).await?;
+        let good = replicas
+            .iter()
+            .filter(|r| {
+                let f = get(r, "flags").unwrap_or("");
+                !f.contains("s_down") && !f.contains("disconnected")
+            })
+            .count();
+        if good + 1 < ep.members.len() {
+            return Err(format!(
+                "sentinel on {} sees {} healthy replicas of {}",
+                s.node,
+                good,
+                ep.members.len() - 1
+            ));
+        }
+    }
+    let master = master.ok_or("no sentinel configured")?;
+    let info = info_replication(master).await?;
+    if info_field(&info, "role") != Some("master") {
+        return Err(format!("{master} is not a master"));
+    }
+    let online = info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count();
+    if online + 1 < ep.members.len() {
+        return Err(format!("master {master} has {online} online replicas"));
+    }
+    for m in ep.members.iter().filter(|m| m.addr != master) {
+        let info = info_replication(m.addr).await?;
+        if info_field(&info, "master_host") != Some(master.to_string().as_str())
+            || info_field(&info, "master_link_status") != Some("up")
+        {
+            return Err(format!("replica {} is not linked to the master {master}", m.node));
+        }
+    }
+    ep.node_of(&master.to_string())
+        .map(str::to_string)
+        .ok_or_else(|| format!("master {master} is not a member of the stack"))
+}
+
+/// Subscribes to every sentinel's events (PSUBSCRIBE *), stamping each message on receipt. +sdown of the master
+/// = FailureDetected; +promoted-slave = NewPrimaryServing; everything else joins the timeline as observed.
+pub fn spawn_probe(ep: RedisEndpoints, events: EventLog, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tasks: Vec<_> = ep
+            .sentinels
+            .clone()
+            .into_iter()
+            .map(|s| {
+                let ep = ep.clone();
+                let events = events.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if *stop.borrow() {
+                            return;
+                        }
+                        let sub = async {
+                            let client = redis::Client::open(format!("redis://{}:{SENTINEL_PORT}/", s.addr)).ok()?;
+                            let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
+                                .await
+                                .ok()?
+                                .ok()?;
+                            ps.psubscribe("*").await.ok()?;
+                            Some(ps)
+                        };
+                        let ps = tokio::select! { p = sub => p, _ = stop.changed() => return };
+                        let Some(mut ps) = ps else {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+                                _ = stop.changed() => return,
+                            }
+                        };
+                        let mut stream = ps.on_message();
+                        loop {
+                            let msg = tokio::select! { m = stream.next() => m, _ = stop.changed() => return };
+                            let Some(msg) = msg else { break };
+                            let at = events.clock().now();
+                            let channel = msg.get_channel_name().to_string();
+                            let payload: String = msg.get_payload().unwrap_or_default();
+                            for kind in sentinel_events(&ep, &s.node, &channel, &payload) {
+                                events.emit_at(at, kind);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        futures_util::future::join_all(tasks).await;
+    })
+}
+
+/// Turns one Sentinel pub/sub message into timeline events.
+pub fn sentinel_events(ep: &RedisEndpoints, sentinel_node: &str, channel: &str, payload: &str) -> Vec<EventKind> {
+    if channel == "__sentinel__:hello" {
+        return Vec::new();
+    }
+    let mut out = vec![EventKind::ServerObservation {
+        component: ComponentKind::Redis,
+        source: format!("sentinel {sentinel_node}"),
+        message: format!("{channel} {payload}"),
+    }];
+    let fields: Vec<&str> = payload.split_whitespace().collect();
+    match channel {
+        "+sdown" if fields.first() == Some(&"master") => out.push(EventKind::FailureDetected {
+            component: ComponentKind::Redis,
+            evidence: format!("sentinel {sentinel_node}: +sdown {payload}"),
+        }),
+        "+promoted-slave" => {
+            // "slave 10.0.0.12:6379 10.0.0.12 6379 @ name 10.0.0.11 6379"
+            let ip = fields.get(2).copied().unwrap_or("");
+            out.push(EventKind::NewPrimaryServing {
+                component: ComponentKind::Redis,
+                member: ep.node_of(ip).unwrap_or(ip).to_string(),
+                evidence: format!("sentinel {sentinel_node}: +promoted-slave {payload}"),
+            });
+        }
+        _ => {}
+    }
+    out
+}
+
+/// One load connection to the master found through Sentinel, re-resolved after any error.
+pub struct RedisLoadClient {
+    ep: RedisEndpoints,
+    key: String,
+    wait: Option<RedisWait>,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl RedisLoadClient {
+    pub fn new(ep: RedisEndpoints, run_id: &str, wait: Option<RedisWait>) -> Self {
+        RedisLoadClient {
+            ep,
+            key: ledger_key(run_id),
+            wait,
+            conn: None,
+        }
+    }
+
+    async fn ensure(&mut self, deadline: Duration) -> Result<(), String> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let master = discover_master(&self.ep, Duration::from_millis(500)).await?;
+        let mut c = connect(master, REDIS_PORT, deadline.min(Duration::from_secs(1)))
+            .await
+            .map_err(|e| format!("master {master}: {e}"))?;
+        let role: Vec<Value> = redis::cmd("ROLE")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| format!("master {master}: {e}"))?;
+        if role.first().and_then(as_string).as_deref() != Some("master") {
+            return Err(format!("{master} (named master by Sentinel) is not a master yet"));
+        }
+        self.conn = Some(c);
+        Ok(())
+    }
+}
+
+fn classify_redis_error(e: &RedisError) -> Outcome {
+    if e.kind() == ErrorKind::ReadOnly {
+        Outcome::Failed
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        Outcome::Unknown
+    } else {
+        Outcome::Failed
+    }
+}
+
+impl LoadClient for RedisLoadClient {
+    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            if let Err(e) = self.ensure(deadline).await {
+                return Attempt::failed_unsent(e);
+            }
+            let conn = self.conn.as_mut().expect("ensured above");
+            let sent = Instant::now();
+            let key = self.key.clone();
+            let wait = self.wait.clone();
+            let op = async move {
+                redis::cmd("SADD").arg(&key).arg(id).query_async::<i64>(conn).await?;
+                if let Some(w) = wait {
+                    let acked: i64 = redis::cmd("WAIT")
+                        .arg(w.replicas)
+                        .arg(w.timeout.as_millis() as u64)
+                        .query_async(conn)
+                        .await?;
+                    return Ok(Some((acked, w.replicas)));
+                }
+                Ok::<_, RedisError>(None)
+            };
+            let (outcome, error) = match tokio::time::timeout(deadline, op).await {
+                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
+                Ok(Ok(None)) => (Outcome::Ok, None),
+                Ok(Ok(Some((acked, wanted)))) if acked >= wanted as i64 => (Outcome::Ok, None),
+                Ok(Ok(Some((acked, wanted)))) => (
+                    Outcome::Unknown,
+                    Some(format!("WAIT confirmed {acked} of {wanted} replicas")),
+                ),
+                Ok(Err(e)) => (classify_redis_error(&e), Some(e.to_string())),
+            };
+            if outcome != Outcome::Ok && error.as_deref().is_none_or(|e| !e.starts_with("WAIT")) {
+                self.conn = None;
+            }
+            Attempt {
+                sent: Some(sent),
+                outcome,
+                error,
+            }
+        })
+    }
+
+    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            if let Err(e) = self.ensure(deadline).await {
+                return Attempt::failed_unsent(e);
+            }
+            let conn = self.conn.as_mut().expect("ensured above");
+            let sent = Instant::now();
+            let key = self.key.clone();
+            let r = tokio::time::timeout(deadline, redis::cmd("SCARD").arg(&key).query_async::<i64>(conn)).await;
+            let (outcome, error) = match r {
+                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
+                Ok(Ok(_)) => (Outcome::Ok, None),
+                Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
+            };
+            if outcome != Outcome::Ok {
+                self.conn = None;
+            }
+            Attempt {
+                sent: Some(sent),
+                outcome,
+                error,
+            }
+        })
+    }
+}
+
+/// Reads back the run's set from the master a majority of sentinels agree on, retrying until `deadline`.
+pub async fn read_back_ledger(
+    ep: &RedisEndpoints,
+    run_id: &str,
+    deadline: Duration,
+    clock: crate::clock::Clock,
+) -> Result<ReadBack, String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let attempt = async {
+            let node = agreed_master(ep).await.ok_or("sentinels do not agree on a master")?;
+            let addr = ep
+                .members
+                .iter()
+                .find(|m| m.node == node)
+                .map(|m| m.addr)
+                .ok_or("unknown master")?;
+            let mut c = connect(addr, REDIS_PORT, Duration::from_secs(2))
+                .await
+                .map_err(|e| e.to_string())?;
+            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await.map_err(|e| e.to_string())?;
+            if role.first().and_then(as_string).as_deref() != Some("master") {
+                return Err(format!("{node} is not a master yet"));
+            }
+            let ids: Vec<u64> = redis::cmd("SMEMBERS")
+                .arg(ledger_key(run_id))
+                .query_async(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((ids.into_iter().collect::<BTreeSet<u64>>(), node))
+        }
+        .await;
+        match attempt {
+            Ok((present, from_member)) => {
+                return Ok(ReadBack {
+                    present,
+                    from_member,
+                    at: clock.now(),
+                })
+            }
+            Err(e) if Instant::now() >= until => return Err(format!("read-back failed: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+/// Sentinel log lines for an event (e.g. "+switch-master", "+sdown master") with their timestamps.
+pub fn sentinel_log_lines(log: &str, needle: &str) -> Vec<(std::time::SystemTime, String)> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| super::parse_redis_time(l).map(|t| (t, l.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> RedisEndpoints {
+        let m = |n: &str, a: [u8; 4]| Member {
+            node: n.into(),
+            addr: Ipv4Addr::from(a),
+        };
+        RedisEndpoints {
+            members: vec![m("n1", [10, 0, 0, 11]), m("n2", [10, 0, 0, 12])],
+            sentinels: vec![m("n1", [10, 0, 0, 11])],
+            master_name: "faultline".into(),
+        }
+    }
+
+    #[test]
+    fn sentinel_messages_become_detection_and_promotion() {
+        let e = ep();
+        let sdown = sentinel_events(&e, "n1", "+sdown", "master faultline 10.0.0.11 6379");
+        assert!(matches!(sdown[1], EventKind::FailureDetected { .. }));
+        let replica_sdown = sentinel_events(&e, "n1", "+sdown", "slave 10.0.0.12:6379 10.0.0.12 6379 @ faultline 10.0.0.11 6379");
+        assert_eq!(replica_sdown.len(), 1, "a replica going down is not the master's failure");
+        let promoted = sentinel_events(
+            &e,
+            "n1",
+            "+promoted-slave",
+            "slave 10.0.0.12:6379 10.0.0.12 6379 @ faultline 10.0.0.11 6379",
+        );
+        match &promoted[1] {
+            EventKind::NewPrimaryServing { member, .. } => assert_eq!(member, "n2"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(sentinel_events(&e, "n1", "__sentinel__:hello", "x").is_empty());
+    }
+
+    #[test]
+    fn reads_sentinel_flat_maps() {
+        let v = Value::Array(vec![
+            Value::BulkString(b"name".to_vec()),
+            Value::BulkString(b"faultline".to_vec()),
+            Value::BulkString(b"flags".to_vec()),
+            Value::BulkString(b"master".to_vec()),
+        ]);
+        let m = flat_maps(&v);
+        assert_eq!(get(&m[0], "flags"), Some("master"));
+    }
+}

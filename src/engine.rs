@@ -1,0 +1,484 @@
+//! Runs a scenario against a target: per trial, load and probes start, the baseline window passes, faults are
+//! applied and reverted on schedule, the stack heals, the ledger is read back. Every applied fault is reverted on
+//! every exit path (success, error, interrupt). One event stream on one clock feeds analysis and the reporters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::analysis::{self, TrialInput, TrialMeasurements};
+use crate::clock::{rfc3339_millis, Clock, Stamp};
+use crate::component::{postgres, redis as redis_component};
+use crate::events::{Event, EventKind, EventLog};
+use crate::exit;
+use crate::fault::journal::Journal;
+use crate::fault::ActiveFault;
+use crate::ledger::{Ledger, ReadBack};
+use crate::load::{self, LoadClient};
+use crate::report::{self, LogAgreement, RunReport, TrialReport};
+use crate::scenario::{ComponentKind, Scenario};
+use crate::target::{Target, TargetError};
+use crate::verdict::{self, Verdict};
+
+/// Counts SIGINT/SIGTERM received; the engine stops injecting at the first and always reverts.
+pub type Interrupts = watch::Receiver<u32>;
+
+pub struct RunOptions {
+    pub reports_dir: PathBuf,
+    pub journal: Journal,
+}
+
+pub struct RunOutcome {
+    pub report: RunReport,
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug)]
+enum Stop {
+    Interrupted,
+    Failed(String, i32),
+}
+
+struct TrialWindow {
+    trial: u32,
+    baseline: (Stamp, Stamp),
+    fault_at: Option<Stamp>,
+    window_end: Stamp,
+    read_back: Option<ReadBack>,
+}
+
+/// Sleeps unless interrupted.
+async fn pause(d: Duration, intr: &mut Interrupts) -> Result<(), Stop> {
+    if *intr.borrow() > 0 {
+        return Err(Stop::Interrupted);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = intr.changed() => Err(Stop::Interrupted),
+    }
+}
+
+pub fn new_run_id(scenario: &str) -> String {
+    let now = rfc3339_millis(SystemTime::now());
+    // 2026-11-23T06:30:01.123Z -> 20261123T063001Z
+    let compact: String = now[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    format!("{compact}Z-{scenario}-{}", std::process::id())
+}
+
+pub async fn run_scenario<T: Target>(
+    target: &T,
+    scenario: &Scenario,
+    opts: &RunOptions,
+    mut intr: Interrupts,
+) -> std::io::Result<RunOutcome> {
+    let run_id = new_run_id(&scenario.name);
+    let run_dir = opts.reports_dir.join(&run_id);
+    std::fs::create_dir_all(&run_dir)?;
+    let clock = Clock::start();
+    let started_at = rfc3339_millis(SystemTime::now());
+    let events = EventLog::new(clock);
+    let ledger = Ledger::with_file(&run_dir.join("ledger.jsonl"))?;
+    let mut active: Vec<ActiveFault> = Vec::new();
+    let mut windows: Vec<TrialWindow> = Vec::new();
+    let mut next_id = 1u64;
+
+    let mut stop: Option<Stop> = None;
+    for trial in 1..=scenario.trials {
+        events.set_trial(trial);
+        let r = run_trial(target, scenario, &run_id, &opts.journal, &events, &ledger, &mut active, &mut intr, &mut next_id, trial)
+            .await;
+        // Whatever happened, nothing stays applied past its trial.
+        revert_all(target, &opts.journal, &events, &mut active).await;
+        match r {
+            Ok(w) => windows.push(w),
+            Err((w, s)) => {
+                if let Some(w) = w {
+                    windows.push(w);
+                }
+                stop = Some(s);
+                break;
+            }
+        }
+    }
+    ledger.flush();
+
+    // Verify once more at the end of the run: a loss can surface a round later (pitfall 10).
+    let final_read = if stop.is_none() || matches!(stop, Some(Stop::Interrupted)) {
+        read_back(target, scenario.component, &run_id, clock, Duration::from_secs(20)).await.ok()
+    } else {
+        None
+    };
+    let entries = ledger.entries();
+    let all_events = events.snapshot();
+    let mut measurements: Vec<TrialMeasurements> = Vec::new();
+    for w in &windows {
+        let present: BTreeSet<u64> = match (&w.read_back, &final_read) {
+            (Some(t), Some(f)) => t.present.intersection(&f.present).copied().collect(),
+            (Some(t), None) => t.present.clone(),
+            (None, Some(f)) => f.present.clone(),
+            (None, None) => continue,
+        };
+        let trial_entries: Vec<_> = entries.iter().filter(|e| e.trial == w.trial).cloned().collect();
+        let trial_events: Vec<Event> = all_events.iter().filter(|e| e.trial == w.trial).cloned().collect();
+        measurements.push(analysis::analyze(&TrialInput {
+            component: scenario.component,
+            trial: w.trial,
+            events: &trial_events,
+            ledger: &trial_entries,
+            present: &present,
+            baseline: w.baseline,
+            fault_at: w.fault_at,
+            window_end: w.window_end,
+            rto_consecutive: scenario.load.rto_consecutive,
+        }));
+    }
+
+    let completed = stop.is_none() && measurements.len() == scenario.trials as usize;
+    let thresholds = verdict::judge(&scenario.thresholds, &measurements);
+    let verdict = verdict::overall(&thresholds, completed);
+    let (incomplete_reason, exit_code) = match (&stop, verdict) {
+        (Some(Stop::Interrupted), _) => (
+            Some("interrupted by a signal; applied faults were reverted".to_string()),
+            exit::INTERRUPTED,
+        ),
+        (Some(Stop::Failed(reason, code)), _) => (Some(reason.clone()), *code),
+        (None, Verdict::Pass) => (None, exit::PASS),
+        (None, Verdict::Fail) => (None, exit::THRESHOLD_FAILED),
+        (None, Verdict::Incomplete) => (
+            Some("not every trial produced measurements".to_string()),
+            exit::ENVIRONMENT,
+        ),
+    };
+    let fault_at_by_trial: BTreeMap<u32, Stamp> =
+        windows.iter().filter_map(|w| w.fault_at.map(|f| (w.trial, f))).collect();
+    let judged = report::judged_trial(&thresholds, &measurements);
+    let headline = judged
+        .and_then(|t| measurements.iter().find(|m| m.trial == t))
+        .or(measurements.first());
+    let report = RunReport {
+        run_id: run_id.clone(),
+        scenario: scenario.name.clone(),
+        scenario_file: scenario.source.display().to_string(),
+        component: scenario.component,
+        started_at,
+        finished_at: rfc3339_millis(SystemTime::now()),
+        verdict,
+        incomplete_reason,
+        thresholds,
+        measurements: headline.map(report::measurement_map).unwrap_or_default(),
+        measurements_trial: headline.map(|m| m.trial),
+        trials: measurements.iter().map(TrialReport::from).collect(),
+        timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
+        log_agreement: log_agreement(target, scenario.component, &clock, &all_events, &fault_at_by_trial),
+        fingerprint: target.fingerprint(),
+        exit_code,
+    };
+    report::write_run(&run_dir, &report)?;
+    Ok(RunOutcome { report, run_dir })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_trial<T: Target>(
+    target: &T,
+    scenario: &Scenario,
+    run_id: &str,
+    journal: &Journal,
+    events: &EventLog,
+    ledger: &Ledger,
+    active: &mut Vec<ActiveFault>,
+    intr: &mut Interrupts,
+    next_id: &mut u64,
+    trial: u32,
+) -> Result<TrialWindow, (Option<TrialWindow>, Stop)> {
+    let clock = events.clock();
+    events.emit(EventKind::TrialStarted);
+    let healthy = tokio::select! {
+        h = target.wait_healthy(scenario.heal.timeout) => h,
+        _ = intr.changed() => return Err((None, Stop::Interrupted)),
+    };
+    if let Err(e) = healthy {
+        return Err((
+            None,
+            Stop::Failed(format!("the stack is not healthy before trial {trial}: {e}"), exit::ENVIRONMENT),
+        ));
+    }
+    if let Err(e) = prepare(target, scenario.component).await {
+        return Err((None, Stop::Failed(e, exit::ENVIRONMENT)));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let probe = match scenario.component {
+        ComponentKind::Postgres => postgres::spawn_probe(target.postgres_endpoints(), events.clone(), stop_rx),
+        ComponentKind::Redis => redis_component::spawn_probe(target.redis_endpoints(), events.clone(), stop_rx),
+    };
+    let clients: Vec<Box<dyn LoadClient>> = (0..scenario.load.connections)
+        .map(|_| -> Box<dyn LoadClient> {
+            match scenario.component {
+                ComponentKind::Postgres => Box::new(postgres::PostgresLoadClient::new(target.postgres_endpoints(), run_id)),
+                ComponentKind::Redis => Box::new(redis_component::RedisLoadClient::new(
+                    target.redis_endpoints(),
+                    run_id,
+                    scenario.load.redis_wait.clone(),
+                )),
+            }
+        })
+        .collect();
+    // Give the sentinel subscriptions a moment so the baseline starts with every probe attached.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let load = load::start(&scenario.load, clients, ledger.clone(), events.clone(), *next_id);
+
+    let baseline_start = events.emit(EventKind::BaselineStarted);
+    let mut window = TrialWindow {
+        trial,
+        baseline: (baseline_start, baseline_start + scenario.baseline),
+        fault_at: None,
+        window_end: baseline_start + scenario.baseline,
+        read_back: None,
+    };
+    let result = fault_window(target, scenario, journal, events, active, intr, &mut window).await;
+    // Revert before healing, whatever happened in the window.
+    revert_all(target, journal, events, active).await;
+    let result = match result {
+        Ok(()) => {
+            events.emit(EventKind::HealStarted);
+            let heal = tokio::select! {
+                h = target.wait_healthy(scenario.heal.timeout) => Ok(h),
+                _ = intr.changed() => Err(Stop::Interrupted),
+            };
+            match heal {
+                Ok(h) => {
+                    let healthy = h.is_ok();
+                    let detail = h.unwrap_or_else(|e| e);
+                    window.window_end = events.emit(EventKind::HealComplete { healthy, detail: detail.clone() });
+                    if healthy {
+                        pause(scenario.heal.settle, intr).await
+                    } else {
+                        Err(Stop::Failed(
+                            format!(
+                                "the stack did not heal within {} s after the faults were reverted: {detail}",
+                                scenario.heal.timeout.as_secs()
+                            ),
+                            exit::THRESHOLD_FAILED,
+                        ))
+                    }
+                }
+                Err(s) => Err(s),
+            }
+        }
+        Err(s) => Err(s),
+    };
+    if window.window_end <= window.baseline.1 {
+        window.window_end = clock.now();
+    }
+    let next = load.next_write_id.clone();
+    load.stop(scenario.load.deadline + Duration::from_secs(2)).await;
+    *next_id = next.load(std::sync::atomic::Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
+    ledger.flush();
+    window.read_back = read_back(target, scenario.component, run_id, clock, scenario.heal.timeout).await.ok();
+    events.emit(EventKind::TrialEnded);
+    match result {
+        Ok(()) if window.read_back.is_none() => Err((
+            Some(window),
+            Stop::Failed("the ledger could not be read back from the primary".into(), exit::ENVIRONMENT),
+        )),
+        Ok(()) => Ok(window),
+        Err(s) => Err((Some(window), s)),
+    }
+}
+
+/// Baseline, then faults applied and reverted on their schedule until the observation window ends.
+async fn fault_window<T: Target>(
+    target: &T,
+    scenario: &Scenario,
+    journal: &Journal,
+    events: &EventLog,
+    active: &mut Vec<ActiveFault>,
+    intr: &mut Interrupts,
+    window: &mut TrialWindow,
+) -> Result<(), Stop> {
+    let clock = events.clock();
+    pause(scenario.baseline, intr).await?;
+    let start = Instant::now();
+    let mut schedule: Vec<(usize, &crate::scenario::FaultSpec)> = scenario.faults.iter().enumerate().collect();
+    schedule.sort_by_key(|(_, f)| f.at);
+    let mut applied: Vec<(usize, Option<Instant>)> = Vec::new(); // (index into `active`, revert deadline)
+    let observe_end = start + scenario.observe;
+    let mut pending = schedule.into_iter().peekable();
+    loop {
+        let now = Instant::now();
+        // Revert what is due.
+        for (idx, due) in applied.iter_mut() {
+            if due.is_some_and(|d| d <= now) {
+                *due = None;
+                let f = active[*idx].clone();
+                revert_one(target, journal, events, &f).await;
+            }
+        }
+        if let Some((_, spec)) = pending.peek() {
+            if start + spec.at <= now {
+                let (_, spec) = pending.next().expect("peeked");
+                match target.apply_fault(journal, &spec.kind).await {
+                    Ok(f) => {
+                        let at = clock.stamp_of(f.applied_at);
+                        events.emit_at(
+                            at,
+                            EventKind::FaultApplied {
+                                fault: f.description.clone(),
+                                victims: f.victims.clone(),
+                            },
+                        );
+                        window.fault_at.get_or_insert(at);
+                        let due = spec.duration.map(|d| f.applied_at + d);
+                        active.push(f);
+                        applied.push((active.len() - 1, due));
+                    }
+                    Err(e) => {
+                        let code = match e {
+                            TargetError::Environment(_) => exit::ENVIRONMENT,
+                            TargetError::Fault(_) => exit::ENVIRONMENT,
+                        };
+                        return Err(Stop::Failed(format!("cannot apply {}: {e}", spec.kind.name()), code));
+                    }
+                }
+                continue;
+            }
+        }
+        if now >= observe_end {
+            return Ok(());
+        }
+        let mut next = observe_end;
+        if let Some((_, spec)) = pending.peek() {
+            next = next.min(start + spec.at);
+        }
+        for (_, due) in &applied {
+            if let Some(d) = due {
+                next = next.min(*d);
+            }
+        }
+        pause(next.saturating_duration_since(Instant::now()), intr).await?;
+    }
+}
+
+async fn revert_one<T: Target>(target: &T, journal: &Journal, events: &EventLog, f: &ActiveFault) {
+    match target.revert(&f.steps).await {
+        Ok(()) => {
+            let _ = journal.close(&f.journal_id, "reverted");
+            events.emit(EventKind::FaultReverted { fault: f.description.clone() });
+        }
+        Err(e) => {
+            events.emit(EventKind::FaultRevertFailed {
+                fault: f.description.clone(),
+                error: e,
+            });
+        }
+    }
+}
+
+/// Reverts every fault still applied (journal entries that are already closed are skipped).
+async fn revert_all<T: Target>(target: &T, journal: &Journal, events: &EventLog, active: &mut Vec<ActiveFault>) {
+    let open: BTreeSet<String> = journal.open_entries().into_iter().map(|e| e.id).collect();
+    for f in active.drain(..).rev() {
+        if open.contains(&f.journal_id) {
+            revert_one(target, journal, events, &f).await;
+        }
+    }
+}
+
+async fn prepare<T: Target>(target: &T, component: ComponentKind) -> Result<(), String> {
+    match component {
+        ComponentKind::Postgres => postgres::prepare(&target.postgres_endpoints(), Duration::from_secs(20)).await,
+        ComponentKind::Redis => Ok(()),
+    }
+}
+
+async fn read_back<T: Target>(
+    target: &T,
+    component: ComponentKind,
+    run_id: &str,
+    clock: Clock,
+    deadline: Duration,
+) -> Result<ReadBack, String> {
+    match component {
+        ComponentKind::Postgres => postgres::read_back_ledger(&target.postgres_endpoints(), run_id, deadline, clock).await,
+        ComponentKind::Redis => redis_component::read_back_ledger(&target.redis_endpoints(), run_id, deadline, clock).await,
+    }
+}
+
+/// Lines up the harness's detection/promotion stamps with the servers' own log lines for the same event.
+fn log_agreement<T: Target>(
+    target: &T,
+    component: ComponentKind,
+    clock: &Clock,
+    events: &[Event],
+    fault_at: &BTreeMap<u32, Stamp>,
+) -> Vec<LogAgreement> {
+    let mut out = Vec::new();
+    for (trial, at) in fault_at {
+        let after = |pred: &dyn Fn(&EventKind) -> bool| {
+            events
+                .iter()
+                .filter(|e| e.trial == *trial && e.at >= *at)
+                .find(|e| pred(&e.kind))
+                .map(|e| e.at)
+        };
+        let checks: Vec<(&str, &str, Option<Stamp>)> = match component {
+            ComponentKind::Postgres => vec![(
+                "promotion",
+                "promoted self to leader",
+                after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
+            )],
+            ComponentKind::Redis => vec![
+                (
+                    "detection (+sdown master)",
+                    "+sdown master",
+                    after(&|k| matches!(k, EventKind::FailureDetected { .. })),
+                ),
+                (
+                    "promotion (+promoted-slave)",
+                    "+promoted-slave",
+                    after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
+                ),
+                (
+                    "+switch-master",
+                    "+switch-master",
+                    after(&|k| matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master"))),
+                ),
+            ],
+        };
+        let fault_wall = clock.wall(*at);
+        for (name, needle, harness) in checks {
+            let Some(h) = harness else { continue };
+            let line = target
+                .server_log_lines(component, needle)
+                .into_iter()
+                .find(|(t, _)| *t + Duration::from_millis(500) >= fault_wall);
+            let harness_wall = clock.wall(h);
+            out.push(LogAgreement {
+                event: format!("trial {trial}: {name}"),
+                harness_at: rfc3339_millis(harness_wall),
+                server_log_at: line.as_ref().map(|(t, _)| rfc3339_millis(*t)),
+                server_log_line: line.as_ref().map(|(_, l)| l.clone()),
+                delta_s: line.as_ref().map(|(t, _)| signed_secs(*t, harness_wall)),
+            });
+        }
+    }
+    out
+}
+
+fn signed_secs(a: SystemTime, b: SystemTime) -> f64 {
+    match a.duration_since(b) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Where reports go: `reports/` under the current directory unless FAULTLINE_REPORTS_DIR says otherwise.
+pub fn default_reports_dir() -> PathBuf {
+    std::env::var_os("FAULTLINE_REPORTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("reports").to_path_buf())
+}

@@ -1,0 +1,116 @@
+//! node-drain: the graceful path. Roles move away first where the component supports it (Patroni switchover to a
+//! synchronous standby, SENTINEL FAILOVER), then every process of the node gets SIGTERM. Reverted by starting the
+//! members again.
+
+use std::time::{Duration, Instant};
+
+use super::journal::Journal;
+use super::{ActiveFault, RevertStep};
+use crate::component::postgres::cluster_view;
+use crate::component::{http_client, redis as redis_component};
+use crate::scenario::ComponentKind;
+use crate::target::local::LocalStack;
+use crate::target::TargetError;
+
+const ROLE_MOVE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub async fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String]) -> Result<ActiveFault, TargetError> {
+    let mut steps = Vec::new();
+    for n in nodes {
+        for p in stack.members_on(n) {
+            steps.push(RevertStep::Restart { node: n.clone(), process: p });
+        }
+    }
+    let description = format!("drain {}: switch roles away, then SIGTERM", nodes.join(", "));
+    let entry = journal
+        .open("node-drain", &description, steps)
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let applied_at = std::time::Instant::now();
+    for n in nodes {
+        if stack.role_holder(ComponentKind::Postgres).await.as_deref() == Some(n.as_str()) {
+            switchover_postgres(stack, n, nodes).await?;
+        }
+        if stack.role_holder(ComponentKind::Redis).await.as_deref() == Some(n.as_str()) {
+            failover_redis(stack, n).await?;
+        }
+    }
+    for n in nodes {
+        for p in stack.members_on(n) {
+            stack.signal(n, p, libc::SIGTERM);
+        }
+    }
+    for n in nodes {
+        for p in stack.members_on(n) {
+            if !stack.wait_gone(n, p, Duration::from_secs(30)) {
+                stack.kill(n, p);
+            }
+        }
+    }
+    Ok(ActiveFault {
+        journal_id: entry.id,
+        name: "node-drain".into(),
+        description,
+        victims: nodes.to_vec(),
+        steps: entry.steps,
+        applied_at,
+    })
+}
+
+async fn switchover_postgres(stack: &LocalStack, leader: &str, draining: &[String]) -> Result<(), TargetError> {
+    let http = http_client(Duration::from_secs(20));
+    let leader_addr = stack.addr(leader);
+    let view = cluster_view(&http, leader_addr).await.map_err(TargetError::Fault)?;
+    let candidate = view
+        .iter()
+        .filter(|m| !draining.contains(&m.name))
+        .find(|m| m.role == "sync_standby")
+        .or_else(|| view.iter().find(|m| !draining.contains(&m.name) && m.role != "leader"))
+        .map(|m| m.name.clone())
+        .ok_or_else(|| TargetError::Fault(format!("no switchover candidate outside the drained nodes for {leader}")))?;
+    let resp = http
+        .post(format!("http://{leader_addr}:8008/switchover"))
+        .json(&serde_json::json!({ "leader": leader, "candidate": candidate }))
+        .send()
+        .await
+        .map_err(|e| TargetError::Fault(format!("switchover request to {leader} failed: {e}")))?;
+    if !resp.status().is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(TargetError::Fault(format!("Patroni refused the switchover: {body}")));
+    }
+    wait_role_moves(stack, ComponentKind::Postgres, leader).await
+}
+
+async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetError> {
+    let ep = stack.redis_endpoints();
+    let mut last = String::new();
+    for s in &ep.sentinels {
+        match redis_component::connect(s.addr, 26379, Duration::from_secs(2)).await {
+            Ok(mut c) => {
+                match redis::cmd("SENTINEL").arg("failover").arg(&ep.master_name).query_async::<String>(&mut c).await {
+                    Ok(_) => return wait_role_moves(stack, ComponentKind::Redis, master).await,
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(TargetError::Fault(format!("no sentinel accepted SENTINEL FAILOVER: {last}")))
+}
+
+async fn wait_role_moves(stack: &LocalStack, component: ComponentKind, from: &str) -> Result<(), TargetError> {
+    let deadline = Instant::now() + ROLE_MOVE_DEADLINE;
+    loop {
+        if let Some(now) = stack.role_holder(component).await {
+            if now != from {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(TargetError::Fault(format!(
+                "the {component} primary did not move away from {from} within {} s",
+                ROLE_MOVE_DEADLINE.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,41 @@
+//! process-kill: SIGKILL of every process of one component member (its whole cgroup: Patroni and PostgreSQL
+//! with every backend). Reverted by starting the member again.
+
+use std::time::Duration;
+
+use super::journal::Journal;
+use super::{ActiveFault, RevertStep};
+use crate::target::local::{LocalStack, ProcessKind};
+use crate::target::TargetError;
+
+pub fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String], process: ProcessKind) -> Result<ActiveFault, TargetError> {
+    for n in nodes {
+        if !stack.members_on(n).contains(&process) {
+            return Err(TargetError::Fault(format!("{} does not run on {n}", process.name())));
+        }
+    }
+    let steps = nodes
+        .iter()
+        .map(|n| RevertStep::Restart { node: n.clone(), process })
+        .collect();
+    let victims: Vec<String> = nodes.iter().map(|n| format!("{}@{n}", process.name())).collect();
+    let description = format!("SIGKILL {}", victims.join(", "));
+    let entry = journal
+        .open("process-kill", &description, steps)
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let applied_at = std::time::Instant::now();
+    for n in nodes {
+        stack.kill(n, process);
+    }
+    for n in nodes {
+        stack.wait_gone(n, process, Duration::from_secs(3));
+    }
+    Ok(ActiveFault {
+        journal_id: entry.id,
+        name: "process-kill".into(),
+        description,
+        victims,
+        steps: entry.steps,
+        applied_at,
+    })
+}

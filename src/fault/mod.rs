@@ -1,0 +1,86 @@
+//! Faults: each kind plans its revert steps, journals them, then applies itself to the target. Revert steps are
+//! data, so a crashed run's faults can be reverted by `faultline recover` from the journal alone.
+
+pub mod drain;
+pub mod journal;
+pub mod kill;
+pub mod node_loss;
+pub mod partition;
+pub mod pause;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{ComponentKind, NodeSelector, Role};
+use crate::target::local::ProcessKind;
+use crate::target::{Target, TargetError};
+
+/// One step of a revert, executed in order by the target. Idempotent by construction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum RevertStep {
+    /// Delete faultline's nft table in the node's namespace.
+    DeleteRules { node: String },
+    /// SIGCONT every process of the member.
+    Continue { node: String, process: ProcessKind },
+    /// Bring the node's link up.
+    LinkUp { node: String },
+    /// Start the member again if it is not running.
+    Restart { node: String, process: ProcessKind },
+}
+
+/// A fault that is applied; revert it with `Target::revert(&fault.steps)` and close its journal entry.
+#[derive(Clone, Debug)]
+pub struct ActiveFault {
+    pub journal_id: String,
+    pub name: String,
+    pub description: String,
+    pub victims: Vec<String>,
+    pub steps: Vec<RevertStep>,
+    /// The instant the fault took effect (just before the kill, the rules, the link change): the fault instant
+    /// every measurement counts from.
+    pub applied_at: std::time::Instant,
+}
+
+/// Resolves a selector to node names at the moment the fault is applied (the primary moves between trials).
+pub async fn resolve<T: Target>(target: &T, selector: &NodeSelector) -> Result<Vec<String>, TargetError> {
+    let t = target.topology();
+    match selector {
+        NodeSelector::Node(n) => {
+            if t.node(n).is_none() {
+                return Err(TargetError::Fault(format!("node `{n}` is not in topology `{}`", t.name)));
+            }
+            Ok(vec![n.clone()])
+        }
+        NodeSelector::Role { component, role } => Ok(vec![role_node(target, *component, *role).await?]),
+        NodeSelector::Zone(z) => {
+            let nodes: Vec<String> = t.nodes_in_zone(z).iter().map(|n| n.name.clone()).collect();
+            if nodes.is_empty() {
+                return Err(TargetError::Fault(format!("zone `{z}` has no node in topology `{}`", t.name)));
+            }
+            Ok(nodes)
+        }
+        NodeSelector::ZoneOf { component, role } => {
+            let node = role_node(target, *component, *role).await?;
+            let zone = t.node(&node).map(|n| n.zone.clone()).unwrap_or_default();
+            Ok(t.nodes_in_zone(&zone).iter().map(|n| n.name.clone()).collect())
+        }
+    }
+}
+
+/// The primary, or the first replica in topology order.
+pub async fn role_node<T: Target>(target: &T, component: ComponentKind, role: Role) -> Result<String, TargetError> {
+    let primary = target
+        .role_holder(component)
+        .await
+        .ok_or_else(|| TargetError::Fault(format!("no current primary for {component}: the servers do not agree on one")))?;
+    match role {
+        Role::Primary => Ok(primary),
+        Role::Replica => target
+            .topology()
+            .members(component)
+            .iter()
+            .find(|n| **n != primary)
+            .cloned()
+            .ok_or_else(|| TargetError::Fault(format!("{component} has no replica"))),
+    }
+}

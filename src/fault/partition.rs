@@ -1,0 +1,119 @@
+//! partition: nft drop rules inside the nodes' namespaces between two groups of nodes, symmetric or one-way.
+//! The harness (on the bridge address) still reaches every node, as clients outside the partition would.
+
+use std::net::Ipv4Addr;
+
+use super::journal::Journal;
+use super::{ActiveFault, RevertStep};
+use crate::scenario::PartitionDirection;
+use crate::target::local::{netns, LocalStack};
+use crate::target::TargetError;
+
+/// Per node: (addresses whose outgoing packets are dropped, addresses whose incoming packets are dropped).
+pub fn plan_rules(
+    a: &[(String, Ipv4Addr)],
+    b: &[(String, Ipv4Addr)],
+    direction: PartitionDirection,
+) -> Vec<(String, Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
+    let addrs = |s: &[(String, Ipv4Addr)]| s.iter().map(|(_, a)| *a).collect::<Vec<_>>();
+    let (a_addrs, b_addrs) = (addrs(a), addrs(b));
+    let mut rules = Vec::new();
+    let (a_out, a_in, b_out, b_in) = match direction {
+        PartitionDirection::Both => (true, true, true, true),
+        PartitionDirection::AToB => (true, false, false, true),
+        PartitionDirection::BToA => (false, true, true, false),
+    };
+    for (n, _) in a {
+        rules.push((
+            n.clone(),
+            if a_out { b_addrs.clone() } else { vec![] },
+            if a_in { b_addrs.clone() } else { vec![] },
+        ));
+    }
+    for (n, _) in b {
+        rules.push((
+            n.clone(),
+            if b_out { a_addrs.clone() } else { vec![] },
+            if b_in { a_addrs.clone() } else { vec![] },
+        ));
+    }
+    rules.retain(|(_, o, i)| !o.is_empty() || !i.is_empty());
+    rules
+}
+
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    side_a: &[String],
+    side_b: &[String],
+    direction: PartitionDirection,
+) -> Result<ActiveFault, TargetError> {
+    let t = stack.topology();
+    let side_b: Vec<String> = if side_b.is_empty() {
+        t.nodes.iter().map(|n| n.name.clone()).filter(|n| !side_a.contains(n)).collect()
+    } else {
+        side_b.to_vec()
+    };
+    if side_a.is_empty() || side_b.is_empty() {
+        return Err(TargetError::Fault("a partition needs nodes on both sides".into()));
+    }
+    if let Some(n) = side_a.iter().find(|n| side_b.contains(n)) {
+        return Err(TargetError::Fault(format!("node {n} is on both sides of the partition")));
+    }
+    let with_addr = |s: &[String]| s.iter().map(|n| (n.clone(), stack.addr(n))).collect::<Vec<_>>();
+    let rules = plan_rules(&with_addr(side_a), &with_addr(&side_b), direction);
+    let steps = rules
+        .iter()
+        .map(|(n, _, _)| RevertStep::DeleteRules { node: n.clone() })
+        .collect();
+    let arrow = match direction {
+        PartitionDirection::Both => "<-x->",
+        PartitionDirection::AToB => "-x->",
+        PartitionDirection::BToA => "<-x-",
+    };
+    let description = format!("partition [{}] {arrow} [{}]", side_a.join(" "), side_b.join(" "));
+    let entry = journal
+        .open("partition", &description, steps)
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let applied_at = std::time::Instant::now();
+    for (n, out, inn) in &rules {
+        netns::add_drop_rules(&t.namespace(n), out, inn)
+            .map_err(|e| TargetError::Fault(format!("cannot add partition rules on {n}: {e}")))?;
+    }
+    Ok(ActiveFault {
+        journal_id: entry.id,
+        name: "partition".into(),
+        description,
+        victims: side_a.to_vec(),
+        steps: entry.steps,
+        applied_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(names: &[(&str, u8)]) -> Vec<(String, Ipv4Addr)> {
+        names.iter().map(|(n, o)| (n.to_string(), Ipv4Addr::new(10, 0, 0, *o))).collect()
+    }
+
+    #[test]
+    fn symmetric_partition_drops_both_ways_on_both_sides() {
+        let rules = plan_rules(&side(&[("n1", 11)]), &side(&[("n2", 12), ("n3", 13)]), PartitionDirection::Both);
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0].1, vec![Ipv4Addr::new(10, 0, 0, 12), Ipv4Addr::new(10, 0, 0, 13)]);
+        assert_eq!(rules[0].2, rules[0].1);
+        assert_eq!(rules[1].1, vec![Ipv4Addr::new(10, 0, 0, 11)]);
+    }
+
+    #[test]
+    fn one_way_partition_lets_the_other_direction_through() {
+        let rules = plan_rules(&side(&[("n1", 11)]), &side(&[("n2", 12)]), PartitionDirection::AToB);
+        // n1 may not send to n2; n2 drops what comes from n1; n2 -> n1 flows.
+        assert_eq!(rules, vec![
+            ("n1".to_string(), vec![Ipv4Addr::new(10, 0, 0, 12)], vec![]),
+            ("n2".to_string(), vec![], vec![Ipv4Addr::new(10, 0, 0, 11)]),
+        ]);
+    }
+}

@@ -1,0 +1,36 @@
+//! process-pause: SIGSTOP of every process of one member; SIGCONT on revert. The member holds its sockets open
+//! but answers nothing, like a process stuck in a long GC pause or on a hung disk.
+
+use super::journal::Journal;
+use super::{ActiveFault, RevertStep};
+use crate::target::local::{LocalStack, ProcessKind};
+use crate::target::TargetError;
+
+pub fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String], process: ProcessKind) -> Result<ActiveFault, TargetError> {
+    for n in nodes {
+        if stack.pids(n, process).is_empty() {
+            return Err(TargetError::Fault(format!("{} is not running on {n}", process.name())));
+        }
+    }
+    let steps = nodes
+        .iter()
+        .map(|n| RevertStep::Continue { node: n.clone(), process })
+        .collect();
+    let victims: Vec<String> = nodes.iter().map(|n| format!("{}@{n}", process.name())).collect();
+    let description = format!("SIGSTOP {}", victims.join(", "));
+    let entry = journal
+        .open("process-pause", &description, steps)
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let applied_at = std::time::Instant::now();
+    for n in nodes {
+        stack.signal(n, process, libc::SIGSTOP);
+    }
+    Ok(ActiveFault {
+        journal_id: entry.id,
+        name: "process-pause".into(),
+        description,
+        victims,
+        steps: entry.steps,
+        applied_at,
+    })
+}

@@ -1,0 +1,356 @@
+//! Reports. The engine assembles one `RunReport` per scenario run; every reporter (JSON, JUnit, terminal) reads
+//! only that value, never the engine, so all outputs tell the same story.
+
+mod json;
+mod junit;
+mod terminal;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::analysis::{LatencyBucket, TrialMeasurements, WriteClassification};
+use crate::clock::{Clock, Stamp};
+use crate::events::Event;
+use crate::scenario::ComponentKind;
+use crate::verdict::{ThresholdResult, Verdict};
+
+pub use json::{run_json, suite_json, SuiteReport, SuiteScenario};
+pub use junit::{run_junit, suite_junit};
+pub use terminal::{terminal_suite_summary, terminal_summary};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub scenario: String,
+    pub scenario_file: String,
+    pub component: ComponentKind,
+    /// RFC 3339 with milliseconds.
+    pub started_at: String,
+    pub finished_at: String,
+    pub verdict: Verdict,
+    pub incomplete_reason: Option<String>,
+    pub thresholds: Vec<ThresholdResult>,
+    /// Metric name -> value of the trial named by `measurements_trial`; null = not observed.
+    pub measurements: BTreeMap<String, Option<f64>>,
+    /// Which trial `measurements` shows, so a multi-trial run never mixes values of different trials unlabelled.
+    pub measurements_trial: Option<u32>,
+    pub trials: Vec<TrialReport>,
+    pub timeline: Vec<TimelineEntry>,
+    pub log_agreement: Vec<LogAgreement>,
+    /// Component versions and HA settings, built by the target.
+    pub fingerprint: serde_json::Value,
+    pub exit_code: i32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrialReport {
+    pub trial: u32,
+    pub measurements: BTreeMap<String, Option<f64>>,
+    pub writes: WriteClassification,
+    pub latency_buckets: Vec<LatencyBucket>,
+}
+
+impl From<&TrialMeasurements> for TrialReport {
+    fn from(m: &TrialMeasurements) -> Self {
+        TrialReport {
+            trial: m.trial,
+            measurements: measurement_map(m),
+            writes: m.writes.clone(),
+            latency_buckets: m.latency_buckets.clone(),
+        }
+    }
+}
+
+/// Metric name -> value, the shape every report uses.
+pub fn measurement_map(m: &TrialMeasurements) -> BTreeMap<String, Option<f64>> {
+    m.values
+        .iter()
+        .map(|(k, v)| (k.name().to_string(), *v))
+        .collect()
+}
+
+/// The trial a run's headline `measurements` should show: the first failing threshold's trial, so the numbers
+/// next to a FAIL are the ones that failed; otherwise the first trial.
+pub fn judged_trial(results: &[ThresholdResult], trials: &[TrialMeasurements]) -> Option<u32> {
+    results
+        .iter()
+        .find(|r| !r.pass)
+        .and_then(|r| r.trial)
+        .or_else(|| trials.first().map(|t| t.trial))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// RFC 3339 with milliseconds.
+    pub at: String,
+    /// Seconds from that trial's first fault, negative before it; None when the trial had no fault.
+    pub t_s: Option<f64>,
+    pub trial: u32,
+    pub event: serde_json::Value,
+}
+
+/// A harness observation lined up against the server's own log line for the same thing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogAgreement {
+    /// What was compared, e.g. "promotion".
+    pub event: String,
+    pub harness_at: String,
+    /// None when no matching server log line was found.
+    pub server_log_at: Option<String>,
+    pub server_log_line: Option<String>,
+    /// Server log time minus harness time.
+    pub delta_s: Option<f64>,
+}
+
+pub fn build_timeline(
+    clock: &Clock,
+    events: &[Event],
+    fault_at_by_trial: &BTreeMap<u32, Stamp>,
+) -> Vec<TimelineEntry> {
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by_key(|e| e.at);
+    sorted
+        .into_iter()
+        .map(|e| TimelineEntry {
+            at: clock.rfc3339(e.at),
+            t_s: fault_at_by_trial.get(&e.trial).map(|f| e.at.secs_since(*f)),
+            trial: e.trial,
+            // EventKind holds only strings, enums and vectors, which always serialise.
+            event: serde_json::to_value(&e.kind).unwrap_or(serde_json::Value::Null),
+        })
+        .collect()
+}
+
+/// One run of a suite: where its report was written and the report itself.
+#[derive(Clone, Debug)]
+pub struct SuiteEntry {
+    pub run_dir: PathBuf,
+    pub report: RunReport,
+}
+
+/// Pass only if every scenario passed; any incomplete scenario makes the suite incomplete; an empty suite fails.
+pub fn suite_verdict(reports: &[&RunReport]) -> Verdict {
+    if reports.is_empty() {
+        Verdict::Fail
+    } else if reports.iter().any(|r| r.verdict == Verdict::Incomplete) {
+        Verdict::Incomplete
+    } else if reports.iter().any(|r| r.verdict != Verdict::Pass) {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// Writes `report.json` and `junit.xml` into `dir`, each atomically.
+pub fn write_run(dir: &Path, report: &RunReport) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    write_atomic(dir, "report.json", run_json(report)?.as_bytes())?;
+    write_atomic(
+        dir,
+        "junit.xml",
+        run_junit(report)
+            .to_string()
+            .map_err(io::Error::other)?
+            .as_bytes(),
+    )
+}
+
+/// Writes `suite-report.json` and a combined `junit.xml` (one testsuite per scenario) into `dir`.
+pub fn write_suite(dir: &Path, name: &str, runs: &[SuiteEntry]) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    write_atomic(dir, "suite-report.json", suite_json(name, runs)?.as_bytes())?;
+    let reports: Vec<&RunReport> = runs.iter().map(|r| &r.report).collect();
+    write_atomic(
+        dir,
+        "junit.xml",
+        suite_junit(name, &reports)
+            .to_string()
+            .map_err(io::Error::other)?
+            .as_bytes(),
+    )
+}
+
+/// Write to a temporary file in the same directory, fsync, rename: a reader sees the old file or the whole new
+/// one, never half a report.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    // Persist the rename itself; not every platform can open a directory for syncing, so this is best effort.
+    if let Ok(d) = File::open(dir) {
+        d.sync_all().ok();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+    use crate::scenario::{Metric, Op};
+
+    pub fn threshold(
+        metric: Metric,
+        op: Op,
+        limit: f64,
+        measured: Option<f64>,
+        pass: bool,
+    ) -> ThresholdResult {
+        ThresholdResult {
+            metric,
+            op,
+            limit,
+            measured,
+            pass,
+            trial: Some(1),
+            message: format!("{metric} test message"),
+        }
+    }
+
+    pub fn run_report(verdict: Verdict, thresholds: Vec<ThresholdResult>) -> RunReport {
+        let measurements = [
+            ("detection_s".to_string(), Some(8.412)),
+            ("promotion_s".to_string(), None),
+        ]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+        RunReport {
+            run_id: "20250101-000000-primary-kill".into(),
+            scenario: "primary-kill".into(),
+            scenario_file: "scenarios/primary-kill.yaml".into(),
+            component: ComponentKind::Postgres,
+            started_at: "2025-01-01T00:00:00.000Z".into(),
+            finished_at: "2025-01-01T00:01:30.500Z".into(),
+            verdict,
+            incomplete_reason: (verdict == Verdict::Incomplete)
+                .then(|| "interrupted by SIGINT".to_string()),
+            thresholds,
+            measurements: measurements.clone(),
+            measurements_trial: Some(1),
+            trials: vec![TrialReport {
+                trial: 1,
+                measurements,
+                writes: WriteClassification::default(),
+                latency_buckets: Vec::new(),
+            }],
+            timeline: vec![TimelineEntry {
+                at: "2025-01-01T00:00:30.000Z".into(),
+                t_s: Some(0.0),
+                trial: 1,
+                event: serde_json::json!({"type": "fault_applied", "fault": "process-kill", "victims": ["pg1"]}),
+            }],
+            log_agreement: Vec::new(),
+            fingerprint: serde_json::json!({"postgres": "17.2", "patroni": "4.0.4", "ttl": 30}),
+            exit_code: 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::fixtures::*;
+    use super::*;
+    use crate::events::EventKind;
+    use crate::scenario::{Metric, Op};
+
+    #[test]
+    fn timeline_is_relative_to_each_trials_fault() {
+        let clock =
+            Clock::with_wall_anchor(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let at = |ms| Stamp(Duration::from_millis(ms));
+        let events = vec![
+            Event {
+                at: at(12_500),
+                trial: 1,
+                kind: EventKind::HealStarted,
+            },
+            Event {
+                at: at(1_000),
+                trial: 1,
+                kind: EventKind::TrialStarted,
+            },
+            Event {
+                at: at(20_000),
+                trial: 2,
+                kind: EventKind::TrialStarted,
+            },
+        ];
+        let faults = [(1, at(10_000))].into_iter().collect();
+        let t = build_timeline(&clock, &events, &faults);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].at, "2023-11-14T22:13:21.000Z");
+        assert_eq!(t[0].t_s, Some(-9.0));
+        assert_eq!(t[0].event, serde_json::json!({"type": "trial_started"}));
+        assert_eq!(t[1].t_s, Some(2.5));
+        assert_eq!((t[2].trial, t[2].t_s), (2, None));
+    }
+
+    #[test]
+    fn judged_trial_is_the_first_failing_one() {
+        let mut failing = threshold(Metric::RtoS, Op::Le, 10.0, Some(12.0), false);
+        failing.trial = Some(3);
+        let passing = threshold(Metric::DetectionS, Op::Le, 10.0, Some(1.0), true);
+        assert_eq!(judged_trial(&[passing.clone(), failing], &[]), Some(3));
+        assert_eq!(judged_trial(&[passing], &[]), None);
+    }
+
+    #[test]
+    fn suite_is_never_a_pass_with_an_incomplete_or_failed_scenario() {
+        let pass = run_report(Verdict::Pass, Vec::new());
+        let fail = run_report(Verdict::Fail, Vec::new());
+        let incomplete = run_report(Verdict::Incomplete, Vec::new());
+        assert_eq!(suite_verdict(&[&pass, &pass]), Verdict::Pass);
+        assert_eq!(suite_verdict(&[&pass, &fail]), Verdict::Fail);
+        assert_eq!(
+            suite_verdict(&[&fail, &incomplete, &pass]),
+            Verdict::Incomplete
+        );
+        assert_eq!(suite_verdict(&[]), Verdict::Fail);
+    }
+
+    #[test]
+    fn write_run_and_suite_leave_only_finished_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run_report(
+            Verdict::Pass,
+            vec![threshold(Metric::DetectionS, Op::Le, 10.0, Some(8.4), true)],
+        );
+        let run_dir = dir.path().join("run");
+        write_run(&run_dir, &report).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["junit.xml", "report.json"]);
+        let back: serde_json::Value =
+            serde_json::from_slice(&fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(back["verdict"], "pass");
+
+        let entries = [SuiteEntry {
+            run_dir: run_dir.clone(),
+            report,
+        }];
+        write_suite(dir.path(), "nightly", &entries).unwrap();
+        let suite: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.path().join("suite-report.json")).unwrap())
+                .unwrap();
+        assert_eq!(suite["verdict"], "pass");
+        assert_eq!(suite["scenarios"][0]["scenario"], "primary-kill");
+        assert_eq!(
+            suite["scenarios"][0]["run_dir"],
+            run_dir.display().to_string()
+        );
+        assert!(dir.path().join("junit.xml").exists());
+        assert!(!dir.path().join("junit.xml.tmp").exists());
+    }
+}

@@ -1,0 +1,155 @@
+//! Stack settings: which executables run the stack and the HA timing in force. Users test their own versions, so
+//! every value here can be changed in a settings file (`--settings FILE`, YAML) or the environment; the defaults
+//! are the measured short-ttl setup from HA-FACTS (Debian's Patroni 3.0.2 with etcd's v2 API).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::input_error::{InputError, InputErrors};
+
+/// Which etcd API Patroni uses as its DCS: the `etcd:` (v2) or `etcd3:` section of its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DcsApi {
+    Etcd2,
+    Etcd3,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StackSettings {
+    pub patroni_bin: PathBuf,
+    /// Python interpreter to run `patroni_bin` with; None = execute it directly (its shebang decides).
+    pub patroni_python: Option<PathBuf>,
+    pub dcs_api: DcsApi,
+    pub pg_bin_dir: PathBuf,
+    pub etcd_bin: PathBuf,
+    pub redis_server_bin: PathBuf,
+    pub redis_sentinel_bin: PathBuf,
+    /// Patroni scope = the cluster's name in the DCS.
+    pub patroni_scope: String,
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub primary_stop_timeout: u32,
+    pub synchronous_mode: bool,
+    pub wal_sender_timeout: String,
+    pub sentinel_master_name: String,
+    pub sentinel_quorum: u32,
+    pub sentinel_down_after_ms: u64,
+    pub sentinel_failover_timeout_ms: u64,
+    /// The OS user PostgreSQL runs as (it refuses to run as root).
+    pub postgres_os_user: String,
+}
+
+impl Default for StackSettings {
+    fn default() -> Self {
+        StackSettings {
+            patroni_bin: "/usr/bin/patroni".into(),
+            patroni_python: None,
+            dcs_api: DcsApi::Etcd2,
+            pg_bin_dir: "/usr/lib/postgresql/15/bin".into(),
+            etcd_bin: "/usr/bin/etcd".into(),
+            redis_server_bin: "/usr/bin/redis-server".into(),
+            redis_sentinel_bin: "/usr/bin/redis-sentinel".into(),
+            patroni_scope: "faultline".into(),
+            ttl: 10,
+            loop_wait: 2,
+            retry_timeout: 4,
+            primary_stop_timeout: 5,
+            synchronous_mode: true,
+            wal_sender_timeout: "5s".into(),
+            sentinel_master_name: "faultline".into(),
+            sentinel_quorum: 2,
+            sentinel_down_after_ms: 3000,
+            sentinel_failover_timeout_ms: 10000,
+            postgres_os_user: "postgres".into(),
+        }
+    }
+}
+
+impl StackSettings {
+    /// Reads a settings file; unset fields keep their defaults. Then applies FAULTLINE_PATRONI_BIN and
+    /// FAULTLINE_DCS_API from the environment.
+    pub fn load(path: Option<&Path>) -> Result<StackSettings, InputErrors> {
+        let mut settings = match path {
+            None => StackSettings::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    InputError::whole_file(p, format!("cannot read the settings file: {e}"))
+                })?;
+                serde_norway::from_str(&text).map_err(|e| {
+                    let (line, col) = e
+                        .location()
+                        .map(|l| (l.line(), l.column()))
+                        .unwrap_or((0, 0));
+                    InputError::new(p, line, col, e.to_string())
+                })?
+            }
+        };
+        if let Ok(bin) = std::env::var("FAULTLINE_PATRONI_BIN") {
+            settings.patroni_bin = bin.into();
+        }
+        if let Ok(api) = std::env::var("FAULTLINE_DCS_API") {
+            settings.dcs_api = match api.as_str() {
+                "etcd2" => DcsApi::Etcd2,
+                "etcd3" => DcsApi::Etcd3,
+                other => {
+                    return Err(InputError::whole_file(
+                        Path::new("FAULTLINE_DCS_API"),
+                        format!("`{other}` is not a DCS API; use etcd2 or etcd3"),
+                    )
+                    .into())
+                }
+            };
+        }
+        settings.check().map_err(|m| {
+            InputErrors::from(InputError::whole_file(
+                path.unwrap_or(Path::new("<settings>")),
+                m,
+            ))
+        })?;
+        Ok(settings)
+    }
+
+    /// Patroni's own rule: loop_wait + 2 * retry_timeout <= ttl.
+    pub fn check(&self) -> Result<(), String> {
+        if self.loop_wait + 2 * self.retry_timeout > self.ttl {
+            return Err(format!(
+                "loop_wait ({}) + 2 * retry_timeout ({}) must not exceed ttl ({}), as Patroni requires",
+                self.loop_wait, self.retry_timeout, self.ttl
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_satisfy_patronis_timing_rule() {
+        assert!(StackSettings::default().check().is_ok());
+        let bad = StackSettings {
+            ttl: 5,
+            ..StackSettings::default()
+        };
+        assert!(bad.check().unwrap_err().contains("ttl (5)"));
+    }
+
+    #[test]
+    fn a_settings_file_overrides_only_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.yaml");
+        std::fs::write(&p, "dcs_api: etcd3\nttl: 30\n").unwrap();
+        let s = StackSettings::load(Some(&p)).unwrap();
+        assert_eq!(s.dcs_api, DcsApi::Etcd3);
+        assert_eq!(s.ttl, 30);
+        assert_eq!(s.loop_wait, 2);
+        std::fs::write(&p, "ttl: 30\nbogus: 1\n").unwrap();
+        let e = StackSettings::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("s.yaml:2:1"), "{e}");
+    }
+}

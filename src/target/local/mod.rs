@@ -1,0 +1,541 @@
+//! The local target: nodes are network namespaces on a bridge, each running real etcd, Patroni/PostgreSQL, Redis
+//! and Sentinel processes from the distribution's packages, each member in its own cgroup.
+
+pub mod configs;
+pub mod netns;
+pub mod process;
+pub mod state;
+mod target_impl;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use self::configs::*;
+use self::process::Launch;
+pub use self::state::{ProcessKind, StackState, StateDir};
+use crate::component::postgres::{self, PostgresEndpoints};
+use crate::component::redis::{self as redis_component, RedisEndpoints};
+use crate::component::{http_client, Member};
+use crate::scenario::ComponentKind;
+use crate::settings::StackSettings;
+use crate::target::TargetError;
+use crate::topology::Topology;
+
+pub struct LocalStack {
+    pub dir: StateDir,
+    pub state: StackState,
+    secrets: state::Secrets,
+}
+
+/// What `wait_healthy` found: the current primary/master of each component.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    pub postgres_leader: String,
+    pub redis_master: String,
+}
+
+fn env_err(msg: impl Into<String>) -> TargetError {
+    TargetError::Environment(msg.into())
+}
+
+fn io_err(context: &str, e: impl std::fmt::Display) -> TargetError {
+    TargetError::Environment(format!("{context}: {e}"))
+}
+
+/// Root (or CAP_NET_ADMIN + CAP_SYS_ADMIN), iproute2, nft, setpriv, a writable cgroup v2 hierarchy and the
+/// stack's executables. Checked before anything is created.
+pub fn preflight(settings: &StackSettings) -> Result<PathBuf, TargetError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(env_err(
+            "the local stack needs root (network namespaces, bridges, nft rules and cgroups): run faultline with sudo",
+        ));
+    }
+    let mut missing = Vec::new();
+    for tool in ["ip", "nft", "setpriv"] {
+        if which(tool).is_none() {
+            missing.push(tool.to_string());
+        }
+    }
+    for bin in [
+        settings.etcd_bin.clone(),
+        settings.patroni_bin.clone(),
+        settings.redis_server_bin.clone(),
+        settings.redis_sentinel_bin.clone(),
+        settings.pg_bin_dir.join("pg_ctl"),
+        settings.pg_bin_dir.join("initdb"),
+    ] {
+        if !bin.exists() {
+            missing.push(bin.display().to_string());
+        }
+    }
+    if !missing.is_empty() {
+        return Err(env_err(format!(
+            "missing: {}. Install the stack's packages with `sudo scripts/install-deps.sh` (or point the settings at your own binaries)",
+            missing.join(", ")
+        )));
+    }
+    if lookup_user(&settings.postgres_os_user).is_none() {
+        return Err(env_err(format!(
+            "OS user `{}` (PostgreSQL refuses to run as root) does not exist; install the postgresql package",
+            settings.postgres_os_user
+        )));
+    }
+    let cg = process::cgroup2_mount().ok_or_else(|| env_err("no cgroup v2 hierarchy is mounted"))?;
+    let probe = cg.join("faultline");
+    fs::create_dir_all(&probe).map_err(|e| io_err(&format!("cannot create cgroup {}", probe.display()), e))?;
+    if process::run("ip", &["netns", "list"]).is_err() {
+        return Err(env_err("`ip netns` does not work here (network namespaces unavailable)"));
+    }
+    Ok(probe)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .chain(["/usr/sbin", "/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(tool)))
+            .find(|p| p.exists())
+    })
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; read immediately.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null pointer from getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: valid C string path.
+    if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl LocalStack {
+    /// The stack recorded in the state directory, if any.
+    pub fn open(dir: StateDir) -> Result<Option<LocalStack>, TargetError> {
+        dir.check_ownership().map_err(env_err)?;
+        let Some(state) = dir.load().map_err(env_err)? else {
+            return Ok(None);
+        };
+        let secrets = dir
+            .load_or_create_secrets()
+            .map_err(|e| io_err("cannot read the stack's secrets", e))?;
+        Ok(Some(LocalStack { dir, state, secrets }))
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.state.topology
+    }
+
+    pub fn settings(&self) -> &StackSettings {
+        &self.state.settings
+    }
+
+    /// Brings the stack up from nothing (or finds it already up and healthy). State is recorded before anything
+    /// is created so `down` can clean up after a crash at any point.
+    pub async fn up(dir: StateDir, topology: Topology, settings: StackSettings) -> Result<LocalStack, TargetError> {
+        let cg_base = preflight(&settings)?;
+        dir.check_ownership().map_err(env_err)?;
+        if let Some(existing) = LocalStack::open(dir.clone())? {
+            if existing.state.topology.name != topology.name {
+                return Err(env_err(format!(
+                    "a stack with topology `{}` is already recorded in {}; run `faultline down` first",
+                    existing.state.topology.name,
+                    dir.root.display()
+                )));
+            }
+            if existing.any_process_running() {
+                if existing.wait_healthy(Duration::from_secs(5)).await.is_ok() {
+                    return Ok(existing);
+                }
+                return Err(env_err(format!(
+                    "the stack in {} is running but not healthy; run `faultline down` (or `faultline recover`) first",
+                    dir.root.display()
+                )));
+            }
+            LocalStack::down(dir.clone()).await?;
+        }
+        let state = StackState {
+            owner: state::OWNER.into(),
+            created_at: crate::clock::rfc3339_millis(std::time::SystemTime::now()),
+            cgroup_root: cg_base.join(&topology.name),
+            topology,
+            settings,
+        };
+        dir.save(&state).map_err(|e| io_err("cannot write the stack state", e))?;
+        let secrets = dir
+            .load_or_create_secrets()
+            .map_err(|e| io_err("cannot write the stack's secrets", e))?;
+        let stack = LocalStack { dir, state, secrets };
+        stack.create().await?;
+        Ok(stack)
+    }
+
+    async fn create(&self) -> Result<(), TargetError> {
+        let t = self.topology();
+        netns::create_network(t).map_err(|e| io_err("cannot create the node network", e))?;
+        let (uid, gid) = lookup_user(&self.settings().postgres_os_user).expect("checked in preflight");
+        for (node, kind) in self.members() {
+            let d = self.dir.member_dir(&node, kind);
+            fs::create_dir_all(&d).map_err(|e| io_err("cannot create member directory", e))?;
+            fs::create_dir_all(self.cgroup(&node, kind)).map_err(|e| io_err("cannot create cgroup", e))?;
+            if kind == ProcessKind::Patroni {
+                fs::create_dir_all(d.join("run")).map_err(|e| io_err("mkdir", e))?;
+                for p in [d.clone(), d.join("run")] {
+                    chown(&p, uid, gid).map_err(|e| io_err("chown", e))?;
+                }
+            }
+        }
+        let etcd_nodes = t.placement.etcd.clone();
+        for n in &etcd_nodes {
+            self.start(n, ProcessKind::Etcd, None)?;
+        }
+        let http = http_client(Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &etcd_nodes {
+            let addr = self.addr(n);
+            loop {
+                let ok = match http.get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health")).send().await {
+                    Ok(r) => r.status().is_success(),
+                    Err(_) => false,
+                };
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(env_err(format!(
+                        "etcd on {n} did not become healthy within 20 s; see {}",
+                        self.dir.log_file(n, ProcessKind::Etcd).display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for n in t.placement.postgres.clone() {
+            self.start(&n, ProcessKind::Patroni, None)?;
+        }
+        let first_master = self.addr(&t.placement.redis[0]);
+        for (i, n) in t.placement.redis.iter().enumerate() {
+            self.start(n, ProcessKind::Redis, (i > 0).then_some(first_master))?;
+        }
+        for n in &t.placement.sentinel {
+            self.start(n, ProcessKind::Sentinel, Some(first_master))?;
+        }
+        self.wait_healthy(Duration::from_secs(60)).await.map_err(|e| {
+            env_err(format!(
+                "the stack did not become healthy within 60 s: {e} (logs under {})",
+                self.dir.root.join("nodes").display()
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// (node, process) for every member the topology places, in a stable order.
+    pub fn members(&self) -> Vec<(String, ProcessKind)> {
+        let p = &self.topology().placement;
+        let mut v = Vec::new();
+        for (kind, nodes) in [
+            (ProcessKind::Etcd, &p.etcd),
+            (ProcessKind::Patroni, &p.postgres),
+            (ProcessKind::Redis, &p.redis),
+            (ProcessKind::Sentinel, &p.sentinel),
+        ] {
+            for n in nodes {
+                v.push((n.clone(), kind));
+            }
+        }
+        v
+    }
+
+    pub fn members_on(&self, node: &str) -> Vec<ProcessKind> {
+        self.members()
+            .into_iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, k)| k)
+            .collect()
+    }
+
+    pub fn addr(&self, node: &str) -> Ipv4Addr {
+        self.topology().node(node).map(|n| n.addr).expect("node from the topology")
+    }
+
+    pub fn cgroup(&self, node: &str, kind: ProcessKind) -> PathBuf {
+        self.state.cgroup_root.join(node).join(kind.name())
+    }
+
+    pub fn pids(&self, node: &str, kind: ProcessKind) -> Vec<i32> {
+        process::cgroup_pids(&self.cgroup(node, kind))
+    }
+
+    pub fn any_process_running(&self) -> bool {
+        self.members().iter().any(|(n, k)| !self.pids(n, *k).is_empty())
+    }
+
+    /// Starts one member with a freshly generated configuration. `master` is the Redis master to replicate
+    /// (Redis) or to monitor (Sentinel); ignored for etcd and Patroni.
+    pub fn start(&self, node: &str, kind: ProcessKind, master: Option<Ipv4Addr>) -> Result<u32, TargetError> {
+        let t = self.topology();
+        let s = self.settings();
+        let dir = self.dir.member_dir(node, kind);
+        let data = dir.join("data");
+        let config = dir.join("config");
+        let log = self.dir.log_file(node, kind);
+        let cgroup = self.cgroup(node, kind);
+        fs::create_dir_all(&cgroup).map_err(|e| io_err("cannot create cgroup", e))?;
+        let ns = t.namespace(node);
+        let me = self.addr(node);
+        let data_s = data.display().to_string();
+        let (program, args, user): (PathBuf, Vec<String>, Option<&str>) = match kind {
+            ProcessKind::Etcd => (s.etcd_bin.clone(), etcd_args(t, s, node, &data_s), None),
+            ProcessKind::Patroni => {
+                let run = dir.join("run").display().to_string();
+                let pgpass = dir.join("pgpass").display().to_string();
+                let yaml = patroni_yaml(
+                    t,
+                    s,
+                    node,
+                    &PatroniPaths {
+                        data_dir: &data_s,
+                        socket_dir: &run,
+                        pgpass: &pgpass,
+                    },
+                    self.secrets.postgres_superuser.expose(),
+                    self.secrets.postgres_replication.expose(),
+                );
+                state::write_atomic(&config, yaml.as_bytes(), 0o600).map_err(|e| io_err("cannot write patroni config", e))?;
+                let (uid, gid) = lookup_user(&s.postgres_os_user).expect("checked in preflight");
+                chown(&config, uid, gid).map_err(|e| io_err("chown", e))?;
+                let cfg = config.display().to_string();
+                match &s.patroni_python {
+                    Some(py) => (py.clone(), vec![s.patroni_bin.display().to_string(), cfg], Some(s.postgres_os_user.as_str())),
+                    None => (s.patroni_bin.clone(), vec![cfg], Some(s.postgres_os_user.as_str())),
+                }
+            }
+            ProcessKind::Redis => {
+                fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
+                let replica_of = master.filter(|m| *m != me);
+                fs::write(&config, redis_conf(me, &data_s, replica_of)).map_err(|e| io_err("cannot write redis config", e))?;
+                (s.redis_server_bin.clone(), vec![config.display().to_string()], None)
+            }
+            ProcessKind::Sentinel => {
+                fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
+                let m = master.unwrap_or_else(|| self.addr(&t.placement.redis[0]));
+                fs::write(&config, sentinel_conf(s, me, &data_s, m)).map_err(|e| io_err("cannot write sentinel config", e))?;
+                (s.redis_sentinel_bin.clone(), vec![config.display().to_string()], None)
+            }
+        };
+        process::launch(&Launch {
+            namespace: &ns,
+            cgroup: &cgroup,
+            user,
+            program: &program,
+            args,
+            log: &log,
+            workdir: &dir,
+        })
+        .map_err(|e| io_err(&format!("cannot start {} on {node}", kind.name()), e))
+    }
+
+    /// Restarts a member that is not running, the way an operator would bring it back: Redis as a replica of the
+    /// master the sentinels agree on, Sentinel monitoring that master.
+    pub async fn restart(&self, node: &str, kind: ProcessKind) -> Result<(), TargetError> {
+        if !self.pids(node, kind).is_empty() {
+            return Ok(());
+        }
+        let master = match kind {
+            ProcessKind::Redis | ProcessKind::Sentinel => {
+                let ep = self.redis_endpoints();
+                match redis_component::agreed_master(&ep).await {
+                    Some(n) => Some(self.addr(&n)),
+                    None => redis_component::discover_master(&ep, Duration::from_millis(500)).await.ok(),
+                }
+            }
+            _ => None,
+        };
+        self.start(node, kind, master)?;
+        Ok(())
+    }
+
+    pub fn kill(&self, node: &str, kind: ProcessKind) {
+        process::kill_cgroup(&self.cgroup(node, kind));
+    }
+
+    pub fn signal(&self, node: &str, kind: ProcessKind, signal: i32) -> usize {
+        process::signal_cgroup(&self.cgroup(node, kind), signal)
+    }
+
+    pub fn wait_gone(&self, node: &str, kind: ProcessKind, timeout: Duration) -> bool {
+        process::wait_cgroup_empty(&self.cgroup(node, kind), timeout)
+    }
+
+    pub fn postgres_endpoints(&self) -> PostgresEndpoints {
+        let t = self.topology();
+        PostgresEndpoints {
+            members: t
+                .placement
+                .postgres
+                .iter()
+                .map(|n| Member { node: n.clone(), addr: self.addr(n) })
+                .collect(),
+            etcd: t.placement.etcd.iter().map(|n| self.addr(n)).collect(),
+            scope: self.settings().patroni_scope.clone(),
+            dcs_api: self.settings().dcs_api,
+            user: "postgres".into(),
+            password: self.secrets.postgres_superuser.clone(),
+        }
+    }
+
+    pub fn redis_endpoints(&self) -> RedisEndpoints {
+        let t = self.topology();
+        let m = |nodes: &[String]| {
+            nodes
+                .iter()
+                .map(|n| Member { node: n.clone(), addr: self.addr(n) })
+                .collect()
+        };
+        RedisEndpoints {
+            members: m(&t.placement.redis),
+            sentinels: m(&t.placement.sentinel),
+            master_name: self.settings().sentinel_master_name.clone(),
+        }
+    }
+
+    /// The node currently holding the role, by the servers' own view (DCS leader key; sentinel majority).
+    pub async fn role_holder(&self, component: ComponentKind) -> Option<String> {
+        match component {
+            ComponentKind::Postgres => postgres::current_leader(&self.postgres_endpoints()).await,
+            ComponentKind::Redis => redis_component::agreed_master(&self.redis_endpoints()).await,
+        }
+    }
+
+    async fn etcd_health(&self) -> Result<(), String> {
+        let http = http_client(Duration::from_millis(800));
+        for n in &self.topology().placement.etcd {
+            let addr = self.addr(n);
+            let ok = match http.get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health")).send().await {
+                Ok(r) => r.text().await.map(|t| t.contains("true")).unwrap_or(false),
+                Err(_) => false,
+            };
+            if !ok {
+                return Err(format!("etcd on {n} is not healthy"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One health check of the whole stack: every process running and not stopped, every link up, etcd healthy,
+    /// Patroni and Redis/Sentinel healthy by their own views.
+    pub async fn health_once(&self) -> Result<Health, String> {
+        for (n, k) in self.members() {
+            if self.pids(&n, k).is_empty() {
+                return Err(format!("{} on {n} is not running", k.name()));
+            }
+            if !process::stopped_pids(&self.cgroup(&n, k)).is_empty() {
+                return Err(format!("{} on {n} is stopped (paused)", k.name()));
+            }
+        }
+        for node in &self.topology().nodes {
+            if !netns::link_is_up(self.topology(), &node.name) {
+                return Err(format!("the link of {} is down", node.name));
+            }
+        }
+        self.etcd_health().await?;
+        let postgres_leader = postgres::health(&self.postgres_endpoints(), self.settings().synchronous_mode)
+            .await
+            .map_err(|e| format!("postgres: {e}"))?;
+        let redis_master = redis_component::health(&self.redis_endpoints())
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        Ok(Health { postgres_leader, redis_master })
+    }
+
+    /// Polls `health_once` until it passes or the deadline; the error is the last reason it was unhealthy.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<Health, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.health_once().await {
+                Ok(h) => return Ok(h),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Tears the stack down: every cgroup killed and removed, namespaces and bridge deleted, data removed.
+    /// Works from the state directory alone (after a crash of faultline too).
+    pub async fn down(dir: StateDir) -> Result<Vec<String>, TargetError> {
+        let Some(stack) = LocalStack::open(dir.clone())? else {
+            return Ok(vec!["no stack is recorded in the state directory".into()]);
+        };
+        let mut notes = Vec::new();
+        for (n, k) in stack.members() {
+            let cg = stack.cgroup(&n, k);
+            // A stopped process cannot die of SIGKILL until continued on some kernels' freezer paths: resume first.
+            process::signal_cgroup(&cg, libc::SIGCONT);
+            process::kill_cgroup(&cg);
+        }
+        for (n, k) in stack.members() {
+            if !stack.wait_gone(&n, k, Duration::from_secs(5)) {
+                notes.push(format!("{} on {n} did not exit within 5 s", k.name()));
+            }
+        }
+        process::remove_cgroup_tree(&stack.state.cgroup_root);
+        notes.extend(netns::delete_network(stack.topology()));
+        let _ = fs::remove_dir_all(dir.root.join("nodes"));
+        crate::fault::journal::Journal::new(dir.journal_dir()).close_all("stack torn down by `faultline down`");
+        dir.remove_state().map_err(|e| io_err("cannot remove the state file", e))?;
+        Ok(notes)
+    }
+
+    /// Versions and the HA settings in force, for the report's stack fingerprint.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        let s = self.settings();
+        let version = |bin: &Path, arg: &str| {
+            std::process::Command::new(bin)
+                .arg(arg)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let mut versions = BTreeMap::new();
+        versions.insert("patroni", version(&s.patroni_bin, "--version"));
+        versions.insert("postgres", version(&s.pg_bin_dir.join("postgres"), "--version"));
+        versions.insert("etcd", version(&s.etcd_bin, "--version"));
+        versions.insert("redis", version(&s.redis_server_bin, "--version"));
+        json!({
+            "target": "local",
+            "topology": self.topology().name,
+            "nodes": self.topology().nodes.iter().map(|n| json!({"name": n.name, "zone": n.zone, "region": n.region, "addr": n.addr.to_string()})).collect::<Vec<_>>(),
+            "versions": versions,
+            "settings": {
+                "dcs_api": s.dcs_api,
+                "patroni_bin": s.patroni_bin,
+                "ttl": s.ttl,
+                "loop_wait": s.loop_wait,
+                "retry_timeout": s.retry_timeout,
+                "primary_stop_timeout": s.primary_stop_timeout,
+                "synchronous_mode": s.synchronous_mode,
+                "wal_sender_timeout": s.wal_sender_timeout,
+                "sentinel_quorum": s.sentinel_quorum,
+                "sentinel_down_after_ms": s.sentinel_down_after_ms,
+                "sentinel_failover_timeout_ms": s.sentinel_failover_timeout_ms,
+            }
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! Nodes as network namespaces on a Linux bridge, and the network faults applied inside them with nft.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use super::process::{run, run_with_input};
+use crate::topology::Topology;
+
+/// nft table faultline owns inside a node's namespace; deleting it reverts every network fault on that node.
+pub const NFT_TABLE: &str = "faultline";
+
+pub fn host_veth(topology: &Topology, node: &str) -> String {
+    format!("{}{}h", topology.network.namespace_prefix, node)
+}
+
+pub fn existing_namespaces() -> Vec<String> {
+    run("ip", &["netns", "list"])
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn link_exists(dev: &str) -> bool {
+    run("ip", &["link", "show", "dev", dev]).is_ok()
+}
+
+/// Creates the bridge (with the host's address) and one namespace + veth per node, lo up in each.
+pub fn create_network(topology: &Topology) -> io::Result<()> {
+    let net = &topology.network;
+    if !link_exists(&net.bridge) {
+        run("ip", &["link", "add", &net.bridge, "type", "bridge"])?;
+    }
+    let host_cidr = format!("{}/{}", net.host_addr, net.prefix_len);
+    let addrs = run("ip", &["-4", "addr", "show", "dev", &net.bridge])?;
+    if !addrs.contains(&format!("inet {host_cidr}")) {
+        run("ip", &["addr", "add", &host_cidr, "dev", &net.bridge])?;
+    }
+    run("ip", &["link", "set", &net.bridge, "up"])?;
+    let existing = existing_namespaces();
+    for node in &topology.nodes {
+        let ns = topology.namespace(&node.name);
+        let veth = host_veth(topology, &node.name);
+        if !existing.contains(&ns) {
+            run("ip", &["netns", "add", &ns])?;
+        }
+        if !link_exists(&veth) {
+            run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
+            )?;
+        }
+        run("ip", &["link", "set", &veth, "master", &net.bridge, "up"])?;
+        let cidr = format!("{}/{}", node.addr, net.prefix_len);
+        let ns_addrs = run("ip", &["-n", &ns, "-4", "addr", "show", "dev", "eth0"])?;
+        if !ns_addrs.contains(&format!("inet {cidr}")) {
+            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+        }
+        run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+    }
+    Ok(())
+}
+
+/// Deletes the namespaces and the bridge of this topology (veths go with their namespace).
+pub fn delete_network(topology: &Topology) -> Vec<String> {
+    let mut problems = Vec::new();
+    let existing = existing_namespaces();
+    for node in &topology.nodes {
+        let ns = topology.namespace(&node.name);
+        if existing.contains(&ns) {
+            if let Err(e) = run("ip", &["netns", "delete", &ns]) {
+                problems.push(e.to_string());
+            }
+        }
+        let veth = host_veth(topology, &node.name);
+        if link_exists(&veth) {
+            let _ = run("ip", &["link", "delete", &veth]);
+        }
+    }
+    if link_exists(&topology.network.bridge) {
+        if let Err(e) = run("ip", &["link", "delete", &topology.network.bridge]) {
+            problems.push(e.to_string());
+        }
+    }
+    problems
+}
+
+pub fn set_link(topology: &Topology, node: &str, up: bool) -> io::Result<()> {
+    let veth = host_veth(topology, node);
+    run(
+        "ip",
+        &["link", "set", &veth, if up { "up" } else { "down" }],
+    )?;
+    Ok(())
+}
+
+pub fn link_is_up(topology: &Topology, node: &str) -> bool {
+    run("ip", &["-o", "link", "show", "dev", &host_veth(topology, node)])
+        .map(|s| !s.contains("state DOWN") && s.contains(",UP"))
+        .unwrap_or(false)
+}
+
+/// Drop rules in one namespace: packets to `drop_out` and from `drop_in` are discarded. Added to faultline's
+/// own table so the revert is one `delete table`.
+pub fn add_drop_rules(ns: &str, drop_out: &[Ipv4Addr], drop_in: &[Ipv4Addr]) -> io::Result<()> {
+    let set = |a: &[Ipv4Addr]| {
+        a.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut script = format!(
+        "table inet {NFT_TABLE} {{\n  chain output {{ type filter hook output priority -10; policy accept; }}\n  chain input {{ type filter hook input priority -10; policy accept; }}\n}}\n"
+    );
+    if !drop_out.is_empty() {
+        script += &format!(
+            "add rule inet {NFT_TABLE} output ip daddr {{ {} }} drop\n",
+            set(drop_out)
+        );
+    }
+    if !drop_in.is_empty() {
+        script += &format!(
+            "add rule inet {NFT_TABLE} input ip saddr {{ {} }} drop\n",
+            set(drop_in)
+        );
+    }
+    run_with_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], &script)?;
+    Ok(())
+}
+
+/// Removes faultline's nft table from the namespace; absent table = nothing to do.
+pub fn delete_rules(ns: &str) -> io::Result<bool> {
+    if !has_rules(ns) {
+        return Ok(false);
+    }
+    run(
+        "ip",
+        &["netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE],
+    )?;
+    Ok(true)
+}
+
+pub fn has_rules(ns: &str) -> bool {
+    run("ip", &["netns", "exec", ns, "nft", "list", "tables"])
+        .map(|s| s.lines().any(|l| l.trim() == format!("table inet {NFT_TABLE}")))
+        .unwrap_or(false)
+}

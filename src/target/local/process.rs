@@ -1,0 +1,207 @@
+//! Stack processes: each member runs in its own cgroup (v2) inside its node's network namespace, so "every process
+//! of this member" is exactly the cgroup's pid list — postmaster children and re-parented backends included
+//! (HA-FACTS pitfall 1) — and faultline never signals anything it did not start.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The mount point of the cgroup v2 hierarchy (pure v2 at /sys/fs/cgroup, or the hybrid layout's unified mount).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_src, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+pub fn create_cgroup(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+/// Pids currently in the cgroup (exited processes leave it at exit, zombies included).
+pub fn cgroup_pids(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path.join("cgroup.procs"))
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// SIGKILL every process of the cgroup at once (cgroup.kill), falling back to signalling each pid.
+pub fn kill_cgroup(path: &Path) {
+    if fs::write(path.join("cgroup.kill"), "1").is_err() {
+        signal_cgroup(path, libc::SIGKILL);
+    }
+}
+
+pub fn signal_cgroup(path: &Path, signal: i32) -> usize {
+    let pids = cgroup_pids(path);
+    for pid in &pids {
+        // SAFETY: plain kill(2) on pids read from a cgroup that only holds processes faultline started.
+        unsafe {
+            libc::kill(*pid, signal);
+        }
+    }
+    pids.len()
+}
+
+/// Waits until the cgroup holds no process (SIGKILLed processes take up to ~1 s to go: pitfall 2).
+pub fn wait_cgroup_empty(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cgroup_pids(path).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of the cgroup that are stopped (state T), i.e. a pause that was not resumed.
+pub fn stopped_pids(path: &Path) -> Vec<i32> {
+    cgroup_pids(path)
+        .into_iter()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "T"))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Removes a cgroup directory tree bottom-up (only empty cgroups can be removed).
+pub fn remove_cgroup_tree(path: &Path) {
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(path);
+}
+
+/// What to run for one member.
+pub struct Launch<'a> {
+    pub namespace: &'a str,
+    pub cgroup: &'a Path,
+    /// Run as this OS user (PostgreSQL refuses root).
+    pub user: Option<&'a str>,
+    pub program: &'a Path,
+    pub args: Vec<String>,
+    pub log: &'a Path,
+    pub workdir: &'a Path,
+}
+
+/// Starts the member detached (own session, so a Ctrl-C to faultline does not reach it) inside its namespace and
+/// cgroup, stdout/stderr appended to its log. Returns the pid; a thread reaps it when it exits.
+pub fn launch(l: &Launch) -> io::Result<u32> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(l.log)?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", l.namespace]);
+    if let Some(user) = l.user {
+        cmd.args([
+            "setpriv",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ]);
+    }
+    cmd.arg(l.program)
+        .args(&l.args)
+        .current_dir(l.workdir)
+        .env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let procs = CString::new(l.cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: only async-signal-safe calls (setsid, open, write, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // "0" moves the writing process itself into the cgroup.
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// Runs a short command to completion; a non-zero exit is an error carrying its stderr.
+pub fn run(program: &str, args: &[&str]) -> io::Result<String> {
+    let out = Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`{} {}` failed: {}",
+            program,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like `run`, feeding `input` on stdin (for `nft -f -`).
+pub fn run_with_input(program: &str, args: &[&str], input: &str) -> io::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "`{} {}` failed: {}",
+            program,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cgroup2_mount_when_one_is_mounted() {
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        assert_eq!(cgroup2_mount().is_some(), mounts.contains(" cgroup2 "));
+    }
+}

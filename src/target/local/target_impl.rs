@@ -1,0 +1,127 @@
+//! The local stack as a `Target`: fault kinds mapped onto namespaces, cgroups and nft.
+
+use std::time::{Duration, SystemTime};
+
+use super::{netns, process, LocalStack, ProcessKind};
+use crate::component::postgres::{self, PostgresEndpoints};
+use crate::component::redis::{self as redis_component, RedisEndpoints};
+use crate::fault::journal::Journal;
+use crate::fault::{self, ActiveFault, RevertStep};
+use crate::scenario::{ComponentKind, FaultKind, NodeSelector};
+use crate::target::{Target, TargetError};
+use crate::topology::Topology;
+
+impl Target for LocalStack {
+    fn topology(&self) -> &Topology {
+        &self.state.topology
+    }
+
+    fn postgres_endpoints(&self) -> PostgresEndpoints {
+        LocalStack::postgres_endpoints(self)
+    }
+
+    fn redis_endpoints(&self) -> RedisEndpoints {
+        LocalStack::redis_endpoints(self)
+    }
+
+    async fn role_holder(&self, component: ComponentKind) -> Option<String> {
+        LocalStack::role_holder(self, component).await
+    }
+
+    async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {
+        LocalStack::wait_healthy(self, timeout)
+            .await
+            .map(|h| format!("postgres leader {}, redis master {}", h.postgres_leader, h.redis_master))
+    }
+
+    fn fingerprint(&self) -> serde_json::Value {
+        LocalStack::fingerprint(self)
+    }
+
+    async fn apply_fault(&self, journal: &Journal, kind: &FaultKind) -> Result<ActiveFault, TargetError> {
+        let resolve_all = |sels: Vec<NodeSelector>| async move {
+            let mut nodes: Vec<String> = Vec::new();
+            for s in &sels {
+                for n in fault::resolve(self, s).await? {
+                    if !nodes.contains(&n) {
+                        nodes.push(n);
+                    }
+                }
+            }
+            Ok::<_, TargetError>(nodes)
+        };
+        match kind {
+            FaultKind::ProcessKill { component, target } => {
+                let nodes = fault::resolve(self, target).await?;
+                fault::kill::apply(self, journal, &nodes, ProcessKind::of(*component))
+            }
+            FaultKind::ProcessPause { component, target } => {
+                let nodes = fault::resolve(self, target).await?;
+                fault::pause::apply(self, journal, &nodes, ProcessKind::of(*component))
+            }
+            FaultKind::Partition { side_a, side_b, direction } => {
+                let a = resolve_all(side_a.clone()).await?;
+                let b = resolve_all(side_b.clone()).await?;
+                fault::partition::apply(self, journal, &a, &b, *direction)
+            }
+            FaultKind::NodeLoss { target } => {
+                let nodes = fault::resolve(self, target).await?;
+                fault::node_loss::apply(self, journal, "node-loss", &nodes)
+            }
+            FaultKind::ZoneLoss { target } => {
+                let nodes = fault::resolve(self, target).await?;
+                fault::node_loss::apply(self, journal, "zone-loss", &nodes)
+            }
+            FaultKind::NodeDrain { target } => {
+                let nodes = fault::resolve(self, target).await?;
+                fault::drain::apply(self, journal, &nodes).await
+            }
+        }
+    }
+
+    async fn revert(&self, steps: &[RevertStep]) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let t = self.topology();
+        for step in steps {
+            let r: Result<(), String> = match step {
+                RevertStep::DeleteRules { node } => netns::delete_rules(&t.namespace(node)).map(|_| ()).map_err(|e| e.to_string()),
+                RevertStep::Continue { node, process: p } => {
+                    self.signal(node, *p, libc::SIGCONT);
+                    Ok(())
+                }
+                RevertStep::LinkUp { node } => netns::set_link(t, node, true).map_err(|e| e.to_string()),
+                RevertStep::Restart { node, process: p } => {
+                    // A member SIGKILLed moments ago may still be leaving its cgroup (pitfall 2).
+                    process::wait_cgroup_empty(&self.cgroup(node, *p), Duration::from_secs(3));
+                    self.restart(node, *p).await.map_err(|e| e.to_string())
+                }
+            };
+            if let Err(e) = r {
+                errors.push(format!("{step:?}: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn server_log_lines(&self, component: ComponentKind, event: &str) -> Vec<(SystemTime, String)> {
+        let (nodes, kind) = match component {
+            ComponentKind::Postgres => (&self.topology().placement.postgres, ProcessKind::Patroni),
+            ComponentKind::Redis => (&self.topology().placement.sentinel, ProcessKind::Sentinel),
+        };
+        let mut lines = Vec::new();
+        for n in nodes {
+            let text = std::fs::read_to_string(self.dir.log_file(n, kind)).unwrap_or_default();
+            let found = match component {
+                ComponentKind::Postgres => postgres::promotion_log_lines(&text),
+                ComponentKind::Redis => redis_component::sentinel_log_lines(&text, event),
+            };
+            lines.extend(found.into_iter().map(|(t, l)| (t, format!("{n}: {l}"))));
+        }
+        lines.sort();
+        lines
+    }
+}

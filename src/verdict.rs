@@ -1,0 +1,347 @@
+//! Judges measurements against the scenario's thresholds. A threshold passes only when it holds in every trial;
+//! a value that was not observed fails it, and a run that did not complete can never pass.
+
+use serde::Serialize;
+
+use crate::analysis::TrialMeasurements;
+use crate::scenario::{Metric, Op, Threshold};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Incomplete,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThresholdResult {
+    pub metric: Metric,
+    pub op: Op,
+    pub limit: f64,
+    /// The first failing trial's value, or the worst value when every trial passed; None = not observed.
+    pub measured: Option<f64>,
+    pub pass: bool,
+    /// The trial `measured` comes from; None when there was no trial at all.
+    pub trial: Option<u32>,
+    pub message: String,
+}
+
+impl ThresholdResult {
+    /// `detection_s <= 10`, the threshold as written in the scenario.
+    pub fn label(&self) -> String {
+        format!("{} {} {}", self.metric, self.op.symbol(), self.limit)
+    }
+}
+
+pub fn judge(thresholds: &[Threshold], trials: &[TrialMeasurements]) -> Vec<ThresholdResult> {
+    let many = trials.len() > 1;
+    thresholds
+        .iter()
+        .map(|t| judge_one(t, trials, many))
+        .collect()
+}
+
+fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> ThresholdResult {
+    let result =
+        |measured: Option<f64>, pass: bool, trial: Option<u32>, message: String| ThresholdResult {
+            metric: t.metric,
+            op: t.op,
+            limit: t.limit,
+            measured,
+            pass,
+            trial,
+            message,
+        };
+    let limit = t.limit.to_string();
+    if trials.is_empty() {
+        return result(
+            None,
+            false,
+            None,
+            format!("{} not observed: no trial was measured (FAIL)", t.metric),
+        );
+    }
+
+    let mut worst: Option<(f64, u32)> = None;
+    for m in trials {
+        let in_trial = if many {
+            format!(" in trial {}", m.trial)
+        } else {
+            String::new()
+        };
+        let Some(v) = m.value(t.metric) else {
+            let message = format!(
+                "{} not observed in trial {}, limit {} {limit} (FAIL)",
+                t.metric,
+                m.trial,
+                t.op.symbol()
+            );
+            return result(None, false, Some(m.trial), message);
+        };
+        // NaN holds for no operator, so it lands here too.
+        if !t.op.holds(v, t.limit) {
+            let shown = format_measured(v, t);
+            let message = format!(
+                "{} = {shown}{in_trial}, limit {} {limit} (FAIL)",
+                t.metric,
+                t.op.symbol()
+            );
+            return result(Some(v), false, Some(m.trial), message);
+        }
+        if worst.is_none_or(|(w, _)| is_worse(t.op, v, w)) {
+            worst = Some((v, m.trial));
+        }
+    }
+    let (v, trial) = worst.expect("trials is not empty and every trial was judged");
+    let in_trial = if many {
+        format!(" (worst: trial {trial})")
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "{} = {} {} {limit}{in_trial} (pass)",
+        t.metric,
+        format_measured(v, t),
+        t.op.symbol()
+    );
+    result(Some(v), true, Some(trial), message)
+}
+
+/// Closer to breaking the limit: larger under `<`/`<=`, smaller under `>`/`>=`. Under `==` all passing values
+/// are equal.
+fn is_worse(op: Op, candidate: f64, current: f64) -> bool {
+    match op {
+        Op::Lt | Op::Le => candidate > current,
+        Op::Gt | Op::Ge => candidate < current,
+        Op::Eq => false,
+    }
+}
+
+/// 3 decimals for readability, unless rounding would make the printed number contradict the result
+/// (e.g. 10.0004 shown as "10.000" against `<= 10`); then the full value is printed.
+fn format_measured(v: f64, t: &Threshold) -> String {
+    let short = format_number(v);
+    match short.parse::<f64>() {
+        Ok(shown) if t.op.holds(shown, t.limit) == t.op.holds(v, t.limit) => short,
+        _ => format!("{v}"),
+    }
+}
+
+/// Whole numbers without decimals (counts, limits), anything else with 3.
+pub fn format_number(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A run that did not complete is never a pass; a run with no threshold judged nothing and fails.
+pub fn overall(results: &[ThresholdResult], completed: bool) -> Verdict {
+    if !completed {
+        Verdict::Incomplete
+    } else if results.is_empty() || results.iter().any(|r| !r.pass) {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    }
+}
+
+/// Why `overall` failed a run that has no threshold, for reports.
+pub const NO_THRESHOLDS: &str = "the scenario has no thresholds, so nothing was judged";
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::analysis::WriteClassification;
+
+    fn trial(n: u32, values: &[(Metric, Option<f64>)]) -> TrialMeasurements {
+        let mut map: BTreeMap<Metric, Option<f64>> =
+            Metric::ALL.iter().map(|m| (*m, None)).collect();
+        map.extend(values.iter().copied());
+        TrialMeasurements {
+            trial: n,
+            values: map,
+            writes: WriteClassification::default(),
+            latency_buckets: Vec::new(),
+        }
+    }
+
+    fn th(metric: Metric, op: Op, limit: f64) -> Threshold {
+        Threshold { metric, op, limit }
+    }
+
+    #[test]
+    fn passing_and_failing_messages() {
+        let t = [trial(
+            1,
+            &[
+                (Metric::DetectionS, Some(8.412)),
+                (Metric::LostAckedWrites, Some(61234.0)),
+            ],
+        )];
+        let r = judge(
+            &[
+                th(Metric::DetectionS, Op::Le, 10.0),
+                th(Metric::LostAckedWrites, Op::Eq, 0.0),
+            ],
+            &t,
+        );
+        assert!(r[0].pass);
+        assert_eq!(r[0].message, "detection_s = 8.412 <= 10 (pass)");
+        assert_eq!((r[0].measured, r[0].trial), (Some(8.412), Some(1)));
+        assert!(!r[1].pass);
+        assert_eq!(r[1].message, "lost_acked_writes = 61234, limit == 0 (FAIL)");
+        assert_eq!(overall(&r, true), Verdict::Fail);
+    }
+
+    #[test]
+    fn not_observed_fails() {
+        let r = judge(&[th(Metric::PromotionS, Op::Le, 30.0)], &[trial(1, &[])]);
+        assert!(!r[0].pass);
+        assert_eq!(r[0].measured, None);
+        assert_eq!(
+            r[0].message,
+            "promotion_s not observed in trial 1, limit <= 30 (FAIL)"
+        );
+    }
+
+    #[test]
+    fn no_trial_fails_every_threshold() {
+        let r = judge(&[th(Metric::RtoS, Op::Le, 30.0)], &[]);
+        assert!(!r[0].pass);
+        assert_eq!((r[0].measured, r[0].trial), (None, None));
+    }
+
+    #[test]
+    fn nan_never_passes() {
+        for op in [Op::Lt, Op::Le, Op::Eq, Op::Ge, Op::Gt] {
+            let r = judge(
+                &[th(Metric::ErrorRate, op, 0.5)],
+                &[trial(1, &[(Metric::ErrorRate, Some(f64::NAN))])],
+            );
+            assert!(!r[0].pass, "{op:?}");
+        }
+    }
+
+    #[test]
+    fn every_trial_must_hold_and_the_first_failing_trial_is_reported() {
+        let trials = [
+            trial(1, &[(Metric::RtoS, Some(5.0))]),
+            trial(2, &[(Metric::RtoS, Some(12.3))]),
+            trial(3, &[(Metric::RtoS, Some(15.0))]),
+        ];
+        let r = judge(&[th(Metric::RtoS, Op::Le, 10.0)], &trials);
+        assert!(!r[0].pass);
+        assert_eq!((r[0].measured, r[0].trial), (Some(12.3), Some(2)));
+        assert_eq!(
+            r[0].message,
+            "rto_s = 12.300 in trial 2, limit <= 10 (FAIL)"
+        );
+    }
+
+    #[test]
+    fn a_missing_value_in_a_later_trial_still_fails() {
+        let trials = [trial(1, &[(Metric::RtoS, Some(5.0))]), trial(2, &[])];
+        let r = judge(&[th(Metric::RtoS, Op::Le, 10.0)], &trials);
+        assert!(!r[0].pass);
+        assert_eq!((r[0].measured, r[0].trial), (None, Some(2)));
+        assert_eq!(
+            r[0].message,
+            "rto_s not observed in trial 2, limit <= 10 (FAIL)"
+        );
+    }
+
+    #[test]
+    fn all_passing_reports_the_worst_trial() {
+        let trials = [
+            trial(
+                1,
+                &[
+                    (Metric::RtoS, Some(5.0)),
+                    (Metric::AckedWrites, Some(900.0)),
+                ],
+            ),
+            trial(
+                2,
+                &[
+                    (Metric::RtoS, Some(7.5)),
+                    (Metric::AckedWrites, Some(800.0)),
+                ],
+            ),
+            trial(
+                3,
+                &[
+                    (Metric::RtoS, Some(6.0)),
+                    (Metric::AckedWrites, Some(850.0)),
+                ],
+            ),
+        ];
+        let r = judge(
+            &[
+                th(Metric::RtoS, Op::Lt, 10.0),
+                th(Metric::AckedWrites, Op::Ge, 500.0),
+            ],
+            &trials,
+        );
+        assert!(r[0].pass && r[1].pass);
+        assert_eq!((r[0].measured, r[0].trial), (Some(7.5), Some(2)));
+        assert_eq!(r[0].message, "rto_s = 7.500 < 10 (worst: trial 2) (pass)");
+        assert_eq!((r[1].measured, r[1].trial), (Some(800.0), Some(2)));
+        assert_eq!(overall(&r, true), Verdict::Pass);
+    }
+
+    #[test]
+    fn rounding_never_prints_a_failing_value_as_if_it_passed() {
+        let r = judge(
+            &[th(Metric::DetectionS, Op::Le, 10.0)],
+            &[trial(1, &[(Metric::DetectionS, Some(10.0004))])],
+        );
+        assert!(!r[0].pass);
+        assert_eq!(r[0].message, "detection_s = 10.0004, limit <= 10 (FAIL)");
+    }
+
+    #[test]
+    fn an_incomplete_run_is_never_a_pass() {
+        let r = judge(
+            &[th(Metric::DetectionS, Op::Le, 10.0)],
+            &[trial(1, &[(Metric::DetectionS, Some(1.0))])],
+        );
+        assert!(r[0].pass);
+        assert_eq!(overall(&r, false), Verdict::Incomplete);
+        assert_eq!(overall(&[], false), Verdict::Incomplete);
+    }
+
+    #[test]
+    fn no_thresholds_is_a_fail() {
+        assert_eq!(overall(&[], true), Verdict::Fail);
+    }
+
+    #[test]
+    fn verdicts_serialise_lowercase() {
+        let json =
+            serde_json::to_string(&[Verdict::Pass, Verdict::Fail, Verdict::Incomplete]).unwrap();
+        assert_eq!(json, r#"["pass","fail","incomplete"]"#);
+    }
+}
