@@ -14,7 +14,7 @@ use crate::input_error::{InputError, InputErrors};
 use crate::report::{self, SuiteEntry};
 use crate::scenario::{self, Scenario};
 use crate::settings::StackSettings;
-use crate::target::local::{netns, process, LocalStack, StateDir};
+use crate::target::local::{lock, netns, process, LocalStack, StateDir};
 use crate::target::{Target, TargetError};
 use crate::topology::{self, Topology};
 
@@ -22,7 +22,11 @@ use crate::topology::{self, Topology};
 const DEFAULT_TOPOLOGY: &str = include_str!("../fixtures/topologies/three-node.yaml");
 
 #[derive(Parser, Debug)]
-#[command(name = "faultline", version, about = "Chaos and failover test harness for an HA Postgres/Redis stack")]
+#[command(
+    name = "faultline",
+    version,
+    about = "Chaos and failover test harness for an HA Postgres/Redis stack"
+)]
 pub struct Cli {
     /// State directory of the local stack [env: FAULTLINE_STATE_DIR, default /var/tmp/faultline]
     #[arg(long, global = true)]
@@ -73,7 +77,10 @@ enum Command {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -84,14 +91,20 @@ pub fn main() -> i32 {
 }
 
 fn default_topology() -> Topology {
-    topology::parse_topology(DEFAULT_TOPOLOGY, Path::new("fixtures/topologies/three-node.yaml"))
-        .expect("the built-in default topology is valid")
+    topology::parse_topology(
+        DEFAULT_TOPOLOGY,
+        Path::new("fixtures/topologies/three-node.yaml"),
+    )
+    .expect("the built-in default topology is valid")
 }
 
 fn report_input(e: &InputErrors) -> i32 {
     eprintln!("{e}");
     let n = e.0.len();
-    eprintln!("{n} error{} found; nothing was started", if n == 1 { "" } else { "s" });
+    eprintln!(
+        "{n} error{} found; nothing was started",
+        if n == 1 { "" } else { "s" }
+    );
     exit::INVALID_INPUT
 }
 
@@ -176,9 +189,11 @@ fn validate(files: &[PathBuf]) -> i32 {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         let has_key = |k: &str| text.lines().any(|l| l.starts_with(&format!("{k}:")));
         let result = if has_key("scenarios") {
-            scenario::load_suite(f, Some(&default)).map(|s| format!("suite `{}` ({} scenarios)", s.name, s.scenarios.len()))
+            scenario::load_suite(f, Some(&default))
+                .map(|s| format!("suite `{}` ({} scenarios)", s.name, s.scenarios.len()))
         } else if has_key("nodes") {
-            topology::load_topology(f).map(|t| format!("topology `{}` ({} nodes)", t.name, t.nodes.len()))
+            topology::load_topology(f)
+                .map(|t| format!("topology `{}` ({} nodes)", t.name, t.nodes.len()))
         } else {
             scenario::load_scenario(f, Some(&default)).map(|s| {
                 format!(
@@ -207,7 +222,10 @@ fn install_signal_handlers() -> watch::Receiver<u32> {
     let (tx, rx) = watch::channel(0u32);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         loop {
@@ -226,7 +244,11 @@ fn install_signal_handlers() -> watch::Receiver<u32> {
     rx
 }
 
-async fn ensure_stack(dir: &StateDir, topo: Topology, settings: Option<PathBuf>) -> Result<LocalStack, i32> {
+async fn ensure_stack(
+    dir: &StateDir,
+    topo: Topology,
+    settings: Option<PathBuf>,
+) -> Result<LocalStack, i32> {
     let settings = match StackSettings::load(settings.as_deref()) {
         Ok(s) => s,
         Err(e) => return Err(report_input(&e)),
@@ -255,6 +277,29 @@ async fn run_many(
     reports_dir: Option<PathBuf>,
 ) -> i32 {
     let reports_dir = reports_dir.unwrap_or_else(engine::default_reports_dir);
+    if let Err(e) = dir.check_ownership() {
+        return report_env(e);
+    }
+    let lock = match lock::acquire(&dir.root) {
+        Ok((l, lock::LockOutcome::Acquired)) => l,
+        Ok((l, lock::LockOutcome::TookOverStale(holder))) => {
+            eprintln!("warning: took over a stale run lock ({holder} is gone)");
+            l
+        }
+        Err(e) => return report_env(e),
+    };
+    let code = run_locked(dir, scenarios, suite, settings, reports_dir).await;
+    lock::release(lock);
+    code
+}
+
+async fn run_locked(
+    dir: StateDir,
+    scenarios: Vec<Scenario>,
+    suite: Option<String>,
+    settings: Option<PathBuf>,
+    reports_dir: PathBuf,
+) -> i32 {
     let intr = install_signal_handlers();
     let mut entries: Vec<SuiteEntry> = Vec::new();
     let mut worst = exit::PASS;
@@ -301,7 +346,10 @@ async fn run_many(
         }
         let reports: Vec<_> = entries.iter().map(|e| e.report.clone()).collect();
         println!("{}", report::terminal_suite_summary(&reports));
-        println!("suite report: {}", suite_dir.join("suite-report.json").display());
+        println!(
+            "suite report: {}",
+            suite_dir.join("suite-report.json").display()
+        );
         if entries.len() < scenarios.len() && worst == exit::PASS {
             worst = exit::INTERRUPTED;
         }
@@ -387,7 +435,11 @@ async fn status(dir: StateDir) -> i32 {
             n.zone,
             n.region,
             n.addr,
-            if netns::link_is_up(t, &n.name) { "up" } else { "DOWN" },
+            if netns::link_is_up(t, &n.name) {
+                "up"
+            } else {
+                "DOWN"
+            },
             procs.join(", ")
         );
     }
@@ -396,7 +448,10 @@ async fn status(dir: StateDir) -> i32 {
         println!("fault journal: no open entry");
     } else {
         for e in &open {
-            println!("fault journal: OPEN {} ({}, pid {}, since {})", e.id, e.description, e.pid, e.opened_at);
+            println!(
+                "fault journal: OPEN {} ({}, pid {}, since {})",
+                e.id, e.description, e.pid, e.opened_at
+            );
         }
     }
     let res = residue(&stack);
@@ -405,7 +460,10 @@ async fn status(dir: StateDir) -> i32 {
     }
     match stack.health_once().await {
         Ok(h) => {
-            println!("health: ok (postgres leader {}, redis master {})", h.postgres_leader, h.redis_master);
+            println!(
+                "health: ok (postgres leader {}, redis master {})",
+                h.postgres_leader, h.redis_master
+            );
             exit::PASS
         }
         Err(e) => {
@@ -419,7 +477,10 @@ async fn recover(dir: StateDir) -> i32 {
     let stack = match LocalStack::open(dir.clone()) {
         Ok(Some(s)) => s,
         Ok(None) => {
-            println!("no stack is recorded in {}; nothing to recover", dir.root.display());
+            println!(
+                "no stack is recorded in {}; nothing to recover",
+                dir.root.display()
+            );
             return exit::PASS;
         }
         Err(e) => return report_env(e),
@@ -472,6 +533,8 @@ async fn recover(dir: StateDir) -> i32 {
             }
             exit::ENVIRONMENT
         }
-        Err(e) => report_env(TargetError::Environment(format!("the stack is not healthy after recovery: {e}"))),
+        Err(e) => report_env(TargetError::Environment(format!(
+            "the stack is not healthy after recovery: {e}"
+        ))),
     }
 }

@@ -100,7 +100,10 @@ mod tests {
         let clock = Clock::with_wall_anchor(wall);
         let s = Stamp(Duration::from_millis(1500));
         assert_eq!(clock.rfc3339(s), "2023-11-14T22:13:21.500Z");
-        assert_eq!(clock.stamp_of_wall(wall + Duration::from_millis(1500)), Some(s));
+        assert_eq!(
+            clock.stamp_of_wall(wall + Duration::from_millis(1500)),
+            Some(s)
+        );
         assert_eq!(clock.stamp_of_wall(wall - Duration::from_millis(1)), None);
     }
 }

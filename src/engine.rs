@@ -63,7 +63,10 @@ async fn pause(d: Duration, intr: &mut Interrupts) -> Result<(), Stop> {
 pub fn new_run_id(scenario: &str) -> String {
     let now = rfc3339_millis(SystemTime::now());
     // 2026-11-23T06:30:01.123Z -> 20261123T063001Z
-    let compact: String = now[..19].chars().filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+    let compact: String = now[..19]
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
     format!("{compact}Z-{scenario}-{}", std::process::id())
 }
 
@@ -87,8 +90,19 @@ pub async fn run_scenario<T: Target>(
     let mut stop: Option<Stop> = None;
     for trial in 1..=scenario.trials {
         events.set_trial(trial);
-        let r = run_trial(target, scenario, &run_id, &opts.journal, &events, &ledger, &mut active, &mut intr, &mut next_id, trial)
-            .await;
+        let r = run_trial(
+            target,
+            scenario,
+            &run_id,
+            &opts.journal,
+            &events,
+            &ledger,
+            &mut active,
+            &mut intr,
+            &mut next_id,
+            trial,
+        )
+        .await;
         // Whatever happened, nothing stays applied past its trial.
         revert_all(target, &opts.journal, &events, &mut active).await;
         match r {
@@ -106,11 +120,36 @@ pub async fn run_scenario<T: Target>(
 
     // Verify once more at the end of the run: a loss can surface a round later (pitfall 10).
     let final_read = if stop.is_none() || matches!(stop, Some(Stop::Interrupted)) {
-        read_back(target, scenario.component, &run_id, clock, Duration::from_secs(20)).await.ok()
+        read_back(
+            target,
+            scenario.component,
+            &run_id,
+            clock,
+            Duration::from_secs(20),
+        )
+        .await
+        .ok()
     } else {
         None
     };
     let entries = ledger.entries();
+    for w in &windows {
+        let Some(fault_at) = w.fault_at else { continue };
+        let first_ok = entries
+            .iter()
+            .filter(|e| e.trial == w.trial && e.op == crate::ledger::OpKind::Write)
+            .filter(|e| {
+                e.outcome == crate::ledger::Outcome::Ok && e.sent.is_some_and(|s| s >= fault_at)
+            })
+            .min_by_key(|e| e.done);
+        if let Some(e) = first_ok {
+            events.emit_for_trial(
+                w.trial,
+                e.done,
+                EventKind::FirstWriteAfterFault { ok: true },
+            );
+        }
+    }
     let all_events = events.snapshot();
     let mut measurements: Vec<TrialMeasurements> = Vec::new();
     for w in &windows {
@@ -120,8 +159,16 @@ pub async fn run_scenario<T: Target>(
             (None, Some(f)) => f.present.clone(),
             (None, None) => continue,
         };
-        let trial_entries: Vec<_> = entries.iter().filter(|e| e.trial == w.trial).cloned().collect();
-        let trial_events: Vec<Event> = all_events.iter().filter(|e| e.trial == w.trial).cloned().collect();
+        let trial_entries: Vec<_> = entries
+            .iter()
+            .filter(|e| e.trial == w.trial)
+            .cloned()
+            .collect();
+        let trial_events: Vec<Event> = all_events
+            .iter()
+            .filter(|e| e.trial == w.trial)
+            .cloned()
+            .collect();
         measurements.push(analysis::analyze(&TrialInput {
             component: scenario.component,
             trial: w.trial,
@@ -151,8 +198,10 @@ pub async fn run_scenario<T: Target>(
             exit::ENVIRONMENT,
         ),
     };
-    let fault_at_by_trial: BTreeMap<u32, Stamp> =
-        windows.iter().filter_map(|w| w.fault_at.map(|f| (w.trial, f))).collect();
+    let fault_at_by_trial: BTreeMap<u32, Stamp> = windows
+        .iter()
+        .filter_map(|w| w.fault_at.map(|f| (w.trial, f)))
+        .collect();
     let judged = report::judged_trial(&thresholds, &measurements);
     let headline = judged
         .and_then(|t| measurements.iter().find(|m| m.trial == t))
@@ -171,7 +220,13 @@ pub async fn run_scenario<T: Target>(
         measurements_trial: headline.map(|m| m.trial),
         trials: measurements.iter().map(TrialReport::from).collect(),
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
-        log_agreement: log_agreement(target, scenario.component, &clock, &all_events, &fault_at_by_trial),
+        log_agreement: log_agreement(
+            target,
+            scenario.component,
+            &clock,
+            &all_events,
+            &fault_at_by_trial,
+        ),
         fingerprint: target.fingerprint(),
         exit_code,
     };
@@ -201,7 +256,10 @@ async fn run_trial<T: Target>(
     if let Err(e) = healthy {
         return Err((
             None,
-            Stop::Failed(format!("the stack is not healthy before trial {trial}: {e}"), exit::ENVIRONMENT),
+            Stop::Failed(
+                format!("the stack is not healthy before trial {trial}: {e}"),
+                exit::ENVIRONMENT,
+            ),
         ));
     }
     if let Err(e) = prepare(target, scenario.component).await {
@@ -210,13 +268,20 @@ async fn run_trial<T: Target>(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let probe = match scenario.component {
-        ComponentKind::Postgres => postgres::spawn_probe(target.postgres_endpoints(), events.clone(), stop_rx),
-        ComponentKind::Redis => redis_component::spawn_probe(target.redis_endpoints(), events.clone(), stop_rx),
+        ComponentKind::Postgres => {
+            postgres::spawn_probe(target.postgres_endpoints(), events.clone(), stop_rx)
+        }
+        ComponentKind::Redis => {
+            redis_component::spawn_probe(target.redis_endpoints(), events.clone(), stop_rx)
+        }
     };
     let clients: Vec<Box<dyn LoadClient>> = (0..scenario.load.connections)
         .map(|_| -> Box<dyn LoadClient> {
             match scenario.component {
-                ComponentKind::Postgres => Box::new(postgres::PostgresLoadClient::new(target.postgres_endpoints(), run_id)),
+                ComponentKind::Postgres => Box::new(postgres::PostgresLoadClient::new(
+                    target.postgres_endpoints(),
+                    run_id,
+                )),
                 ComponentKind::Redis => Box::new(redis_component::RedisLoadClient::new(
                     target.redis_endpoints(),
                     run_id,
@@ -227,7 +292,16 @@ async fn run_trial<T: Target>(
         .collect();
     // Give the sentinel subscriptions a moment so the baseline starts with every probe attached.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let load = load::start(&scenario.load, clients, ledger.clone(), events.clone(), *next_id);
+    let load = load::start(
+        &scenario.load,
+        clients,
+        ledger.clone(),
+        events.clone(),
+        *next_id,
+    );
+    // Warm-up: connections are established (SCRAM, primary discovery) before the baseline window opens, so the
+    // baseline measures steady state. Operations of the warm-up are in the ledger all the same.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let baseline_start = events.emit(EventKind::BaselineStarted);
     let mut window = TrialWindow {
@@ -251,7 +325,10 @@ async fn run_trial<T: Target>(
                 Ok(h) => {
                     let healthy = h.is_ok();
                     let detail = h.unwrap_or_else(|e| e);
-                    window.window_end = events.emit(EventKind::HealComplete { healthy, detail: detail.clone() });
+                    window.window_end = events.emit(EventKind::HealComplete {
+                        healthy,
+                        detail: detail.clone(),
+                    });
                     if healthy {
                         pause(scenario.heal.settle, intr).await
                     } else {
@@ -273,17 +350,29 @@ async fn run_trial<T: Target>(
         window.window_end = clock.now();
     }
     let next = load.next_write_id.clone();
-    load.stop(scenario.load.deadline + Duration::from_secs(2)).await;
+    load.stop(scenario.load.deadline + Duration::from_secs(2))
+        .await;
     *next_id = next.load(std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
     ledger.flush();
-    window.read_back = read_back(target, scenario.component, run_id, clock, scenario.heal.timeout).await.ok();
+    window.read_back = read_back(
+        target,
+        scenario.component,
+        run_id,
+        clock,
+        scenario.heal.timeout,
+    )
+    .await
+    .ok();
     events.emit(EventKind::TrialEnded);
     match result {
         Ok(()) if window.read_back.is_none() => Err((
             Some(window),
-            Stop::Failed("the ledger could not be read back from the primary".into(), exit::ENVIRONMENT),
+            Stop::Failed(
+                "the ledger could not be read back from the primary".into(),
+                exit::ENVIRONMENT,
+            ),
         )),
         Ok(()) => Ok(window),
         Err(s) => Err((Some(window), s)),
@@ -303,7 +392,8 @@ async fn fault_window<T: Target>(
     let clock = events.clock();
     pause(scenario.baseline, intr).await?;
     let start = Instant::now();
-    let mut schedule: Vec<(usize, &crate::scenario::FaultSpec)> = scenario.faults.iter().enumerate().collect();
+    let mut schedule: Vec<(usize, &crate::scenario::FaultSpec)> =
+        scenario.faults.iter().enumerate().collect();
     schedule.sort_by_key(|(_, f)| f.at);
     let mut applied: Vec<(usize, Option<Instant>)> = Vec::new(); // (index into `active`, revert deadline)
     let observe_end = start + scenario.observe;
@@ -341,7 +431,10 @@ async fn fault_window<T: Target>(
                             TargetError::Environment(_) => exit::ENVIRONMENT,
                             TargetError::Fault(_) => exit::ENVIRONMENT,
                         };
-                        return Err(Stop::Failed(format!("cannot apply {}: {e}", spec.kind.name()), code));
+                        return Err(Stop::Failed(
+                            format!("cannot apply {}: {e}", spec.kind.name()),
+                            code,
+                        ));
                     }
                 }
                 continue;
@@ -367,7 +460,9 @@ async fn revert_one<T: Target>(target: &T, journal: &Journal, events: &EventLog,
     match target.revert(&f.steps).await {
         Ok(()) => {
             let _ = journal.close(&f.journal_id, "reverted");
-            events.emit(EventKind::FaultReverted { fault: f.description.clone() });
+            events.emit(EventKind::FaultReverted {
+                fault: f.description.clone(),
+            });
         }
         Err(e) => {
             events.emit(EventKind::FaultRevertFailed {
@@ -379,7 +474,12 @@ async fn revert_one<T: Target>(target: &T, journal: &Journal, events: &EventLog,
 }
 
 /// Reverts every fault still applied (journal entries that are already closed are skipped).
-async fn revert_all<T: Target>(target: &T, journal: &Journal, events: &EventLog, active: &mut Vec<ActiveFault>) {
+async fn revert_all<T: Target>(
+    target: &T,
+    journal: &Journal,
+    events: &EventLog,
+    active: &mut Vec<ActiveFault>,
+) {
     let open: BTreeSet<String> = journal.open_entries().into_iter().map(|e| e.id).collect();
     for f in active.drain(..).rev() {
         if open.contains(&f.journal_id) {
@@ -390,7 +490,9 @@ async fn revert_all<T: Target>(target: &T, journal: &Journal, events: &EventLog,
 
 async fn prepare<T: Target>(target: &T, component: ComponentKind) -> Result<(), String> {
     match component {
-        ComponentKind::Postgres => postgres::prepare(&target.postgres_endpoints(), Duration::from_secs(20)).await,
+        ComponentKind::Postgres => {
+            postgres::prepare(&target.postgres_endpoints(), Duration::from_secs(20)).await
+        }
         ComponentKind::Redis => Ok(()),
     }
 }
@@ -403,8 +505,13 @@ async fn read_back<T: Target>(
     deadline: Duration,
 ) -> Result<ReadBack, String> {
     match component {
-        ComponentKind::Postgres => postgres::read_back_ledger(&target.postgres_endpoints(), run_id, deadline, clock).await,
-        ComponentKind::Redis => redis_component::read_back_ledger(&target.redis_endpoints(), run_id, deadline, clock).await,
+        ComponentKind::Postgres => {
+            postgres::read_back_ledger(&target.postgres_endpoints(), run_id, deadline, clock).await
+        }
+        ComponentKind::Redis => {
+            redis_component::read_back_ledger(&target.redis_endpoints(), run_id, deadline, clock)
+                .await
+        }
     }
 }
 
@@ -426,11 +533,18 @@ fn log_agreement<T: Target>(
                 .map(|e| e.at)
         };
         let checks: Vec<(&str, &str, Option<Stamp>)> = match component {
-            ComponentKind::Postgres => vec![(
-                "promotion",
-                "promoted self to leader",
-                after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
-            )],
+            ComponentKind::Postgres => vec![
+                (
+                    "detection (leader key gone) vs Patroni lock acquisition",
+                    "promoted self to leader",
+                    after(&|k| matches!(k, EventKind::FailureDetected { .. })),
+                ),
+                (
+                    "promotion",
+                    "promoted self to leader",
+                    after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
+                ),
+            ],
             ComponentKind::Redis => vec![
                 (
                     "detection (+sdown master)",
@@ -445,7 +559,9 @@ fn log_agreement<T: Target>(
                 (
                     "+switch-master",
                     "+switch-master",
-                    after(&|k| matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master"))),
+                    after(
+                        &|k| matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master")),
+                    ),
                 ),
             ],
         };

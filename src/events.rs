@@ -21,20 +21,46 @@ pub struct Event {
 pub enum EventKind {
     TrialStarted,
     BaselineStarted,
-    FaultApplied { fault: String, victims: Vec<String> },
-    FaultReverted { fault: String },
-    FaultRevertFailed { fault: String, error: String },
+    FaultApplied {
+        fault: String,
+        victims: Vec<String>,
+    },
+    FaultReverted {
+        fault: String,
+    },
+    FaultRevertFailed {
+        fault: String,
+        error: String,
+    },
     /// A server-side sign that the victim's failure was noticed (leader key gone, +sdown, replica not Active).
-    FailureDetected { component: ComponentKind, evidence: String },
+    FailureDetected {
+        component: ComponentKind,
+        evidence: String,
+    },
     /// A new primary/master is serving (leader key owned and /primary 200, +promoted-slave).
-    NewPrimaryServing { component: ComponentKind, member: String, evidence: String },
+    NewPrimaryServing {
+        component: ComponentKind,
+        member: String,
+        evidence: String,
+    },
     /// Any other raw observation worth keeping on the timeline (sentinel messages, role changes).
-    ServerObservation { component: ComponentKind, source: String, message: String },
-    FirstWriteAfterFault { ok: bool },
+    ServerObservation {
+        component: ComponentKind,
+        source: String,
+        message: String,
+    },
+    FirstWriteAfterFault {
+        ok: bool,
+    },
     HealStarted,
-    HealComplete { healthy: bool, detail: String },
+    HealComplete {
+        healthy: bool,
+        detail: String,
+    },
     TrialEnded,
-    Note { message: String },
+    Note {
+        message: String,
+    },
 }
 
 #[derive(Clone)]
@@ -80,6 +106,11 @@ impl EventLog {
             kind,
         };
         self.inner.lock().unwrap().push(event);
+    }
+
+    /// Appends an event that belongs to a given trial (derived after the fact, e.g. from the ledger).
+    pub fn emit_for_trial(&self, trial: u32, at: Stamp, kind: EventKind) {
+        self.inner.lock().unwrap().push(Event { at, trial, kind });
     }
 
     /// All events so far, ordered by their stamp.

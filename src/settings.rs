@@ -140,6 +140,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_defaults_file_matches_the_built_in_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/settings/default.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed: StackSettings = serde_norway::from_str(&text).unwrap();
+        assert_eq!(parsed, StackSettings::default());
+    }
+
+    #[test]
     fn a_settings_file_overrides_only_what_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.yaml");

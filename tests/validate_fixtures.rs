@@ -26,7 +26,9 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn file_name(path: &Path) -> &str {
-    path.file_name().and_then(|n| n.to_str()).unwrap_or_default()
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
 }
 
 /// The invalid fixtures whose name starts with `prefix`, each with its expected error text.
@@ -53,7 +55,10 @@ fn check_invalid<T: std::fmt::Debug>(prefix: &str, load: impl Fn(&Path) -> Resul
     let mut failures = Vec::new();
     for (path, expect) in invalid_fixtures(prefix) {
         match load(&path) {
-            Ok(v) => failures.push(format!("{} loaded but should not have: {v:?}", path.display())),
+            Ok(v) => failures.push(format!(
+                "{} loaded but should not have: {v:?}",
+                path.display()
+            )),
             Err(e) => {
                 let rendered = e.to_string();
                 if !rendered.contains(&expect) {
@@ -77,7 +82,9 @@ fn every_invalid_fixture_names_its_kind() {
     for path in yaml_files(&root().join("fixtures/invalid")) {
         let name = file_name(&path);
         assert!(
-            ["scenario-", "suite-", "topology-"].iter().any(|p| name.starts_with(p)),
+            ["scenario-", "suite-", "topology-"]
+                .iter()
+                .any(|p| name.starts_with(p)),
             "{name}: invalid fixtures start with scenario-, suite- or topology-"
         );
     }
@@ -105,8 +112,14 @@ fn several_problems_are_reported_together() {
     let errors = load_scenario(&path, None).unwrap_err();
     let rendered = errors.to_string();
     assert_eq!(errors.0.len(), 3, "{rendered}");
-    assert!(rendered.contains(":10:20: unknown role `leader`"), "{rendered}");
-    assert!(rendered.contains(":12:5: unknown metric `detecton_s`"), "{rendered}");
+    assert!(
+        rendered.contains(":10:20: unknown role `leader`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(":12:5: unknown metric `detecton_s`"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -121,7 +134,12 @@ fn fixture_topologies_load() {
     assert_eq!(two.name, "two-region");
     assert_eq!(two.nodes.len(), 6);
     assert_eq!(two.zones(), ["ra-1", "ra-2", "rb-1"]);
-    let in_zone = |z: &str| -> Vec<&str> { two.nodes_in_zone(z).iter().map(|n| n.name.as_str()).collect() };
+    let in_zone = |z: &str| -> Vec<&str> {
+        two.nodes_in_zone(z)
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect()
+    };
     assert_eq!(in_zone("ra-1"), ["n1", "n2"]);
     assert_eq!(in_zone("ra-2"), ["n3", "n4"]);
     assert_eq!(in_zone("rb-1"), ["n5", "n6"]);
@@ -156,7 +174,9 @@ fn a_default_topology_is_used_when_the_scenario_names_none() {
     let path = root().join("fixtures/valid/inline.yaml");
     assert!(parse_scenario(text, &path, Some(&two)).is_ok());
     let three = load_topology(&root().join("fixtures/topologies/three-node.yaml")).unwrap();
-    let e = parse_scenario(text, &path, Some(&three)).unwrap_err().to_string();
+    let e = parse_scenario(text, &path, Some(&three))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("inline.yaml:5:38: fault 1 (node-loss) targets node `n6`, which is not in topology `three-node`"), "{e}");
 }
 
@@ -167,8 +187,14 @@ fn shipped_scenarios_load() {
     assert_eq!(files.len(), 6, "{files:?}");
     for path in files {
         let scenario = load_scenario(&path, None).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(Some(scenario.name.as_str()), path.file_stem().and_then(|s| s.to_str()));
-        let topology: &Path = scenario.topology.as_deref().expect("shipped scenarios name their topology");
+        assert_eq!(
+            Some(scenario.name.as_str()),
+            path.file_stem().and_then(|s| s.to_str())
+        );
+        let topology: &Path = scenario
+            .topology
+            .as_deref()
+            .expect("shipped scenarios name their topology");
         assert!(topology.ends_with("fixtures/topologies/three-node.yaml"));
     }
 }
@@ -197,14 +223,25 @@ fn shipped_suites_load() {
     let FaultKind::Partition { side_a, side_b, .. } = &redis_partition.faults[0].kind else {
         panic!("redis-master-partition should partition");
     };
-    assert!(matches!(side_a[0], NodeSelector::Role { component: ComponentKind::Redis, .. }));
+    assert!(matches!(
+        side_a[0],
+        NodeSelector::Role {
+            component: ComponentKind::Redis,
+            ..
+        }
+    ));
     assert!(side_b.is_empty());
 }
 
 #[test]
 fn a_default_topology_also_checks_suite_scenarios() {
-    let topology: Topology = load_topology(&root().join("fixtures/topologies/two-region.yaml")).unwrap();
-    let suite = load_suite(&root().join("fixtures/valid/suite-small.yaml"), Some(&topology)).unwrap();
+    let topology: Topology =
+        load_topology(&root().join("fixtures/topologies/two-region.yaml")).unwrap();
+    let suite = load_suite(
+        &root().join("fixtures/valid/suite-small.yaml"),
+        Some(&topology),
+    )
+    .unwrap();
     assert_eq!(suite.scenarios.len(), 2);
 }
 
@@ -222,7 +259,10 @@ fn unreadable_and_oversized_files_are_whole_file_errors() {
     f.write_all(&vec![b'#'; 1024 * 1024 + 1]).unwrap();
     drop(f);
     let e = load_topology(&big).unwrap_err().to_string();
-    assert!(e.contains("bytes, over the limit of 1048576 bytes (1 MiB)"), "{e}");
+    assert!(
+        e.contains("bytes, over the limit of 1048576 bytes (1 MiB)"),
+        "{e}"
+    );
 
     let suite = dir.path().join("suite.yaml");
     fs::write(&suite, "name: s\nscenarios: [big.yaml]\n").unwrap();
@@ -254,8 +294,9 @@ impl XorShift {
 
 /// Characters that matter to YAML, durations, thresholds and selectors, plus a few awkward ones.
 const ALPHABET: &[char] = &[
-    ':', '-', ' ', '\n', '\t', '[', ']', '{', '}', ',', '#', '&', '*', '!', '|', '>', '<', '=', '\'', '"', '?', '%',
-    '@', '`', '~', '.', '0', '1', '9', 's', 'm', 'h', 'n', 'z', 'é', '\u{0}', '\u{feff}',
+    ':', '-', ' ', '\n', '\t', '[', ']', '{', '}', ',', '#', '&', '*', '!', '|', '>', '<', '=',
+    '\'', '"', '?', '%', '@', '`', '~', '.', '0', '1', '9', 's', 'm', 'h', 'n', 'z', 'é', '\u{0}',
+    '\u{feff}',
 ];
 
 fn mutate(rng: &mut XorShift, base: &[char]) -> String {
@@ -316,14 +357,20 @@ fn mutated_scenarios_never_panic() {
             Ok(Err(errors)) => {
                 rejected += 1;
                 for e in &errors.0 {
-                    assert!(!e.message.is_empty(), "mutation {i} gave an empty message:\n{text}");
+                    assert!(
+                        !e.message.is_empty(),
+                        "mutation {i} gave an empty message:\n{text}"
+                    );
                 }
             }
             Ok(Ok(_)) => {}
         }
     }
     // Sanity check that the mutations actually reach the error paths.
-    assert!(rejected > 1000, "only {rejected} of 3000 mutations were rejected");
+    assert!(
+        rejected > 1000,
+        "only {rejected} of 3000 mutations were rejected"
+    );
 }
 
 #[test]
@@ -342,7 +389,11 @@ fn mutated_topologies_and_suites_never_panic() {
                     parse_topology(&text, &path).map(|_| ())
                 }
             });
-            assert!(outcome.is_ok(), "{} mutation {i} panicked:\n{text}", path.display());
+            assert!(
+                outcome.is_ok(),
+                "{} mutation {i} panicked:\n{text}",
+                path.display()
+            );
         }
     }
 }
@@ -350,8 +401,11 @@ fn mutated_topologies_and_suites_never_panic() {
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
     let path = root().join("fixtures/invalid/deep.yaml");
-    for text in ["[".repeat(100_000), "{a: ".repeat(50_000), format!("faults:\n{}", "- ".repeat(50_000))] {
+    for text in [
+        "[".repeat(100_000),
+        "{a: ".repeat(50_000),
+        format!("faults:\n{}", "- ".repeat(50_000)),
+    ] {
         assert!(parse_scenario(&text, &path, None).is_err());
     }
 }
-

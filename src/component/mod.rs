@@ -31,7 +31,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -86,10 +90,18 @@ pub fn parse_patroni_time(line: &str) -> Option<SystemTime> {
     let ts = line.get(..23)?;
     let (date, time) = ts.split_once(' ')?;
     let mut d = date.split('-');
-    let (y, mo, day) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (y, mo, day) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
     let (hms, ms) = time.split_once(',')?;
     let mut t = hms.split(':');
-    let (h, mi, s) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let (h, mi, s) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
     utc(y, mo, day, h, mi, s, ms.parse().ok()?)
 }
 
@@ -107,7 +119,11 @@ pub fn parse_redis_time(line: &str) -> Option<SystemTime> {
     let mo = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
     let (hms, ms) = time.split_once('.')?;
     let mut t = hms.split(':');
-    let (h, mi, s) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let (h, mi, s) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
     utc(year, mo, day, h, mi, s, ms.parse().ok()?)
 }
 
@@ -119,7 +135,10 @@ mod tests {
     #[test]
     fn base64_round_trips() {
         for s in ["", "f", "fo", "foo", "/service/faultline/leader"] {
-            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+            assert_eq!(
+                base64_decode(&base64_encode(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
         }
         assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
     }
@@ -128,7 +147,8 @@ mod tests {
     fn parses_server_log_stamps() {
         let p = parse_patroni_time("2024-02-29 23:59:59,999 INFO: x").unwrap();
         assert_eq!(rfc3339_millis(p), "2024-02-29T23:59:59.999Z");
-        let r = parse_redis_time("812:X 23 Nov 2026 06:30:01.123 # +switch-master a b c d e").unwrap();
+        let r =
+            parse_redis_time("812:X 23 Nov 2026 06:30:01.123 # +switch-master a b c d e").unwrap();
         assert_eq!(rfc3339_millis(r), "2026-11-23T06:30:01.123Z");
         assert!(parse_redis_time("garbage line").is_none());
         assert!(parse_patroni_time("2026-13-01 00:00:00,000 x").is_none());

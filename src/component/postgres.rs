@@ -55,7 +55,10 @@ pub struct PatroniMember {
     pub timeline: Option<u64>,
 }
 
-pub async fn cluster_view(http: &reqwest::Client, addr: Ipv4Addr) -> Result<Vec<PatroniMember>, String> {
+pub async fn cluster_view(
+    http: &reqwest::Client,
+    addr: Ipv4Addr,
+) -> Result<Vec<PatroniMember>, String> {
     let v: Value = http
         .get(format!("http://{addr}:{PATRONI_PORT}/cluster"))
         .send()
@@ -162,7 +165,10 @@ pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String,
         }
         for pm in &view {
             if pm.state != "running" && pm.state != "streaming" {
-                return Err(format!("{} reports {} in state `{}`", m.node, pm.name, pm.state));
+                return Err(format!(
+                    "{} reports {} in state `{}`",
+                    m.node, pm.name, pm.state
+                ));
             }
             if pm.lag.unwrap_or(0) > 16 * 1024 * 1024 {
                 return Err(format!("{} lags {} bytes", pm.name, pm.lag.unwrap_or(0)));
@@ -222,6 +228,16 @@ pub fn spawn_probe(
     events: EventLog,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    if ep.dcs_api == DcsApi::Etcd2 {
+        for addr in ep.etcd.clone() {
+            tokio::spawn(watch_leader_key_v2(
+                ep.clone(),
+                addr,
+                events.clone(),
+                stop.clone(),
+            ));
+        }
+    }
     tokio::spawn(async move {
         let http = http_client(Duration::from_millis(300));
         let key = ep.leader_key();
@@ -279,7 +295,9 @@ pub fn spawn_probe(
                             observed_at,
                             EventKind::FailureDetected {
                                 component: ComponentKind::Postgres,
-                                evidence: format!("leader key {key} taken over by {new} from {prev}"),
+                                evidence: format!(
+                                    "leader key {key} taken over by {new} from {prev}"
+                                ),
                             },
                         );
                     }
@@ -332,6 +350,61 @@ pub fn spawn_probe(
             }
         }
     })
+}
+
+/// Long-polls one etcd member's v2 watch on the leader key, so its expiry is stamped the moment etcd reports it
+/// rather than at the next 100 ms sample. One watcher per member: a member cut off by a partition stays silent
+/// while the others report.
+async fn watch_leader_key_v2(
+    ep: PostgresEndpoints,
+    addr: Ipv4Addr,
+    events: EventLog,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = http_client(Duration::from_secs(30));
+    let key = ep.leader_key();
+    let mut wait_index: Option<u64> = None;
+    loop {
+        let url = match wait_index {
+            Some(i) => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true&waitIndex={i}"),
+            None => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true"),
+        };
+        let resp = tokio::select! {
+            r = http.get(url).send() => r,
+            _ = stop.changed() => return,
+        };
+        let at = events.clock().now();
+        let v: Option<Value> = match resp {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let Some(v) = v else {
+            wait_index = None;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                _ = stop.changed() => return,
+            }
+        };
+        if v.get("errorCode").is_some() {
+            // e.g. 401 "the event in requested index is outdated and cleared": start from now.
+            wait_index = None;
+            continue;
+        }
+        wait_index = v["node"]["modifiedIndex"].as_u64().map(|i| i + 1);
+        let action = v["action"].as_str().unwrap_or_default();
+        let prev = v["prevNode"]["value"].as_str().unwrap_or("?");
+        if matches!(action, "expire" | "delete" | "compareAndDelete") {
+            events.emit_at(
+                at,
+                EventKind::FailureDetected {
+                    component: ComponentKind::Postgres,
+                    evidence: format!(
+                        "etcd {addr} watch: leader key {key} {action} (was held by {prev})"
+                    ),
+                },
+            );
+        }
+    }
 }
 
 /// The newest entry of Patroni's /history (timeline switch with its timestamp), as evidence for the report.
@@ -425,7 +498,9 @@ pub async fn prepare(ep: &PostgresEndpoints, deadline: Duration) -> Result<(), S
         match result {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= until => {
-                return Err(format!("cannot create the ledger table on the primary: {e}"))
+                return Err(format!(
+                    "cannot create the ledger table on the primary: {e}"
+                ))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
@@ -452,7 +527,10 @@ pub async fn read_back(
         let result = async {
             let client = connect_primary_raw(ep).await?;
             let rows = client
-                .query("SELECT id FROM faultline_ledger WHERE run_id = $1", &[&run_id])
+                .query(
+                    "SELECT id FROM faultline_ledger WHERE run_id = $1",
+                    &[&run_id],
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let server: Vec<String> = client
@@ -484,7 +562,12 @@ pub async fn read_back(
     }
 }
 
-pub async fn read_back_ledger(ep: &PostgresEndpoints, run_id: &str, deadline: Duration, clock: crate::clock::Clock) -> Result<ReadBack, String> {
+pub async fn read_back_ledger(
+    ep: &PostgresEndpoints,
+    run_id: &str,
+    deadline: Duration,
+    clock: crate::clock::Clock,
+) -> Result<ReadBack, String> {
     let (present, from_member) = read_back(ep, run_id, deadline).await?;
     Ok(ReadBack {
         present,
@@ -551,7 +634,8 @@ impl LoadClient for PostgresLoadClient {
             let sent = Instant::now();
             let r = tokio::time::timeout(
                 deadline,
-                conn.client.execute(&conn.insert, &[&self.run_id, &(id as i64)]),
+                conn.client
+                    .execute(&conn.insert, &[&self.run_id, &(id as i64)]),
             )
             .await;
             let (outcome, error) = match r {
@@ -581,7 +665,11 @@ impl LoadClient for PostgresLoadClient {
             }
             let conn = self.conn.as_ref().expect("ensured above");
             let sent = Instant::now();
-            let r = tokio::time::timeout(deadline, conn.client.query_opt(&conn.select, &[&self.run_id])).await;
+            let r = tokio::time::timeout(
+                deadline,
+                conn.client.query_opt(&conn.select, &[&self.run_id]),
+            )
+            .await;
             let (outcome, error) = match r {
                 Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
                 Ok(Ok(_)) => (Outcome::Ok, None),

@@ -39,12 +39,18 @@ pub fn ledger_key(run_id: &str) -> String {
     format!("faultline:ledger:{run_id}")
 }
 
-pub async fn connect(addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+pub async fn connect(
+    addr: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> Result<MultiplexedConnection, RedisError> {
     let client = redis::Client::open(format!("redis://{addr}:{port}/"))?;
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(timeout)
         .set_response_timeout(timeout);
-    client.get_multiplexed_async_connection_with_config(&cfg).await
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
 }
 
 async fn info_replication(addr: Ipv4Addr) -> Result<String, String> {
@@ -65,7 +71,11 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 }
 
 /// What one sentinel says the master is.
-pub async fn sentinel_master(sentinel: Ipv4Addr, name: &str, timeout: Duration) -> Result<Ipv4Addr, String> {
+pub async fn sentinel_master(
+    sentinel: Ipv4Addr,
+    name: &str,
+    timeout: Duration,
+) -> Result<Ipv4Addr, String> {
     let mut c = connect(sentinel, SENTINEL_PORT, timeout)
         .await
         .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
@@ -75,7 +85,8 @@ pub async fn sentinel_master(sentinel: Ipv4Addr, name: &str, timeout: Duration) 
         .query_async(&mut c)
         .await
         .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
-    let (host, _port) = addr.ok_or_else(|| format!("sentinel {sentinel} knows no master `{name}`"))?;
+    let (host, _port) =
+        addr.ok_or_else(|| format!("sentinel {sentinel} knows no master `{name}`"))?;
     host.parse()
         .map_err(|_| format!("sentinel {sentinel} returned `{host}` as master address"))
 }
@@ -107,7 +118,10 @@ pub async fn agreed_master(ep: &RedisEndpoints) -> Option<String> {
         .and_then(|a| ep.node_of(&a.to_string()).map(str::to_string))
 }
 
-async fn sentinel_map(sentinel: Ipv4Addr, args: &[&str]) -> Result<Vec<Vec<(String, String)>>, String> {
+async fn sentinel_map(
+    sentinel: Ipv4Addr,
+    args: &[&str],
+) -> Result<Vec<Vec<(String, String)>>, String> {
     let mut c = connect(sentinel, SENTINEL_PORT, Duration::from_millis(800))
         .await
         .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
@@ -185,7 +199,9 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
                 get(m, "flags").unwrap_or("?")
             ));
         }
-        let others: usize = get(m, "num-other-sentinels").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let others: usize = get(m, "num-other-sentinels")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if others + 1 < ep.sentinels.len() {
             return Err(format!(
                 "sentinel on {} knows {} other sentinels of {}",
@@ -216,7 +232,10 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
     if info_field(&info, "role") != Some("master") {
         return Err(format!("{master} is not a master"));
     }
-    let online = info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count();
+    let online = info
+        .lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count();
     if online + 1 < ep.members.len() {
         return Err(format!("master {master} has {online} online replicas"));
     }
@@ -225,7 +244,10 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
         if info_field(&info, "master_host") != Some(master.to_string().as_str())
             || info_field(&info, "master_link_status") != Some("up")
         {
-            return Err(format!("replica {} is not linked to the master {master}", m.node));
+            return Err(format!(
+                "replica {} is not linked to the master {master}",
+                m.node
+            ));
         }
     }
     ep.node_of(&master.to_string())
@@ -235,7 +257,11 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
 
 /// Subscribes to every sentinel's events (PSUBSCRIBE *), stamping each message on receipt. +sdown of the master
 /// = FailureDetected; +promoted-slave = NewPrimaryServing; everything else joins the timeline as observed.
-pub fn spawn_probe(ep: RedisEndpoints, events: EventLog, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_probe(
+    ep: RedisEndpoints,
+    events: EventLog,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let tasks: Vec<_> = ep
             .sentinels
@@ -286,7 +312,12 @@ pub fn spawn_probe(ep: RedisEndpoints, events: EventLog, stop: watch::Receiver<b
 }
 
 /// Turns one Sentinel pub/sub message into timeline events.
-pub fn sentinel_events(ep: &RedisEndpoints, sentinel_node: &str, channel: &str, payload: &str) -> Vec<EventKind> {
+pub fn sentinel_events(
+    ep: &RedisEndpoints,
+    sentinel_node: &str,
+    channel: &str,
+    payload: &str,
+) -> Vec<EventKind> {
     if channel == "__sentinel__:hello" {
         return Vec::new();
     }
@@ -346,7 +377,9 @@ impl RedisLoadClient {
             .await
             .map_err(|e| format!("master {master}: {e}"))?;
         if role.first().and_then(as_string).as_deref() != Some("master") {
-            return Err(format!("{master} (named master by Sentinel) is not a master yet"));
+            return Err(format!(
+                "{master} (named master by Sentinel) is not a master yet"
+            ));
         }
         self.conn = Some(c);
         Ok(())
@@ -374,7 +407,11 @@ impl LoadClient for RedisLoadClient {
             let key = self.key.clone();
             let wait = self.wait.clone();
             let op = async move {
-                redis::cmd("SADD").arg(&key).arg(id).query_async::<i64>(conn).await?;
+                redis::cmd("SADD")
+                    .arg(&key)
+                    .arg(id)
+                    .query_async::<i64>(conn)
+                    .await?;
                 if let Some(w) = wait {
                     let acked: i64 = redis::cmd("WAIT")
                         .arg(w.replicas)
@@ -414,7 +451,11 @@ impl LoadClient for RedisLoadClient {
             let conn = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
             let key = self.key.clone();
-            let r = tokio::time::timeout(deadline, redis::cmd("SCARD").arg(&key).query_async::<i64>(conn)).await;
+            let r = tokio::time::timeout(
+                deadline,
+                redis::cmd("SCARD").arg(&key).query_async::<i64>(conn),
+            )
+            .await;
             let (outcome, error) = match r {
                 Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
                 Ok(Ok(_)) => (Outcome::Ok, None),
@@ -442,7 +483,9 @@ pub async fn read_back_ledger(
     let until = Instant::now() + deadline;
     loop {
         let attempt = async {
-            let node = agreed_master(ep).await.ok_or("sentinels do not agree on a master")?;
+            let node = agreed_master(ep)
+                .await
+                .ok_or("sentinels do not agree on a master")?;
             let addr = ep
                 .members
                 .iter()
@@ -452,7 +495,10 @@ pub async fn read_back_ledger(
             let mut c = connect(addr, REDIS_PORT, Duration::from_secs(2))
                 .await
                 .map_err(|e| e.to_string())?;
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut c).await.map_err(|e| e.to_string())?;
+            let role: Vec<Value> = redis::cmd("ROLE")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
             if role.first().and_then(as_string).as_deref() != Some("master") {
                 return Err(format!("{node} is not a master yet"));
             }
@@ -507,8 +553,17 @@ mod tests {
         let e = ep();
         let sdown = sentinel_events(&e, "n1", "+sdown", "master faultline 10.0.0.11 6379");
         assert!(matches!(sdown[1], EventKind::FailureDetected { .. }));
-        let replica_sdown = sentinel_events(&e, "n1", "+sdown", "slave 10.0.0.12:6379 10.0.0.12 6379 @ faultline 10.0.0.11 6379");
-        assert_eq!(replica_sdown.len(), 1, "a replica going down is not the master's failure");
+        let replica_sdown = sentinel_events(
+            &e,
+            "n1",
+            "+sdown",
+            "slave 10.0.0.12:6379 10.0.0.12 6379 @ faultline 10.0.0.11 6379",
+        );
+        assert_eq!(
+            replica_sdown.len(),
+            1,
+            "a replica going down is not the master's failure"
+        );
         let promoted = sentinel_events(
             &e,
             "n1",

@@ -14,14 +14,24 @@ use crate::target::TargetError;
 
 const ROLE_MOVE_DEADLINE: Duration = Duration::from_secs(30);
 
-pub async fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String]) -> Result<ActiveFault, TargetError> {
+pub async fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    nodes: &[String],
+) -> Result<ActiveFault, TargetError> {
     let mut steps = Vec::new();
     for n in nodes {
         for p in stack.members_on(n) {
-            steps.push(RevertStep::Restart { node: n.clone(), process: p });
+            steps.push(RevertStep::Restart {
+                node: n.clone(),
+                process: p,
+            });
         }
     }
-    let description = format!("drain {}: switch roles away, then SIGTERM", nodes.join(", "));
+    let description = format!(
+        "drain {}: switch roles away, then SIGTERM",
+        nodes.join(", ")
+    );
     let entry = journal
         .open("node-drain", &description, steps)
         .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
@@ -56,17 +66,30 @@ pub async fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String]) -> R
     })
 }
 
-async fn switchover_postgres(stack: &LocalStack, leader: &str, draining: &[String]) -> Result<(), TargetError> {
+async fn switchover_postgres(
+    stack: &LocalStack,
+    leader: &str,
+    draining: &[String],
+) -> Result<(), TargetError> {
     let http = http_client(Duration::from_secs(20));
     let leader_addr = stack.addr(leader);
-    let view = cluster_view(&http, leader_addr).await.map_err(TargetError::Fault)?;
+    let view = cluster_view(&http, leader_addr)
+        .await
+        .map_err(TargetError::Fault)?;
     let candidate = view
         .iter()
         .filter(|m| !draining.contains(&m.name))
         .find(|m| m.role == "sync_standby")
-        .or_else(|| view.iter().find(|m| !draining.contains(&m.name) && m.role != "leader"))
+        .or_else(|| {
+            view.iter()
+                .find(|m| !draining.contains(&m.name) && m.role != "leader")
+        })
         .map(|m| m.name.clone())
-        .ok_or_else(|| TargetError::Fault(format!("no switchover candidate outside the drained nodes for {leader}")))?;
+        .ok_or_else(|| {
+            TargetError::Fault(format!(
+                "no switchover candidate outside the drained nodes for {leader}"
+            ))
+        })?;
     let resp = http
         .post(format!("http://{leader_addr}:8008/switchover"))
         .json(&serde_json::json!({ "leader": leader, "candidate": candidate }))
@@ -75,7 +98,9 @@ async fn switchover_postgres(stack: &LocalStack, leader: &str, draining: &[Strin
         .map_err(|e| TargetError::Fault(format!("switchover request to {leader} failed: {e}")))?;
     if !resp.status().is_success() {
         let body = resp.text().await.unwrap_or_default();
-        return Err(TargetError::Fault(format!("Patroni refused the switchover: {body}")));
+        return Err(TargetError::Fault(format!(
+            "Patroni refused the switchover: {body}"
+        )));
     }
     wait_role_moves(stack, ComponentKind::Postgres, leader).await
 }
@@ -86,7 +111,12 @@ async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetEr
     for s in &ep.sentinels {
         match redis_component::connect(s.addr, 26379, Duration::from_secs(2)).await {
             Ok(mut c) => {
-                match redis::cmd("SENTINEL").arg("failover").arg(&ep.master_name).query_async::<String>(&mut c).await {
+                match redis::cmd("SENTINEL")
+                    .arg("failover")
+                    .arg(&ep.master_name)
+                    .query_async::<String>(&mut c)
+                    .await
+                {
                     Ok(_) => return wait_role_moves(stack, ComponentKind::Redis, master).await,
                     Err(e) => last = e.to_string(),
                 }
@@ -94,10 +124,16 @@ async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetEr
             Err(e) => last = e.to_string(),
         }
     }
-    Err(TargetError::Fault(format!("no sentinel accepted SENTINEL FAILOVER: {last}")))
+    Err(TargetError::Fault(format!(
+        "no sentinel accepted SENTINEL FAILOVER: {last}"
+    )))
 }
 
-async fn wait_role_moves(stack: &LocalStack, component: ComponentKind, from: &str) -> Result<(), TargetError> {
+async fn wait_role_moves(
+    stack: &LocalStack,
+    component: ComponentKind,
+    from: &str,
+) -> Result<(), TargetError> {
     let deadline = Instant::now() + ROLE_MOVE_DEADLINE;
     loop {
         if let Some(now) = stack.role_holder(component).await {

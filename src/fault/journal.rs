@@ -36,7 +36,12 @@ impl Journal {
     }
 
     /// Writes and fsyncs an open entry; the fault may be applied once this returns.
-    pub fn open(&self, fault: &str, description: &str, steps: Vec<RevertStep>) -> std::io::Result<JournalEntry> {
+    pub fn open(
+        &self,
+        fault: &str,
+        description: &str,
+        steps: Vec<RevertStep>,
+    ) -> std::io::Result<JournalEntry> {
         fs::create_dir_all(&self.dir)?;
         let seq = fs::read_dir(&self.dir)?.count();
         let id = format!("{:06}-{}-{}", seq, std::process::id(), fault);
@@ -84,7 +89,10 @@ impl Journal {
     }
 
     pub fn open_entries(&self) -> Vec<JournalEntry> {
-        self.entries().into_iter().filter(|e| e.closed_at.is_none()).collect()
+        self.entries()
+            .into_iter()
+            .filter(|e| e.closed_at.is_none())
+            .collect()
     }
 
     pub fn close_all(&self, note: &str) {
@@ -103,7 +111,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::new(dir.path().join("journal"));
         let e = j
-            .open("partition", "n1 | n2 n3", vec![RevertStep::DeleteRules { node: "n1".into() }])
+            .open(
+                "partition",
+                "n1 | n2 n3",
+                vec![RevertStep::DeleteRules { node: "n1".into() }],
+            )
             .unwrap();
         assert_eq!(j.open_entries().len(), 1);
         assert_eq!(j.open_entries()[0].steps, e.steps);

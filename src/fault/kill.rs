@@ -8,17 +8,31 @@ use super::{ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
-pub fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String], process: ProcessKind) -> Result<ActiveFault, TargetError> {
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    nodes: &[String],
+    process: ProcessKind,
+) -> Result<ActiveFault, TargetError> {
     for n in nodes {
         if !stack.members_on(n).contains(&process) {
-            return Err(TargetError::Fault(format!("{} does not run on {n}", process.name())));
+            return Err(TargetError::Fault(format!(
+                "{} does not run on {n}",
+                process.name()
+            )));
         }
     }
     let steps = nodes
         .iter()
-        .map(|n| RevertStep::Restart { node: n.clone(), process })
+        .map(|n| RevertStep::Restart {
+            node: n.clone(),
+            process,
+        })
         .collect();
-    let victims: Vec<String> = nodes.iter().map(|n| format!("{}@{n}", process.name())).collect();
+    let victims: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}@{n}", process.name()))
+        .collect();
     let description = format!("SIGKILL {}", victims.join(", "));
     let entry = journal
         .open("process-kill", &description, steps)

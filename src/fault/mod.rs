@@ -42,37 +42,56 @@ pub struct ActiveFault {
 }
 
 /// Resolves a selector to node names at the moment the fault is applied (the primary moves between trials).
-pub async fn resolve<T: Target>(target: &T, selector: &NodeSelector) -> Result<Vec<String>, TargetError> {
+pub async fn resolve<T: Target>(
+    target: &T,
+    selector: &NodeSelector,
+) -> Result<Vec<String>, TargetError> {
     let t = target.topology();
     match selector {
         NodeSelector::Node(n) => {
             if t.node(n).is_none() {
-                return Err(TargetError::Fault(format!("node `{n}` is not in topology `{}`", t.name)));
+                return Err(TargetError::Fault(format!(
+                    "node `{n}` is not in topology `{}`",
+                    t.name
+                )));
             }
             Ok(vec![n.clone()])
         }
-        NodeSelector::Role { component, role } => Ok(vec![role_node(target, *component, *role).await?]),
+        NodeSelector::Role { component, role } => {
+            Ok(vec![role_node(target, *component, *role).await?])
+        }
         NodeSelector::Zone(z) => {
             let nodes: Vec<String> = t.nodes_in_zone(z).iter().map(|n| n.name.clone()).collect();
             if nodes.is_empty() {
-                return Err(TargetError::Fault(format!("zone `{z}` has no node in topology `{}`", t.name)));
+                return Err(TargetError::Fault(format!(
+                    "zone `{z}` has no node in topology `{}`",
+                    t.name
+                )));
             }
             Ok(nodes)
         }
         NodeSelector::ZoneOf { component, role } => {
             let node = role_node(target, *component, *role).await?;
             let zone = t.node(&node).map(|n| n.zone.clone()).unwrap_or_default();
-            Ok(t.nodes_in_zone(&zone).iter().map(|n| n.name.clone()).collect())
+            Ok(t.nodes_in_zone(&zone)
+                .iter()
+                .map(|n| n.name.clone())
+                .collect())
         }
     }
 }
 
 /// The primary, or the first replica in topology order.
-pub async fn role_node<T: Target>(target: &T, component: ComponentKind, role: Role) -> Result<String, TargetError> {
-    let primary = target
-        .role_holder(component)
-        .await
-        .ok_or_else(|| TargetError::Fault(format!("no current primary for {component}: the servers do not agree on one")))?;
+pub async fn role_node<T: Target>(
+    target: &T,
+    component: ComponentKind,
+    role: Role,
+) -> Result<String, TargetError> {
+    let primary = target.role_holder(component).await.ok_or_else(|| {
+        TargetError::Fault(format!(
+            "no current primary for {component}: the servers do not agree on one"
+        ))
+    })?;
     match role {
         Role::Primary => Ok(primary),
         Role::Replica => target

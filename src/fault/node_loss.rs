@@ -8,17 +8,28 @@ use super::{ActiveFault, RevertStep};
 use crate::target::local::{netns, LocalStack};
 use crate::target::TargetError;
 
-pub fn apply(stack: &LocalStack, journal: &Journal, name: &str, nodes: &[String]) -> Result<ActiveFault, TargetError> {
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    name: &str,
+    nodes: &[String],
+) -> Result<ActiveFault, TargetError> {
     let mut steps = Vec::new();
     for n in nodes {
         steps.push(RevertStep::LinkUp { node: n.clone() });
     }
     for n in nodes {
         for p in stack.members_on(n) {
-            steps.push(RevertStep::Restart { node: n.clone(), process: p });
+            steps.push(RevertStep::Restart {
+                node: n.clone(),
+                process: p,
+            });
         }
     }
-    let description = format!("{name}: link down and every process killed on {}", nodes.join(", "));
+    let description = format!(
+        "{name}: link down and every process killed on {}",
+        nodes.join(", ")
+    );
     let entry = journal
         .open(name, &description, steps)
         .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;

@@ -50,17 +50,29 @@ pub fn apply(
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
     let side_b: Vec<String> = if side_b.is_empty() {
-        t.nodes.iter().map(|n| n.name.clone()).filter(|n| !side_a.contains(n)).collect()
+        t.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !side_a.contains(n))
+            .collect()
     } else {
         side_b.to_vec()
     };
     if side_a.is_empty() || side_b.is_empty() {
-        return Err(TargetError::Fault("a partition needs nodes on both sides".into()));
+        return Err(TargetError::Fault(
+            "a partition needs nodes on both sides".into(),
+        ));
     }
     if let Some(n) = side_a.iter().find(|n| side_b.contains(n)) {
-        return Err(TargetError::Fault(format!("node {n} is on both sides of the partition")));
+        return Err(TargetError::Fault(format!(
+            "node {n} is on both sides of the partition"
+        )));
     }
-    let with_addr = |s: &[String]| s.iter().map(|n| (n.clone(), stack.addr(n))).collect::<Vec<_>>();
+    let with_addr = |s: &[String]| {
+        s.iter()
+            .map(|n| (n.clone(), stack.addr(n)))
+            .collect::<Vec<_>>()
+    };
     let rules = plan_rules(&with_addr(side_a), &with_addr(&side_b), direction);
     let steps = rules
         .iter()
@@ -71,7 +83,11 @@ pub fn apply(
         PartitionDirection::AToB => "-x->",
         PartitionDirection::BToA => "<-x-",
     };
-    let description = format!("partition [{}] {arrow} [{}]", side_a.join(" "), side_b.join(" "));
+    let description = format!(
+        "partition [{}] {arrow} [{}]",
+        side_a.join(" "),
+        side_b.join(" ")
+    );
     let entry = journal
         .open("partition", &description, steps)
         .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
@@ -95,25 +111,42 @@ mod tests {
     use super::*;
 
     fn side(names: &[(&str, u8)]) -> Vec<(String, Ipv4Addr)> {
-        names.iter().map(|(n, o)| (n.to_string(), Ipv4Addr::new(10, 0, 0, *o))).collect()
+        names
+            .iter()
+            .map(|(n, o)| (n.to_string(), Ipv4Addr::new(10, 0, 0, *o)))
+            .collect()
     }
 
     #[test]
     fn symmetric_partition_drops_both_ways_on_both_sides() {
-        let rules = plan_rules(&side(&[("n1", 11)]), &side(&[("n2", 12), ("n3", 13)]), PartitionDirection::Both);
+        let rules = plan_rules(
+            &side(&[("n1", 11)]),
+            &side(&[("n2", 12), ("n3", 13)]),
+            PartitionDirection::Both,
+        );
         assert_eq!(rules.len(), 3);
-        assert_eq!(rules[0].1, vec![Ipv4Addr::new(10, 0, 0, 12), Ipv4Addr::new(10, 0, 0, 13)]);
+        assert_eq!(
+            rules[0].1,
+            vec![Ipv4Addr::new(10, 0, 0, 12), Ipv4Addr::new(10, 0, 0, 13)]
+        );
         assert_eq!(rules[0].2, rules[0].1);
         assert_eq!(rules[1].1, vec![Ipv4Addr::new(10, 0, 0, 11)]);
     }
 
     #[test]
     fn one_way_partition_lets_the_other_direction_through() {
-        let rules = plan_rules(&side(&[("n1", 11)]), &side(&[("n2", 12)]), PartitionDirection::AToB);
+        let rules = plan_rules(
+            &side(&[("n1", 11)]),
+            &side(&[("n2", 12)]),
+            PartitionDirection::AToB,
+        );
         // n1 may not send to n2; n2 drops what comes from n1; n2 -> n1 flows.
-        assert_eq!(rules, vec![
-            ("n1".to_string(), vec![Ipv4Addr::new(10, 0, 0, 12)], vec![]),
-            ("n2".to_string(), vec![], vec![Ipv4Addr::new(10, 0, 0, 11)]),
-        ]);
+        assert_eq!(
+            rules,
+            vec![
+                ("n1".to_string(), vec![Ipv4Addr::new(10, 0, 0, 12)], vec![]),
+                ("n2".to_string(), vec![], vec![Ipv4Addr::new(10, 0, 0, 11)]),
+            ]
+        );
     }
 }

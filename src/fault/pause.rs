@@ -6,17 +6,31 @@ use super::{ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
-pub fn apply(stack: &LocalStack, journal: &Journal, nodes: &[String], process: ProcessKind) -> Result<ActiveFault, TargetError> {
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    nodes: &[String],
+    process: ProcessKind,
+) -> Result<ActiveFault, TargetError> {
     for n in nodes {
         if stack.pids(n, process).is_empty() {
-            return Err(TargetError::Fault(format!("{} is not running on {n}", process.name())));
+            return Err(TargetError::Fault(format!(
+                "{} is not running on {n}",
+                process.name()
+            )));
         }
     }
     let steps = nodes
         .iter()
-        .map(|n| RevertStep::Continue { node: n.clone(), process })
+        .map(|n| RevertStep::Continue {
+            node: n.clone(),
+            process,
+        })
         .collect();
-    let victims: Vec<String> = nodes.iter().map(|n| format!("{}@{n}", process.name())).collect();
+    let victims: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}@{n}", process.name()))
+        .collect();
     let description = format!("SIGSTOP {}", victims.join(", "));
     let entry = journal
         .open("process-pause", &description, steps)

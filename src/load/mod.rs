@@ -222,10 +222,17 @@ mod tests {
         load.stop(Duration::from_secs(5)).await;
         let entries = ledger.entries();
         let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
-        assert!(entries.len() >= 50, "scheduled {} ops in 300 ms at 200/s", entries.len());
+        assert!(
+            entries.len() >= 50,
+            "scheduled {} ops in 300 ms at 200/s",
+            entries.len()
+        );
         assert_eq!(ids, (1..=entries.len() as u64).collect::<Vec<_>>());
         assert_eq!(
-            entries.iter().filter(|e| e.outcome == Outcome::Failed).count(),
+            entries
+                .iter()
+                .filter(|e| e.outcome == Outcome::Failed)
+                .count(),
             5
         );
         let last = entries.last().unwrap();

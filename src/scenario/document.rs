@@ -42,7 +42,9 @@ pub fn read_input(path: &Path) -> Result<String, ReadFailure> {
 /// [`read_input`] for the file the user named: every failure is about the file as a whole.
 pub fn read_input_file(path: &Path) -> Result<String, InputErrors> {
     read_input(path).map_err(|f| match f {
-        ReadFailure::Io(e) => InputError::whole_file(path, format!("cannot read the file: {e}")).into(),
+        ReadFailure::Io(e) => {
+            InputError::whole_file(path, format!("cannot read the file: {e}")).into()
+        }
         ReadFailure::Invalid(e) => e.into(),
     })
 }
@@ -73,7 +75,11 @@ pub fn read_document<T: DeserializeOwned>(
         )
     })?;
     if map.is_empty_document() {
-        return Err(InputError::whole_file(path, format!("the file is empty; expected {expected}")).into());
+        return Err(InputError::whole_file(
+            path,
+            format!("the file is empty; expected {expected}"),
+        )
+        .into());
     }
     if let Some(kind) = map.kind("").filter(|k| *k != NodeKind::Mapping) {
         let pos = map.locate("");
@@ -177,11 +183,7 @@ fn unknown_key_message(message: &str) -> Option<String> {
     let rest = &rest["unknown field `".len()..];
     let end = rest.find('`')?;
     let key = &rest[..end];
-    let allowed: Vec<&str> = rest[end + 1..]
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let allowed: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
     let hint = did_you_mean(key, &allowed)
         .map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default();
@@ -276,7 +278,14 @@ impl<'a> Diagnostics<'a> {
     }
 
     /// Checks a whole number against an inclusive range, naming the field.
-    pub fn int_in_range(&mut self, value: i64, path: &str, label: &str, min: i64, max: i64) -> Option<u32> {
+    pub fn int_in_range(
+        &mut self,
+        value: i64,
+        path: &str,
+        label: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<u32> {
         if (min..=max).contains(&value) {
             u32::try_from(value).ok()
         } else {
@@ -348,7 +357,9 @@ mod tests {
     #[test]
     fn rewrites_unknown_field_messages() {
         assert_eq!(
-            tidy_serde_message("faults[0]: unknown field `tagret`, expected one of `kind`, `target`"),
+            tidy_serde_message(
+                "faults[0]: unknown field `tagret`, expected one of `kind`, `target`"
+            ),
             "faults[0]: unknown key `tagret` (did you mean `target`?); allowed keys: kind, target"
         );
         assert_eq!(

@@ -83,16 +83,16 @@ pub fn format_duration(d: Duration) -> String {
     if ns == 0 {
         return "0s".to_string();
     }
-    if ns % (3600 * s) == 0 {
+    if ns.is_multiple_of(3600 * s) {
         return format!("{}h", ns / (3600 * s));
     }
-    if ns % (60 * s) == 0 {
+    if ns.is_multiple_of(60 * s) {
         return format!("{}m", ns / (60 * s));
     }
-    if ns % s == 0 {
+    if ns.is_multiple_of(s) {
         return format!("{}s", ns / s);
     }
-    if ns < s && ns % ms == 0 {
+    if ns < s && ns.is_multiple_of(ms) {
         return format!("{}ms", ns / ms);
     }
     let frac = format!("{:09}", ns % s);
@@ -127,9 +127,15 @@ mod tests {
         assert!(parse_duration("-5s")
             .unwrap_err()
             .contains("durations cannot be negative"));
-        assert!(parse_duration("5 s").unwrap_err().contains("without spaces"));
-        assert!(parse_duration("5sec").unwrap_err().contains("unknown unit `sec`"));
-        assert!(parse_duration("1h30m").unwrap_err().contains("unknown unit `h30m`"));
+        assert!(parse_duration("5 s")
+            .unwrap_err()
+            .contains("without spaces"));
+        assert!(parse_duration("5sec")
+            .unwrap_err()
+            .contains("unknown unit `sec`"));
+        assert!(parse_duration("1h30m")
+            .unwrap_err()
+            .contains("unknown unit `h30m`"));
         for bad in ["", "s", ".5s", "5.s", "1..5s", "1.2.3s", "abc", "-s", "+5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
@@ -140,7 +146,9 @@ mod tests {
         assert!(parse_duration("99999999999999999999999999999999999999999h")
             .unwrap_err()
             .contains("too large"));
-        assert!(parse_duration("99999999999h").unwrap_err().contains("too large"));
+        assert!(parse_duration("99999999999h")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

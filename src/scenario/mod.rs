@@ -2,6 +2,7 @@ pub(crate) mod document;
 mod duration;
 mod model;
 mod parse;
+mod parse_fault;
 pub mod source_map;
 mod threshold;
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentKind {
     Postgres,
@@ -45,11 +47,17 @@ pub enum NodeSelector {
     /// A node by its topology name.
     Node(String),
     /// The node currently holding this role for the component (first replica in topology order for `Replica`).
-    Role { component: ComponentKind, role: Role },
+    Role {
+        component: ComponentKind,
+        role: Role,
+    },
     /// Every node of a zone.
     Zone(String),
     /// Every node of the zone that holds the role (`zone_of` in YAML).
-    ZoneOf { component: ComponentKind, role: Role },
+    ZoneOf {
+        component: ComponentKind,
+        role: Role,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -67,11 +75,21 @@ pub enum PartitionDirection {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FaultKind {
     /// SIGKILL of every process of one component member.
-    ProcessKill { component: ComponentKind, target: NodeSelector },
+    ProcessKill {
+        component: ComponentKind,
+        target: NodeSelector,
+    },
     /// SIGSTOP of every process of one component member, SIGCONT on revert.
-    ProcessPause { component: ComponentKind, target: NodeSelector },
+    ProcessPause {
+        component: ComponentKind,
+        target: NodeSelector,
+    },
     /// Drop traffic between node groups. `side_b` empty = every other node of the topology.
-    Partition { side_a: Vec<NodeSelector>, side_b: Vec<NodeSelector>, direction: PartitionDirection },
+    Partition {
+        side_a: Vec<NodeSelector>,
+        side_b: Vec<NodeSelector>,
+        direction: PartitionDirection,
+    },
     /// Every process of the node killed and its link down.
     NodeLoss { target: NodeSelector },
     /// Node loss for every node of a zone. `target` must be `Zone` or `ZoneOf`.

@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::document::{
-    check_name, did_you_mean, read_document, read_input, read_input_file, Diagnostics, ReadFailure,
+    check_name, read_document, read_input, read_input_file, Diagnostics, ReadFailure,
 };
 use super::duration::{format_duration, parse_duration};
 use super::model::{
-    ComponentKind, FaultKind, FaultSpec, HealSpec, LoadProfile, NodeSelector, PartitionDirection, RedisWait, Role,
-    Scenario, Suite, Threshold,
+    ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite, Threshold,
 };
+use super::parse_fault::{fault_list, FaultContext, RawFault};
 use super::threshold::parse_threshold;
 use crate::input_error::InputErrors;
 use crate::topology::{parse_topology, Topology};
@@ -24,19 +24,9 @@ const SCENARIO_EXPECTED: &str =
     "a scenario (a mapping with name, component, baseline, faults, observe, thresholds)";
 const SUITE_EXPECTED: &str = "a suite (a mapping with name and scenarios)";
 
-const FAULT_KINDS: [&str; 6] = [
-    "process-kill",
-    "process-pause",
-    "partition",
-    "node-loss",
-    "zone-loss",
-    "node-drain",
-];
-const MAX_FAULTS: usize = 16;
-
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,37 +69,6 @@ struct RawHeal {
     settle: Option<String>,
 }
 
-/// One shape for every kind, so that a key used with the wrong kind gets a sentence about that kind.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFault {
-    kind: Option<String>,
-    component: Option<String>,
-    target: Option<RawSelector>,
-    at: Option<String>,
-    duration: Option<String>,
-    side_a: Option<Vec<RawSelector>>,
-    side_b: Option<Vec<RawSelector>>,
-    direction: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSelector {
-    node: Option<String>,
-    role: Option<String>,
-    zone: Option<String>,
-    zone_of: Option<RawZoneOf>,
-    component: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawZoneOf {
-    role: Option<String>,
-    component: Option<String>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSuite {
@@ -119,7 +78,11 @@ struct RawSuite {
 
 /// Parses a scenario. `path` names the file in errors and anchors a relative `topology:`, which is loaded and
 /// used to check node and zone names; without one, `default_topology` (if any) is used for those checks.
-pub fn parse_scenario(text: &str, path: &Path, default_topology: Option<&Topology>) -> Result<Scenario, InputErrors> {
+pub fn parse_scenario(
+    text: &str,
+    path: &Path,
+    default_topology: Option<&Topology>,
+) -> Result<Scenario, InputErrors> {
     let (raw, map) = read_document::<RawScenario>(text, path, SCENARIO_EXPECTED)?;
     let mut d = Diagnostics::new(path, &map);
     let scenario = build_scenario(&mut d, raw, path, default_topology);
@@ -127,14 +90,21 @@ pub fn parse_scenario(text: &str, path: &Path, default_topology: Option<&Topolog
 }
 
 /// Reads and parses a scenario file; see [`parse_scenario`].
-pub fn load_scenario(path: &Path, default_topology: Option<&Topology>) -> Result<Scenario, InputErrors> {
+pub fn load_scenario(
+    path: &Path,
+    default_topology: Option<&Topology>,
+) -> Result<Scenario, InputErrors> {
     let text = read_input_file(path)?;
     parse_scenario(&text, path, default_topology)
 }
 
 /// Parses a suite and every scenario it lists (paths relative to the suite file). Problems inside a scenario are
 /// reported against that scenario's file; a scenario file that cannot be read, against the suite's entry.
-pub fn parse_suite(text: &str, path: &Path, default_topology: Option<&Topology>) -> Result<Suite, InputErrors> {
+pub fn parse_suite(
+    text: &str,
+    path: &Path,
+    default_topology: Option<&Topology>,
+) -> Result<Suite, InputErrors> {
     let (raw, map) = read_document::<RawSuite>(text, path, SUITE_EXPECTED)?;
     let mut d = Diagnostics::new(path, &map);
     let suite = build_suite(&mut d, raw, path, default_topology);
@@ -293,7 +263,9 @@ fn build_scenario(
         )
         .and_then(|t| threshold_list(d, &t));
 
-    match (name, component, trials, load, baseline, observe, heal, faults, thresholds) {
+    match (
+        name, component, trials, load, baseline, observe, heal, faults, thresholds,
+    ) {
         (
             Some(name),
             Some(component),
@@ -323,7 +295,11 @@ fn build_scenario(
 }
 
 /// Loads the scenario's own `topology:`; a file that cannot be read is blamed on the `topology:` line.
-fn referenced_topology(d: &mut Diagnostics<'_>, reference: &str, resolved: &Path) -> Option<Topology> {
+fn referenced_topology(
+    d: &mut Diagnostics<'_>,
+    reference: &str,
+    resolved: &Path,
+) -> Option<Topology> {
     let text = match read_input(resolved) {
         Ok(text) => text,
         Err(ReadFailure::Io(e)) => {
@@ -346,7 +322,7 @@ fn referenced_topology(d: &mut Diagnostics<'_>, reference: &str, resolved: &Path
         .ok()
 }
 
-fn component(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<ComponentKind> {
+pub(super) fn component(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<ComponentKind> {
     let found = ComponentKind::ALL.into_iter().find(|c| c.name() == text);
     if found.is_none() {
         d.at(
@@ -357,13 +333,15 @@ fn component(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<Componen
     found
 }
 
-fn role(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<Role> {
+pub(super) fn role(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<Role> {
     match text {
         "primary" => Some(Role::Primary),
         "replica" => Some(Role::Replica),
         _ => {
             let hint = match text {
-                "master" | "leader" => " (the Redis master and the Patroni leader are both `primary`)",
+                "master" | "leader" => {
+                    " (the Redis master and the Patroni leader are both `primary`)"
+                }
                 "slave" | "standby" | "follower" => " (use `replica`)",
                 _ => "",
             };
@@ -377,7 +355,7 @@ fn role(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<Role> {
 }
 
 /// A duration within an inclusive range; the error names the field, the value and the range.
-fn duration_in(
+pub(super) fn duration_in(
     d: &mut Diagnostics<'_>,
     text: &str,
     path: &str,
@@ -428,9 +406,30 @@ fn load_profile(
     let Some(raw) = raw else {
         return Some(defaults);
     };
-    let write_rate = int_or_default(d, raw.write_rate, "load.write_rate", 1, 20_000, defaults.write_rate);
-    let read_rate = int_or_default(d, raw.read_rate, "load.read_rate", 0, 20_000, defaults.read_rate);
-    let connections = int_or_default(d, raw.connections, "load.connections", 1, 256, defaults.connections);
+    let write_rate = int_or_default(
+        d,
+        raw.write_rate,
+        "load.write_rate",
+        1,
+        20_000,
+        defaults.write_rate,
+    );
+    let read_rate = int_or_default(
+        d,
+        raw.read_rate,
+        "load.read_rate",
+        0,
+        20_000,
+        defaults.read_rate,
+    );
+    let connections = int_or_default(
+        d,
+        raw.connections,
+        "load.connections",
+        1,
+        256,
+        defaults.connections,
+    );
     let rto_consecutive = int_or_default(
         d,
         raw.rto_consecutive,
@@ -441,7 +440,14 @@ fn load_profile(
     );
     let deadline = match raw.deadline {
         None => Some(defaults.deadline),
-        Some(t) => duration_in(d, &t, "load.deadline", "load.deadline", Duration::from_millis(10), 10 * MINUTE),
+        Some(t) => duration_in(
+            d,
+            &t,
+            "load.deadline",
+            "load.deadline",
+            Duration::from_millis(10),
+            10 * MINUTE,
+        ),
     };
     let redis_wait = match raw.redis_wait {
         None => Some(None),
@@ -474,7 +480,15 @@ fn redis_wait(d: &mut Diagnostics<'_>, raw: RawRedisWait) -> Option<RedisWait> {
             "load.redis_wait.replicas",
             "set how many replicas must acknowledge each write, e.g. `replicas: 1`",
         )
-        .and_then(|r| d.int_in_range(r, "load.redis_wait.replicas", "load.redis_wait.replicas", 1, 16));
+        .and_then(|r| {
+            d.int_in_range(
+                r,
+                "load.redis_wait.replicas",
+                "load.redis_wait.replicas",
+                1,
+                16,
+            )
+        });
     let timeout = d
         .require(
             raw.timeout,
@@ -508,7 +522,14 @@ fn heal_spec(d: &mut Diagnostics<'_>, raw: Option<RawHeal>) -> Option<HealSpec> 
     };
     let settle = match raw.settle {
         None => Some(defaults.settle),
-        Some(t) => duration_in(d, &t, "heal.settle", "heal.settle", Duration::ZERO, 10 * MINUTE),
+        Some(t) => duration_in(
+            d,
+            &t,
+            "heal.settle",
+            "heal.settle",
+            Duration::ZERO,
+            10 * MINUTE,
+        ),
     };
     Some(HealSpec {
         timeout: timeout?,
@@ -536,441 +557,10 @@ fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Thresho
     parsed.into_iter().collect()
 }
 
-/// What every fault is checked against.
-struct FaultContext<'t> {
-    /// The scenario's component (postgres when the scenario's own is invalid, to keep checking the rest).
-    component: ComponentKind,
-    topology: Option<&'t Topology>,
-    observe: Option<Duration>,
-}
-
-fn fault_list(d: &mut Diagnostics<'_>, raw: &[RawFault], ctx: &FaultContext<'_>) -> Option<Vec<FaultSpec>> {
-    if raw.is_empty() {
-        d.at(
-            "faults",
-            "`faults` is empty; list at least one fault, e.g. `- kind: process-kill` with `target: {role: primary}`",
-        );
-        return None;
-    }
-    if raw.len() > MAX_FAULTS {
-        d.at(
-            &format!("faults[{MAX_FAULTS}]"),
-            format!(
-                "a scenario has at most {MAX_FAULTS} faults; this one has {}",
-                raw.len()
-            ),
-        );
-    }
-    let faults: Vec<Option<FaultSpec>> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, f)| fault(d, i, f, ctx))
-        .collect();
-    faults.into_iter().collect()
-}
-
-fn fault(d: &mut Diagnostics<'_>, index: usize, raw: &RawFault, ctx: &FaultContext<'_>) -> Option<FaultSpec> {
-    let path = format!("faults[{index}]");
-    let n = index + 1;
-    let kind = match raw.kind.as_deref() {
-        None => {
-            d.at(
-                &path,
-                format!(
-                    "fault {n} has no `kind`; known kinds: {}",
-                    FAULT_KINDS.join(", ")
-                ),
-            );
-            None
-        }
-        Some(k) if FAULT_KINDS.contains(&k) => Some(k),
-        Some(k) => {
-            let hint = did_you_mean(k, &FAULT_KINDS)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            d.at(
-                &format!("{path}.kind"),
-                format!(
-                    "unknown fault kind `{k}`{hint}; known kinds: {}",
-                    FAULT_KINDS.join(", ")
-                ),
-            );
-            None
-        }
-    };
-    let label = match kind {
-        Some(k) => format!("fault {n} ({k})"),
-        None => format!("fault {n}"),
-    };
-
-    let timing = fault_timing(d, &path, &label, raw, ctx.observe);
-    let kind = kind.and_then(|k| fault_kind(d, &path, &label, k, raw, ctx));
-    let (at, duration) = timing?;
-    Some(FaultSpec {
-        kind: kind?,
-        at,
-        duration,
-    })
-}
-
-/// `at` and `duration`, checked against the observation window.
-fn fault_timing(
-    d: &mut Diagnostics<'_>,
-    path: &str,
-    label: &str,
-    raw: &RawFault,
-    observe: Option<Duration>,
-) -> Option<(Duration, Option<Duration>)> {
-    let at_path = format!("{path}.at");
-    let duration_path = format!("{path}.duration");
-    let at = match &raw.at {
-        None => Some(Duration::ZERO),
-        Some(t) => duration_in(d, t, &at_path, &format!("{label} at"), Duration::ZERO, 24 * HOUR),
-    };
-    let duration = match &raw.duration {
-        None => Some(None),
-        Some(t) => duration_in(
-            d,
-            t,
-            &duration_path,
-            &format!("{label} duration"),
-            Duration::from_millis(1),
-            24 * HOUR,
-        )
-        .map(Some),
-    };
-    let (at, duration) = (at?, duration?);
-    if let Some(observe) = observe {
-        if at >= observe {
-            d.at(
-                &at_path,
-                format!(
-                    "{label} starts at {}, which is not before the end of the observation window (observe: {})",
-                    format_duration(at),
-                    format_duration(observe)
-                ),
-            );
-            return None;
-        }
-        if let Some(length) = duration.filter(|l| at + *l > observe) {
-            d.at(
-                &duration_path,
-                format!(
-                    "{label} ends at {} (at {} + duration {}), after the observation window ends (observe: {})",
-                    format_duration(at + length),
-                    format_duration(at),
-                    format_duration(length),
-                    format_duration(observe)
-                ),
-            );
-            return None;
-        }
-    }
-    Some((at, duration))
-}
-
-fn fault_kind(
-    d: &mut Diagnostics<'_>,
-    path: &str,
-    label: &str,
-    kind: &str,
-    raw: &RawFault,
-    ctx: &FaultContext<'_>,
-) -> Option<FaultKind> {
-    let is_process = matches!(kind, "process-kill" | "process-pause");
-    let is_partition = kind == "partition";
-
-    let mut misplaced = |present: bool, key: &str, why: &str| {
-        if present {
-            d.at_key(
-                &format!("{path}.{key}"),
-                format!("{label} does not take `{key}`; {why}"),
-            );
-        }
-    };
-    if !is_process {
-        misplaced(
-            raw.component.is_some(),
-            "component",
-            "`component` only applies to process-kill and process-pause (for a role target, put it inside the \
-             target: `{role: primary, component: redis}`)",
-        );
-    }
-    if is_partition {
-        misplaced(
-            raw.target.is_some(),
-            "target",
-            "a partition takes `side_a` (and optionally `side_b`) instead",
-        );
-    } else {
-        let why = "only a partition takes side_a, side_b and direction";
-        misplaced(raw.side_a.is_some(), "side_a", why);
-        misplaced(raw.side_b.is_some(), "side_b", why);
-        misplaced(raw.direction.is_some(), "direction", why);
-    }
-
-    let fault_component = match (&raw.component, is_process) {
-        (Some(c), true) => component(d, c, &format!("{path}.component")),
-        _ => Some(ctx.component),
-    };
-    let default_component = fault_component.unwrap_or(ctx.component);
-
-    if is_partition {
-        return partition(d, path, label, raw, default_component, ctx.topology);
-    }
-
-    let target_path = format!("{path}.target");
-    let raw_target = d.require(
-        raw.target.as_ref(),
-        &target_path,
-        "say which node(s) it hits, e.g. `target: {role: primary}`",
-    )?;
-    let target = selector(
-        d,
-        raw_target,
-        &target_path,
-        default_component,
-        &format!("{label} targets"),
-        ctx.topology,
-    )?;
-
-    match kind {
-        "process-kill" | "process-pause" => {
-            let component = fault_component?;
-            check_member(d, &target_path, label, &target, component, ctx.topology);
-            Some(if kind == "process-kill" {
-                FaultKind::ProcessKill { component, target }
-            } else {
-                FaultKind::ProcessPause { component, target }
-            })
-        }
-        "node-loss" => Some(FaultKind::NodeLoss { target }),
-        "node-drain" => Some(FaultKind::NodeDrain { target }),
-        "zone-loss" => {
-            if matches!(target, NodeSelector::Zone(_) | NodeSelector::ZoneOf { .. }) {
-                Some(FaultKind::ZoneLoss { target })
-            } else {
-                d.at(
-                    &target_path,
-                    format!(
-                        "{label} must target a zone: use `{{zone: <name>}}` or `{{zone_of: {{role: primary}}}}`"
-                    ),
-                );
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-/// A process fault aimed at a named node that runs no member of the component would do nothing.
-fn check_member(
-    d: &mut Diagnostics<'_>,
-    target_path: &str,
-    label: &str,
-    target: &NodeSelector,
-    component: ComponentKind,
-    topology: Option<&Topology>,
-) {
-    let (NodeSelector::Node(node), Some(topo)) = (target, topology) else {
-        return;
-    };
-    let members = topo.members(component);
-    if topo.node(node).is_some() && !members.contains(node) {
-        d.at(
-            &format!("{target_path}.node"),
-            format!(
-                "{label} targets node `{node}`, which runs no {component} member (in topology `{}`, {component} \
-                 runs on {})",
-                topo.name,
-                members.join(", ")
-            ),
-        );
-    }
-}
-
-fn partition(
-    d: &mut Diagnostics<'_>,
-    path: &str,
-    label: &str,
-    raw: &RawFault,
-    default_component: ComponentKind,
-    topology: Option<&Topology>,
-) -> Option<FaultKind> {
-    let direction = match raw.direction.as_deref() {
-        None | Some("both") => Some(PartitionDirection::Both),
-        Some("a-to-b") => Some(PartitionDirection::AToB),
-        Some("b-to-a") => Some(PartitionDirection::BToA),
-        Some(other) => {
-            d.at(
-                &format!("{path}.direction"),
-                format!("unknown partition direction `{other}`; use both, a-to-b or b-to-a"),
-            );
-            None
-        }
-    };
-    let side_a_path = format!("{path}.side_a");
-    let side_a = d
-        .require(
-            raw.side_a.as_ref(),
-            &side_a_path,
-            "list the nodes cut off from the rest, e.g. `side_a: [{role: primary}]`",
-        )
-        .and_then(|side| {
-            if side.is_empty() {
-                d.at(
-                    &side_a_path,
-                    format!("{label} has an empty `side_a`; list at least one node selector, e.g. `[{{role: primary}}]`"),
-                );
-                None
-            } else {
-                selectors(d, side, &side_a_path, default_component, &format!("{label} side_a includes"), topology)
-            }
-        });
-    let side_b = match &raw.side_b {
-        None => Some(Vec::new()),
-        Some(side) => selectors(
-            d,
-            side,
-            &format!("{path}.side_b"),
-            default_component,
-            &format!("{label} side_b includes"),
-            topology,
-        ),
-    };
-    Some(FaultKind::Partition {
-        side_a: side_a?,
-        side_b: side_b?,
-        direction: direction?,
-    })
-}
-
-fn selectors(
-    d: &mut Diagnostics<'_>,
-    raw: &[RawSelector],
-    path: &str,
-    default_component: ComponentKind,
-    who: &str,
-    topology: Option<&Topology>,
-) -> Option<Vec<NodeSelector>> {
-    let parsed: Vec<Option<NodeSelector>> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, s)| selector(d, s, &format!("{path}[{i}]"), default_component, who, topology))
-        .collect();
-    parsed.into_iter().collect()
-}
-
-/// One of `{node: n1}`, `{role: primary}` (optionally with `component`), `{zone: z1}`, `{zone_of: {role: ...}}`.
-/// `who` starts the sentence for names missing from the topology, e.g. "fault 1 (process-kill) targets".
-fn selector(
-    d: &mut Diagnostics<'_>,
-    raw: &RawSelector,
-    path: &str,
-    default_component: ComponentKind,
-    who: &str,
-    topology: Option<&Topology>,
-) -> Option<NodeSelector> {
-    let forms: Vec<&str> = [
-        ("node", raw.node.is_some()),
-        ("role", raw.role.is_some()),
-        ("zone", raw.zone.is_some()),
-        ("zone_of", raw.zone_of.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, present)| present.then_some(key))
-    .collect();
-    match forms.as_slice() {
-        [] => {
-            d.at(
-                path,
-                "a node selector needs one of `node`, `role`, `zone` or `zone_of`, e.g. `{role: primary}`",
-            );
-            return None;
-        }
-        [_] => {}
-        [first, second, ..] => {
-            d.at_key(
-                &format!("{path}.{second}"),
-                format!(
-                    "a node selector takes exactly one of node, role, zone or zone_of; this one has both `{first}` \
-                     and `{second}`"
-                ),
-            );
-            return None;
-        }
-    }
-    if raw.component.is_some() && raw.role.is_none() {
-        d.at_key(
-            &format!("{path}.component"),
-            "`component` in a node selector only goes with `role` (for zone_of, put it inside: \
-             `{zone_of: {role: primary, component: redis}}`)",
-        );
-        return None;
-    }
-    let component_at = |d: &mut Diagnostics<'_>, value: &Option<String>, p: String| match value {
-        None => Some(default_component),
-        Some(c) => component(d, c, &p),
-    };
-
-    if let Some(node) = &raw.node {
-        if let Some(topo) = topology.filter(|t| t.node(node).is_none()) {
-            let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
-            d.at(
-                &format!("{path}.node"),
-                format!(
-                    "{who} node `{node}`, which is not in topology `{}` (nodes: {})",
-                    topo.name,
-                    names.join(", ")
-                ),
-            );
-            return None;
-        }
-        return Some(NodeSelector::Node(node.clone()));
-    }
-    if let Some(zone) = &raw.zone {
-        if let Some(topo) = topology.filter(|t| t.nodes_in_zone(zone).is_empty()) {
-            d.at(
-                &format!("{path}.zone"),
-                format!(
-                    "{who} zone `{zone}`, which is not in topology `{}` (zones: {})",
-                    topo.name,
-                    topo.zones().join(", ")
-                ),
-            );
-            return None;
-        }
-        return Some(NodeSelector::Zone(zone.clone()));
-    }
-    if let Some(text) = &raw.role {
-        let role = role(d, text, &format!("{path}.role"));
-        let component = component_at(d, &raw.component, format!("{path}.component"));
-        return Some(NodeSelector::Role {
-            component: component?,
-            role: role?,
-        });
-    }
-    let zone_of = raw.zone_of.as_ref()?;
-    let zone_of_path = format!("{path}.zone_of");
-    let role = d
-        .require(
-            zone_of.role.as_ref(),
-            &format!("{zone_of_path}.role"),
-            "e.g. `{zone_of: {role: primary}}`",
-        )
-        .and_then(|r| role(d, r, &format!("{zone_of_path}.role")));
-    let component = component_at(d, &zone_of.component, format!("{zone_of_path}.component"));
-    Some(NodeSelector::ZoneOf {
-        component: component?,
-        role: role?,
-    })
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::scenario::Metric;
-    use crate::scenario::Op;
+    use crate::scenario::{FaultKind, FaultSpec, Metric, NodeSelector, Op, PartitionDirection};
     use crate::topology::{parse_topology, Topology};
 
     const VALID: &str = "\
@@ -985,25 +575,27 @@ thresholds:
   - detection_s <= 10
 ";
 
-    fn path() -> &'static Path {
+    pub(crate) fn path() -> &'static Path {
         Path::new("s.yaml")
     }
 
-    fn topo() -> Topology {
+    pub(crate) fn topo() -> Topology {
         let text = "name: three-node\nnodes:\n  - {name: n1, zone: z1, region: r1}\n  - {name: n2, zone: z2, region: r1}\n  - {name: n3, zone: z3, region: r1}\n";
         parse_topology(text, Path::new("t.yaml")).unwrap()
     }
 
-    fn err(text: &str) -> String {
+    pub(crate) fn err(text: &str) -> String {
         err_with(text, None)
     }
 
-    fn err_with(text: &str, topology: Option<&Topology>) -> String {
-        parse_scenario(text, path(), topology).unwrap_err().to_string()
+    pub(crate) fn err_with(text: &str, topology: Option<&Topology>) -> String {
+        parse_scenario(text, path(), topology)
+            .unwrap_err()
+            .to_string()
     }
 
     /// VALID with its fault list replaced.
-    fn with_faults(faults: &str) -> String {
+    pub(crate) fn with_faults(faults: &str) -> String {
         VALID.replace(
             "  - kind: process-kill\n    target: {role: primary}\n",
             faults,
@@ -1126,22 +718,6 @@ thresholds: [rto_s < 2.5, error_rate <= 0.01, acked_writes > -1]
     }
 
     #[test]
-    fn process_fault_role_defaults_to_the_fault_component() {
-        let text = with_faults("  - kind: process-kill\n    component: redis\n    target: {role: primary}\n");
-        let s = parse_scenario(&text, path(), None).unwrap();
-        assert_eq!(
-            s.faults[0].kind,
-            FaultKind::ProcessKill {
-                component: ComponentKind::Redis,
-                target: NodeSelector::Role {
-                    component: ComponentKind::Redis,
-                    role: Role::Primary
-                }
-            }
-        );
-    }
-
-    #[test]
     fn collects_several_semantic_errors_at_once() {
         let text = "\
 name: Bad Name
@@ -1172,7 +748,10 @@ thresholds:
     fn reports_missing_required_keys_together() {
         let e = err("name: x\ncomponent: postgres\n");
         for key in ["baseline", "observe", "faults", "thresholds"] {
-            assert!(e.contains(&format!("s.yaml:1:1: missing required key `{key}`")), "{e}");
+            assert!(
+                e.contains(&format!("s.yaml:1:1: missing required key `{key}`")),
+                "{e}"
+            );
         }
     }
 
@@ -1185,98 +764,12 @@ thresholds:
     }
 
     #[test]
-    fn too_many_faults() {
-        let many = "  - {kind: process-kill, target: {role: primary}}\n".repeat(17);
-        let e = err(&with_faults(&many));
-        assert!(e.contains("at most 16 faults; this one has 17"), "{e}");
-    }
-
-    #[test]
-    fn selector_forms_are_exclusive() {
-        let e = err(&with_faults("  - kind: node-loss\n    target: {node: n1, role: primary}\n"));
-        assert!(e.contains("s.yaml:6:24: a node selector takes exactly one of"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n    target: {}\n"));
-        assert!(e.contains("s.yaml:6:13: a node selector needs one of"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n    target: {zone: z1, component: redis}\n"));
-        assert!(e.contains("only goes with `role`"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n    target: {zone_of: {component: redis}}\n"));
-        assert!(e.contains("missing required key `role`"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n    target: primary\n"));
-        assert!(e.contains("s.yaml:6:13: faults[0].target: invalid type: string \"primary\", expected a mapping"), "{e}");
-    }
-
-    #[test]
-    fn names_are_checked_against_the_topology() {
-        let t = topo();
-        let e = err_with(&with_faults("  - kind: process-kill\n    target: {node: n9}\n"), Some(&t));
-        assert!(
-            e.contains("s.yaml:6:20: fault 1 (process-kill) targets node `n9`, which is not in topology `three-node` (nodes: n1, n2, n3)"),
-            "{e}"
-        );
-        let e = err_with(&with_faults("  - kind: zone-loss\n    target: {zone: z9}\n"), Some(&t));
-        assert!(e.contains("targets zone `z9`, which is not in topology `three-node` (zones: z1, z2, z3)"), "{e}");
-        let e = err_with(&with_faults("  - kind: partition\n    side_a: [{node: n1}]\n    side_b: [{node: n7}]\n"), Some(&t));
-        assert!(e.contains("fault 1 (partition) side_b includes node `n7`"), "{e}");
-        // Without a topology the names cannot be checked and are accepted.
-        assert!(parse_scenario(&with_faults("  - kind: process-kill\n    target: {node: n9}\n"), path(), None).is_ok());
-    }
-
-    #[test]
-    fn process_faults_must_hit_a_member() {
-        let text = "name: t\nnodes:\n  - {name: n1, zone: z1, region: r1}\n  - {name: n2, zone: z2, region: r1}\n  - {name: n3, zone: z3, region: r1}\n  - {name: n4, zone: z3, region: r1}\n";
-        let t = parse_topology(text, Path::new("t.yaml")).unwrap();
-        let e = err_with(&with_faults("  - kind: process-kill\n    target: {node: n4}\n"), Some(&t));
-        assert!(e.contains("runs no postgres member"), "{e}");
-    }
-
-    #[test]
-    fn zone_loss_needs_a_zone_target() {
-        let e = err(&with_faults("  - kind: zone-loss\n    target: {role: primary}\n"));
-        assert!(e.contains("s.yaml:6:13: fault 1 (zone-loss) must target a zone"), "{e}");
-    }
-
-    #[test]
-    fn keys_that_do_not_fit_the_kind() {
-        let e = err(&with_faults("  - kind: partition\n    component: redis\n    target: {role: primary}\n    side_a: [{role: primary}]\n"));
-        assert!(e.contains("s.yaml:6:5: fault 1 (partition) does not take `component`"), "{e}");
-        assert!(e.contains("s.yaml:7:5: fault 1 (partition) does not take `target`"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n    target: {node: n1}\n    direction: both\n"));
-        assert!(e.contains("s.yaml:7:5: fault 1 (node-loss) does not take `direction`"), "{e}");
-        let e = err(&with_faults("  - kind: node-loss\n"));
-        assert!(e.contains("s.yaml:5:5: missing required key `target`"), "{e}");
-        let e = err(&with_faults("  - kind: partition\n    side_a: []\n"));
-        assert!(e.contains("empty `side_a`"), "{e}");
-        let e = err(&with_faults("  - kind: partition\n    side_a: [{role: primary}]\n    direction: sideways\n"));
-        assert!(e.contains("unknown partition direction `sideways`"), "{e}");
-    }
-
-    #[test]
-    fn unknown_fault_kind_lists_the_known_ones() {
-        let e = err(&with_faults("  - kind: process-kil\n    target: {role: primary}\n"));
-        assert!(
-            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, node-loss, zone-loss, node-drain"),
-            "{e}"
-        );
-        let e = err(&with_faults("  - target: {role: primary}\n"));
-        assert!(e.contains("fault 1 has no `kind`"), "{e}");
-    }
-
-    #[test]
-    fn fault_timing_must_fit_the_observation_window() {
-        let e = err(&with_faults("  - kind: process-kill\n    target: {role: primary}\n    at: 30s\n"));
-        assert!(e.contains("s.yaml:7:9: fault 1 (process-kill) starts at 30s, which is not before the end of the observation window (observe: 30s)"), "{e}");
-        let e = err(&with_faults("  - kind: process-kill\n    target: {role: primary}\n    at: 10s\n    duration: 25s\n"));
-        assert!(e.contains("s.yaml:8:15: fault 1 (process-kill) ends at 35s (at 10s + duration 25s)"), "{e}");
-        let e = err(&with_faults("  - kind: process-kill\n    target: {role: primary}\n    duration: 0s\n"));
-        assert!(e.contains("duration `0s` is out of range"), "{e}");
-        let ok = with_faults("  - kind: process-kill\n    target: {role: primary}\n    at: 10s\n    duration: 20s\n");
-        assert!(parse_scenario(&ok, path(), None).is_ok());
-    }
-
-    #[test]
     fn range_checks_name_field_value_and_range() {
         let e = err(&VALID.replace("baseline: 5s", "baseline: 100h"));
-        assert!(e.contains("s.yaml:3:11: baseline `100h` is out of range: allowed 1s to 24h"), "{e}");
+        assert!(
+            e.contains("s.yaml:3:11: baseline `100h` is out of range: allowed 1s to 24h"),
+            "{e}"
+        );
         let e = err(&format!("{VALID}load: {{write_rate: 0, connections: 300, deadline: 5ms}}\nheal: {{timeout: 2h, settle: 11m}}\n"));
         for want in [
             "load.write_rate 0 is out of range: allowed 1 to 20000",
@@ -1297,17 +790,35 @@ thresholds:
         let redis = text.replace("component: postgres", "component: redis");
         assert!(parse_scenario(&redis, path(), None).is_ok());
         let e = err(&redis.replace("replicas: 1", "replicas: 17"));
-        assert!(e.contains("load.redis_wait.replicas 17 is out of range"), "{e}");
+        assert!(
+            e.contains("load.redis_wait.replicas 17 is out of range"),
+            "{e}"
+        );
     }
 
     #[test]
     fn serde_errors_keep_their_position() {
         let e = err(&VALID.replace("observe: 30s", "observe: 30s\ntrials: three"));
-        assert!(e.contains("s.yaml:8:9: trials: invalid type: string \"three\", expected a whole number"), "{e}");
+        assert!(
+            e.contains(
+                "s.yaml:8:9: trials: invalid type: string \"three\", expected a whole number"
+            ),
+            "{e}"
+        );
         let e = err(&VALID.replace("observe: 30s", "obsrve: 30s"));
-        assert!(e.contains("s.yaml:7:1: unknown key `obsrve` (did you mean `observe`?); allowed keys: name,"), "{e}");
-        let e = err(&with_faults("  - kind: process-kill\n    tagret: {role: primary}\n"));
-        assert!(e.contains("s.yaml:6:5: faults[0]: unknown key `tagret` (did you mean `target`?)"), "{e}");
+        assert!(
+            e.contains(
+                "s.yaml:7:1: unknown key `obsrve` (did you mean `observe`?); allowed keys: name,"
+            ),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: process-kill\n    tagret: {role: primary}\n",
+        ));
+        assert!(
+            e.contains("s.yaml:6:5: faults[0]: unknown key `tagret` (did you mean `target`?)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1326,20 +837,39 @@ thresholds:
     #[test]
     fn topology_reference_that_cannot_be_read_points_at_the_reference() {
         let e = err(&format!("{VALID}topology: does-not-exist.yaml\n"));
-        assert!(e.contains("s.yaml:10:11: topology file `does-not-exist.yaml` cannot be read"), "{e}");
+        assert!(
+            e.contains("s.yaml:10:11: topology file `does-not-exist.yaml` cannot be read"),
+            "{e}"
+        );
     }
 
     #[test]
     fn suite_without_scenarios() {
-        let e = parse_suite("name: nightly\nscenarios: []\n", Path::new("suite.yaml"), None)
-            .unwrap_err()
-            .to_string();
+        let e = parse_suite(
+            "name: nightly\nscenarios: []\n",
+            Path::new("suite.yaml"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("suite.yaml:2:12: `scenarios` is empty"), "{e}");
-        let e = parse_suite("name: nightly\nscenarios:\n  - nope.yaml\n", Path::new("suite.yaml"), None)
+        let e = parse_suite(
+            "name: nightly\nscenarios:\n  - nope.yaml\n",
+            Path::new("suite.yaml"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("suite.yaml:3:5: scenario file `nope.yaml` cannot be read"),
+            "{e}"
+        );
+        let e = parse_suite("", Path::new("suite.yaml"), None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("suite.yaml:3:5: scenario file `nope.yaml` cannot be read"), "{e}");
-        let e = parse_suite("", Path::new("suite.yaml"), None).unwrap_err().to_string();
-        assert!(e.contains("expected a suite (a mapping with name and scenarios)"), "{e}");
+        assert!(
+            e.contains("expected a suite (a mapping with name and scenarios)"),
+            "{e}"
+        );
     }
 }

@@ -28,6 +28,9 @@ impl Pos {
     }
 }
 
+/// Far deeper than any input file needs, and well inside serde_norway's own recursion limit.
+const MAX_DEPTH: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeKind {
     /// `~`, `null` or nothing at all.
@@ -78,11 +81,21 @@ impl SourceMap {
     pub fn build(text: &str) -> Result<SourceMap, Vec<SyntaxError>> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        if let Err(e) = parser.load(&mut builder, true) {
-            return Err(vec![SyntaxError {
-                pos: Pos::from_marker(*e.marker()),
-                message: format!("YAML syntax error: {}", e.info()),
-            }]);
+        // Pulled event by event: `Parser::load` recurses once per nesting level and can overflow the stack.
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd, _)) => break,
+                Ok((event, mark)) => builder.on_event(event, mark),
+                Err(e) => {
+                    return Err(vec![SyntaxError {
+                        pos: Pos::from_marker(*e.marker()),
+                        message: format!("YAML syntax error: {}", e.info()),
+                    }]);
+                }
+            }
+            if builder.too_deep {
+                return Err(builder.problems);
+            }
         }
         if builder.problems.is_empty() {
             Ok(SourceMap {
@@ -175,6 +188,8 @@ struct Builder {
     stack: Vec<Frame>,
     documents: usize,
     problems: Vec<SyntaxError>,
+    /// Set once nesting passes [`MAX_DEPTH`]; parsing stops there.
+    too_deep: bool,
 }
 
 impl Builder {
@@ -239,6 +254,14 @@ impl Builder {
             }
             NodePath::Key(path) => path,
         };
+        if matches!(kind, NodeKind::Mapping | NodeKind::Sequence) && self.stack.len() >= MAX_DEPTH {
+            self.too_deep = true;
+            self.problems.push(SyntaxError {
+                pos,
+                message: format!("the document is nested more than {MAX_DEPTH} levels deep"),
+            });
+            return;
+        }
         match kind {
             NodeKind::Mapping => self.stack.push(Frame::Map {
                 path,
@@ -276,8 +299,13 @@ impl MarkedEventReceiver for Builder {
         }
         match ev {
             Event::Scalar(value, style, _, _) => {
-                let is_null = style == TScalarStyle::Plain && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL");
-                let kind = if is_null { NodeKind::Null } else { NodeKind::Scalar };
+                let is_null = style == TScalarStyle::Plain
+                    && matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                let kind = if is_null {
+                    NodeKind::Null
+                } else {
+                    NodeKind::Scalar
+                };
                 self.start(kind, mark, Some(&value));
             }
             Event::Alias(_) => self.start(NodeKind::Alias, mark, None),
@@ -350,9 +378,22 @@ mod tests {
     #[test]
     fn empty_documents_are_recognised() {
         for text in ["", "# only a comment\n", "---\n", "~\n"] {
-            assert!(SourceMap::build(text).unwrap().is_empty_document(), "{text:?}");
+            assert!(
+                SourceMap::build(text).unwrap().is_empty_document(),
+                "{text:?}"
+            );
         }
         assert!(!SourceMap::build("a: 1\n").unwrap().is_empty_document());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let errs = SourceMap::build(&format!("a:\n{}", "- ".repeat(10_000))).unwrap_err();
+        assert!(
+            errs[0].message.contains("nested more than 64 levels"),
+            "{errs:?}"
+        );
+        assert!(SourceMap::build(&"[".repeat(10_000)).is_err());
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
         .unwrap_or(text.len());
     let (name, rest) = text.split_at(name_end);
     if name.is_empty() {
-        return Err(format!("threshold `{text}` does not start with a metric; {SHAPE}"));
+        return Err(format!(
+            "threshold `{text}` does not start with a metric; {SHAPE}"
+        ));
     }
     let metric = Metric::from_name(name).ok_or_else(|| unknown_metric(name))?;
 
@@ -48,7 +50,9 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
 
     let limit_text = limit_text.trim();
     if limit_text.is_empty() {
-        return Err(format!("threshold `{text}` has no number after `{op_text}`; {SHAPE}"));
+        return Err(format!(
+            "threshold `{text}` has no number after `{op_text}`; {SHAPE}"
+        ));
     }
     let limit = parse_limit(limit_text).ok_or_else(|| {
         format!(
@@ -62,10 +66,12 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
 /// Plain decimal only: `inf`, `NaN`, `1e3` and `10s` are not limits anyone means.
 fn parse_limit(text: &str) -> Option<f64> {
     let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    let frac_ok = all_digits(frac) && (frac.is_empty() == !digits.contains('.'));
-    if whole.is_empty() || !all_digits(whole) || !frac_ok {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = match digits.split_once('.') {
+        Some((whole, frac)) => all_digits(whole) && all_digits(frac),
+        None => all_digits(digits),
+    };
+    if !well_formed {
         return None;
     }
     text.parse::<f64>().ok().filter(|v| v.is_finite())
@@ -76,7 +82,10 @@ fn unknown_metric(name: &str) -> String {
     let hint = did_you_mean(name, &names)
         .map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default();
-    format!("unknown metric `{name}`{hint}; known metrics: {}", names.join(", "))
+    format!(
+        "unknown metric `{name}`{hint}; known metrics: {}",
+        names.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -91,7 +100,11 @@ mod tests {
     fn parses_every_operator_with_or_without_spaces() {
         assert_eq!(
             ok("detection_s <= 10"),
-            Threshold { metric: Metric::DetectionS, op: Op::Le, limit: 10.0 }
+            Threshold {
+                metric: Metric::DetectionS,
+                op: Op::Le,
+                limit: 10.0
+            }
         );
         assert_eq!(ok("rto_s<2.5").op, Op::Lt);
         assert_eq!(ok("lost_acked_writes == 0").op, Op::Eq);
@@ -109,11 +122,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_operators() {
-        for (text, op) in [("detection_s =< 10", "=<"), ("detection_s = 10", "="), ("detection_s != 1", "!=")] {
+        for (text, op) in [
+            ("detection_s =< 10", "=<"),
+            ("detection_s = 10", "="),
+            ("detection_s != 1", "!="),
+        ] {
             let e = parse_threshold(text).unwrap_err();
             assert!(e.contains(&format!("`{op}` in threshold")), "{e}");
         }
-        assert!(parse_threshold("detection_s 10").unwrap_err().contains("no comparison"));
+        assert!(parse_threshold("detection_s 10")
+            .unwrap_err()
+            .contains("no comparison"));
     }
 
     #[test]
@@ -122,8 +141,12 @@ mod tests {
             let e = parse_threshold(&format!("detection_s <= {limit}")).unwrap_err();
             assert!(e.contains("is not a number"), "{limit}: {e}");
         }
-        assert!(parse_threshold("detection_s <=").unwrap_err().contains("no number"));
+        assert!(parse_threshold("detection_s <=")
+            .unwrap_err()
+            .contains("no number"));
         assert!(parse_threshold("").unwrap_err().contains("empty"));
-        assert!(parse_threshold("<= 3").unwrap_err().contains("does not start with a metric"));
+        assert!(parse_threshold("<= 3")
+            .unwrap_err()
+            .contains("does not start with a metric"));
     }
 }

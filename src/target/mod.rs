@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::component::postgres::PostgresEndpoints;
 use crate::component::redis::RedisEndpoints;
-use crate::fault::{ActiveFault, RevertStep};
 use crate::fault::journal::Journal;
+use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind};
 use crate::topology::Topology;
 
@@ -42,5 +42,9 @@ pub trait Target {
     /// Executes revert steps (idempotent: reverting something already reverted is harmless).
     fn revert(&self, steps: &[RevertStep]) -> impl Future<Output = Result<(), String>>;
     /// Server log lines relevant to the log-agreement check: (wall time, line) for the named event.
-    fn server_log_lines(&self, component: ComponentKind, event: &str) -> Vec<(std::time::SystemTime, String)>;
+    fn server_log_lines(
+        &self,
+        component: ComponentKind,
+        event: &str,
+    ) -> Vec<(std::time::SystemTime, String)>;
 }

@@ -101,7 +101,9 @@ fn interface_like(d: &mut Diagnostics<'_>, value: &str, path: &str, max: usize) 
     if !valid {
         d.at(
             path,
-            format!("{path} `{value}` is not valid: use 1 to {max} characters from a-z, 0-9 and `-`"),
+            format!(
+                "{path} `{value}` is not valid: use 1 to {max} characters from a-z, 0-9 and `-`"
+            ),
         );
     }
     valid
@@ -130,12 +132,14 @@ fn network(d: &mut Diagnostics<'_>, raw: Option<RawNetwork>) -> (Option<Network>
             parsed.ok()
         }
     };
-    let network = subnet.filter(|_| bridge_ok && prefix_ok).map(|[a, b, c]| Network {
-        bridge,
-        namespace_prefix: prefix,
-        host_addr: Ipv4Addr::new(a, b, c, 1),
-        prefix_len: 24,
-    });
+    let network = subnet
+        .filter(|_| bridge_ok && prefix_ok)
+        .map(|[a, b, c]| Network {
+            bridge,
+            namespace_prefix: prefix,
+            host_addr: Ipv4Addr::new(a, b, c, 1),
+            prefix_len: 24,
+        });
     (network, subnet)
 }
 
@@ -166,7 +170,10 @@ fn parse_subnet(text: &str) -> Result<[u8; 3], String> {
 
 fn nodes(d: &mut Diagnostics<'_>, raw: &[RawNode], subnet: Option<[u8; 3]>) -> Option<Vec<Node>> {
     if raw.is_empty() {
-        d.at("nodes", "`nodes` is empty; a topology needs at least one node");
+        d.at(
+            "nodes",
+            "`nodes` is empty; a topology needs at least one node",
+        );
         return None;
     }
     if raw.len() > MAX_NODES {
@@ -185,21 +192,37 @@ fn nodes(d: &mut Diagnostics<'_>, raw: &[RawNode], subnet: Option<[u8; 3]>) -> O
     for (i, n) in raw.iter().enumerate() {
         let path = format!("nodes[{i}]");
         let name = d
-            .require(n.name.as_deref(), &format!("{path}.name"), "e.g. `name: n1`")
+            .require(
+                n.name.as_deref(),
+                &format!("{path}.name"),
+                "e.g. `name: n1`",
+            )
             .filter(|name| node_name(d, name, &format!("{path}.name")));
         if let Some(name) = name {
             if let Some(first) = names.insert(name, i) {
                 d.at(
                     &format!("{path}.name"),
-                    format!("node name `{name}` is used twice (nodes {} and {})", first + 1, i + 1),
+                    format!(
+                        "node name `{name}` is used twice (nodes {} and {})",
+                        first + 1,
+                        i + 1
+                    ),
                 );
             }
         }
         let zone = d
-            .require(n.zone.as_deref(), &format!("{path}.zone"), "e.g. `zone: z1`")
+            .require(
+                n.zone.as_deref(),
+                &format!("{path}.zone"),
+                "e.g. `zone: z1`",
+            )
             .filter(|z| non_empty(d, z, &format!("{path}.zone")));
         let region = d
-            .require(n.region.as_deref(), &format!("{path}.region"), "e.g. `region: r1`")
+            .require(
+                n.region.as_deref(),
+                &format!("{path}.region"),
+                "e.g. `region: r1`",
+            )
             .filter(|r| non_empty(d, r, &format!("{path}.region")));
         if let (Some(zone), Some(region)) = (zone, region) {
             match zone_regions.get(zone) {
@@ -220,7 +243,11 @@ fn nodes(d: &mut Diagnostics<'_>, raw: &[RawNode], subnet: Option<[u8; 3]>) -> O
         let addr = subnet.and_then(|s| node_addr(d, n, i, &path, name.unwrap_or("?"), s));
         if let Some(addr) = addr {
             if let Some(first) = addrs.insert(addr, i) {
-                let why = if n.addr.is_none() { " (its default: .11 + its position)" } else { "" };
+                let why = if n.addr.is_none() {
+                    " (its default: .11 + its position)"
+                } else {
+                    ""
+                };
                 d.at(
                     &format!("{path}.addr"),
                     format!(
@@ -314,14 +341,20 @@ fn node_addr(
     Some(addr)
 }
 
-fn placement(d: &mut Diagnostics<'_>, raw: Option<RawPlacement>, names: &[&str]) -> Option<Placement> {
+fn placement(
+    d: &mut Diagnostics<'_>,
+    raw: Option<RawPlacement>,
+    names: &[&str],
+) -> Option<Placement> {
     let (etcd, postgres, redis, sentinel) = match raw {
         Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel),
         None => (None, None, None, None),
     };
     let etcd = members(d, etcd, "etcd", names, |n| {
         (n % 2 == 1).then_some(()).ok_or_else(|| {
-            format!("etcd needs an odd number of members (1, 3, 5, ...) to keep a quorum; it has {n}")
+            format!(
+                "etcd needs an odd number of members (1, 3, 5, ...) to keep a quorum; it has {n}"
+            )
         })
     });
     let postgres = members(d, postgres, "postgres", names, |n| {
@@ -331,7 +364,11 @@ fn placement(d: &mut Diagnostics<'_>, raw: Option<RawPlacement>, names: &[&str])
         at_least(n, 2, "redis needs at least 2 members to fail over")
     });
     let sentinel = members(d, sentinel, "sentinel", names, |n| {
-        at_least(n, 1, "redis sentinel needs at least 1 member to promote a replica")
+        at_least(
+            n,
+            1,
+            "redis sentinel needs at least 1 member to promote a replica",
+        )
     });
     Some(Placement {
         etcd: etcd?,
@@ -359,9 +396,17 @@ fn members(
 ) -> Option<Vec<String>> {
     let path = format!("placement.{component}");
     let Some(list) = raw else {
-        let defaults: Vec<String> = names.iter().take(DEFAULT_MEMBERS).map(|s| s.to_string()).collect();
+        let defaults: Vec<String> = names
+            .iter()
+            .take(DEFAULT_MEMBERS)
+            .map(|s| s.to_string())
+            .collect();
         if let Err(e) = count_ok(defaults.len()) {
-            let at = if d.map().contains("placement") { "placement" } else { "nodes" };
+            let at = if d.map().contains("placement") {
+                "placement"
+            } else {
+                "nodes"
+            };
             d.at(
                 at,
                 format!(
@@ -380,7 +425,10 @@ fn members(
         if !names.contains(&name.as_str()) {
             d.at(
                 &entry,
-                format!("{path} names node `{name}`, which is not in this topology (nodes: {})", names.join(", ")),
+                format!(
+                    "{path} names node `{name}`, which is not in this topology (nodes: {})",
+                    names.join(", ")
+                ),
             );
             ok = false;
         } else if list[..i].contains(name) {
@@ -408,7 +456,9 @@ nodes:
 ";
 
     fn err(text: &str) -> String {
-        parse_topology(text, Path::new("t.yaml")).unwrap_err().to_string()
+        parse_topology(text, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -451,29 +501,54 @@ placement: {etcd: [n1], postgres: [n2, n1], redis: [n1, n2], sentinel: [n2]}
     #[test]
     fn node_rules() {
         let e = err(&THREE.replace("name: n3", "name: n1"));
-        assert!(e.contains("t.yaml:5:12: node name `n1` is used twice (nodes 1 and 3)"), "{e}");
+        assert!(
+            e.contains("t.yaml:5:12: node name `n1` is used twice (nodes 1 and 3)"),
+            "{e}"
+        );
         let e = err(&THREE.replace("name: n3", "name: Node-3"));
         assert!(e.contains("node name `Node-3` is not valid"), "{e}");
         let e = err(&THREE.replace("zone: z3, ", ""));
         assert!(e.contains("t.yaml:5:5: missing required key `zone`"), "{e}");
         let e = err(&THREE.replace("zone: z2, region: r1", "zone: z1, region: r2"));
-        assert!(e.contains("zone `z1` is in region `r1` (node 1) but in region `r2` here"), "{e}");
+        assert!(
+            e.contains("zone `z1` is in region `r1` (node 1) but in region `r2` here"),
+            "{e}"
+        );
         let e = err("name: t\nnodes: []\n");
         assert!(e.contains("t.yaml:2:8: `nodes` is empty"), "{e}");
-        let many: String = (0..33).map(|i| format!("  - {{name: n{i}, zone: z, region: r}}\n")).collect();
+        let many: String = (0..33)
+            .map(|i| format!("  - {{name: n{i}, zone: z, region: r}}\n"))
+            .collect();
         let e = err(&format!("name: t\nnodes:\n{many}"));
         assert!(e.contains("at most 32 nodes; this one has 33"), "{e}");
     }
 
     #[test]
     fn address_rules() {
-        let e = err(&THREE.replace("region: r1}\n  - {name: n2", "region: r1, addr: 10.9.0.5}\n  - {name: n2"));
-        assert!(e.contains("t.yaml:3:44: node `n1` address 10.9.0.5 is outside the subnet 10.201.0.0/24"), "{e}");
-        let e = err(&THREE.replace("region: r1}\n  - {name: n2", "region: r1, addr: 10.201.0.255}\n  - {name: n2"));
+        let e = err(&THREE.replace(
+            "region: r1}\n  - {name: n2",
+            "region: r1, addr: 10.9.0.5}\n  - {name: n2",
+        ));
+        assert!(
+            e.contains(
+                "t.yaml:3:44: node `n1` address 10.9.0.5 is outside the subnet 10.201.0.0/24"
+            ),
+            "{e}"
+        );
+        let e = err(&THREE.replace(
+            "region: r1}\n  - {name: n2",
+            "region: r1, addr: 10.201.0.255}\n  - {name: n2",
+        ));
         assert!(e.contains("is reserved"), "{e}");
-        let e = err(&THREE.replace("region: r1}\n  - {name: n2", "region: r1, addr: 10.201.0.12}\n  - {name: n2"));
+        let e = err(&THREE.replace(
+            "region: r1}\n  - {name: n2",
+            "region: r1, addr: 10.201.0.12}\n  - {name: n2",
+        ));
         assert!(e.contains("t.yaml:4:5: address 10.201.0.12 (its default: .11 + its position) is already used by node 1"), "{e}");
-        let e = err(&THREE.replace("region: r1}\n  - {name: n2", "region: r1, addr: banana}\n  - {name: n2"));
+        let e = err(&THREE.replace(
+            "region: r1}\n  - {name: n2",
+            "region: r1, addr: banana}\n  - {name: n2",
+        ));
         assert!(e.contains("is not an IPv4 address"), "{e}");
     }
 
@@ -488,9 +563,19 @@ placement: {etcd: [n1], postgres: [n2, n1], redis: [n1, n2], sentinel: [n2]}
             let e = err(&format!("{THREE}network: {{subnet: {subnet}}}\n"));
             assert!(e.contains(want), "{subnet}: {e}");
         }
-        let e = err(&format!("{THREE}network: {{bridge: a-very-long-bridge-name, namespace_prefix: FL}}\n"));
-        assert!(e.contains("network.bridge `a-very-long-bridge-name` is not valid: use 1 to 15 characters"), "{e}");
-        assert!(e.contains("network.namespace_prefix `FL` is not valid: use 1 to 6 characters"), "{e}");
+        let e = err(&format!(
+            "{THREE}network: {{bridge: a-very-long-bridge-name, namespace_prefix: FL}}\n"
+        ));
+        assert!(
+            e.contains(
+                "network.bridge `a-very-long-bridge-name` is not valid: use 1 to 15 characters"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("network.namespace_prefix `FL` is not valid: use 1 to 6 characters"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -523,6 +608,7 @@ placement: {etcd: [n1], postgres: [n2, n1], redis: [n1, n2], sentinel: [n2]}
             err(""),
             "t.yaml: the file is empty; expected a topology (a mapping with name and nodes)"
         );
-        assert!(err("nodes: 3\nname: x\n").contains("t.yaml:1:8: nodes: invalid type: integer `3`, expected a list"));
+        assert!(err("nodes: 3\nname: x\n")
+            .contains("t.yaml:1:8: nodes: invalid type: integer `3`, expected a list"));
     }
 }

@@ -81,7 +81,10 @@ pub fn patroni_yaml(
         DcsApi::Etcd2 => "etcd",
         DcsApi::Etcd3 => "etcd3",
     };
-    let net = format!("{}/{}", topology.network.host_addr, topology.network.prefix_len);
+    let net = format!(
+        "{}/{}",
+        topology.network.host_addr, topology.network.prefix_len
+    );
     let s = settings;
     format!(
         r#"scope: {scope}
@@ -167,7 +170,12 @@ pub fn redis_conf(me: Ipv4Addr, data_dir: &str, replica_of: Option<Ipv4Addr>) ->
     c
 }
 
-pub fn sentinel_conf(settings: &StackSettings, me: Ipv4Addr, data_dir: &str, master: Ipv4Addr) -> String {
+pub fn sentinel_conf(
+    settings: &StackSettings,
+    me: Ipv4Addr,
+    data_dir: &str,
+    master: Ipv4Addr,
+) -> String {
     let name = &settings.sentinel_master_name;
     format!(
         "bind {me} 127.0.0.1\nport {SENTINEL_PORT}\nprotected-mode no\ndaemonize no\ndir {data_dir}\nlogfile \"\"\nsentinel announce-ip {me}\nsentinel monitor {name} {master} {REDIS_PORT} {quorum}\nsentinel down-after-milliseconds {name} {down}\nsentinel failover-timeout {name} {fto}\nsentinel parallel-syncs {name} 1\n",

@@ -2,6 +2,7 @@
 //! and Sentinel processes from the distribution's packages, each member in its own cgroup.
 
 pub mod configs;
+pub mod lock;
 pub mod netns;
 pub mod process;
 pub mod state;
@@ -87,11 +88,15 @@ pub fn preflight(settings: &StackSettings) -> Result<PathBuf, TargetError> {
             settings.postgres_os_user
         )));
     }
-    let cg = process::cgroup2_mount().ok_or_else(|| env_err("no cgroup v2 hierarchy is mounted"))?;
+    let cg =
+        process::cgroup2_mount().ok_or_else(|| env_err("no cgroup v2 hierarchy is mounted"))?;
     let probe = cg.join("faultline");
-    fs::create_dir_all(&probe).map_err(|e| io_err(&format!("cannot create cgroup {}", probe.display()), e))?;
+    fs::create_dir_all(&probe)
+        .map_err(|e| io_err(&format!("cannot create cgroup {}", probe.display()), e))?;
     if process::run("ip", &["netns", "list"]).is_err() {
-        return Err(env_err("`ip netns` does not work here (network namespaces unavailable)"));
+        return Err(env_err(
+            "`ip netns` does not work here (network namespaces unavailable)",
+        ));
     }
     Ok(probe)
 }
@@ -100,7 +105,11 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(tool))
-            .chain(["/usr/sbin", "/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(tool)))
+            .chain(
+                ["/usr/sbin", "/sbin", "/usr/bin"]
+                    .iter()
+                    .map(|d| Path::new(d).join(tool)),
+            )
             .find(|p| p.exists())
     })
 }
@@ -135,7 +144,11 @@ impl LocalStack {
         let secrets = dir
             .load_or_create_secrets()
             .map_err(|e| io_err("cannot read the stack's secrets", e))?;
-        Ok(Some(LocalStack { dir, state, secrets }))
+        Ok(Some(LocalStack {
+            dir,
+            state,
+            secrets,
+        }))
     }
 
     pub fn topology(&self) -> &Topology {
@@ -148,7 +161,11 @@ impl LocalStack {
 
     /// Brings the stack up from nothing (or finds it already up and healthy). State is recorded before anything
     /// is created so `down` can clean up after a crash at any point.
-    pub async fn up(dir: StateDir, topology: Topology, settings: StackSettings) -> Result<LocalStack, TargetError> {
+    pub async fn up(
+        dir: StateDir,
+        topology: Topology,
+        settings: StackSettings,
+    ) -> Result<LocalStack, TargetError> {
         let cg_base = preflight(&settings)?;
         dir.check_ownership().map_err(env_err)?;
         if let Some(existing) = LocalStack::open(dir.clone())? {
@@ -177,11 +194,16 @@ impl LocalStack {
             topology,
             settings,
         };
-        dir.save(&state).map_err(|e| io_err("cannot write the stack state", e))?;
+        dir.save(&state)
+            .map_err(|e| io_err("cannot write the stack state", e))?;
         let secrets = dir
             .load_or_create_secrets()
             .map_err(|e| io_err("cannot write the stack's secrets", e))?;
-        let stack = LocalStack { dir, state, secrets };
+        let stack = LocalStack {
+            dir,
+            state,
+            secrets,
+        };
         stack.create().await?;
         Ok(stack)
     }
@@ -189,11 +211,13 @@ impl LocalStack {
     async fn create(&self) -> Result<(), TargetError> {
         let t = self.topology();
         netns::create_network(t).map_err(|e| io_err("cannot create the node network", e))?;
-        let (uid, gid) = lookup_user(&self.settings().postgres_os_user).expect("checked in preflight");
+        let (uid, gid) =
+            lookup_user(&self.settings().postgres_os_user).expect("checked in preflight");
         for (node, kind) in self.members() {
             let d = self.dir.member_dir(&node, kind);
             fs::create_dir_all(&d).map_err(|e| io_err("cannot create member directory", e))?;
-            fs::create_dir_all(self.cgroup(&node, kind)).map_err(|e| io_err("cannot create cgroup", e))?;
+            fs::create_dir_all(self.cgroup(&node, kind))
+                .map_err(|e| io_err("cannot create cgroup", e))?;
             if kind == ProcessKind::Patroni {
                 fs::create_dir_all(d.join("run")).map_err(|e| io_err("mkdir", e))?;
                 for p in [d.clone(), d.join("run")] {
@@ -210,7 +234,11 @@ impl LocalStack {
         for n in &etcd_nodes {
             let addr = self.addr(n);
             loop {
-                let ok = match http.get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health")).send().await {
+                let ok = match http
+                    .get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health"))
+                    .send()
+                    .await
+                {
                     Ok(r) => r.status().is_success(),
                     Err(_) => false,
                 };
@@ -236,12 +264,14 @@ impl LocalStack {
         for n in &t.placement.sentinel {
             self.start(n, ProcessKind::Sentinel, Some(first_master))?;
         }
-        self.wait_healthy(Duration::from_secs(60)).await.map_err(|e| {
-            env_err(format!(
-                "the stack did not become healthy within 60 s: {e} (logs under {})",
-                self.dir.root.join("nodes").display()
-            ))
-        })?;
+        self.wait_healthy(Duration::from_secs(60))
+            .await
+            .map_err(|e| {
+                env_err(format!(
+                    "the stack did not become healthy within 60 s: {e} (logs under {})",
+                    self.dir.root.join("nodes").display()
+                ))
+            })?;
         Ok(())
     }
 
@@ -271,7 +301,10 @@ impl LocalStack {
     }
 
     pub fn addr(&self, node: &str) -> Ipv4Addr {
-        self.topology().node(node).map(|n| n.addr).expect("node from the topology")
+        self.topology()
+            .node(node)
+            .map(|n| n.addr)
+            .expect("node from the topology")
     }
 
     pub fn cgroup(&self, node: &str, kind: ProcessKind) -> PathBuf {
@@ -283,12 +316,19 @@ impl LocalStack {
     }
 
     pub fn any_process_running(&self) -> bool {
-        self.members().iter().any(|(n, k)| !self.pids(n, *k).is_empty())
+        self.members()
+            .iter()
+            .any(|(n, k)| !self.pids(n, *k).is_empty())
     }
 
     /// Starts one member with a freshly generated configuration. `master` is the Redis master to replicate
     /// (Redis) or to monitor (Sentinel); ignored for etcd and Patroni.
-    pub fn start(&self, node: &str, kind: ProcessKind, master: Option<Ipv4Addr>) -> Result<u32, TargetError> {
+    pub fn start(
+        &self,
+        node: &str,
+        kind: ProcessKind,
+        master: Option<Ipv4Addr>,
+    ) -> Result<u32, TargetError> {
         let t = self.topology();
         let s = self.settings();
         let dir = self.dir.member_dir(node, kind);
@@ -317,26 +357,45 @@ impl LocalStack {
                     self.secrets.postgres_superuser.expose(),
                     self.secrets.postgres_replication.expose(),
                 );
-                state::write_atomic(&config, yaml.as_bytes(), 0o600).map_err(|e| io_err("cannot write patroni config", e))?;
+                state::write_atomic(&config, yaml.as_bytes(), 0o600)
+                    .map_err(|e| io_err("cannot write patroni config", e))?;
                 let (uid, gid) = lookup_user(&s.postgres_os_user).expect("checked in preflight");
                 chown(&config, uid, gid).map_err(|e| io_err("chown", e))?;
                 let cfg = config.display().to_string();
                 match &s.patroni_python {
-                    Some(py) => (py.clone(), vec![s.patroni_bin.display().to_string(), cfg], Some(s.postgres_os_user.as_str())),
-                    None => (s.patroni_bin.clone(), vec![cfg], Some(s.postgres_os_user.as_str())),
+                    Some(py) => (
+                        py.clone(),
+                        vec![s.patroni_bin.display().to_string(), cfg],
+                        Some(s.postgres_os_user.as_str()),
+                    ),
+                    None => (
+                        s.patroni_bin.clone(),
+                        vec![cfg],
+                        Some(s.postgres_os_user.as_str()),
+                    ),
                 }
             }
             ProcessKind::Redis => {
                 fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
                 let replica_of = master.filter(|m| *m != me);
-                fs::write(&config, redis_conf(me, &data_s, replica_of)).map_err(|e| io_err("cannot write redis config", e))?;
-                (s.redis_server_bin.clone(), vec![config.display().to_string()], None)
+                fs::write(&config, redis_conf(me, &data_s, replica_of))
+                    .map_err(|e| io_err("cannot write redis config", e))?;
+                (
+                    s.redis_server_bin.clone(),
+                    vec![config.display().to_string()],
+                    None,
+                )
             }
             ProcessKind::Sentinel => {
                 fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
                 let m = master.unwrap_or_else(|| self.addr(&t.placement.redis[0]));
-                fs::write(&config, sentinel_conf(s, me, &data_s, m)).map_err(|e| io_err("cannot write sentinel config", e))?;
-                (s.redis_sentinel_bin.clone(), vec![config.display().to_string()], None)
+                fs::write(&config, sentinel_conf(s, me, &data_s, m))
+                    .map_err(|e| io_err("cannot write sentinel config", e))?;
+                (
+                    s.redis_sentinel_bin.clone(),
+                    vec![config.display().to_string()],
+                    None,
+                )
             }
         };
         process::launch(&Launch {
@@ -362,7 +421,9 @@ impl LocalStack {
                 let ep = self.redis_endpoints();
                 match redis_component::agreed_master(&ep).await {
                     Some(n) => Some(self.addr(&n)),
-                    None => redis_component::discover_master(&ep, Duration::from_millis(500)).await.ok(),
+                    None => redis_component::discover_master(&ep, Duration::from_millis(500))
+                        .await
+                        .ok(),
                 }
             }
             _ => None,
@@ -390,7 +451,10 @@ impl LocalStack {
                 .placement
                 .postgres
                 .iter()
-                .map(|n| Member { node: n.clone(), addr: self.addr(n) })
+                .map(|n| Member {
+                    node: n.clone(),
+                    addr: self.addr(n),
+                })
                 .collect(),
             etcd: t.placement.etcd.iter().map(|n| self.addr(n)).collect(),
             scope: self.settings().patroni_scope.clone(),
@@ -405,7 +469,10 @@ impl LocalStack {
         let m = |nodes: &[String]| {
             nodes
                 .iter()
-                .map(|n| Member { node: n.clone(), addr: self.addr(n) })
+                .map(|n| Member {
+                    node: n.clone(),
+                    addr: self.addr(n),
+                })
                 .collect()
         };
         RedisEndpoints {
@@ -427,7 +494,11 @@ impl LocalStack {
         let http = http_client(Duration::from_millis(800));
         for n in &self.topology().placement.etcd {
             let addr = self.addr(n);
-            let ok = match http.get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health")).send().await {
+            let ok = match http
+                .get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health"))
+                .send()
+                .await
+            {
                 Ok(r) => r.text().await.map(|t| t.contains("true")).unwrap_or(false),
                 Err(_) => false,
             };
@@ -455,13 +526,17 @@ impl LocalStack {
             }
         }
         self.etcd_health().await?;
-        let postgres_leader = postgres::health(&self.postgres_endpoints(), self.settings().synchronous_mode)
-            .await
-            .map_err(|e| format!("postgres: {e}"))?;
+        let postgres_leader =
+            postgres::health(&self.postgres_endpoints(), self.settings().synchronous_mode)
+                .await
+                .map_err(|e| format!("postgres: {e}"))?;
         let redis_master = redis_component::health(&self.redis_endpoints())
             .await
             .map_err(|e| format!("redis: {e}"))?;
-        Ok(Health { postgres_leader, redis_master })
+        Ok(Health {
+            postgres_leader,
+            redis_master,
+        })
     }
 
     /// Polls `health_once` until it passes or the deadline; the error is the last reason it was unhealthy.
@@ -497,8 +572,10 @@ impl LocalStack {
         process::remove_cgroup_tree(&stack.state.cgroup_root);
         notes.extend(netns::delete_network(stack.topology()));
         let _ = fs::remove_dir_all(dir.root.join("nodes"));
-        crate::fault::journal::Journal::new(dir.journal_dir()).close_all("stack torn down by `faultline down`");
-        dir.remove_state().map_err(|e| io_err("cannot remove the state file", e))?;
+        crate::fault::journal::Journal::new(dir.journal_dir())
+            .close_all("stack torn down by `faultline down`");
+        dir.remove_state()
+            .map_err(|e| io_err("cannot remove the state file", e))?;
         Ok(notes)
     }
 
@@ -510,12 +587,22 @@ impl LocalStack {
                 .arg(arg)
                 .output()
                 .ok()
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string()
+                })
                 .unwrap_or_else(|| "unknown".into())
         };
         let mut versions = BTreeMap::new();
         versions.insert("patroni", version(&s.patroni_bin, "--version"));
-        versions.insert("postgres", version(&s.pg_bin_dir.join("postgres"), "--version"));
+        versions.insert(
+            "postgres",
+            version(&s.pg_bin_dir.join("postgres"), "--version"),
+        );
         versions.insert("etcd", version(&s.etcd_bin, "--version"));
         versions.insert("redis", version(&s.redis_server_bin, "--version"));
         json!({

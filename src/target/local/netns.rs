@@ -100,9 +100,12 @@ pub fn set_link(topology: &Topology, node: &str, up: bool) -> io::Result<()> {
 }
 
 pub fn link_is_up(topology: &Topology, node: &str) -> bool {
-    run("ip", &["-o", "link", "show", "dev", &host_veth(topology, node)])
-        .map(|s| !s.contains("state DOWN") && s.contains(",UP"))
-        .unwrap_or(false)
+    run(
+        "ip",
+        &["-o", "link", "show", "dev", &host_veth(topology, node)],
+    )
+    .map(|s| !s.contains("state DOWN") && s.contains(",UP"))
+    .unwrap_or(false)
 }
 
 /// Drop rules in one namespace: packets to `drop_out` and from `drop_in` are discarded. Added to faultline's
@@ -140,13 +143,18 @@ pub fn delete_rules(ns: &str) -> io::Result<bool> {
     }
     run(
         "ip",
-        &["netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE],
+        &[
+            "netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE,
+        ],
     )?;
     Ok(true)
 }
 
 pub fn has_rules(ns: &str) -> bool {
     run("ip", &["netns", "exec", ns, "nft", "list", "tables"])
-        .map(|s| s.lines().any(|l| l.trim() == format!("table inet {NFT_TABLE}")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.trim() == format!("table inet {NFT_TABLE}"))
+        })
         .unwrap_or(false)
 }

@@ -116,7 +116,8 @@ impl StateDir {
         }
         let state = self.state_file();
         if state.exists() {
-            let text = fs::read_to_string(&state).map_err(|e| format!("cannot read {}: {e}", state.display()))?;
+            let text = fs::read_to_string(&state)
+                .map_err(|e| format!("cannot read {}: {e}", state.display()))?;
             if !text.contains(OWNER) {
                 return Err(format!(
                     "{} is not a faultline state file; refusing to use {}",
@@ -126,7 +127,8 @@ impl StateDir {
             }
             return Ok(());
         }
-        let mut entries = fs::read_dir(&self.root).map_err(|e| format!("cannot read {}: {e}", self.root.display()))?;
+        let mut entries = fs::read_dir(&self.root)
+            .map_err(|e| format!("cannot read {}: {e}", self.root.display()))?;
         let foreign = entries.any(|e| {
             e.map(|e| {
                 let n = e.file_name();
@@ -148,9 +150,10 @@ impl StateDir {
         if !path.exists() {
             return Ok(None);
         }
-        let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let state: StackState =
-            serde_json::from_str(&text).map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let state: StackState = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
         if state.owner != OWNER {
             return Err(format!("{} is not a faultline state file", path.display()));
         }
@@ -160,7 +163,11 @@ impl StateDir {
     pub fn save(&self, state: &StackState) -> io::Result<()> {
         fs::create_dir_all(&self.root)?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))?;
-        write_atomic(&self.state_file(), serde_json::to_string_pretty(state)?.as_bytes(), 0o644)
+        write_atomic(
+            &self.state_file(),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+            0o644,
+        )
     }
 
     pub fn remove_state(&self) -> io::Result<()> {
@@ -218,7 +225,10 @@ mod tests {
         fs::write(dir.path().join("precious.txt"), "x").unwrap();
         assert!(sd.check_ownership().unwrap_err().contains("did not create"));
         fs::write(sd.state_file(), "{\"owner\":\"someone-else\"}").unwrap();
-        assert!(sd.check_ownership().unwrap_err().contains("not a faultline state file"));
+        assert!(sd
+            .check_ownership()
+            .unwrap_err()
+            .contains("not a faultline state file"));
     }
 
     #[test]
@@ -228,7 +238,10 @@ mod tests {
         let a = sd.load_or_create_secrets().unwrap();
         let b = sd.load_or_create_secrets().unwrap();
         assert_eq!(a.postgres_superuser.expose(), b.postgres_superuser.expose());
-        let mode = fs::metadata(sd.secrets_file()).unwrap().permissions().mode();
+        let mode = fs::metadata(sd.secrets_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

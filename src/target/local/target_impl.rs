@@ -29,16 +29,23 @@ impl Target for LocalStack {
     }
 
     async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {
-        LocalStack::wait_healthy(self, timeout)
-            .await
-            .map(|h| format!("postgres leader {}, redis master {}", h.postgres_leader, h.redis_master))
+        LocalStack::wait_healthy(self, timeout).await.map(|h| {
+            format!(
+                "postgres leader {}, redis master {}",
+                h.postgres_leader, h.redis_master
+            )
+        })
     }
 
     fn fingerprint(&self) -> serde_json::Value {
         LocalStack::fingerprint(self)
     }
 
-    async fn apply_fault(&self, journal: &Journal, kind: &FaultKind) -> Result<ActiveFault, TargetError> {
+    async fn apply_fault(
+        &self,
+        journal: &Journal,
+        kind: &FaultKind,
+    ) -> Result<ActiveFault, TargetError> {
         let resolve_all = |sels: Vec<NodeSelector>| async move {
             let mut nodes: Vec<String> = Vec::new();
             for s in &sels {
@@ -59,7 +66,11 @@ impl Target for LocalStack {
                 let nodes = fault::resolve(self, target).await?;
                 fault::pause::apply(self, journal, &nodes, ProcessKind::of(*component))
             }
-            FaultKind::Partition { side_a, side_b, direction } => {
+            FaultKind::Partition {
+                side_a,
+                side_b,
+                direction,
+            } => {
                 let a = resolve_all(side_a.clone()).await?;
                 let b = resolve_all(side_b.clone()).await?;
                 fault::partition::apply(self, journal, &a, &b, *direction)
@@ -84,12 +95,16 @@ impl Target for LocalStack {
         let t = self.topology();
         for step in steps {
             let r: Result<(), String> = match step {
-                RevertStep::DeleteRules { node } => netns::delete_rules(&t.namespace(node)).map(|_| ()).map_err(|e| e.to_string()),
+                RevertStep::DeleteRules { node } => netns::delete_rules(&t.namespace(node))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
                 RevertStep::Continue { node, process: p } => {
                     self.signal(node, *p, libc::SIGCONT);
                     Ok(())
                 }
-                RevertStep::LinkUp { node } => netns::set_link(t, node, true).map_err(|e| e.to_string()),
+                RevertStep::LinkUp { node } => {
+                    netns::set_link(t, node, true).map_err(|e| e.to_string())
+                }
                 RevertStep::Restart { node, process: p } => {
                     // A member SIGKILLed moments ago may still be leaving its cgroup (pitfall 2).
                     process::wait_cgroup_empty(&self.cgroup(node, *p), Duration::from_secs(3));

@@ -1,0 +1,698 @@
+//! The `faults:` entries of a scenario: fault kinds, node selectors, and timing within the observation window.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::document::{did_you_mean, Diagnostics};
+use super::duration::format_duration;
+use super::model::{ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection};
+use super::parse::{component, duration_in, role, HOUR};
+use crate::topology::Topology;
+
+const FAULT_KINDS: [&str; 6] = [
+    "process-kill",
+    "process-pause",
+    "partition",
+    "node-loss",
+    "zone-loss",
+    "node-drain",
+];
+const MAX_FAULTS: usize = 16;
+
+/// One shape for every kind, so that a key used with the wrong kind gets a sentence about that kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFault {
+    kind: Option<String>,
+    component: Option<String>,
+    target: Option<RawSelector>,
+    at: Option<String>,
+    duration: Option<String>,
+    side_a: Option<Vec<RawSelector>>,
+    side_b: Option<Vec<RawSelector>>,
+    direction: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelector {
+    node: Option<String>,
+    role: Option<String>,
+    zone: Option<String>,
+    zone_of: Option<RawZoneOf>,
+    component: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZoneOf {
+    role: Option<String>,
+    component: Option<String>,
+}
+
+/// What every fault is checked against.
+pub(super) struct FaultContext<'t> {
+    /// The scenario's component (postgres when the scenario's own is invalid, to keep checking the rest).
+    pub component: ComponentKind,
+    pub topology: Option<&'t Topology>,
+    pub observe: Option<Duration>,
+}
+
+pub(super) fn fault_list(
+    d: &mut Diagnostics<'_>,
+    raw: &[RawFault],
+    ctx: &FaultContext<'_>,
+) -> Option<Vec<FaultSpec>> {
+    if raw.is_empty() {
+        d.at(
+            "faults",
+            "`faults` is empty; list at least one fault, e.g. `- kind: process-kill` with `target: {role: primary}`",
+        );
+        return None;
+    }
+    if raw.len() > MAX_FAULTS {
+        d.at(
+            &format!("faults[{MAX_FAULTS}]"),
+            format!(
+                "a scenario has at most {MAX_FAULTS} faults; this one has {}",
+                raw.len()
+            ),
+        );
+    }
+    let faults: Vec<Option<FaultSpec>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, f)| fault(d, i, f, ctx))
+        .collect();
+    faults.into_iter().collect()
+}
+
+fn fault(
+    d: &mut Diagnostics<'_>,
+    index: usize,
+    raw: &RawFault,
+    ctx: &FaultContext<'_>,
+) -> Option<FaultSpec> {
+    let path = format!("faults[{index}]");
+    let n = index + 1;
+    let kind = match raw.kind.as_deref() {
+        None => {
+            d.at(
+                &path,
+                format!(
+                    "fault {n} has no `kind`; known kinds: {}",
+                    FAULT_KINDS.join(", ")
+                ),
+            );
+            None
+        }
+        Some(k) if FAULT_KINDS.contains(&k) => Some(k),
+        Some(k) => {
+            let hint = did_you_mean(k, &FAULT_KINDS)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            d.at(
+                &format!("{path}.kind"),
+                format!(
+                    "unknown fault kind `{k}`{hint}; known kinds: {}",
+                    FAULT_KINDS.join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let label = match kind {
+        Some(k) => format!("fault {n} ({k})"),
+        None => format!("fault {n}"),
+    };
+
+    let timing = fault_timing(d, &path, &label, raw, ctx.observe);
+    let kind = kind.and_then(|k| fault_kind(d, &path, &label, k, raw, ctx));
+    let (at, duration) = timing?;
+    Some(FaultSpec {
+        kind: kind?,
+        at,
+        duration,
+    })
+}
+
+/// `at` and `duration`, checked against the observation window.
+fn fault_timing(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: &RawFault,
+    observe: Option<Duration>,
+) -> Option<(Duration, Option<Duration>)> {
+    let at_path = format!("{path}.at");
+    let duration_path = format!("{path}.duration");
+    let at = match &raw.at {
+        None => Some(Duration::ZERO),
+        Some(t) => duration_in(
+            d,
+            t,
+            &at_path,
+            &format!("{label} at"),
+            Duration::ZERO,
+            24 * HOUR,
+        ),
+    };
+    let duration = match &raw.duration {
+        None => Some(None),
+        Some(t) => duration_in(
+            d,
+            t,
+            &duration_path,
+            &format!("{label} duration"),
+            Duration::from_millis(1),
+            24 * HOUR,
+        )
+        .map(Some),
+    };
+    let (at, duration) = (at?, duration?);
+    if let Some(observe) = observe {
+        if at >= observe {
+            d.at(
+                &at_path,
+                format!(
+                    "{label} starts at {}, which is not before the end of the observation window (observe: {})",
+                    format_duration(at),
+                    format_duration(observe)
+                ),
+            );
+            return None;
+        }
+        if let Some(length) = duration.filter(|l| at + *l > observe) {
+            d.at(
+                &duration_path,
+                format!(
+                    "{label} ends at {} (at {} + duration {}), after the observation window ends (observe: {})",
+                    format_duration(at + length),
+                    format_duration(at),
+                    format_duration(length),
+                    format_duration(observe)
+                ),
+            );
+            return None;
+        }
+    }
+    Some((at, duration))
+}
+
+fn fault_kind(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    kind: &str,
+    raw: &RawFault,
+    ctx: &FaultContext<'_>,
+) -> Option<FaultKind> {
+    let is_process = matches!(kind, "process-kill" | "process-pause");
+    let is_partition = kind == "partition";
+
+    let mut misplaced = |present: bool, key: &str, why: &str| {
+        if present {
+            d.at_key(
+                &format!("{path}.{key}"),
+                format!("{label} does not take `{key}`; {why}"),
+            );
+        }
+    };
+    if !is_process {
+        misplaced(
+            raw.component.is_some(),
+            "component",
+            "`component` only applies to process-kill and process-pause (for a role target, put it inside the \
+             target: `{role: primary, component: redis}`)",
+        );
+    }
+    if is_partition {
+        misplaced(
+            raw.target.is_some(),
+            "target",
+            "a partition takes `side_a` (and optionally `side_b`) instead",
+        );
+    } else {
+        let why = "only a partition takes side_a, side_b and direction";
+        misplaced(raw.side_a.is_some(), "side_a", why);
+        misplaced(raw.side_b.is_some(), "side_b", why);
+        misplaced(raw.direction.is_some(), "direction", why);
+    }
+
+    let fault_component = match (&raw.component, is_process) {
+        (Some(c), true) => component(d, c, &format!("{path}.component")),
+        _ => Some(ctx.component),
+    };
+    let default_component = fault_component.unwrap_or(ctx.component);
+
+    if is_partition {
+        return partition(d, path, label, raw, default_component, ctx.topology);
+    }
+
+    let target_path = format!("{path}.target");
+    let raw_target = d.require(
+        raw.target.as_ref(),
+        &target_path,
+        "say which node(s) it hits, e.g. `target: {role: primary}`",
+    )?;
+    let target = selector(
+        d,
+        raw_target,
+        &target_path,
+        default_component,
+        &format!("{label} targets"),
+        ctx.topology,
+    )?;
+
+    match kind {
+        "process-kill" | "process-pause" => {
+            let component = fault_component?;
+            check_member(d, &target_path, label, &target, component, ctx.topology);
+            Some(if kind == "process-kill" {
+                FaultKind::ProcessKill { component, target }
+            } else {
+                FaultKind::ProcessPause { component, target }
+            })
+        }
+        "node-loss" => Some(FaultKind::NodeLoss { target }),
+        "node-drain" => Some(FaultKind::NodeDrain { target }),
+        "zone-loss" => {
+            if matches!(target, NodeSelector::Zone(_) | NodeSelector::ZoneOf { .. }) {
+                Some(FaultKind::ZoneLoss { target })
+            } else {
+                d.at(
+                    &target_path,
+                    format!(
+                        "{label} must target a zone: use `{{zone: <name>}}` or `{{zone_of: {{role: primary}}}}`"
+                    ),
+                );
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A process fault aimed at a named node that runs no member of the component would do nothing.
+fn check_member(
+    d: &mut Diagnostics<'_>,
+    target_path: &str,
+    label: &str,
+    target: &NodeSelector,
+    component: ComponentKind,
+    topology: Option<&Topology>,
+) {
+    let (NodeSelector::Node(node), Some(topo)) = (target, topology) else {
+        return;
+    };
+    let members = topo.members(component);
+    if topo.node(node).is_some() && !members.contains(node) {
+        d.at(
+            &format!("{target_path}.node"),
+            format!(
+                "{label} targets node `{node}`, which runs no {component} member (in topology `{}`, {component} \
+                 runs on {})",
+                topo.name,
+                members.join(", ")
+            ),
+        );
+    }
+}
+
+fn partition(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: &RawFault,
+    default_component: ComponentKind,
+    topology: Option<&Topology>,
+) -> Option<FaultKind> {
+    let direction = match raw.direction.as_deref() {
+        None | Some("both") => Some(PartitionDirection::Both),
+        Some("a-to-b") => Some(PartitionDirection::AToB),
+        Some("b-to-a") => Some(PartitionDirection::BToA),
+        Some(other) => {
+            d.at(
+                &format!("{path}.direction"),
+                format!("unknown partition direction `{other}`; use both, a-to-b or b-to-a"),
+            );
+            None
+        }
+    };
+    let side_a_path = format!("{path}.side_a");
+    let side_a = d
+        .require(
+            raw.side_a.as_ref(),
+            &side_a_path,
+            "list the nodes cut off from the rest, e.g. `side_a: [{role: primary}]`",
+        )
+        .and_then(|side| {
+            if side.is_empty() {
+                d.at(
+                    &side_a_path,
+                    format!("{label} has an empty `side_a`; list at least one node selector, e.g. `[{{role: primary}}]`"),
+                );
+                None
+            } else {
+                selectors(d, side, &side_a_path, default_component, &format!("{label} side_a includes"), topology)
+            }
+        });
+    let side_b = match &raw.side_b {
+        None => Some(Vec::new()),
+        Some(side) => selectors(
+            d,
+            side,
+            &format!("{path}.side_b"),
+            default_component,
+            &format!("{label} side_b includes"),
+            topology,
+        ),
+    };
+    Some(FaultKind::Partition {
+        side_a: side_a?,
+        side_b: side_b?,
+        direction: direction?,
+    })
+}
+
+fn selectors(
+    d: &mut Diagnostics<'_>,
+    raw: &[RawSelector],
+    path: &str,
+    default_component: ComponentKind,
+    who: &str,
+    topology: Option<&Topology>,
+) -> Option<Vec<NodeSelector>> {
+    let parsed: Vec<Option<NodeSelector>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            selector(
+                d,
+                s,
+                &format!("{path}[{i}]"),
+                default_component,
+                who,
+                topology,
+            )
+        })
+        .collect();
+    parsed.into_iter().collect()
+}
+
+/// One of `{node: n1}`, `{role: primary}` (optionally with `component`), `{zone: z1}`, `{zone_of: {role: ...}}`.
+/// `who` starts the sentence for names missing from the topology, e.g. "fault 1 (process-kill) targets".
+fn selector(
+    d: &mut Diagnostics<'_>,
+    raw: &RawSelector,
+    path: &str,
+    default_component: ComponentKind,
+    who: &str,
+    topology: Option<&Topology>,
+) -> Option<NodeSelector> {
+    let forms: Vec<&str> = [
+        ("node", raw.node.is_some()),
+        ("role", raw.role.is_some()),
+        ("zone", raw.zone.is_some()),
+        ("zone_of", raw.zone_of.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, present)| present.then_some(key))
+    .collect();
+    match forms.as_slice() {
+        [] => {
+            d.at(
+                path,
+                "a node selector needs one of `node`, `role`, `zone` or `zone_of`, e.g. `{role: primary}`",
+            );
+            return None;
+        }
+        [_] => {}
+        [first, second, ..] => {
+            d.at_key(
+                &format!("{path}.{second}"),
+                format!(
+                    "a node selector takes exactly one of node, role, zone or zone_of; this one has both `{first}` \
+                     and `{second}`"
+                ),
+            );
+            return None;
+        }
+    }
+    if raw.component.is_some() && raw.role.is_none() {
+        d.at_key(
+            &format!("{path}.component"),
+            "`component` in a node selector only goes with `role` (for zone_of, put it inside: \
+             `{zone_of: {role: primary, component: redis}}`)",
+        );
+        return None;
+    }
+    let component_at = |d: &mut Diagnostics<'_>, value: &Option<String>, p: String| match value {
+        None => Some(default_component),
+        Some(c) => component(d, c, &p),
+    };
+
+    if let Some(node) = &raw.node {
+        if let Some(topo) = topology.filter(|t| t.node(node).is_none()) {
+            let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+            d.at(
+                &format!("{path}.node"),
+                format!(
+                    "{who} node `{node}`, which is not in topology `{}` (nodes: {})",
+                    topo.name,
+                    names.join(", ")
+                ),
+            );
+            return None;
+        }
+        return Some(NodeSelector::Node(node.clone()));
+    }
+    if let Some(zone) = &raw.zone {
+        if let Some(topo) = topology.filter(|t| t.nodes_in_zone(zone).is_empty()) {
+            d.at(
+                &format!("{path}.zone"),
+                format!(
+                    "{who} zone `{zone}`, which is not in topology `{}` (zones: {})",
+                    topo.name,
+                    topo.zones().join(", ")
+                ),
+            );
+            return None;
+        }
+        return Some(NodeSelector::Zone(zone.clone()));
+    }
+    if let Some(text) = &raw.role {
+        let role = role(d, text, &format!("{path}.role"));
+        let component = component_at(d, &raw.component, format!("{path}.component"));
+        return Some(NodeSelector::Role {
+            component: component?,
+            role: role?,
+        });
+    }
+    let zone_of = raw.zone_of.as_ref()?;
+    let zone_of_path = format!("{path}.zone_of");
+    let role = d
+        .require(
+            zone_of.role.as_ref(),
+            &format!("{zone_of_path}.role"),
+            "e.g. `{zone_of: {role: primary}}`",
+        )
+        .and_then(|r| role(d, r, &format!("{zone_of_path}.role")));
+    let component = component_at(d, &zone_of.component, format!("{zone_of_path}.component"));
+    Some(NodeSelector::ZoneOf {
+        component: component?,
+        role: role?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::parse::tests::{err, err_with, path, topo, with_faults};
+    use crate::scenario::parse_scenario;
+    use crate::scenario::Role;
+    use crate::topology::parse_topology;
+
+    #[test]
+    fn process_fault_role_defaults_to_the_fault_component() {
+        let text = with_faults(
+            "  - kind: process-kill\n    component: redis\n    target: {role: primary}\n",
+        );
+        let s = parse_scenario(&text, path(), None).unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::ProcessKill {
+                component: ComponentKind::Redis,
+                target: NodeSelector::Role {
+                    component: ComponentKind::Redis,
+                    role: Role::Primary
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_faults() {
+        let many = "  - {kind: process-kill, target: {role: primary}}\n".repeat(17);
+        let e = err(&with_faults(&many));
+        assert!(e.contains("at most 16 faults; this one has 17"), "{e}");
+    }
+
+    #[test]
+    fn selector_forms_are_exclusive() {
+        let e = err(&with_faults(
+            "  - kind: node-loss\n    target: {node: n1, role: primary}\n",
+        ));
+        assert!(
+            e.contains("s.yaml:6:24: a node selector takes exactly one of"),
+            "{e}"
+        );
+        let e = err(&with_faults("  - kind: node-loss\n    target: {}\n"));
+        assert!(
+            e.contains("s.yaml:6:13: a node selector needs one of"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: node-loss\n    target: {zone: z1, component: redis}\n",
+        ));
+        assert!(e.contains("only goes with `role`"), "{e}");
+        let e = err(&with_faults(
+            "  - kind: node-loss\n    target: {zone_of: {component: redis}}\n",
+        ));
+        assert!(e.contains("missing required key `role`"), "{e}");
+        let e = err(&with_faults("  - kind: node-loss\n    target: primary\n"));
+        assert!(e.contains("s.yaml:6:13: faults[0].target: invalid type: string \"primary\", expected a mapping"), "{e}");
+    }
+
+    #[test]
+    fn names_are_checked_against_the_topology() {
+        let t = topo();
+        let e = err_with(
+            &with_faults("  - kind: process-kill\n    target: {node: n9}\n"),
+            Some(&t),
+        );
+        assert!(
+            e.contains("s.yaml:6:20: fault 1 (process-kill) targets node `n9`, which is not in topology `three-node` (nodes: n1, n2, n3)"),
+            "{e}"
+        );
+        let e = err_with(
+            &with_faults("  - kind: zone-loss\n    target: {zone: z9}\n"),
+            Some(&t),
+        );
+        assert!(
+            e.contains(
+                "targets zone `z9`, which is not in topology `three-node` (zones: z1, z2, z3)"
+            ),
+            "{e}"
+        );
+        let e = err_with(
+            &with_faults(
+                "  - kind: partition\n    side_a: [{node: n1}]\n    side_b: [{node: n7}]\n",
+            ),
+            Some(&t),
+        );
+        assert!(
+            e.contains("fault 1 (partition) side_b includes node `n7`"),
+            "{e}"
+        );
+        // Without a topology the names cannot be checked and are accepted.
+        assert!(parse_scenario(
+            &with_faults("  - kind: process-kill\n    target: {node: n9}\n"),
+            path(),
+            None
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn process_faults_must_hit_a_member() {
+        let text = "name: t\nnodes:\n  - {name: n1, zone: z1, region: r1}\n  - {name: n2, zone: z2, region: r1}\n  - {name: n3, zone: z3, region: r1}\n  - {name: n4, zone: z3, region: r1}\n";
+        let t = parse_topology(text, Path::new("t.yaml")).unwrap();
+        let e = err_with(
+            &with_faults("  - kind: process-kill\n    target: {node: n4}\n"),
+            Some(&t),
+        );
+        assert!(e.contains("runs no postgres member"), "{e}");
+    }
+
+    #[test]
+    fn zone_loss_needs_a_zone_target() {
+        let e = err(&with_faults(
+            "  - kind: zone-loss\n    target: {role: primary}\n",
+        ));
+        assert!(
+            e.contains("s.yaml:6:13: fault 1 (zone-loss) must target a zone"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_the_kind() {
+        let e = err(&with_faults("  - kind: partition\n    component: redis\n    target: {role: primary}\n    side_a: [{role: primary}]\n"));
+        assert!(
+            e.contains("s.yaml:6:5: fault 1 (partition) does not take `component`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("s.yaml:7:5: fault 1 (partition) does not take `target`"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: node-loss\n    target: {node: n1}\n    direction: both\n",
+        ));
+        assert!(
+            e.contains("s.yaml:7:5: fault 1 (node-loss) does not take `direction`"),
+            "{e}"
+        );
+        let e = err(&with_faults("  - kind: node-loss\n"));
+        assert!(
+            e.contains("s.yaml:5:5: missing required key `target`"),
+            "{e}"
+        );
+        let e = err(&with_faults("  - kind: partition\n    side_a: []\n"));
+        assert!(e.contains("empty `side_a`"), "{e}");
+        let e = err(&with_faults(
+            "  - kind: partition\n    side_a: [{role: primary}]\n    direction: sideways\n",
+        ));
+        assert!(e.contains("unknown partition direction `sideways`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fault_kind_lists_the_known_ones() {
+        let e = err(&with_faults(
+            "  - kind: process-kil\n    target: {role: primary}\n",
+        ));
+        assert!(
+            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, node-loss, zone-loss, node-drain"),
+            "{e}"
+        );
+        let e = err(&with_faults("  - target: {role: primary}\n"));
+        assert!(e.contains("fault 1 has no `kind`"), "{e}");
+    }
+
+    #[test]
+    fn fault_timing_must_fit_the_observation_window() {
+        let e = err(&with_faults(
+            "  - kind: process-kill\n    target: {role: primary}\n    at: 30s\n",
+        ));
+        assert!(e.contains("s.yaml:7:9: fault 1 (process-kill) starts at 30s, which is not before the end of the observation window (observe: 30s)"), "{e}");
+        let e = err(&with_faults(
+            "  - kind: process-kill\n    target: {role: primary}\n    at: 10s\n    duration: 25s\n",
+        ));
+        assert!(
+            e.contains("s.yaml:8:15: fault 1 (process-kill) ends at 35s (at 10s + duration 25s)"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: process-kill\n    target: {role: primary}\n    duration: 0s\n",
+        ));
+        assert!(e.contains("duration `0s` is out of range"), "{e}");
+        let ok = with_faults(
+            "  - kind: process-kill\n    target: {role: primary}\n    at: 10s\n    duration: 20s\n",
+        );
+        assert!(parse_scenario(&ok, path(), None).is_ok());
+    }
+}

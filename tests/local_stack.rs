@@ -1,0 +1,455 @@
+//! End-to-end tests against the real local stack: etcd, Patroni/PostgreSQL, Redis and Sentinel in network
+//! namespaces, really broken. They need root (namespaces, nft, cgroups) and the packages from
+//! scripts/install-deps.sh; without root they are skipped with a message saying so.
+//!
+//! The tests share one stack, so they take a lock and run one at a time; each brings the stack up if needed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static STACK: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_faultline")
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with the reason on stderr) unless running as root.
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root for network namespaces, nft and cgroups (run the tests with sudo)");
+            return;
+        }
+    };
+}
+
+fn reports_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("faultline-test-reports");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn faultline(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("faultline runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn up() {
+    let o = faultline(&["up"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "faultline up failed:\n{}",
+        text(&o)
+    );
+}
+
+/// The run directory printed by `faultline run` ("report: <dir>/report.json").
+fn report_of(o: &Output) -> (PathBuf, Value) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report line in output:\n{}", text(o)));
+    let path = repo(line.trim());
+    let path = if path.exists() {
+        path
+    } else {
+        PathBuf::from(line.trim())
+    };
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path.parent().unwrap().to_path_buf(), json)
+}
+
+fn measured(report: &Value, metric: &str) -> Option<f64> {
+    report["measurements"][metric].as_f64()
+}
+
+/// Every log-agreement row must have found its server log line and agree within 0.5 s.
+fn assert_log_agreement(report: &Value, expect_events: &[&str]) {
+    let rows = report["log_agreement"]
+        .as_array()
+        .expect("log_agreement array");
+    for want in expect_events {
+        let row = rows
+            .iter()
+            .find(|r| r["event"].as_str().unwrap_or("").contains(want))
+            .unwrap_or_else(|| panic!("no log agreement row for {want}: {rows:#?}"));
+        let delta = row["delta_s"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no server log line found for {want}: {row:#?}"));
+        assert!(
+            delta.abs() <= 0.5,
+            "{want}: harness and server log disagree by {delta} s: {row:#?}"
+        );
+    }
+}
+
+fn junit_mentions(run_dir: &Path, what: &str) -> bool {
+    std::fs::read_to_string(run_dir.join("junit.xml"))
+        .unwrap_or_default()
+        .contains(what)
+}
+
+/// No faultline nft table, no stopped stack process, no link down, and exactly the topology's namespaces.
+fn assert_no_residue() {
+    let o = faultline(&["status"]);
+    let out = text(&o);
+    assert!(!out.contains("residue:"), "residue after the run:\n{out}");
+    assert!(
+        !out.contains("STOPPED"),
+        "stopped processes after the run:\n{out}"
+    );
+    assert!(
+        out.contains("fault journal: no open entry"),
+        "open journal entries:\n{out}"
+    );
+    for n in ["fl-n1", "fl-n2", "fl-n3"] {
+        let tables = Command::new("ip")
+            .args(["netns", "exec", n, "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("faultline"),
+            "nft table left in {n}"
+        );
+    }
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&ns.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| n.starts_with("fl-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["fl-n1", "fl-n2", "fl-n3"], "stray namespaces");
+}
+
+#[test]
+fn postgres_primary_kill_agrees_with_patroni_log() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/postgres-primary-kill.yaml"]);
+    let code = o.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (dir, r) = report_of(&o);
+    let verdict = r["verdict"].as_str().unwrap();
+    assert!(verdict == "pass" || verdict == "fail", "verdict {verdict}");
+    assert_eq!(
+        code,
+        Some(if verdict == "pass" { 0 } else { 1 }),
+        "exit code follows the verdict"
+    );
+    let detection = measured(&r, "detection_s").expect("detection observed");
+    let promotion = measured(&r, "promotion_s").expect("promotion observed");
+    assert!(detection > 1.0 && detection < 20.0, "detection {detection}");
+    assert!(
+        promotion >= detection,
+        "promotion {promotion} before detection {detection}"
+    );
+    assert!(measured(&r, "acked_writes").unwrap() > 100.0);
+    assert_eq!(
+        measured(&r, "lost_acked_writes"),
+        Some(0.0),
+        "synchronous Patroni lost acknowledged writes"
+    );
+    assert_log_agreement(&r, &["promotion"]);
+    assert!(
+        junit_mentions(&dir, "detection_s &lt;= 10") || junit_mentions(&dir, "detection_s <= 10")
+    );
+    let timeline = r["timeline"].as_array().unwrap();
+    for kind in [
+        "fault_applied",
+        "failure_detected",
+        "new_primary_serving",
+        "first_write_after_fault",
+        "fault_reverted",
+    ] {
+        assert!(
+            timeline
+                .iter()
+                .any(|e| e["event"]["type"] == kind && e["at"].as_str().unwrap().ends_with('Z')),
+            "timeline lacks {kind}"
+        );
+    }
+    assert!(r["fingerprint"]["versions"]["patroni"]
+        .as_str()
+        .unwrap()
+        .contains("patroni"));
+    assert_eq!(r["fingerprint"]["settings"]["ttl"], 10);
+    let pw = std::fs::read_to_string("/var/tmp/faultline/secrets.json").unwrap();
+    let pw: Value = serde_json::from_str(&pw).unwrap();
+    let secret = pw["postgres_superuser"].as_str().unwrap();
+    for f in ["report.json", "junit.xml", "ledger.jsonl"] {
+        assert!(
+            !std::fs::read_to_string(dir.join(f))
+                .unwrap()
+                .contains(secret),
+            "password in {f}"
+        );
+    }
+    assert!(
+        !text(&o).contains(secret),
+        "password in the terminal output"
+    );
+}
+
+#[test]
+fn redis_master_kill_agrees_with_sentinel_log() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/redis-master-kill.yaml"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (_dir, r) = report_of(&o);
+    let detection = measured(&r, "detection_s").expect("+sdown observed");
+    let promotion = measured(&r, "promotion_s").expect("+promoted-slave observed");
+    assert!(
+        detection >= 2.9,
+        "+sdown cannot come before down-after-milliseconds (3 s): {detection}"
+    );
+    assert!(promotion > detection);
+    assert!(measured(&r, "rto_s").is_some(), "clients never reconnected");
+    assert_log_agreement(&r, &["+sdown", "+promoted-slave", "+switch-master"]);
+}
+
+#[test]
+fn redis_master_partition_without_wait_reports_lost_writes() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/redis-master-partition.yaml"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a lost acknowledged write must fail the run:\n{}",
+        text(&o)
+    );
+    let (dir, r) = report_of(&o);
+    assert_eq!(r["verdict"], "fail");
+    let lost = measured(&r, "lost_acked_writes").expect("loss measured");
+    assert!(
+        lost > 0.0,
+        "partitioned master kept acknowledging writes that were discarded; got {lost}"
+    );
+    let t = r["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["metric"] == "lost_acked_writes")
+        .unwrap();
+    assert_eq!(t["pass"], false);
+    assert_eq!(t["measured"].as_f64(), Some(lost));
+    assert!(junit_mentions(&dir, "<failure"), "junit shows the failure");
+    // The report names which writes were lost.
+    assert!(!r["trials"][0]["writes"]["lost_sample"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// Waits for an open entry in the fault journal, i.e. a fault is applied right now.
+fn wait_for_open_fault(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(rd) = std::fs::read_dir("/var/tmp/faultline/journal") {
+            for e in rd.flatten() {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if t.contains("\"closed_at\": null") {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn spawn_run(scenario: &str) -> std::process::Child {
+    Command::new(bin())
+        .args(["run", scenario])
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_during_a_partition_reverts_it_and_reports_incomplete() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let child = spawn_run("scenarios/postgres-primary-partition.yaml");
+    assert!(
+        wait_for_open_fault(Duration::from_secs(60)),
+        "the partition was never applied"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "interrupted run exits 4:\n{}",
+        text(&o)
+    );
+    let (_dir, r) = report_of(&o);
+    assert_eq!(
+        r["verdict"], "incomplete",
+        "an interrupted run is never a pass"
+    );
+    assert!(r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"]["type"] == "fault_reverted"));
+    // The stack heals by itself once the rules are gone; residue must be zero right away.
+    assert_no_residue();
+    let o = faultline(&["recover"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn sigkill_during_a_pause_is_undone_by_recover() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let child = spawn_run("fixtures/valid/postgres-primary-pause.yaml");
+    assert!(
+        wait_for_open_fault(Duration::from_secs(60)),
+        "the pause was never applied"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: signalling the child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait_with_output();
+    let o = faultline(&["status"]);
+    assert!(
+        text(&o).contains("STOPPED"),
+        "the crash left the member paused:\n{}",
+        text(&o)
+    );
+    let o = faultline(&["recover"]);
+    assert_eq!(o.status.code(), Some(0), "recover failed:\n{}", text(&o));
+    assert!(text(&o).contains("reverted"), "{}", text(&o));
+    assert_no_residue();
+    let again = faultline(&["recover"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "recover is idempotent:\n{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn down_removes_everything_and_up_rebuilds() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["down"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains("fl-n"),
+        "namespaces left after down"
+    );
+    let br = Command::new("ip")
+        .args(["link", "show", "flbr0"])
+        .output()
+        .unwrap();
+    assert!(!br.status.success(), "bridge left after down");
+    let started = Instant::now();
+    up();
+    eprintln!(
+        "stack up from nothing in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_no_residue();
+}
+
+#[test]
+fn without_root_up_refuses_with_exit_3() {
+    if !is_root() {
+        let o = faultline(&["up"]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains("needs root"));
+        return;
+    }
+    // As root, drop to an unprivileged user to see the refusal.
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            bin(),
+            "--state-dir",
+            "/tmp/faultline-nobody",
+            "up",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("needs root"), "{}", text(&o));
+}
+
+#[test]
+fn invalid_scenario_exits_2_naming_file_line_and_problem() {
+    let o = faultline(&["validate", "fixtures/invalid/scenario-unknown-metric.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fixtures/invalid/scenario-unknown-metric.yaml:"),
+        "{err}"
+    );
+    assert!(err.contains("unknown metric"), "{err}");
+    // `run` validates before touching anything: no stack is needed to get the error.
+    let o = faultline(&["run", "fixtures/invalid/scenario-unknown-metric.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = faultline(&[
+        "validate",
+        "scenarios/postgres-primary-kill.yaml",
+        "scenarios/suites/nightly.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
