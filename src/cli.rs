@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
+use crate::component::{postgres, redis as redis_component};
 use crate::engine::{self, RunOptions};
 use crate::exit;
 use crate::fault::journal::Journal;
@@ -99,7 +100,11 @@ fn default_topology() -> Topology {
 }
 
 fn report_input(e: &InputErrors) -> i32 {
-    eprintln!("{e}");
+    let mut sorted = e.clone();
+    sorted
+        .0
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    eprintln!("{sorted}");
     let n = e.0.len();
     eprintln!(
         "{n} error{} found; nothing was started",
@@ -485,9 +490,25 @@ async fn recover(dir: StateDir) -> i32 {
         }
         Err(e) => return report_env(e),
     };
+    // A live run owns its faults; recovering under it would fight it.
+    let lock = match lock::acquire(&dir.root) {
+        Ok((l, lock::LockOutcome::TookOverStale(holder))) => {
+            println!("the run that held the stack ({holder}) is gone; recovering what it left");
+            l
+        }
+        Ok((l, _)) => l,
+        Err(e) => return report_env(e),
+    };
+    let code = recover_locked(&stack).await;
+    lock::release(lock);
+    code
+}
+
+async fn recover_locked(stack: &LocalStack) -> i32 {
+    let dir = &stack.dir;
     let journal = Journal::new(dir.journal_dir());
     for e in journal.open_entries() {
-        match Target::revert(&stack, &e.steps).await {
+        match Target::revert(stack, &e.steps).await {
             Ok(()) => {
                 let _ = journal.close(&e.id, "reverted by `faultline recover`");
                 println!("reverted {} ({})", e.id, e.description);
@@ -498,7 +519,7 @@ async fn recover(dir: StateDir) -> i32 {
     // Residue without a journal entry (e.g. a crash between applying and journaling is impossible by design,
     // but a user may have interfered): fix what belongs to this stack.
     let t = stack.topology();
-    for r in residue(&stack) {
+    for r in residue(stack) {
         println!("found residue: {r}");
     }
     for n in &t.nodes {
@@ -518,14 +539,24 @@ async fn recover(dir: StateDir) -> i32 {
             }
         }
     }
-    let left = residue(&stack);
+    let left = residue(stack);
     match stack.wait_healthy(Duration::from_secs(90)).await {
         Ok(h) if left.is_empty() => {
-            println!(
-                "recovered: no residue; stack healthy (postgres leader {}, redis master {})",
-                h.postgres_leader, h.redis_master
-            );
-            exit::PASS
+            let pg =
+                postgres::write_probe(&stack.postgres_endpoints(), Duration::from_secs(10)).await;
+            let rd =
+                redis_component::write_probe(&stack.redis_endpoints(), Duration::from_secs(10))
+                    .await;
+            match (pg, rd) {
+                (Ok(pg), Ok(rd)) => {
+                    println!(
+                        "recovered: no residue; every member back; postgres primary {pg} and redis master {rd} accept writes (leaders by health check: {}, {})",
+                        h.postgres_leader, h.redis_master
+                    );
+                    exit::PASS
+                }
+                (Err(e), _) | (_, Err(e)) => report_env(e),
+            }
         }
         Ok(_) => {
             for r in left {

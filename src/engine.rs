@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::analysis::{self, TrialInput, TrialMeasurements};
 use crate::clock::{rfc3339_millis, Clock, Stamp};
-use crate::component::{postgres, redis as redis_component};
+use crate::component::Component;
 use crate::events::{Event, EventKind, EventLog};
 use crate::exit;
 use crate::fault::journal::Journal;
@@ -18,7 +18,7 @@ use crate::fault::ActiveFault;
 use crate::ledger::{Ledger, ReadBack};
 use crate::load::{self, LoadClient};
 use crate::report::{self, LogAgreement, RunReport, TrialReport};
-use crate::scenario::{ComponentKind, Scenario};
+use crate::scenario::Scenario;
 use crate::target::{Target, TargetError};
 use crate::verdict::{self, Verdict};
 
@@ -49,6 +49,18 @@ struct TrialWindow {
     read_back: Option<ReadBack>,
 }
 
+/// Resolves once at least `count` signals have been received (never, if signals cannot be delivered).
+async fn signalled(intr: &mut Interrupts, count: u32) {
+    loop {
+        if *intr.borrow() >= count {
+            return;
+        }
+        if intr.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Sleeps unless interrupted.
 async fn pause(d: Duration, intr: &mut Interrupts) -> Result<(), Stop> {
     if *intr.borrow() > 0 {
@@ -56,7 +68,7 @@ async fn pause(d: Duration, intr: &mut Interrupts) -> Result<(), Stop> {
     }
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
-        _ = intr.changed() => Err(Stop::Interrupted),
+        _ = signalled(intr, 1) => Err(Stop::Interrupted),
     }
 }
 
@@ -79,6 +91,7 @@ pub async fn run_scenario<T: Target>(
     let run_id = new_run_id(&scenario.name);
     let run_dir = opts.reports_dir.join(&run_id);
     std::fs::create_dir_all(&run_dir)?;
+    let component = target.component(scenario.component);
     let clock = Clock::start();
     let started_at = rfc3339_millis(SystemTime::now());
     let events = EventLog::new(clock);
@@ -92,6 +105,7 @@ pub async fn run_scenario<T: Target>(
         events.set_trial(trial);
         let r = run_trial(
             target,
+            component.as_ref(),
             scenario,
             &run_id,
             &opts.journal,
@@ -119,18 +133,18 @@ pub async fn run_scenario<T: Target>(
     ledger.flush();
 
     // Verify once more at the end of the run: a loss can surface a round later (pitfall 10).
-    let final_read = if stop.is_none() || matches!(stop, Some(Stop::Interrupted)) {
-        read_back(
-            target,
-            scenario.component,
-            &run_id,
-            clock,
-            Duration::from_secs(20),
-        )
-        .await
-        .ok()
-    } else {
-        None
+    let final_read = match stop {
+        Some(Stop::Failed(..)) => None,
+        _ => {
+            read_back_unless_interrupted(
+                component.as_ref(),
+                &run_id,
+                clock,
+                Duration::from_secs(20),
+                &mut intr,
+            )
+            .await
+        }
     };
     let entries = ledger.entries();
     for w in &windows {
@@ -222,7 +236,7 @@ pub async fn run_scenario<T: Target>(
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
         log_agreement: log_agreement(
             target,
-            scenario.component,
+            component.as_ref(),
             &clock,
             &all_events,
             &fault_at_by_trial,
@@ -237,6 +251,7 @@ pub async fn run_scenario<T: Target>(
 #[allow(clippy::too_many_arguments)]
 async fn run_trial<T: Target>(
     target: &T,
+    component: &dyn Component,
     scenario: &Scenario,
     run_id: &str,
     journal: &Journal,
@@ -251,7 +266,7 @@ async fn run_trial<T: Target>(
     events.emit(EventKind::TrialStarted);
     let healthy = tokio::select! {
         h = target.wait_healthy(scenario.heal.timeout) => h,
-        _ = intr.changed() => return Err((None, Stop::Interrupted)),
+        _ = signalled(intr, 1) => return Err((None, Stop::Interrupted)),
     };
     if let Err(e) = healthy {
         return Err((
@@ -262,33 +277,14 @@ async fn run_trial<T: Target>(
             ),
         ));
     }
-    if let Err(e) = prepare(target, scenario.component).await {
+    if let Err(e) = component.prepare(Duration::from_secs(20)).await {
         return Err((None, Stop::Failed(e, exit::ENVIRONMENT)));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probe = match scenario.component {
-        ComponentKind::Postgres => {
-            postgres::spawn_probe(target.postgres_endpoints(), events.clone(), stop_rx)
-        }
-        ComponentKind::Redis => {
-            redis_component::spawn_probe(target.redis_endpoints(), events.clone(), stop_rx)
-        }
-    };
+    let probe = component.spawn_probe(events.clone(), stop_rx);
     let clients: Vec<Box<dyn LoadClient>> = (0..scenario.load.connections)
-        .map(|_| -> Box<dyn LoadClient> {
-            match scenario.component {
-                ComponentKind::Postgres => Box::new(postgres::PostgresLoadClient::new(
-                    target.postgres_endpoints(),
-                    run_id,
-                )),
-                ComponentKind::Redis => Box::new(redis_component::RedisLoadClient::new(
-                    target.redis_endpoints(),
-                    run_id,
-                    scenario.load.redis_wait.clone(),
-                )),
-            }
-        })
+        .map(|_| component.load_client(run_id, &scenario.load))
         .collect();
     // Give the sentinel subscriptions a moment so the baseline starts with every probe attached.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -319,7 +315,7 @@ async fn run_trial<T: Target>(
             events.emit(EventKind::HealStarted);
             let heal = tokio::select! {
                 h = target.wait_healthy(scenario.heal.timeout) => Ok(h),
-                _ = intr.changed() => Err(Stop::Interrupted),
+                _ = signalled(intr, 1) => Err(Stop::Interrupted),
             };
             match heal {
                 Ok(h) => {
@@ -356,15 +352,8 @@ async fn run_trial<T: Target>(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
     ledger.flush();
-    window.read_back = read_back(
-        target,
-        scenario.component,
-        run_id,
-        clock,
-        scenario.heal.timeout,
-    )
-    .await
-    .ok();
+    window.read_back =
+        read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await;
     events.emit(EventKind::TrialEnded);
     match result {
         Ok(()) if window.read_back.is_none() => Err((
@@ -488,37 +477,34 @@ async fn revert_all<T: Target>(
     }
 }
 
-async fn prepare<T: Target>(target: &T, component: ComponentKind) -> Result<(), String> {
-    match component {
-        ComponentKind::Postgres => {
-            postgres::prepare(&target.postgres_endpoints(), Duration::from_secs(20)).await
-        }
-        ComponentKind::Redis => Ok(()),
-    }
-}
-
-async fn read_back<T: Target>(
-    target: &T,
-    component: ComponentKind,
+/// Read-back, bounded: after a first signal it gets 10 s at most; a second signal skips it (faults are already
+/// reverted by then; only evidence is lost, and the run is reported incomplete anyway).
+async fn read_back_unless_interrupted(
+    component: &dyn Component,
     run_id: &str,
     clock: Clock,
     deadline: Duration,
-) -> Result<ReadBack, String> {
-    match component {
-        ComponentKind::Postgres => {
-            postgres::read_back_ledger(&target.postgres_endpoints(), run_id, deadline, clock).await
-        }
-        ComponentKind::Redis => {
-            redis_component::read_back_ledger(&target.redis_endpoints(), run_id, deadline, clock)
-                .await
-        }
+    intr: &mut Interrupts,
+) -> Option<ReadBack> {
+    let signals = *intr.borrow();
+    if signals >= 2 {
+        return None;
+    }
+    let deadline = if signals == 1 {
+        deadline.min(Duration::from_secs(10))
+    } else {
+        deadline
+    };
+    tokio::select! {
+        r = component.read_back(run_id, deadline, clock) => r.ok(),
+        _ = signalled(intr, 2) => None,
     }
 }
 
 /// Lines up the harness's detection/promotion stamps with the servers' own log lines for the same event.
 fn log_agreement<T: Target>(
     target: &T,
-    component: ComponentKind,
+    component: &dyn Component,
     clock: &Clock,
     events: &[Event],
     fault_at: &BTreeMap<u32, Stamp>,
@@ -532,44 +518,16 @@ fn log_agreement<T: Target>(
                 .find(|e| pred(&e.kind))
                 .map(|e| e.at)
         };
-        let checks: Vec<(&str, &str, Option<Stamp>)> = match component {
-            ComponentKind::Postgres => vec![
-                (
-                    "detection (leader key gone) vs Patroni lock acquisition",
-                    "promoted self to leader",
-                    after(&|k| matches!(k, EventKind::FailureDetected { .. })),
-                ),
-                (
-                    "promotion",
-                    "promoted self to leader",
-                    after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
-                ),
-            ],
-            ComponentKind::Redis => vec![
-                (
-                    "detection (+sdown master)",
-                    "+sdown master",
-                    after(&|k| matches!(k, EventKind::FailureDetected { .. })),
-                ),
-                (
-                    "promotion (+promoted-slave)",
-                    "+promoted-slave",
-                    after(&|k| matches!(k, EventKind::NewPrimaryServing { .. })),
-                ),
-                (
-                    "+switch-master",
-                    "+switch-master",
-                    after(
-                        &|k| matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master")),
-                    ),
-                ),
-            ],
-        };
+        let checks: Vec<(&str, &str, Option<Stamp>)> = component
+            .log_checks()
+            .into_iter()
+            .map(|c| (c.label, c.needle, after(&c.event)))
+            .collect();
         let fault_wall = clock.wall(*at);
         for (name, needle, harness) in checks {
             let Some(h) = harness else { continue };
             let line = target
-                .server_log_lines(component, needle)
+                .server_log_lines(component.kind(), needle)
                 .into_iter()
                 .find(|(t, _)| *t + Duration::from_millis(500) >= fault_wall);
             let harness_wall = clock.wall(h);

@@ -8,6 +8,167 @@ pub mod redis;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::events::{EventKind, EventLog};
+use crate::ledger::ReadBack;
+use crate::load::{BoxFuture, LoadClient};
+use crate::scenario::{ComponentKind, LoadProfile};
+
+/// A replicated store under test, as the engine sees it: how to prepare it for a run, how to watch its failover
+/// (probe), how clients write to it (load), how to verify what it kept (read-back), and which of its own log
+/// lines the harness's stamps are checked against. Built by a target from the endpoints it knows.
+pub trait Component: Send + Sync {
+    fn kind(&self) -> ComponentKind;
+    /// Makes the store ready for the run's writes (e.g. the ledger table), retrying until `deadline`.
+    fn prepare(&self, deadline: Duration) -> BoxFuture<'_, Result<(), String>>;
+    /// Starts the failover probe; it stops when `stop` turns true.
+    fn spawn_probe(
+        &self,
+        events: EventLog,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()>;
+    /// One client connection of the load driver.
+    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Box<dyn LoadClient>;
+    /// Every write id of the run present on the current primary/master.
+    fn read_back(
+        &self,
+        run_id: &str,
+        deadline: Duration,
+        clock: Clock,
+    ) -> BoxFuture<'_, Result<ReadBack, String>>;
+    /// Which harness events are compared with which server log lines.
+    fn log_checks(&self) -> Vec<LogCheck>;
+}
+
+/// One log-agreement comparison: the first timeline event matching `event` after the fault against the first
+/// server log line containing `needle` after the fault.
+pub struct LogCheck {
+    pub label: &'static str,
+    pub needle: &'static str,
+    pub event: fn(&EventKind) -> bool,
+}
+
+fn is_detection(k: &EventKind) -> bool {
+    matches!(k, EventKind::FailureDetected { .. })
+}
+
+fn is_promotion(k: &EventKind) -> bool {
+    matches!(k, EventKind::NewPrimaryServing { .. })
+}
+
+fn is_switch_master(k: &EventKind) -> bool {
+    matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master"))
+}
+
+pub struct PostgresComponent(pub postgres::PostgresEndpoints);
+
+impl Component for PostgresComponent {
+    fn kind(&self) -> ComponentKind {
+        ComponentKind::Postgres
+    }
+
+    fn prepare(&self, deadline: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(postgres::prepare(&self.0, deadline))
+    }
+
+    fn spawn_probe(
+        &self,
+        events: EventLog,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        postgres::spawn_probe(self.0.clone(), events, stop)
+    }
+
+    fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Box<dyn LoadClient> {
+        Box::new(postgres::PostgresLoadClient::new(self.0.clone(), run_id))
+    }
+
+    fn read_back(
+        &self,
+        run_id: &str,
+        deadline: Duration,
+        clock: Clock,
+    ) -> BoxFuture<'_, Result<ReadBack, String>> {
+        let run_id = run_id.to_string();
+        Box::pin(async move { postgres::read_back_ledger(&self.0, &run_id, deadline, clock).await })
+    }
+
+    fn log_checks(&self) -> Vec<LogCheck> {
+        vec![
+            LogCheck {
+                label: "detection (leader key gone) vs Patroni lock acquisition",
+                needle: "promoted self to leader",
+                event: is_detection,
+            },
+            LogCheck {
+                label: "promotion",
+                needle: "promoted self to leader",
+                event: is_promotion,
+            },
+        ]
+    }
+}
+
+pub struct RedisComponent(pub redis::RedisEndpoints);
+
+impl Component for RedisComponent {
+    fn kind(&self) -> ComponentKind {
+        ComponentKind::Redis
+    }
+
+    fn prepare(&self, _deadline: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn spawn_probe(
+        &self,
+        events: EventLog,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        redis::spawn_probe(self.0.clone(), events, stop)
+    }
+
+    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Box<dyn LoadClient> {
+        Box::new(redis::RedisLoadClient::new(
+            self.0.clone(),
+            run_id,
+            profile.redis_wait.clone(),
+        ))
+    }
+
+    fn read_back(
+        &self,
+        run_id: &str,
+        deadline: Duration,
+        clock: Clock,
+    ) -> BoxFuture<'_, Result<ReadBack, String>> {
+        let run_id = run_id.to_string();
+        Box::pin(async move { redis::read_back_ledger(&self.0, &run_id, deadline, clock).await })
+    }
+
+    fn log_checks(&self) -> Vec<LogCheck> {
+        vec![
+            LogCheck {
+                label: "detection (+sdown master)",
+                needle: "+sdown master",
+                event: is_detection,
+            },
+            LogCheck {
+                label: "promotion (+promoted-slave)",
+                needle: "+promoted-slave",
+                event: is_promotion,
+            },
+            LogCheck {
+                label: "+switch-master",
+                needle: "+switch-master",
+                event: is_switch_master,
+            },
+        ]
+    }
+}
+
 /// A member of a replicated component: the node it runs on and the address clients use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {

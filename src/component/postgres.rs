@@ -238,6 +238,7 @@ pub fn spawn_probe(
             ));
         }
     }
+    tokio::spawn(watch_member_roles(ep.clone(), events.clone(), stop.clone()));
     tokio::spawn(async move {
         let http = http_client(Duration::from_millis(300));
         let key = ep.leader_key();
@@ -350,6 +351,63 @@ pub fn spawn_probe(
             }
         }
     })
+}
+
+/// Every member's own view of itself (GET /patroni) every 500 ms; changes of role or state join the timeline,
+/// e.g. "n2: replica/streaming -> primary/running", "n1: primary/running -> unreachable".
+async fn watch_member_roles(
+    ep: PostgresEndpoints,
+    events: EventLog,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = http_client(Duration::from_millis(400));
+    let mut last: Vec<Option<String>> = vec![None; ep.members.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let views = futures_util::future::join_all(ep.members.iter().map(|m| {
+            let http = http.clone();
+            async move {
+                let v: Option<Value> = match http
+                    .get(format!("http://{}:{PATRONI_PORT}/patroni", m.addr))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+                v.map(|v| {
+                    format!(
+                        "{}/{}",
+                        v["role"].as_str().unwrap_or("?"),
+                        v["state"].as_str().unwrap_or("?")
+                    )
+                })
+                .unwrap_or_else(|| "unreachable".to_string())
+            }
+        }))
+        .await;
+        let at = events.clock().now();
+        for (i, view) in views.into_iter().enumerate() {
+            if let Some(prev) = &last[i] {
+                if *prev != view {
+                    events.emit_at(
+                        at,
+                        EventKind::ServerObservation {
+                            component: ComponentKind::Postgres,
+                            source: format!("patroni {}", ep.members[i].node),
+                            message: format!("{}: {prev} -> {view}", ep.members[i].node),
+                        },
+                    );
+                }
+            }
+            last[i] = Some(view);
+        }
+    }
 }
 
 /// Long-polls one etcd member's v2 watch on the leader key, so its expiry is stamped the moment etcd reports it
@@ -514,6 +572,38 @@ async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::C
         .map_err(|e| ep.password.redact(&e.to_string()))?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// Proves the primary accepts writes: one committed INSERT through the same path clients use.
+pub async fn write_probe(ep: &PostgresEndpoints, deadline: Duration) -> Result<String, String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let attempt = async {
+            let client = connect_primary_raw(ep).await?;
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS faultline_probe (at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+                     INSERT INTO faultline_probe DEFAULT VALUES",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let row = client
+                .query_one("SELECT inet_server_addr()::text", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let host: String = row.get(0);
+            let host = host.split('/').next().unwrap_or_default().to_string();
+            Ok::<_, String>(ep.member_by_addr(&host).map(|m| m.node.clone()).unwrap_or(host))
+        }
+        .await;
+        match attempt {
+            Ok(node) => return Ok(node),
+            Err(e) if Instant::now() >= until => {
+                return Err(format!("the primary does not accept writes: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
 }
 
 /// Reads back every id of the run from the current primary (retrying until `deadline`).

@@ -1,5 +1,6 @@
-//! Redis with Sentinel: master discovery through the sentinels (as clients do), health, the load client (SADD of
-//! numbered ids into one set per run, optional WAIT), the pub/sub failover probe, and the ledger read-back.
+//! Redis with Sentinel: master discovery through the sentinels (as clients do), health, the load client (SET of
+//! one key per numbered write, GET of the newest acknowledged key, optional WAIT), the pub/sub failover probe, and
+//! the ledger read-back (SCAN of the run's keys).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -35,8 +36,14 @@ impl RedisEndpoints {
     }
 }
 
-pub fn ledger_key(run_id: &str) -> String {
-    format!("faultline:ledger:{run_id}")
+/// Key prefix of one run's writes: `faultline:<run>:<id>`.
+pub fn key_prefix(run_id: &str) -> String {
+    format!("faultline:{run_id}:")
+}
+
+/// The write id encoded in a key of this run, if it is one.
+pub fn id_of_key(prefix: &str, key: &str) -> Option<u64> {
+    key.strip_prefix(prefix)?.parse().ok()
 }
 
 pub async fn connect(
@@ -349,18 +356,21 @@ pub fn sentinel_events(
 /// One load connection to the master found through Sentinel, re-resolved after any error.
 pub struct RedisLoadClient {
     ep: RedisEndpoints,
-    key: String,
+    prefix: String,
     wait: Option<RedisWait>,
     conn: Option<MultiplexedConnection>,
+    /// The newest id this connection saw acknowledged: what reads ask for.
+    last_acked: Option<u64>,
 }
 
 impl RedisLoadClient {
     pub fn new(ep: RedisEndpoints, run_id: &str, wait: Option<RedisWait>) -> Self {
         RedisLoadClient {
             ep,
-            key: ledger_key(run_id),
+            prefix: key_prefix(run_id),
             wait,
             conn: None,
+            last_acked: None,
         }
     }
 
@@ -404,13 +414,13 @@ impl LoadClient for RedisLoadClient {
             }
             let conn = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
-            let key = self.key.clone();
+            let key = format!("{}{id}", self.prefix);
             let wait = self.wait.clone();
             let op = async move {
-                redis::cmd("SADD")
+                redis::cmd("SET")
                     .arg(&key)
                     .arg(id)
-                    .query_async::<i64>(conn)
+                    .query_async::<()>(conn)
                     .await?;
                 if let Some(w) = wait {
                     let acked: i64 = redis::cmd("WAIT")
@@ -432,7 +442,9 @@ impl LoadClient for RedisLoadClient {
                 ),
                 Ok(Err(e)) => (classify_redis_error(&e), Some(e.to_string())),
             };
-            if outcome != Outcome::Ok && error.as_deref().is_none_or(|e| !e.starts_with("WAIT")) {
+            if outcome == Outcome::Ok {
+                self.last_acked = Some(self.last_acked.map_or(id, |l| l.max(id)));
+            } else if error.as_deref().is_none_or(|e| !e.starts_with("WAIT")) {
                 self.conn = None;
             }
             Attempt {
@@ -450,10 +462,12 @@ impl LoadClient for RedisLoadClient {
             }
             let conn = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
-            let key = self.key.clone();
+            // GET of the newest key this connection wrote (or of a key that does not exist yet): a read that
+            // exercises the same master the writes go to.
+            let key = format!("{}{}", self.prefix, self.last_acked.unwrap_or(0));
             let r = tokio::time::timeout(
                 deadline,
-                redis::cmd("SCARD").arg(&key).query_async::<i64>(conn),
+                redis::cmd("GET").arg(&key).query_async::<Option<u64>>(conn),
             )
             .await;
             let (outcome, error) = match r {
@@ -470,6 +484,34 @@ impl LoadClient for RedisLoadClient {
                 error,
             }
         })
+    }
+}
+
+/// Proves the master accepts writes: one SET through Sentinel discovery, on a connection whose ROLE is master.
+pub async fn write_probe(ep: &RedisEndpoints, deadline: Duration) -> Result<String, String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let attempt = async {
+            let master = discover_master(ep, Duration::from_millis(500)).await?;
+            let mut c = connect(master, REDIS_PORT, Duration::from_secs(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("SET")
+                .arg("faultline:probe")
+                .arg(crate::clock::rfc3339_millis(std::time::SystemTime::now()))
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(ep.node_of(&master.to_string()).unwrap_or("?").to_string())
+        }
+        .await;
+        match attempt {
+            Ok(node) => return Ok(node),
+            Err(e) if Instant::now() >= until => {
+                return Err(format!("the master does not accept writes: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
     }
 }
 
@@ -502,12 +544,26 @@ pub async fn read_back_ledger(
             if role.first().and_then(as_string).as_deref() != Some("master") {
                 return Err(format!("{node} is not a master yet"));
             }
-            let ids: Vec<u64> = redis::cmd("SMEMBERS")
-                .arg(ledger_key(run_id))
-                .query_async(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((ids.into_iter().collect::<BTreeSet<u64>>(), node))
+            let prefix = key_prefix(run_id);
+            let mut ids = BTreeSet::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ids.extend(keys.iter().filter_map(|k| id_of_key(&prefix, k)));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            Ok::<_, String>((ids, node))
         }
         .await;
         match attempt {
@@ -575,6 +631,14 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(sentinel_events(&e, "n1", "__sentinel__:hello", "x").is_empty());
+    }
+
+    #[test]
+    fn keys_map_back_to_write_ids_of_their_run_only() {
+        let p = key_prefix("run1");
+        assert_eq!(id_of_key(&p, "faultline:run1:42"), Some(42));
+        assert_eq!(id_of_key(&p, "faultline:run10:42"), None);
+        assert_eq!(id_of_key(&p, "faultline:run1:x"), None);
     }
 
     #[test]

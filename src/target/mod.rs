@@ -7,8 +7,7 @@ pub mod local;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::component::postgres::PostgresEndpoints;
-use crate::component::redis::RedisEndpoints;
+use crate::component::Component;
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind};
@@ -26,8 +25,8 @@ pub enum TargetError {
 
 pub trait Target {
     fn topology(&self) -> &Topology;
-    fn postgres_endpoints(&self) -> PostgresEndpoints;
-    fn redis_endpoints(&self) -> RedisEndpoints;
+    /// The component as clients and probes reach it on this target.
+    fn component(&self, kind: ComponentKind) -> Box<dyn Component>;
     /// The node currently holding the primary/master role, by the servers' own view.
     fn role_holder(&self, component: ComponentKind) -> impl Future<Output = Option<String>>;
     /// Ok with a one-line summary once every member is back and the replication groups agree.

@@ -3,8 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use super::{netns, process, LocalStack, ProcessKind};
-use crate::component::postgres::{self, PostgresEndpoints};
-use crate::component::redis::{self as redis_component, RedisEndpoints};
+use crate::component::postgres;
+use crate::component::redis as redis_component;
+use crate::component::{Component, PostgresComponent, RedisComponent};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind, NodeSelector};
@@ -16,12 +17,11 @@ impl Target for LocalStack {
         &self.state.topology
     }
 
-    fn postgres_endpoints(&self) -> PostgresEndpoints {
-        LocalStack::postgres_endpoints(self)
-    }
-
-    fn redis_endpoints(&self) -> RedisEndpoints {
-        LocalStack::redis_endpoints(self)
+    fn component(&self, kind: ComponentKind) -> Box<dyn Component> {
+        match kind {
+            ComponentKind::Postgres => Box::new(PostgresComponent(self.postgres_endpoints())),
+            ComponentKind::Redis => Box::new(RedisComponent(self.redis_endpoints())),
+        }
     }
 
     async fn role_holder(&self, component: ComponentKind) -> Option<String> {

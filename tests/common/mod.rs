@@ -1,0 +1,176 @@
+//! Helpers shared by the end-to-end tests: running the binary, reading its reports, checking for residue.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub static STACK: Mutex<()> = Mutex::new(());
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_faultline")
+}
+
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with the reason on stderr) unless running as root.
+#[macro_export]
+macro_rules! needs_root {
+    () => {
+        if !$crate::common::is_root() {
+            eprintln!("skipped: needs root for network namespaces, nft and cgroups (run the tests with sudo)");
+            return;
+        }
+    };
+}
+
+pub fn reports_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("faultline-test-reports");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn faultline(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("faultline runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn up() {
+    let o = faultline(&["up"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "faultline up failed:\n{}",
+        text(&o)
+    );
+}
+
+/// The run directory printed by `faultline run` ("report: <dir>/report.json").
+pub fn report_of(o: &Output) -> (PathBuf, Value) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("report: "))
+        .unwrap_or_else(|| panic!("no report line in output:\n{}", text(o)));
+    let path = repo(line.trim());
+    let path = if path.exists() {
+        path
+    } else {
+        PathBuf::from(line.trim())
+    };
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path.parent().unwrap().to_path_buf(), json)
+}
+
+pub fn measured(report: &Value, metric: &str) -> Option<f64> {
+    report["measurements"][metric].as_f64()
+}
+
+/// Every log-agreement row must have found its server log line and agree within 0.5 s.
+pub fn assert_log_agreement(report: &Value, expect_events: &[&str]) {
+    let rows = report["log_agreement"]
+        .as_array()
+        .expect("log_agreement array");
+    for want in expect_events {
+        let row = rows
+            .iter()
+            .find(|r| r["event"].as_str().unwrap_or("").contains(want))
+            .unwrap_or_else(|| panic!("no log agreement row for {want}: {rows:#?}"));
+        let delta = row["delta_s"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no server log line found for {want}: {row:#?}"));
+        assert!(
+            delta.abs() <= 0.5,
+            "{want}: harness and server log disagree by {delta} s: {row:#?}"
+        );
+    }
+}
+
+pub fn junit_mentions(run_dir: &Path, what: &str) -> bool {
+    std::fs::read_to_string(run_dir.join("junit.xml"))
+        .unwrap_or_default()
+        .contains(what)
+}
+
+/// No faultline nft table, no stopped stack process, no link down, and exactly the topology's namespaces.
+pub fn assert_no_residue() {
+    let o = faultline(&["status"]);
+    let out = text(&o);
+    assert!(!out.contains("residue:"), "residue after the run:\n{out}");
+    assert!(
+        !out.contains("STOPPED"),
+        "stopped processes after the run:\n{out}"
+    );
+    assert!(
+        out.contains("fault journal: no open entry"),
+        "open journal entries:\n{out}"
+    );
+    for n in ["fl-n1", "fl-n2", "fl-n3"] {
+        let tables = Command::new("ip")
+            .args(["netns", "exec", n, "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&tables.stdout).contains("faultline"),
+            "nft table left in {n}"
+        );
+    }
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&ns.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|n| n.starts_with("fl-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["fl-n1", "fl-n2", "fl-n3"], "stray namespaces");
+}
+
+/// Waits for an open entry in the fault journal, i.e. a fault is applied right now.
+pub fn wait_for_open_fault(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(rd) = std::fs::read_dir("/var/tmp/faultline/journal") {
+            for e in rd.flatten() {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if t.contains("\"closed_at\": null") {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn spawn_run(scenario: &str) -> std::process::Child {
+    Command::new(bin())
+        .args(["run", scenario])
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
