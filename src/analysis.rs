@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::clock::Stamp;
 use crate::events::{Event, EventKind};
 use crate::ledger::{LedgerEntry, OpKind, Outcome};
-use crate::scenario::{ComponentKind, Metric};
+use crate::scenario::{ComponentKind, Metric, OpClass, Quantile, Window};
 
 /// How many lost/unexpected ids a report lists; the counts are always complete.
 pub const SAMPLE_LIMIT: usize = 20;
@@ -40,7 +40,7 @@ pub struct TrialInput<'a> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TrialMeasurements {
     pub trial: u32,
-    /// Every metric of `Metric::ALL` is a key; `None` = not observed.
+    /// Every metric of `Metric::all()` is a key; `None` = not observed.
     pub values: BTreeMap<Metric, Option<f64>>,
     pub writes: WriteClassification,
     pub latency_buckets: Vec<LatencyBucket>,
@@ -112,7 +112,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
     let wrote = !writes.is_empty();
 
     let mut values: BTreeMap<Metric, Option<f64>> =
-        Metric::ALL.iter().map(|m| (*m, None)).collect();
+        Metric::all().iter().map(|m| (*m, None)).collect();
     let mut set = |m: Metric, v: Option<f64>| {
         values.insert(m, v);
     };
@@ -176,24 +176,76 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
             .and_then(|f| error_rate(input.ledger, f, input.window_end)),
     );
 
-    let baseline_lat = latency_quantiles(
-        input
+    set(
+        Metric::RecoveredS,
+        first_event_after(input, |k| {
+            matches!(k, EventKind::HealComplete { healthy: true, .. })
+        }),
+    );
+    let queries = input
+        .ledger
+        .iter()
+        .filter(|e| matches!(e.op, OpKind::Read | OpKind::Search));
+    set(
+        Metric::FailedQueries,
+        Some(queries.filter(|e| e.outcome != Outcome::Ok).count() as f64),
+    );
+    if !input.ledger.is_empty() {
+        let ok = input
             .ledger
             .iter()
-            .filter(|e| e.scheduled >= input.baseline.0 && e.scheduled < input.baseline.1),
-    );
-    set(Metric::LatencyP50BaselineMs, baseline_lat.map(|q| q.0));
-    set(Metric::LatencyP99BaselineMs, baseline_lat.map(|q| q.1));
-    let fault_lat = input.fault_at.and_then(|f| {
-        latency_quantiles(
-            input
+            .filter(|e| e.outcome == Outcome::Ok)
+            .count();
+        set(
+            Metric::AvailabilityPct,
+            Some(ok as f64 * 100.0 / input.ledger.len() as f64),
+        );
+    }
+
+    // Paired windows: the same load measured right before the fault and from the fault until healed.
+    let baseline = (input.baseline.0, input.baseline.1);
+    let fault = input.fault_at.map(|f| (f, input.window_end));
+    for op in OpClass::ALL {
+        let of_class = |e: &&LedgerEntry| match op {
+            OpClass::All => true,
+            OpClass::Write => e.op == OpKind::Write,
+            OpClass::Read => e.op == OpKind::Read,
+            OpClass::Search => e.op == OpKind::Search,
+        };
+        let window_stats = |w: (Stamp, Stamp)| {
+            let in_window: Vec<&LedgerEntry> = input
                 .ledger
                 .iter()
-                .filter(|e| e.scheduled >= f && e.scheduled <= input.window_end),
-        )
-    });
-    set(Metric::LatencyP50FaultMs, fault_lat.map(|q| q.0));
-    set(Metric::LatencyP99FaultMs, fault_lat.map(|q| q.1));
+                .filter(of_class)
+                .filter(|e| e.scheduled >= w.0 && e.scheduled < w.1)
+                .collect();
+            let secs = w.1.secs_since(w.0);
+            let ok = in_window
+                .iter()
+                .filter(|e| e.outcome == Outcome::Ok)
+                .count();
+            let throughput = (secs > 0.0 && !in_window.is_empty()).then(|| ok as f64 / secs);
+            (latency_quantiles(in_window.iter().copied()), throughput)
+        };
+        let (base_q, base_tp) = window_stats(baseline);
+        let (fault_q, fault_tp) = fault.map(window_stats).unwrap_or((None, None));
+        for (k, q) in Quantile::ALL.into_iter().enumerate() {
+            let b = base_q.map(|v| v[k]);
+            let f = fault_q.map(|v| v[k]);
+            set(Metric::Latency(op, q, Window::Baseline), b);
+            set(Metric::Latency(op, q, Window::Fault), f);
+            set(
+                Metric::LatencyDegradation(op, q),
+                degradation_pct(b, f, Direction::HigherIsWorse),
+            );
+        }
+        set(Metric::Throughput(op, Window::Baseline), base_tp);
+        set(Metric::Throughput(op, Window::Fault), fault_tp);
+        set(
+            Metric::ThroughputDegradation(op),
+            degradation_pct(base_tp, fault_tp, Direction::LowerIsWorse),
+        );
+    }
 
     TrialMeasurements {
         trial: input.trial,
@@ -348,10 +400,10 @@ fn error_rate(ledger: &[LedgerEntry], fault_at: Stamp, window_end: Stamp) -> Opt
     (total > 0).then(|| errors as f64 / total as f64)
 }
 
-/// p50 and p99 in ms of the ok ops among `entries`, from the scheduled send time. Values come from an HDR
+/// p50, p95 and p99 in ms of the ok ops among `entries`, from the scheduled send time. Values come from an HDR
 /// histogram at 3 significant digits, which reports a bucket's upper bound: at most 0.1% high, never low, so
 /// rounding cannot make an upper limit pass.
-fn latency_quantiles<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> Option<(f64, f64)> {
+fn latency_quantiles<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> Option<[f64; 3]> {
     let mut hist =
         Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram precision");
     for e in entries.filter(|e| e.outcome == Outcome::Ok) {
@@ -362,7 +414,25 @@ fn latency_quantiles<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> Opti
         return None;
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Some((ms(0.5), ms(0.99)))
+    Some(Quantile::ALL.map(|q| ms(q.fraction())))
+}
+
+enum Direction {
+    HigherIsWorse,
+    LowerIsWorse,
+}
+
+/// How much worse the fault window is than the baseline, in percent of the baseline (negative = better).
+/// None when either side was not measured or the baseline is zero (no meaningful ratio).
+fn degradation_pct(baseline: Option<f64>, fault: Option<f64>, direction: Direction) -> Option<f64> {
+    let (b, f) = (baseline?, fault?);
+    if b == 0.0 {
+        return None;
+    }
+    Some(match direction {
+        Direction::HigherIsWorse => (f - b) / b * 100.0,
+        Direction::LowerIsWorse => (b - f) / b * 100.0,
+    })
 }
 
 fn micros(d: Duration) -> u64 {
@@ -390,8 +460,8 @@ fn latency_buckets(ledger: &[LedgerEntry], origin: Stamp) -> Vec<LatencyBucket> 
                 t_s,
                 ops: ops.len() as u64,
                 errors: ops.iter().filter(|e| e.outcome != Outcome::Ok).count() as u64,
-                p50_ms: quantiles.map(|q| q.0),
-                p99_ms: quantiles.map(|q| q.1),
+                p50_ms: quantiles.map(|q| q[0]),
+                p99_ms: quantiles.map(|q| q[2]),
             }
         })
         .collect()
@@ -495,9 +565,9 @@ mod tests {
     #[test]
     fn every_metric_is_a_key_even_with_an_empty_trial() {
         let m = Fixture::new(Vec::new()).run();
-        assert_eq!(m.values.len(), Metric::ALL.len());
-        for metric in Metric::ALL {
-            assert!(m.values.contains_key(&metric), "{metric} missing");
+        assert_eq!(m.values.len(), Metric::all().len());
+        for metric in Metric::all() {
+            assert!(m.values.contains_key(metric), "{metric} missing");
         }
         // Nothing was written, so nothing about durability or availability was observed.
         for metric in [
@@ -730,16 +800,39 @@ mod tests {
         let m = Fixture::new(ledger).run();
         // Latencies are i ms for i in 1..=100: nearest-rank p50 = 50 ms, p99 = 99 ms, each reported as the upper
         // bound of its histogram bucket (32 µs wide at 50 ms, 64 µs at 99 ms, 4 µs at 7 ms, 8 µs at 9 ms).
-        approx(m.value(Metric::LatencyP50BaselineMs), 50.015);
-        approx(m.value(Metric::LatencyP99BaselineMs), 99.007);
-        approx(m.value(Metric::LatencyP50FaultMs), 7.003);
-        approx(m.value(Metric::LatencyP99FaultMs), 9.007);
+        approx(
+            m.value(Metric::Latency(
+                OpClass::All,
+                Quantile::P50,
+                Window::Baseline,
+            )),
+            50.015,
+        );
+        approx(
+            m.value(Metric::Latency(
+                OpClass::All,
+                Quantile::P99,
+                Window::Baseline,
+            )),
+            99.007,
+        );
+        approx(
+            m.value(Metric::Latency(OpClass::All, Quantile::P50, Window::Fault)),
+            7.003,
+        );
+        approx(
+            m.value(Metric::Latency(OpClass::All, Quantile::P99, Window::Fault)),
+            9.007,
+        );
     }
 
     #[test]
     fn latency_quantiles_round_up_never_down() {
         let f = Fixture::new(vec![write(1, 10_000, 20_000, Outcome::Ok)]);
-        let p99 = f.run().value(Metric::LatencyP99FaultMs).unwrap();
+        let p99 = f
+            .run()
+            .value(Metric::Latency(OpClass::All, Quantile::P99, Window::Fault))
+            .unwrap();
         assert!((10_000.0..=10_010.0).contains(&p99), "{p99}");
     }
 
@@ -747,8 +840,18 @@ mod tests {
     fn latency_is_not_observed_without_ok_samples() {
         let f = Fixture::new(vec![write(1, 12_000, 14_000, Outcome::Failed)]);
         let m = f.run();
-        assert_eq!(m.value(Metric::LatencyP50BaselineMs), None);
-        assert_eq!(m.value(Metric::LatencyP99FaultMs), None);
+        assert_eq!(
+            m.value(Metric::Latency(
+                OpClass::All,
+                Quantile::P50,
+                Window::Baseline
+            )),
+            None
+        );
+        assert_eq!(
+            m.value(Metric::Latency(OpClass::All, Quantile::P99, Window::Fault)),
+            None
+        );
     }
 
     #[test]

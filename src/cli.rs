@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::component::{postgres, redis as redis_component};
+use crate::component::{postgres, qdrant as qdrant_component, redis as redis_component};
 use crate::engine::{self, RunOptions};
 use crate::exit;
 use crate::fault::journal::Journal;
@@ -15,8 +15,8 @@ use crate::input_error::{InputError, InputErrors};
 use crate::report::{self, SuiteEntry};
 use crate::scenario::{self, Scenario};
 use crate::settings::StackSettings;
-use crate::target::local::{lock, netns, process, LocalStack, StateDir};
-use crate::target::{Target, TargetError};
+use crate::target::local::{lock, netns, process, LocalStack, QdrantPresence, StateDir};
+use crate::target::{components_needed, Target, TargetError};
 use crate::topology::{self, Topology};
 
 /// The topology used when neither the command line nor the scenario names one.
@@ -134,8 +134,13 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => return report_input(&e),
             };
             let started = std::time::Instant::now();
+            let _lock = match take_lock(&dir) {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
             match LocalStack::up(dir, topo, settings).await {
                 Ok(stack) => {
+                    say_if_qdrant_absent(&stack);
                     println!(
                         "stack `{}` is up and healthy ({:.1} s); state in {}",
                         stack.topology().name,
@@ -147,15 +152,9 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => report_env(e),
             }
         }
-        Command::Down => match LocalStack::down(dir).await {
-            Ok(notes) => {
-                for n in notes {
-                    println!("{n}");
-                }
-                println!("stack is down");
-                exit::PASS
-            }
-            Err(e) => report_env(e),
+        Command::Down => match take_lock(&dir) {
+            Err(code) => code,
+            Ok(_lock) => down(dir).await,
         },
         Command::Status => status(dir).await,
         Command::Validate { files } => validate(&files),
@@ -183,6 +182,41 @@ async fn dispatch(cli: Cli) -> i32 {
             run_many(dir, s.scenarios, Some(name), settings, reports_dir).await
         }
         Command::Recover => recover(dir).await,
+    }
+}
+
+/// Holds the run lock for a command that changes the stack (`up`, `down`); a live run makes it refuse.
+fn take_lock(dir: &StateDir) -> Result<lock::RunLock, i32> {
+    if let Err(e) = dir.check_ownership() {
+        return Err(report_env(e));
+    }
+    match lock::acquire(&dir.root) {
+        Ok((l, lock::LockOutcome::Acquired)) => Ok(l),
+        Ok((l, lock::LockOutcome::TookOverStale(holder))) => {
+            eprintln!("warning: took over a stale run lock ({holder} is gone)");
+            Ok(l)
+        }
+        Err(e) => Err(report_env(e)),
+    }
+}
+
+async fn down(dir: StateDir) -> i32 {
+    match LocalStack::down(dir).await {
+        Ok(notes) => {
+            for n in notes {
+                println!("{n}");
+            }
+            println!("stack is down");
+            exit::PASS
+        }
+        Err(e) => report_env(e),
+    }
+}
+
+/// `up` without a Qdrant executable still succeeds; it says why Qdrant was left out.
+fn say_if_qdrant_absent(stack: &LocalStack) {
+    if let QdrantPresence::Absent { reason } = &stack.state.qdrant {
+        eprintln!("qdrant: {reason}");
     }
 }
 
@@ -268,7 +302,11 @@ async fn ensure_stack(
         Ok(Some(stack)) if stack.any_process_running() => Ok(stack),
         Ok(_) => {
             eprintln!("bringing the local stack `{}` up...", topo.name);
-            LocalStack::up(dir.clone(), topo, settings).await.map_err(report_env)
+            let stack = LocalStack::up(dir.clone(), topo, settings)
+                .await
+                .map_err(report_env)?;
+            say_if_qdrant_absent(&stack);
+            Ok(stack)
         }
         Err(e) => Err(report_env(e)),
     }
@@ -323,6 +361,10 @@ async fn run_locked(
             Ok(s) => s,
             Err(code) => return code,
         };
+        // Before anything is applied: a scenario that needs a component the stack does not run.
+        if let Err(e) = stack.check_components(&components_needed(sc)) {
+            return report_env(format!("scenario `{}`: {e}", sc.name));
+        }
         eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
         let opts = RunOptions {
             reports_dir: reports_dir.clone(),
@@ -397,6 +439,19 @@ fn residue(stack: &LocalStack) -> Vec<String> {
             found.push(format!("link of {} is down", n.name));
         }
     }
+    if !netns::link_exists(&t.network.bridge) {
+        found.push(format!("bridge {} is missing", t.network.bridge));
+    }
+    for ns in existing {
+        if ns.starts_with(&t.network.namespace_prefix)
+            && !t.nodes.iter().any(|n| t.namespace(&n.name) == ns)
+        {
+            // Same prefix, not one of this stack's nodes: reported, never touched (it is not recorded as ours).
+            found.push(format!(
+                "namespace {ns} has this stack's prefix but is not one of its nodes; not touching it"
+            ));
+        }
+    }
     for (n, k) in stack.members() {
         let cg = stack.cgroup(&n, k);
         if !process::stopped_pids(&cg).is_empty() {
@@ -414,6 +469,17 @@ async fn status(dir: StateDir) -> i32 {
         Ok(Some(s)) => s,
         Ok(None) => {
             println!("no stack is recorded in {}", dir.root.display());
+            let orphans: Vec<String> = netns::existing_namespaces()
+                .into_iter()
+                .filter(|n| n.starts_with("fl-") || n.starts_with("fl2-"))
+                .collect();
+            if !orphans.is_empty() {
+                println!(
+                    "residue: namespaces that look like faultline's but belong to no recorded stack (not touched; \
+                     remove with `ip netns delete NAME` if they are yours): {}",
+                    orphans.join(", ")
+                );
+            }
             return exit::PASS;
         }
         Err(e) => return report_env(e),
@@ -463,12 +529,12 @@ async fn status(dir: StateDir) -> i32 {
     for r in &res {
         println!("residue: {r}");
     }
+    if let QdrantPresence::Absent { reason } = &stack.state.qdrant {
+        println!("qdrant: absent ({reason})");
+    }
     match stack.health_once().await {
         Ok(h) => {
-            println!(
-                "health: ok (postgres leader {}, redis master {})",
-                h.postgres_leader, h.redis_master
-            );
+            println!("health: ok ({})", h.summary());
             exit::PASS
         }
         Err(e) => {
@@ -547,15 +613,26 @@ async fn recover_locked(stack: &LocalStack) -> i32 {
             let rd =
                 redis_component::write_probe(&stack.redis_endpoints(), Duration::from_secs(10))
                     .await;
-            match (pg, rd) {
-                (Ok(pg), Ok(rd)) => {
+            let qd = if stack.state.qdrant.is_present() {
+                let ep = stack.qdrant_endpoints();
+                match qdrant_component::prepare(&ep, Duration::from_secs(30)).await {
+                    Ok(()) => qdrant_component::write_probe(&ep, Duration::from_secs(10))
+                        .await
+                        .map(|n| format!(" and qdrant (through {n})")),
+                    Err(e) => Err(e),
+                }
+            } else {
+                Ok(String::new())
+            };
+            match (pg, rd, qd) {
+                (Ok(pg), Ok(rd), Ok(qd)) => {
                     println!(
-                        "recovered: no residue; every member back; postgres primary {pg} and redis master {rd} accept writes (leaders by health check: {}, {})",
-                        h.postgres_leader, h.redis_master
+                        "recovered: no residue; every member back; postgres primary {pg} and redis master {rd}{qd} accept writes (leaders by health check: {})",
+                        h.summary()
                     );
                     exit::PASS
                 }
-                (Err(e), _) | (_, Err(e)) => report_env(e),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => report_env(e),
             }
         }
         Ok(_) => {

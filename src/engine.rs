@@ -233,6 +233,8 @@ pub async fn run_scenario<T: Target>(
         measurements: headline.map(report::measurement_map).unwrap_or_default(),
         measurements_trial: headline.map(|m| m.trial),
         trials: measurements.iter().map(TrialReport::from).collect(),
+        distribution: report::distribution(&measurements),
+        availability: report::Availability::of(&entries),
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
         log_agreement: log_agreement(
             target,

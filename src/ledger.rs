@@ -16,6 +16,8 @@ use crate::clock::Stamp;
 pub enum OpKind {
     Write,
     Read,
+    /// A query that is not a point read (e.g. a vector search).
+    Search,
 }
 
 /// What the client knows about an operation. `Unknown` = it may or may not have taken effect (deadline passed,

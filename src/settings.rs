@@ -41,6 +41,21 @@ pub struct StackSettings {
     pub sentinel_failover_timeout_ms: u64,
     /// The OS user PostgreSQL runs as (it refuses to run as root).
     pub postgres_os_user: String,
+    /// Qdrant executable; None = `QDRANT_BIN`, else `qdrant` on PATH, else the release download below.
+    pub qdrant_bin: Option<PathBuf>,
+    /// The release `faultline up` downloads when no executable is found (x86_64-unknown-linux-gnu tarball).
+    pub qdrant_version: String,
+    /// Whether `faultline up` may try that download at all. Off by default: faultline's traffic stays on this
+    /// machine unless the user opts in (here or with FAULTLINE_QDRANT_DOWNLOAD=1).
+    pub qdrant_download: bool,
+    /// The collection the harness creates and writes to.
+    pub qdrant_collection: String,
+    pub qdrant_vector_size: u64,
+    pub qdrant_shard_number: u32,
+    pub qdrant_replication_factor: u32,
+    pub qdrant_write_consistency_factor: u32,
+    /// Seed of the point and query vectors (same seed, same data in every run).
+    pub qdrant_seed: u64,
 }
 
 impl Default for StackSettings {
@@ -65,13 +80,22 @@ impl Default for StackSettings {
             sentinel_down_after_ms: 3000,
             sentinel_failover_timeout_ms: 10000,
             postgres_os_user: "postgres".into(),
+            qdrant_bin: None,
+            qdrant_version: "1.18.3".into(),
+            qdrant_download: false,
+            qdrant_collection: "faultline".into(),
+            qdrant_vector_size: 64,
+            qdrant_shard_number: 6,
+            qdrant_replication_factor: 2,
+            qdrant_write_consistency_factor: 1,
+            qdrant_seed: 42,
         }
     }
 }
 
 impl StackSettings {
-    /// Reads a settings file; unset fields keep their defaults. Then applies FAULTLINE_PATRONI_BIN and
-    /// FAULTLINE_DCS_API from the environment.
+    /// Reads a settings file; unset fields keep their defaults. Then applies FAULTLINE_PATRONI_BIN,
+    /// FAULTLINE_DCS_API and QDRANT_BIN from the environment.
     pub fn load(path: Option<&Path>) -> Result<StackSettings, InputErrors> {
         let mut settings = match path {
             None => StackSettings::default(),
@@ -90,6 +114,12 @@ impl StackSettings {
         };
         if let Ok(bin) = std::env::var("FAULTLINE_PATRONI_BIN") {
             settings.patroni_bin = bin.into();
+        }
+        if std::env::var("FAULTLINE_QDRANT_DOWNLOAD").is_ok_and(|v| v == "1" || v == "true") {
+            settings.qdrant_download = true;
+        }
+        if let Some(bin) = std::env::var_os("QDRANT_BIN").filter(|b| !b.is_empty()) {
+            settings.qdrant_bin = Some(bin.into());
         }
         if let Ok(api) = std::env::var("FAULTLINE_DCS_API") {
             settings.dcs_api = match api.as_str() {
@@ -113,12 +143,54 @@ impl StackSettings {
         Ok(settings)
     }
 
-    /// Patroni's own rule: loop_wait + 2 * retry_timeout <= ttl.
+    /// Patroni's own rule: loop_wait + 2 * retry_timeout <= ttl; Qdrant's collection parameters in their ranges
+    /// (a write must not wait for more replicas than a shard has).
     pub fn check(&self) -> Result<(), String> {
         if self.loop_wait + 2 * self.retry_timeout > self.ttl {
             return Err(format!(
                 "loop_wait ({}) + 2 * retry_timeout ({}) must not exceed ttl ({}), as Patroni requires",
                 self.loop_wait, self.retry_timeout, self.ttl
+            ));
+        }
+        if !(1..=65536).contains(&self.qdrant_vector_size) {
+            return Err(format!(
+                "qdrant_vector_size {} is out of range: allowed 1 to 65536",
+                self.qdrant_vector_size
+            ));
+        }
+        if !(1..=1000).contains(&self.qdrant_shard_number) {
+            return Err(format!(
+                "qdrant_shard_number {} is out of range: allowed 1 to 1000",
+                self.qdrant_shard_number
+            ));
+        }
+        if self.qdrant_replication_factor == 0 || self.qdrant_write_consistency_factor == 0 {
+            return Err(
+                "qdrant_replication_factor and qdrant_write_consistency_factor must be at least 1"
+                    .into(),
+            );
+        }
+        if self.qdrant_write_consistency_factor > self.qdrant_replication_factor {
+            return Err(format!(
+                "qdrant_write_consistency_factor ({}) must not exceed qdrant_replication_factor ({})",
+                self.qdrant_write_consistency_factor, self.qdrant_replication_factor
+            ));
+        }
+        let name_ok = !self.qdrant_collection.is_empty()
+            && self
+                .qdrant_collection
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(format!(
+                "qdrant_collection `{}` is not valid: use letters, digits, `_` and `-`",
+                self.qdrant_collection
+            ));
+        }
+        if self.qdrant_version.is_empty() || self.qdrant_version.contains(['/', ' ']) {
+            return Err(format!(
+                "qdrant_version `{}` is not a release version (e.g. 1.18.3)",
+                self.qdrant_version
             ));
         }
         Ok(())
@@ -137,6 +209,18 @@ mod tests {
             ..StackSettings::default()
         };
         assert!(bad.check().unwrap_err().contains("ttl (5)"));
+        let bad = StackSettings {
+            qdrant_write_consistency_factor: 3,
+            ..StackSettings::default()
+        };
+        assert!(bad.check().unwrap_err().contains(
+            "qdrant_write_consistency_factor (3) must not exceed qdrant_replication_factor (2)"
+        ));
+        let bad = StackSettings {
+            qdrant_collection: "a/b".into(),
+            ..StackSettings::default()
+        };
+        assert!(bad.check().unwrap_err().contains("qdrant_collection `a/b`"));
     }
 
     #[test]

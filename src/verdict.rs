@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::analysis::TrialMeasurements;
-use crate::scenario::{Metric, Op, Threshold};
+use crate::scenario::{Metric, Op, Statistic, Threshold};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,6 +35,8 @@ pub struct ThresholdResult {
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
+    /// What was judged over the trials: `every` (each trial must hold) or a statistic of the trials' values.
+    pub statistic: Statistic,
     /// The first failing trial's value, or the worst value when every trial passed; None = not observed.
     pub measured: Option<f64>,
     pub pass: bool,
@@ -44,9 +46,18 @@ pub struct ThresholdResult {
 }
 
 impl ThresholdResult {
-    /// `detection_s <= 10`, the threshold as written in the scenario.
+    /// `detection_s <= 10` or `p95(detection_s) <= 8`, the threshold as written in the scenario.
     pub fn label(&self) -> String {
-        format!("{} {} {}", self.metric, self.op.symbol(), self.limit)
+        match self.statistic {
+            Statistic::Every => format!("{} {} {}", self.metric, self.op.symbol(), self.limit),
+            s => format!(
+                "{}({}) {} {}",
+                s.name(),
+                self.metric,
+                self.op.symbol(),
+                self.limit
+            ),
+        }
     }
 }
 
@@ -64,6 +75,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
             metric: t.metric,
             op: t.op,
             limit: t.limit,
+            statistic: t.statistic,
             measured,
             pass,
             trial,
@@ -77,6 +89,38 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
             None,
             format!("{} not observed: no trial was measured (FAIL)", t.metric),
         );
+    }
+
+    if t.statistic != Statistic::Every {
+        let mut values = Vec::with_capacity(trials.len());
+        for m in trials {
+            match m.value(t.metric) {
+                Some(v) => values.push(v),
+                None => {
+                    let message = format!(
+                        "{}({}) not computable: not observed in trial {}, limit {} {limit} (FAIL)",
+                        t.statistic.name(),
+                        t.metric,
+                        m.trial,
+                        t.op.symbol()
+                    );
+                    return result(None, false, Some(m.trial), message);
+                }
+            }
+        }
+        let v = t.statistic.of(&values).expect("trials is not empty");
+        let pass = t.op.holds(v, t.limit);
+        let message = format!(
+            "{}({}) over {} trial{} = {}, limit {} {limit} ({})",
+            t.statistic.name(),
+            t.metric,
+            values.len(),
+            if values.len() == 1 { "" } else { "s" },
+            format_measured(v, t),
+            t.op.symbol(),
+            if pass { "pass" } else { "FAIL" }
+        );
+        return result(Some(v), pass, None, message);
     }
 
     let mut worst: Option<(f64, u32)> = None;
@@ -178,7 +222,7 @@ mod tests {
 
     fn trial(n: u32, values: &[(Metric, Option<f64>)]) -> TrialMeasurements {
         let mut map: BTreeMap<Metric, Option<f64>> =
-            Metric::ALL.iter().map(|m| (*m, None)).collect();
+            Metric::all().iter().map(|m| (*m, None)).collect();
         map.extend(values.iter().copied());
         TrialMeasurements {
             trial: n,
@@ -189,7 +233,12 @@ mod tests {
     }
 
     fn th(metric: Metric, op: Op, limit: f64) -> Threshold {
-        Threshold { metric, op, limit }
+        Threshold {
+            metric,
+            op,
+            limit,
+            statistic: Statistic::Every,
+        }
     }
 
     #[test]
@@ -232,6 +281,56 @@ mod tests {
         let r = judge(&[th(Metric::RtoS, Op::Le, 30.0)], &[]);
         assert!(!r[0].pass);
         assert_eq!((r[0].measured, r[0].trial), (None, None));
+    }
+
+    #[test]
+    fn a_named_statistic_judges_the_distribution_not_every_trial() {
+        let trials: Vec<TrialMeasurements> = [8.0, 9.0, 12.0, 7.0, 8.5]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| trial(i as u32 + 1, &[(Metric::DetectionS, Some(*v))]))
+            .collect();
+        let every = judge(&[th(Metric::DetectionS, Op::Le, 10.0)], &trials);
+        assert!(!every[0].pass, "trial 3 breaks the limit");
+        let p50 = Threshold {
+            statistic: Statistic::P50,
+            ..th(Metric::DetectionS, Op::Le, 10.0)
+        };
+        let r = judge(&[p50], &trials);
+        assert!(r[0].pass);
+        assert_eq!(r[0].measured, Some(8.5));
+        assert_eq!(r[0].statistic, Statistic::P50);
+        assert!(
+            r[0].message
+                .starts_with("p50(detection_s) over 5 trials = 8.500"),
+            "{}",
+            r[0].message
+        );
+        assert_eq!(r[0].label(), "p50(detection_s) <= 10");
+        let p95 = Threshold {
+            statistic: Statistic::P95,
+            ..th(Metric::DetectionS, Op::Le, 10.0)
+        };
+        assert_eq!(judge(&[p95], &trials)[0].measured, Some(12.0));
+    }
+
+    #[test]
+    fn a_statistic_over_a_trial_that_observed_nothing_fails() {
+        let trials = vec![
+            trial(1, &[(Metric::DetectionS, Some(3.0))]),
+            trial(2, &[(Metric::DetectionS, None)]),
+        ];
+        let mean = Threshold {
+            statistic: Statistic::Mean,
+            ..th(Metric::DetectionS, Op::Le, 10.0)
+        };
+        let r = judge(&[mean], &trials);
+        assert!(!r[0].pass);
+        assert!(
+            r[0].message.contains("not observed in trial 2"),
+            "{}",
+            r[0].message
+        );
     }
 
     #[test]

@@ -64,6 +64,16 @@ fn postgres_primary_kill_agrees_with_patroni_log() {
             "timeline lacks {kind}"
         );
     }
+    // In a healthy baseline nothing is "detected" before the fault: a sign stamped before the fault would be a
+    // probe artefact (as a watch stamped at its headers instead of its event would be).
+    let first_sign = timeline
+        .iter()
+        .find(|e| e["event"]["type"] == "failure_detected")
+        .expect("a failure_detected event");
+    assert!(
+        first_sign["t_s"].as_f64().unwrap() > 0.0,
+        "detection before the fault: {first_sign}"
+    );
     assert!(r["fingerprint"]["versions"]["patroni"]
         .as_str()
         .unwrap()
@@ -252,4 +262,58 @@ fn invalid_scenario_exits_2_naming_file_line_and_problem() {
         "scenarios/suites/nightly.yaml",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn repeated_trials_report_each_trial_their_distribution_and_the_statistic_judged() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "fixtures/valid/postgres-replica-kill-2x.yaml"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (dir, r) = report_of(&o);
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 2, "one entry per trial");
+    for (i, t) in trials.iter().enumerate() {
+        assert_eq!(t["trial"], i as u64 + 1);
+        assert!(t["measurements"]["acked_writes"].as_f64().unwrap() > 0.0);
+        assert!(t["measurements"]["write_p99_fault_ms"].as_f64().is_some());
+    }
+    // Each trial killed the replica of its own moment, and both faults are on the timeline.
+    let applied = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"]["type"] == "fault_applied")
+        .count();
+    assert_eq!(applied, 2);
+    let d = &r["distribution"]["write_p99_fault_ms"];
+    assert_eq!(d["observed"], 2);
+    assert!(d["min"].as_f64().unwrap() <= d["max"].as_f64().unwrap());
+    let stats: Vec<&str> = r["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["statistic"].as_str().unwrap())
+        .collect();
+    assert_eq!(stats, vec!["every", "max", "mean"]);
+    let max_t = &r["thresholds"][1];
+    assert_eq!(
+        max_t["measured"], d["max"],
+        "max() judges the largest trial value"
+    );
+    assert!(
+        junit_mentions(&dir, "max(write_p99_fault_ms)"),
+        "junit names the statistic"
+    );
+    assert!(
+        text(&o).contains("max of 2 trials"),
+        "the terminal names the statistic:\n{}",
+        text(&o)
+    );
+    assert!(r["availability"]["attempted"].as_u64().unwrap() > 0);
 }

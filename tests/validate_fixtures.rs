@@ -184,7 +184,25 @@ fn a_default_topology_is_used_when_the_scenario_names_none() {
 fn shipped_scenarios_load() {
     let dir = root().join("scenarios");
     let files = yaml_files(&dir);
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert!(files.len() >= 8, "{files:?}");
+    let qdrant: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| file_name(p).starts_with("qdrant-"))
+        .collect();
+    assert_eq!(
+        qdrant.len(),
+        2,
+        "qdrant-node-kill and qdrant-node-partition"
+    );
+    for path in qdrant {
+        let s = load_scenario(path, None).unwrap();
+        assert_eq!(s.component, ComponentKind::Qdrant);
+        assert!(
+            s.load.search_rate > 0,
+            "{}: searches are measured",
+            path.display()
+        );
+    }
     for path in files {
         let scenario = load_scenario(&path, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

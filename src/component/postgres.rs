@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Statement};
 
-use super::{base64_decode, base64_encode, http_client, Member};
+use super::{base64_decode, base64_encode, http_client, retry_until, Member};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::{Attempt, BoxFuture, LoadClient};
@@ -427,15 +427,19 @@ async fn watch_leader_key_v2(
             Some(i) => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true&waitIndex={i}"),
             None => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true"),
         };
-        let resp = tokio::select! {
-            r = http.get(url).send() => r,
+        // etcd answers a v2 watch with its headers at once and the body when the event happens: the event is
+        // stamped when the body has arrived, never when the headers did.
+        let body = async {
+            match http.get(url).send().await {
+                Ok(r) => r.json::<Value>().await.ok(),
+                Err(_) => None,
+            }
+        };
+        let v: Option<Value> = tokio::select! {
+            v = body => v,
             _ = stop.changed() => return,
         };
         let at = events.clock().now();
-        let v: Option<Value> = match resp {
-            Ok(r) => r.json().await.ok(),
-            Err(_) => None,
-        };
         let Some(v) = v else {
             wait_index = None;
             tokio::select! {
@@ -541,28 +545,17 @@ async fn connect_primary(ep: &PostgresEndpoints) -> Result<PrimaryConnection, St
 
 /// Creates the ledger table on the primary, retrying until `deadline`.
 pub async fn prepare(ep: &PostgresEndpoints, deadline: Duration) -> Result<(), String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let result = async {
-            let conn = connect_primary_raw(ep).await?;
-            conn.batch_execute(
-                "CREATE TABLE IF NOT EXISTS faultline_ledger (run_id text NOT NULL, id bigint NOT NULL, \
-                 written_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run_id, id))",
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }
-        .await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= until => {
-                return Err(format!(
-                    "cannot create the ledger table on the primary: {e}"
-                ))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    retry_until(deadline, || async {
+        let conn = connect_primary_raw(ep).await?;
+        conn.batch_execute(
+            "CREATE TABLE IF NOT EXISTS faultline_ledger (run_id text NOT NULL, id bigint NOT NULL, \
+             written_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run_id, id))",
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("cannot create the ledger table on the primary: {e}"))
 }
 
 async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::Client, String> {
@@ -576,34 +569,36 @@ async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::C
 
 /// Proves the primary accepts writes: one committed INSERT through the same path clients use.
 pub async fn write_probe(ep: &PostgresEndpoints, deadline: Duration) -> Result<String, String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let attempt = async {
-            let client = connect_primary_raw(ep).await?;
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS faultline_probe (at timestamptz NOT NULL DEFAULT clock_timestamp()); \
-                     INSERT INTO faultline_probe DEFAULT VALUES",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let row = client
-                .query_one("SELECT inet_server_addr()::text", &[])
-                .await
-                .map_err(|e| e.to_string())?;
-            let host: String = row.get(0);
-            let host = host.split('/').next().unwrap_or_default().to_string();
-            Ok::<_, String>(ep.member_by_addr(&host).map(|m| m.node.clone()).unwrap_or(host))
-        }
-        .await;
-        match attempt {
-            Ok(node) => return Ok(node),
-            Err(e) if Instant::now() >= until => {
-                return Err(format!("the primary does not accept writes: {e}"))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    retry_until(deadline, || async {
+        let client = connect_primary_raw(ep).await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS faultline_probe (at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+                 INSERT INTO faultline_probe DEFAULT VALUES",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        server_member(ep, &client).await
+    })
+    .await
+    .map_err(|e| format!("the primary does not accept writes: {e}"))
+}
+
+/// The member a connection is served by (from `inet_server_addr()`).
+async fn server_member(
+    ep: &PostgresEndpoints,
+    client: &tokio_postgres::Client,
+) -> Result<String, String> {
+    let row = client
+        .query_one("SELECT inet_server_addr()::text", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let host: String = row.get(0);
+    let host = host.split('/').next().unwrap_or_default().to_string();
+    Ok(ep
+        .member_by_addr(&host)
+        .map(|m| m.node.clone())
+        .unwrap_or(host))
 }
 
 /// Reads back every id of the run from the current primary (retrying until `deadline`).
@@ -612,44 +607,23 @@ pub async fn read_back(
     run_id: &str,
     deadline: Duration,
 ) -> Result<(std::collections::BTreeSet<u64>, String), String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let result = async {
-            let client = connect_primary_raw(ep).await?;
-            let rows = client
-                .query(
-                    "SELECT id FROM faultline_ledger WHERE run_id = $1",
-                    &[&run_id],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            let server: Vec<String> = client
-                .query("SELECT inet_server_addr()::text", &[])
-                .await
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect();
-            let host = server
-                .first()
-                .map(|s| s.split('/').next().unwrap_or(s).to_string())
-                .unwrap_or_default();
-            let member = ep
-                .member_by_addr(&host)
-                .map(|m| m.node.clone())
-                .unwrap_or(host);
-            Ok::<_, String>((
-                rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
-                member,
-            ))
-        }
-        .await;
-        match result {
-            Ok(r) => return Ok(r),
-            Err(e) if Instant::now() >= until => return Err(format!("read-back failed: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    retry_until(deadline, || async {
+        let client = connect_primary_raw(ep).await?;
+        let rows = client
+            .query(
+                "SELECT id FROM faultline_ledger WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let member = server_member(ep, &client).await?;
+        Ok((
+            rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
+            member,
+        ))
+    })
+    .await
+    .map_err(|e| format!("read-back failed: {e}"))
 }
 
 pub async fn read_back_ledger(

@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Value};
 use tokio::sync::watch;
 
-use super::Member;
+use super::{retry_until, Member};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::{Attempt, BoxFuture, LoadClient};
@@ -489,95 +489,78 @@ impl LoadClient for RedisLoadClient {
 
 /// Proves the master accepts writes: one SET through Sentinel discovery, on a connection whose ROLE is master.
 pub async fn write_probe(ep: &RedisEndpoints, deadline: Duration) -> Result<String, String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let attempt = async {
-            let master = discover_master(ep, Duration::from_millis(500)).await?;
-            let mut c = connect(master, REDIS_PORT, Duration::from_secs(1))
-                .await
-                .map_err(|e| e.to_string())?;
-            redis::cmd("SET")
-                .arg("faultline:probe")
-                .arg(crate::clock::rfc3339_millis(std::time::SystemTime::now()))
-                .query_async::<()>(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(ep.node_of(&master.to_string()).unwrap_or("?").to_string())
-        }
-        .await;
-        match attempt {
-            Ok(node) => return Ok(node),
-            Err(e) if Instant::now() >= until => {
-                return Err(format!("the master does not accept writes: {e}"))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+    retry_until(deadline, || async {
+        let master = discover_master(ep, Duration::from_millis(500)).await?;
+        let mut c = connect(master, REDIS_PORT, Duration::from_secs(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        redis::cmd("SET")
+            .arg("faultline:probe")
+            .arg(crate::clock::rfc3339_millis(std::time::SystemTime::now()))
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ep.node_of(&master.to_string()).unwrap_or("?").to_string())
+    })
+    .await
+    .map_err(|e| format!("the master does not accept writes: {e}"))
 }
 
-/// Reads back the run's set from the master a majority of sentinels agree on, retrying until `deadline`.
+/// Reads back the run's keys from the master a majority of sentinels agree on, retrying until `deadline`.
 pub async fn read_back_ledger(
     ep: &RedisEndpoints,
     run_id: &str,
     deadline: Duration,
     clock: crate::clock::Clock,
 ) -> Result<ReadBack, String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let attempt = async {
-            let node = agreed_master(ep)
-                .await
-                .ok_or("sentinels do not agree on a master")?;
-            let addr = ep
-                .members
-                .iter()
-                .find(|m| m.node == node)
-                .map(|m| m.addr)
-                .ok_or("unknown master")?;
-            let mut c = connect(addr, REDIS_PORT, Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())?;
-            let role: Vec<Value> = redis::cmd("ROLE")
+    let (present, from_member) = retry_until(deadline, || async {
+        let node = agreed_master(ep)
+            .await
+            .ok_or("sentinels do not agree on a master")?;
+        let addr = ep
+            .members
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| m.addr)
+            .ok_or("unknown master")?;
+        let mut c = connect(addr, REDIS_PORT, Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string())?;
+        let role: Vec<Value> = redis::cmd("ROLE")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+        if role.first().and_then(as_string).as_deref() != Some("master") {
+            return Err(format!("{node} is not a master yet"));
+        }
+        let prefix = key_prefix(run_id);
+        let mut ids = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
                 .query_async(&mut c)
                 .await
                 .map_err(|e| e.to_string())?;
-            if role.first().and_then(as_string).as_deref() != Some("master") {
-                return Err(format!("{node} is not a master yet"));
+            ids.extend(keys.iter().filter_map(|k| id_of_key(&prefix, k)));
+            if next == 0 {
+                break;
             }
-            let prefix = key_prefix(run_id);
-            let mut ids = BTreeSet::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ids.extend(keys.iter().filter_map(|k| id_of_key(&prefix, k)));
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            Ok::<_, String>((ids, node))
+            cursor = next;
         }
-        .await;
-        match attempt {
-            Ok((present, from_member)) => {
-                return Ok(ReadBack {
-                    present,
-                    from_member,
-                    at: clock.now(),
-                })
-            }
-            Err(e) if Instant::now() >= until => return Err(format!("read-back failed: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-        }
-    }
+        Ok::<_, String>((ids, node))
+    })
+    .await
+    .map_err(|e| format!("read-back failed: {e}"))?;
+    Ok(ReadBack {
+        present,
+        from_member,
+        at: clock.now(),
+    })
 }
 
 /// Sentinel log lines for an event (e.g. "+switch-master", "+sdown master") with their timestamps.

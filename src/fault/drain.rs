@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::journal::Journal;
-use super::{ActiveFault, RevertStep};
+use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::component::postgres::cluster_view;
 use crate::component::{http_client, redis as redis_component};
 use crate::scenario::ComponentKind;
@@ -32,9 +32,7 @@ pub async fn apply(
         "drain {}: switch roles away, then SIGTERM",
         nodes.join(", ")
     );
-    let entry = journal
-        .open("node-drain", &description, steps)
-        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let entry = journal_before_applying(journal, "node-drain", &description, steps)?;
     let applied_at = std::time::Instant::now();
     for n in nodes {
         if stack.role_holder(ComponentKind::Postgres).await.as_deref() == Some(n.as_str()) {
@@ -56,14 +54,12 @@ pub async fn apply(
             }
         }
     }
-    Ok(ActiveFault {
-        journal_id: entry.id,
-        name: "node-drain".into(),
+    Ok(ActiveFault::new(
+        entry,
         description,
-        victims: nodes.to_vec(),
-        steps: entry.steps,
+        nodes.to_vec(),
         applied_at,
-    })
+    ))
 }
 
 async fn switchover_postgres(

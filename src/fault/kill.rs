@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::journal::Journal;
-use super::{ActiveFault, RevertStep};
+use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
@@ -34,9 +34,7 @@ pub fn apply(
         .map(|n| format!("{}@{n}", process.name()))
         .collect();
     let description = format!("SIGKILL {}", victims.join(", "));
-    let entry = journal
-        .open("process-kill", &description, steps)
-        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let entry = journal_before_applying(journal, "process-kill", &description, steps)?;
     let applied_at = std::time::Instant::now();
     for n in nodes {
         stack.kill(n, process);
@@ -44,12 +42,5 @@ pub fn apply(
     for n in nodes {
         stack.wait_gone(n, process, Duration::from_secs(3));
     }
-    Ok(ActiveFault {
-        journal_id: entry.id,
-        name: "process-kill".into(),
-        description,
-        victims,
-        steps: entry.steps,
-        applied_at,
-    })
+    Ok(ActiveFault::new(entry, description, victims, applied_at))
 }

@@ -41,6 +41,38 @@ pub struct ActiveFault {
     pub applied_at: std::time::Instant,
 }
 
+impl ActiveFault {
+    /// The applied fault for a journal entry whose action started at `applied_at`.
+    pub fn new(
+        entry: journal::JournalEntry,
+        description: String,
+        victims: Vec<String>,
+        applied_at: std::time::Instant,
+    ) -> Self {
+        ActiveFault {
+            journal_id: entry.id,
+            name: entry.fault,
+            description,
+            victims,
+            steps: entry.steps,
+            applied_at,
+        }
+    }
+}
+
+/// Writes and syncs the journal entry that says how to revert the fault; the fault may be applied once this
+/// returns.
+pub fn journal_before_applying(
+    journal: &journal::Journal,
+    name: &str,
+    description: &str,
+    steps: Vec<RevertStep>,
+) -> Result<journal::JournalEntry, TargetError> {
+    journal
+        .open(name, description, steps)
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))
+}
+
 /// Resolves a selector to node names at the moment the fault is applied (the primary moves between trials).
 pub async fn resolve<T: Target>(
     target: &T,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::journal::Journal;
-use super::{ActiveFault, RevertStep};
+use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::target::local::{netns, LocalStack};
 use crate::target::TargetError;
 
@@ -30,9 +30,7 @@ pub fn apply(
         "{name}: link down and every process killed on {}",
         nodes.join(", ")
     );
-    let entry = journal
-        .open(name, &description, steps)
-        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let entry = journal_before_applying(journal, name, &description, steps)?;
     let applied_at = std::time::Instant::now();
     for n in nodes {
         netns::set_link(stack.topology(), n, false)
@@ -48,12 +46,10 @@ pub fn apply(
             stack.wait_gone(n, p, Duration::from_secs(3));
         }
     }
-    Ok(ActiveFault {
-        journal_id: entry.id,
-        name: name.into(),
+    Ok(ActiveFault::new(
+        entry,
         description,
-        victims: nodes.to_vec(),
-        steps: entry.steps,
+        nodes.to_vec(),
         applied_at,
-    })
+    ))
 }

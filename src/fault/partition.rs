@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::journal::Journal;
-use super::{ActiveFault, RevertStep};
+use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
 use crate::target::local::{netns, LocalStack};
 use crate::target::TargetError;
@@ -88,22 +88,18 @@ pub fn apply(
         side_a.join(" "),
         side_b.join(" ")
     );
-    let entry = journal
-        .open("partition", &description, steps)
-        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let entry = journal_before_applying(journal, "partition", &description, steps)?;
     let applied_at = std::time::Instant::now();
     for (n, out, inn) in &rules {
         netns::add_drop_rules(&t.namespace(n), out, inn)
             .map_err(|e| TargetError::Fault(format!("cannot add partition rules on {n}: {e}")))?;
     }
-    Ok(ActiveFault {
-        journal_id: entry.id,
-        name: "partition".into(),
+    Ok(ActiveFault::new(
+        entry,
         description,
-        victims: side_a.to_vec(),
-        steps: entry.steps,
+        side_a.to_vec(),
         applied_at,
-    })
+    ))
 }
 
 #[cfg(test)]

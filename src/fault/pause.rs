@@ -2,7 +2,7 @@
 //! but answers nothing, like a process stuck in a long GC pause or on a hung disk.
 
 use super::journal::Journal;
-use super::{ActiveFault, RevertStep};
+use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
@@ -32,19 +32,10 @@ pub fn apply(
         .map(|n| format!("{}@{n}", process.name()))
         .collect();
     let description = format!("SIGSTOP {}", victims.join(", "));
-    let entry = journal
-        .open("process-pause", &description, steps)
-        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
+    let entry = journal_before_applying(journal, "process-pause", &description, steps)?;
     let applied_at = std::time::Instant::now();
     for n in nodes {
         stack.signal(n, process, libc::SIGSTOP);
     }
-    Ok(ActiveFault {
-        journal_id: entry.id,
-        name: "process-pause".into(),
-        description,
-        victims,
-        steps: entry.steps,
-        applied_at,
-    })
+    Ok(ActiveFault::new(entry, description, victims, applied_at))
 }

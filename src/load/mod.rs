@@ -40,6 +40,11 @@ impl Attempt {
 pub trait LoadClient: Send {
     fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt>;
     fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt>;
+    /// A search (vector query); components without one never get search jobs (the scenario parser refuses
+    /// `search_rate` for them), so the default only guards against a wiring mistake.
+    fn search(&mut self, _deadline: Duration) -> BoxFuture<'_, Attempt> {
+        Box::pin(async { Attempt::failed_unsent("this component has no search operation") })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +94,7 @@ pub fn start(
     for (rate, op) in [
         (profile.write_rate, OpKind::Write),
         (profile.read_rate, OpKind::Read),
+        (profile.search_rate, OpKind::Search),
     ] {
         if rate == 0 {
             continue;
@@ -112,7 +118,7 @@ pub fn start(
                 }
                 let id = match op {
                     OpKind::Write => ids.fetch_add(1, Ordering::SeqCst),
-                    OpKind::Read => {
+                    OpKind::Read | OpKind::Search => {
                         read_id += 1;
                         read_id
                     }
@@ -138,6 +144,7 @@ pub fn start(
                 let attempt = match job.op {
                     OpKind::Write => client.write(job.id, deadline).await,
                     OpKind::Read => client.read(deadline).await,
+                    OpKind::Search => client.search(deadline).await,
                 };
                 record(&ledger, &clock, &events, job, attempt);
             }

@@ -39,6 +39,10 @@ pub struct RunReport {
     /// Which trial `measurements` shows, so a multi-trial run never mixes values of different trials unlabelled.
     pub measurements_trial: Option<u32>,
     pub trials: Vec<TrialReport>,
+    /// Per metric, its distribution over the trials (only metrics observed in at least one trial).
+    pub distribution: BTreeMap<String, Distribution>,
+    /// Successful / attempted operations over the whole run (every trial, reads, writes and searches).
+    pub availability: Availability,
     pub timeline: Vec<TimelineEntry>,
     pub log_agreement: Vec<LogAgreement>,
     /// Component versions and HA settings, built by the target.
@@ -63,6 +67,75 @@ impl From<&TrialMeasurements> for TrialReport {
             latency_buckets: m.latency_buckets.clone(),
         }
     }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Availability {
+    pub ok: u64,
+    pub attempted: u64,
+    /// None when nothing was attempted.
+    pub pct: Option<f64>,
+}
+
+impl Availability {
+    pub fn of(entries: &[crate::ledger::LedgerEntry]) -> Availability {
+        let ok = entries
+            .iter()
+            .filter(|e| e.outcome == crate::ledger::Outcome::Ok)
+            .count() as u64;
+        let attempted = entries.len() as u64;
+        Availability {
+            ok,
+            attempted,
+            pct: (attempted > 0).then(|| ok as f64 * 100.0 / attempted as f64),
+        }
+    }
+}
+
+/// One metric over the trials. `observed` counts trials with a value; the statistics cover only those, and
+/// `not_observed_in` names the others so a partial distribution is never mistaken for a full one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Distribution {
+    pub observed: usize,
+    pub not_observed_in: Vec<u32>,
+    pub min: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// Min, nearest-rank p50/p95, max and mean of every metric over the trials.
+pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distribution> {
+    use crate::scenario::{Metric, Statistic};
+    let mut out = BTreeMap::new();
+    for metric in Metric::all() {
+        let mut values = Vec::new();
+        let mut missing = Vec::new();
+        for t in trials {
+            match t.value(*metric) {
+                Some(v) => values.push(v),
+                None => missing.push(t.trial),
+            }
+        }
+        if values.is_empty() {
+            continue;
+        }
+        let stat = |s: Statistic| s.of(&values).expect("values is not empty");
+        out.insert(
+            metric.name().to_string(),
+            Distribution {
+                observed: values.len(),
+                not_observed_in: missing,
+                min: stat(Statistic::Min),
+                p50: stat(Statistic::P50),
+                p95: stat(Statistic::P95),
+                max: stat(Statistic::Max),
+                mean: stat(Statistic::Mean),
+            },
+        );
+    }
+    out
 }
 
 /// Metric name -> value, the shape every report uses.
@@ -207,6 +280,7 @@ pub(crate) mod fixtures {
             metric,
             op,
             limit,
+            statistic: crate::scenario::Statistic::Every,
             measured,
             pass,
             trial: Some(1),
@@ -240,6 +314,8 @@ pub(crate) mod fixtures {
                 writes: WriteClassification::default(),
                 latency_buckets: Vec::new(),
             }],
+            distribution: BTreeMap::new(),
+            availability: Availability::default(),
             timeline: vec![TimelineEntry {
                 at: "2025-01-01T00:00:30.000Z".into(),
                 t_s: Some(0.0),

@@ -4,6 +4,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use super::{suite_verdict, RunReport};
+use crate::scenario::Statistic;
 use crate::verdict::{format_number, Verdict};
 
 pub fn terminal_summary(report: &RunReport) -> String {
@@ -11,12 +12,16 @@ pub fn terminal_summary(report: &RunReport) -> String {
     let mut table = Builder::default();
     let mut header = vec!["metric", "op", "limit", "measured", "result"];
     if with_trial {
-        header.push("trial");
+        header.push("judged");
     }
     table.push_record(header);
     for t in &report.thresholds {
+        let metric = match t.statistic {
+            Statistic::Every => t.metric.name().to_string(),
+            s => format!("{}({})", s.name(), t.metric),
+        };
         let mut row = vec![
-            t.metric.name().to_string(),
+            metric,
             t.op.symbol().to_string(),
             t.limit.to_string(),
             t.measured
@@ -24,11 +29,29 @@ pub fn terminal_summary(report: &RunReport) -> String {
             if t.pass { "pass" } else { "FAIL" }.to_string(),
         ];
         if with_trial {
-            row.push(t.trial.map_or_else(|| "-".to_string(), |n| n.to_string()));
+            let n = report.trials.len();
+            row.push(match (t.statistic, t.trial) {
+                (Statistic::Every, Some(k)) if t.pass => format!("every trial; worst: {k}"),
+                (Statistic::Every, Some(k)) => format!("every trial; fails in {k}"),
+                (Statistic::Every, None) => "every trial".to_string(),
+                (s, _) => format!("{} of {n} trials", s.name()),
+            });
         }
         table.push_record(row);
     }
     let table = table.build().with(Style::sharp()).to_string();
+    let mut paired = paired_windows(report);
+    if let Some(pct) = report.availability.pct {
+        paired += &format!(
+            "availability over the run: {pct:.3}% ({} of {} operations succeeded)\n",
+            report.availability.ok, report.availability.attempted
+        );
+    }
+    let spread = if with_trial {
+        trial_spread(report)
+    } else {
+        String::new()
+    };
 
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
@@ -45,9 +68,78 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
+}
+
+/// Baseline vs fault window per operation class that had load: throughput and p50/p95/p99 latency, and how much
+/// worse the fault window was (degradation in percent of the baseline; positive = worse).
+fn paired_windows(report: &RunReport) -> String {
+    let get = |name: String| report.measurements.get(&name).copied().flatten();
+    let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), format_number);
+    let mut table = Builder::default();
+    table.push_record(["ops", "window", "ok ops/s", "p50 ms", "p95 ms", "p99 ms"]);
+    let mut rows = 0;
+    for (op, prefix) in [
+        ("write", "write_"),
+        ("read", "read_"),
+        ("search", "search_"),
+    ] {
+        if get(format!("{prefix}throughput_baseline_per_s")).is_none() {
+            continue;
+        }
+        rows += 1;
+        for w in ["baseline", "fault"] {
+            table.push_record([
+                op.to_string(),
+                w.to_string(),
+                show(get(format!("{prefix}throughput_{w}_per_s"))),
+                show(get(format!("{prefix}p50_{w}_ms"))),
+                show(get(format!("{prefix}p95_{w}_ms"))),
+                show(get(format!("{prefix}p99_{w}_ms"))),
+            ]);
+        }
+        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:+.1}%"));
+        table.push_record([
+            op.to_string(),
+            "degradation".to_string(),
+            pct(get(format!("{prefix}throughput_degradation_pct"))),
+            pct(get(format!("{prefix}p50_degradation_pct"))),
+            pct(get(format!("{prefix}p95_degradation_pct"))),
+            pct(get(format!("{prefix}p99_degradation_pct"))),
+        ]);
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    format!("{}\n", table.build().with(Style::sharp()))
+}
+
+/// For a multi-trial run: each judged metric's distribution over the trials.
+fn trial_spread(report: &RunReport) -> String {
+    let mut table = Builder::default();
+    table.push_record(["metric", "trials", "min", "p50", "p95", "max"]);
+    let mut seen = Vec::new();
+    for t in &report.thresholds {
+        let name = t.metric.name();
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        let Some(d) = report.distribution.get(name) else {
+            continue;
+        };
+        table.push_record([
+            name.to_string(),
+            format!("{}/{}", d.observed, report.trials.len()),
+            format_number(d.min),
+            format_number(d.p50),
+            format_number(d.p95),
+            format_number(d.max),
+        ]);
+    }
+    format!("{}\n", table.build().with(Style::sharp()))
 }
 
 pub fn terminal_suite_summary(reports: &[RunReport]) -> String {

@@ -13,15 +13,21 @@ use serde::Serialize;
 pub enum ComponentKind {
     Postgres,
     Redis,
+    Qdrant,
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 2] = [ComponentKind::Postgres, ComponentKind::Redis];
+    pub const ALL: [ComponentKind; 3] = [
+        ComponentKind::Postgres,
+        ComponentKind::Redis,
+        ComponentKind::Qdrant,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ComponentKind::Postgres => "postgres",
             ComponentKind::Redis => "redis",
+            ComponentKind::Qdrant => "qdrant",
         }
     }
 }
@@ -132,6 +138,8 @@ pub struct LoadProfile {
     pub write_rate: u32,
     /// Reads per second, open loop (0 = none).
     pub read_rate: u32,
+    /// Searches per second, open loop (0 = none); only for components that have a search (Qdrant).
+    pub search_rate: u32,
     /// Concurrent client connections executing the schedule.
     pub connections: u32,
     /// Client-side deadline per operation; past it the outcome is unknown.
@@ -147,6 +155,7 @@ impl Default for LoadProfile {
         LoadProfile {
             write_rate: 100,
             read_rate: 20,
+            search_rate: 0,
             connections: 4,
             deadline: Duration::from_secs(2),
             redis_wait: None,
@@ -172,12 +181,71 @@ impl Default for HealSpec {
     }
 }
 
-/// The metrics a threshold can judge. Names are the ones used in scenario files and reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Which operations a latency or throughput metric covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpClass {
+    /// Every operation (reads, writes, searches).
+    All,
+    Write,
+    Read,
+    Search,
+}
+
+impl OpClass {
+    pub const ALL: [OpClass; 4] = [OpClass::All, OpClass::Write, OpClass::Read, OpClass::Search];
+
+    /// Prefix in metric names; `All` keeps the historical `latency_`/`throughput_` names.
+    fn prefix(self) -> &'static str {
+        match self {
+            OpClass::All => "",
+            OpClass::Write => "write_",
+            OpClass::Read => "read_",
+            OpClass::Search => "search_",
+        }
+    }
+}
+
+/// The paired measurement windows: steady state right before the fault, and fault to healed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    Baseline,
+    Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Quantile {
+    P50,
+    P95,
+    P99,
+}
+
+impl Quantile {
+    pub const ALL: [Quantile; 3] = [Quantile::P50, Quantile::P95, Quantile::P99];
+
+    pub fn fraction(self) -> f64 {
+        match self {
+            Quantile::P50 => 0.50,
+            Quantile::P95 => 0.95,
+            Quantile::P99 => 0.99,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Quantile::P50 => "p50",
+            Quantile::P95 => "p95",
+            Quantile::P99 => "p99",
+        }
+    }
+}
+
+/// The metrics a threshold can judge. Names are the ones used in scenario files and reports (see `name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
     DetectionS,
     PromotionS,
+    /// Fault to the stack healthy again after the heal (every replica back).
+    RecoveredS,
     RtoS,
     DowntimeS,
     LostAckedWrites,
@@ -188,16 +256,25 @@ pub enum Metric {
     RecoveredWrites,
     UnexpectedWrites,
     AckedWrites,
-    LatencyP50BaselineMs,
-    LatencyP99BaselineMs,
-    LatencyP50FaultMs,
-    LatencyP99FaultMs,
+    /// Failed or unknown reads and searches over the trial.
+    FailedQueries,
+    /// Successful / attempted operations over the trial, in percent.
+    AvailabilityPct,
+    /// `[op_]latency_pXX_{baseline,fault}_ms`; for a single op class `write_p99_fault_ms`.
+    Latency(OpClass, Quantile, Window),
+    /// Successful operations per second in the window: `[op_]throughput_{baseline,fault}_per_s`.
+    Throughput(OpClass, Window),
+    /// (fault - baseline) / baseline in percent, positive = slower: `[op_|latency_]pXX_degradation_pct`.
+    LatencyDegradation(OpClass, Quantile),
+    /// (baseline - fault) / baseline in percent, positive = fewer ops: `[op_]throughput_degradation_pct`.
+    ThroughputDegradation(OpClass),
 }
 
-impl Metric {
-    pub const ALL: [Metric; 16] = [
+static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock::new(|| {
+    let mut v: Vec<Metric> = vec![
         Metric::DetectionS,
         Metric::PromotionS,
+        Metric::RecoveredS,
         Metric::RtoS,
         Metric::DowntimeS,
         Metric::LostAckedWrites,
@@ -208,35 +285,95 @@ impl Metric {
         Metric::RecoveredWrites,
         Metric::UnexpectedWrites,
         Metric::AckedWrites,
-        Metric::LatencyP50BaselineMs,
-        Metric::LatencyP99BaselineMs,
-        Metric::LatencyP50FaultMs,
-        Metric::LatencyP99FaultMs,
+        Metric::FailedQueries,
+        Metric::AvailabilityPct,
     ];
+    for op in OpClass::ALL {
+        for w in [Window::Baseline, Window::Fault] {
+            for q in Quantile::ALL {
+                v.push(Metric::Latency(op, q, w));
+            }
+            v.push(Metric::Throughput(op, w));
+        }
+        for q in Quantile::ALL {
+            v.push(Metric::LatencyDegradation(op, q));
+        }
+        v.push(Metric::ThroughputDegradation(op));
+    }
+    v.into_iter().map(|m| (m, m.compose_name())).collect()
+});
 
-    pub fn name(self) -> &'static str {
+static ALL_METRICS: std::sync::LazyLock<Vec<Metric>> =
+    std::sync::LazyLock::new(|| METRICS.iter().map(|(m, _)| *m).collect());
+
+impl Metric {
+    /// Every metric, in report order.
+    pub fn all() -> &'static [Metric] {
+        &ALL_METRICS
+    }
+
+    fn compose_name(self) -> String {
+        let window = |w: Window| match w {
+            Window::Baseline => "baseline",
+            Window::Fault => "fault",
+        };
         match self {
-            Metric::DetectionS => "detection_s",
-            Metric::PromotionS => "promotion_s",
-            Metric::RtoS => "rto_s",
-            Metric::DowntimeS => "downtime_s",
-            Metric::LostAckedWrites => "lost_acked_writes",
-            Metric::RpoS => "rpo_s",
-            Metric::ErrorRate => "error_rate",
-            Metric::FailedWrites => "failed_writes",
-            Metric::UnknownWrites => "unknown_writes",
-            Metric::RecoveredWrites => "recovered_writes",
-            Metric::UnexpectedWrites => "unexpected_writes",
-            Metric::AckedWrites => "acked_writes",
-            Metric::LatencyP50BaselineMs => "latency_p50_baseline_ms",
-            Metric::LatencyP99BaselineMs => "latency_p99_baseline_ms",
-            Metric::LatencyP50FaultMs => "latency_p50_fault_ms",
-            Metric::LatencyP99FaultMs => "latency_p99_fault_ms",
+            Metric::DetectionS => "detection_s".into(),
+            Metric::PromotionS => "promotion_s".into(),
+            Metric::RecoveredS => "recovered_s".into(),
+            Metric::RtoS => "rto_s".into(),
+            Metric::DowntimeS => "downtime_s".into(),
+            Metric::LostAckedWrites => "lost_acked_writes".into(),
+            Metric::RpoS => "rpo_s".into(),
+            Metric::ErrorRate => "error_rate".into(),
+            Metric::FailedWrites => "failed_writes".into(),
+            Metric::UnknownWrites => "unknown_writes".into(),
+            Metric::RecoveredWrites => "recovered_writes".into(),
+            Metric::UnexpectedWrites => "unexpected_writes".into(),
+            Metric::AckedWrites => "acked_writes".into(),
+            Metric::FailedQueries => "failed_queries".into(),
+            Metric::AvailabilityPct => "availability_pct".into(),
+            Metric::Latency(OpClass::All, q, w) => {
+                format!("latency_{}_{}_ms", q.label(), window(w))
+            }
+            Metric::Latency(op, q, w) => format!("{}{}_{}_ms", op.prefix(), q.label(), window(w)),
+            Metric::Throughput(op, w) => format!("{}throughput_{}_per_s", op.prefix(), window(w)),
+            Metric::LatencyDegradation(OpClass::All, q) => {
+                format!("latency_{}_degradation_pct", q.label())
+            }
+            Metric::LatencyDegradation(op, q) => {
+                format!("{}{}_degradation_pct", op.prefix(), q.label())
+            }
+            Metric::ThroughputDegradation(op) => {
+                format!("{}throughput_degradation_pct", op.prefix())
+            }
         }
     }
 
+    pub fn name(self) -> &'static str {
+        METRICS
+            .iter()
+            .find(|(m, _)| *m == self)
+            .map(|(_, n)| n.as_str())
+            .expect("every metric is in the table")
+    }
+
     pub fn from_name(s: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.name() == s)
+        METRICS.iter().find(|(_, n)| n == s).map(|(m, _)| *m)
+    }
+
+    /// Whether a larger value is better (judging "every trial" uses the worst trial in that direction).
+    pub fn larger_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::AckedWrites | Metric::AvailabilityPct | Metric::Throughput(..)
+        )
+    }
+}
+
+impl Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -282,17 +419,81 @@ impl Op {
     }
 }
 
-/// `metric op limit`, e.g. `detection_s <= 10`.
+/// Which value over the trials a threshold judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Statistic {
+    /// Every trial must hold the threshold (the default): the worst trial is judged.
+    Every,
+    Min,
+    Max,
+    Mean,
+    /// Nearest-rank percentiles over the trials' values.
+    P50,
+    P95,
+}
+
+impl Statistic {
+    pub const NAMED: [Statistic; 5] = [
+        Statistic::Min,
+        Statistic::Max,
+        Statistic::Mean,
+        Statistic::P50,
+        Statistic::P95,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Statistic::Every => "every",
+            Statistic::Min => "min",
+            Statistic::Max => "max",
+            Statistic::Mean => "mean",
+            Statistic::P50 => "p50",
+            Statistic::P95 => "p95",
+        }
+    }
+
+    /// The statistic over the trials' values (non-empty, all observed). Percentiles use the nearest rank,
+    /// so the value is always one that a trial actually measured.
+    pub fn of(self, values: &[f64]) -> Option<f64> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some(match self {
+            Statistic::Every | Statistic::Max => v[v.len() - 1],
+            Statistic::Min => v[0],
+            Statistic::Mean => v.iter().sum::<f64>() / v.len() as f64,
+            Statistic::P50 => rank(0.50),
+            Statistic::P95 => rank(0.95),
+        })
+    }
+}
+
+/// `metric op limit`, e.g. `detection_s <= 10`, optionally over a statistic of the trials: `p95(detection_s) <= 8`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Threshold {
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
+    pub statistic: Statistic,
 }
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.metric, self.op.symbol(), self.limit)
+        match self.statistic {
+            Statistic::Every => write!(f, "{} {} {}", self.metric, self.op.symbol(), self.limit),
+            s => write!(
+                f,
+                "{}({}) {} {}",
+                s.name(),
+                self.metric,
+                self.op.symbol(),
+                self.limit
+            ),
+        }
     }
 }
 

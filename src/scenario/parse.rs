@@ -49,6 +49,7 @@ struct RawScenario {
 struct RawLoad {
     write_rate: Option<i64>,
     read_rate: Option<i64>,
+    search_rate: Option<i64>,
     connections: Option<i64>,
     deadline: Option<String>,
     rto_consecutive: Option<i64>,
@@ -204,7 +205,7 @@ fn build_scenario(
         .require(
             raw.component,
             "component",
-            "set the component whose failover is measured: postgres or redis",
+            "set the component whose failover is measured: postgres, redis or qdrant",
         )
         .and_then(|c| component(d, &c, "component"));
 
@@ -325,9 +326,13 @@ fn referenced_topology(
 pub(super) fn component(d: &mut Diagnostics<'_>, text: &str, path: &str) -> Option<ComponentKind> {
     let found = ComponentKind::ALL.into_iter().find(|c| c.name() == text);
     if found.is_none() {
+        let known: Vec<&str> = ComponentKind::ALL.iter().map(|c| c.name()).collect();
         d.at(
             path,
-            format!("unknown component `{text}`; known components: postgres, redis"),
+            format!(
+                "unknown component `{text}`; known components: {}",
+                known.join(", ")
+            ),
         );
     }
     found
@@ -422,6 +427,24 @@ fn load_profile(
         20_000,
         defaults.read_rate,
     );
+    let search_rate = int_or_default(
+        d,
+        raw.search_rate,
+        "load.search_rate",
+        0,
+        20_000,
+        defaults.search_rate,
+    );
+    if let (Some(rate), Some(c)) = (search_rate, component) {
+        if rate > 0 && c != ComponentKind::Qdrant {
+            d.at(
+                "load.search_rate",
+                format!(
+                    "load.search_rate is only allowed when component is qdrant (this scenario's component is {c})"
+                ),
+            );
+        }
+    }
     let connections = int_or_default(
         d,
         raw.connections,
@@ -466,6 +489,7 @@ fn load_profile(
     Some(LoadProfile {
         write_rate: write_rate?,
         read_rate: read_rate?,
+        search_rate: search_rate?,
         connections: connections?,
         deadline: deadline?,
         redis_wait: redis_wait?,
@@ -560,7 +584,9 @@ fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Thresho
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::scenario::{FaultKind, FaultSpec, Metric, NodeSelector, Op, PartitionDirection};
+    use crate::scenario::{
+        FaultKind, FaultSpec, Metric, NodeSelector, Op, PartitionDirection, Statistic,
+    };
     use crate::topology::{parse_topology, Topology};
 
     const VALID: &str = "\
@@ -633,7 +659,8 @@ thresholds:
             vec![Threshold {
                 metric: Metric::DetectionS,
                 op: Op::Le,
-                limit: 10.0
+                limit: 10.0,
+                statistic: Statistic::Every,
             }]
         );
     }
@@ -792,6 +819,35 @@ thresholds:
         let e = err(&redis.replace("replicas: 1", "replicas: 17"));
         assert!(
             e.contains("load.redis_wait.replicas 17 is out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn search_rate_only_for_qdrant() {
+        let text = format!("{VALID}load:\n  search_rate: 50\n");
+        let e = err(&text);
+        assert!(e.contains("s.yaml:11:16: load.search_rate is only allowed when component is qdrant (this scenario's component is postgres)"), "{e}");
+        assert!(parse_scenario(&format!("{VALID}load:\n  search_rate: 0\n"), path(), None).is_ok());
+        let qdrant = text
+            .replace("component: postgres", "component: qdrant")
+            .replace("{role: primary}", "{role: replica, component: qdrant}");
+        let s = parse_scenario(&qdrant, path(), Some(&topo())).unwrap();
+        assert_eq!(s.component, ComponentKind::Qdrant);
+        assert_eq!(s.load.search_rate, 50);
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::ProcessKill {
+                component: ComponentKind::Qdrant,
+                target: NodeSelector::Role {
+                    component: ComponentKind::Qdrant,
+                    role: Role::Replica
+                },
+            }
+        );
+        let e = err(&VALID.replace("component: postgres", "component: mysql"));
+        assert!(
+            e.contains("known components: postgres, redis, qdrant"),
             "{e}"
         );
     }

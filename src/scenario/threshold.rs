@@ -1,7 +1,7 @@
 //! Threshold lines: `metric op number`, e.g. `detection_s <= 10`.
 
 use super::document::did_you_mean;
-use super::model::{Metric, Op, Threshold};
+use super::model::{Metric, Op, Statistic, Threshold};
 
 const OPS: [(&str, Op); 5] = [
     ("<=", Op::Le),
@@ -19,10 +19,31 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
     if text.is_empty() {
         return Err(format!("the threshold is empty; {SHAPE}"));
     }
-    let name_end = text
-        .find(|c: char| c.is_whitespace() || "<>=!".contains(c))
-        .unwrap_or(text.len());
-    let (name, rest) = text.split_at(name_end);
+    // Optional statistic over the trials: `p95(detection_s) <= 8`.
+    let (statistic, name, rest) = match text.split_once('(') {
+        Some((stat, after)) if !stat.contains(char::is_whitespace) && !stat.is_empty() => {
+            let statistic = Statistic::NAMED
+                .into_iter()
+                .find(|s| s.name() == stat)
+                .ok_or_else(|| {
+                    format!(
+                        "`{stat}` in threshold `{text}` is not a statistic; use min, max, mean, p50 or p95, \
+                         e.g. `p95(detection_s) <= 8` (without one, every trial must hold)"
+                    )
+                })?;
+            let (inner, rest) = after.split_once(')').ok_or_else(|| {
+                format!("threshold `{text}` opens `{stat}(` but never closes it; {SHAPE}")
+            })?;
+            (statistic, inner.trim(), rest)
+        }
+        _ => {
+            let name_end = text
+                .find(|c: char| c.is_whitespace() || "<>=!".contains(c))
+                .unwrap_or(text.len());
+            let (name, rest) = text.split_at(name_end);
+            (Statistic::Every, name, rest)
+        }
+    };
     if name.is_empty() {
         return Err(format!(
             "threshold `{text}` does not start with a metric; {SHAPE}"
@@ -60,7 +81,12 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
              `0.5` or `-1` (the unit is part of the metric name)"
         )
     })?;
-    Ok(Threshold { metric, op, limit })
+    Ok(Threshold {
+        metric,
+        op,
+        limit,
+        statistic,
+    })
 }
 
 /// Plain decimal only: `inf`, `NaN`, `1e3` and `10s` are not limits anyone means.
@@ -78,13 +104,22 @@ fn parse_limit(text: &str) -> Option<f64> {
 }
 
 fn unknown_metric(name: &str) -> String {
-    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+    let names: Vec<&str> = Metric::all().iter().map(|m| m.name()).collect();
     let hint = did_you_mean(name, &names)
         .map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default();
+    // The per-operation latency/throughput family is long; list the rest and describe the pattern.
+    let core: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            !n.starts_with("write_") && !n.starts_with("read_") && !n.starts_with("search_")
+        })
+        .collect();
     format!(
-        "unknown metric `{name}`{hint}; known metrics: {}",
-        names.join(", ")
+        "unknown metric `{name}`{hint}; known metrics: {}, and the same latency/throughput metrics per operation \
+         with a write_, read_ or search_ prefix (e.g. search_p99_degradation_pct)",
+        core.join(", ")
     )
 }
 
@@ -103,13 +138,48 @@ mod tests {
             Threshold {
                 metric: Metric::DetectionS,
                 op: Op::Le,
-                limit: 10.0
+                limit: 10.0,
+                statistic: Statistic::Every,
             }
         );
         assert_eq!(ok("rto_s<2.5").op, Op::Lt);
         assert_eq!(ok("lost_acked_writes == 0").op, Op::Eq);
         assert_eq!(ok("acked_writes >= 100").op, Op::Ge);
         assert_eq!(ok("error_rate > -0.5").limit, -0.5);
+    }
+
+    #[test]
+    fn a_statistic_wraps_the_metric() {
+        let t = ok("p95(detection_s) <= 8");
+        assert_eq!(t.statistic, Statistic::P95);
+        assert_eq!(t.metric, Metric::DetectionS);
+        assert_eq!(t.to_string(), "p95(detection_s) <= 8");
+        assert_eq!(
+            ok("max( search_p99_degradation_pct ) < 20").statistic,
+            Statistic::Max
+        );
+        let e = parse_threshold("p42(detection_s) <= 8").unwrap_err();
+        assert!(e.contains("`p42`") && e.contains("not a statistic"), "{e}");
+        let e = parse_threshold("p95(detection_s <= 8").unwrap_err();
+        assert!(e.contains("never closes"), "{e}");
+        let e = parse_threshold("mean(detecton_s) <= 8").unwrap_err();
+        assert!(e.contains("did you mean `detection_s`"), "{e}");
+    }
+
+    #[test]
+    fn per_operation_and_paired_window_metrics_have_names() {
+        for name in [
+            "search_p99_degradation_pct",
+            "latency_p95_baseline_ms",
+            "write_throughput_fault_per_s",
+            "throughput_degradation_pct",
+            "read_p50_fault_ms",
+            "availability_pct",
+            "failed_queries",
+            "recovered_s",
+        ] {
+            assert_eq!(Metric::from_name(name).map(|m| m.name()), Some(name));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::component::Component;
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
-use crate::scenario::{ComponentKind, FaultKind};
+use crate::scenario::{ComponentKind, FaultKind, NodeSelector, Scenario};
 use crate::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,40 @@ pub enum TargetError {
     /// A fault could not be planned or applied (e.g. no current primary to kill).
     #[error("{0}")]
     Fault(String),
+}
+
+/// Every component a scenario measures or aims a fault at (a process fault's component, a role selector's).
+pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
+    fn of_selector(s: &NodeSelector) -> Option<ComponentKind> {
+        match s {
+            NodeSelector::Role { component, .. } | NodeSelector::ZoneOf { component, .. } => {
+                Some(*component)
+            }
+            NodeSelector::Node(_) | NodeSelector::Zone(_) => None,
+        }
+    }
+    let mut found = vec![Some(scenario.component)];
+    for f in &scenario.faults {
+        match &f.kind {
+            FaultKind::ProcessKill { component, target }
+            | FaultKind::ProcessPause { component, target } => {
+                found.extend([Some(*component), of_selector(target)]);
+            }
+            FaultKind::Partition { side_a, side_b, .. } => {
+                found.extend(side_a.iter().chain(side_b).map(of_selector));
+            }
+            FaultKind::NodeLoss { target }
+            | FaultKind::ZoneLoss { target }
+            | FaultKind::NodeDrain { target } => found.push(of_selector(target)),
+        }
+    }
+    let mut out: Vec<ComponentKind> = Vec::new();
+    for c in found.into_iter().flatten() {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub trait Target {
@@ -46,4 +80,37 @@ pub trait Target {
         component: ComponentKind,
         event: &str,
     ) -> Vec<(std::time::SystemTime, String)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::parse_scenario;
+
+    #[test]
+    fn a_fault_on_a_qdrant_member_needs_qdrant() {
+        let text = "name: s\ncomponent: postgres\nbaseline: 1s\nobserve: 5s\nthresholds: [rto_s <= 1]\nfaults:\n";
+        let needed = |faults: &str| {
+            let s = parse_scenario(&format!("{text}{faults}"), Path::new("s.yaml"), None).unwrap();
+            components_needed(&s)
+        };
+        assert_eq!(
+            needed("  - {kind: process-kill, target: {role: primary}}\n"),
+            vec![ComponentKind::Postgres]
+        );
+        assert_eq!(
+            needed("  - {kind: process-kill, component: qdrant, target: {node: n1}}\n"),
+            vec![ComponentKind::Postgres, ComponentKind::Qdrant]
+        );
+        assert_eq!(
+            needed("  - {kind: partition, side_a: [{role: replica, component: qdrant}]}\n"),
+            vec![ComponentKind::Postgres, ComponentKind::Qdrant]
+        );
+        assert_eq!(
+            needed("  - {kind: node-loss, target: {zone_of: {role: primary, component: redis}}}\n"),
+            vec![ComponentKind::Postgres, ComponentKind::Redis]
+        );
+    }
 }

@@ -36,13 +36,17 @@ pub struct Node {
     pub addr: Ipv4Addr,
 }
 
-/// Node names per component; etcd members are the DCS for Patroni, sentinels watch Redis.
+/// Node names per component; etcd members are the DCS for Patroni, sentinels watch Redis, Qdrant peers form one
+/// raft cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Placement {
     pub etcd: Vec<String>,
     pub postgres: Vec<String>,
     pub redis: Vec<String>,
     pub sentinel: Vec<String>,
+    /// Empty in state files written before Qdrant support.
+    #[serde(default)]
+    pub qdrant: Vec<String>,
 }
 
 impl Topology {
@@ -73,6 +77,7 @@ impl Topology {
         match component {
             ComponentKind::Postgres => &self.placement.postgres,
             ComponentKind::Redis => &self.placement.redis,
+            ComponentKind::Qdrant => &self.placement.qdrant,
         }
     }
 }

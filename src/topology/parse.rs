@@ -54,6 +54,7 @@ struct RawPlacement {
     postgres: Option<Vec<String>>,
     redis: Option<Vec<String>>,
     sentinel: Option<Vec<String>>,
+    qdrant: Option<Vec<String>>,
 }
 
 /// Parses a topology; `path` names the file in errors and becomes [`Topology::source`].
@@ -346,9 +347,9 @@ fn placement(
     raw: Option<RawPlacement>,
     names: &[&str],
 ) -> Option<Placement> {
-    let (etcd, postgres, redis, sentinel) = match raw {
-        Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel),
-        None => (None, None, None, None),
+    let (etcd, postgres, redis, sentinel, qdrant) = match raw {
+        Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel, p.qdrant),
+        None => (None, None, None, None, None),
     };
     let etcd = members(d, etcd, "etcd", names, |n| {
         (n % 2 == 1).then_some(()).ok_or_else(|| {
@@ -370,11 +371,19 @@ fn placement(
             "redis sentinel needs at least 1 member to promote a replica",
         )
     });
+    let qdrant = members(d, qdrant, "qdrant", names, |n| {
+        at_least(
+            n,
+            2,
+            "qdrant needs at least 2 peers to hold replication factor 2",
+        )
+    });
     Some(Placement {
         etcd: etcd?,
         postgres: postgres?,
         redis: redis?,
         sentinel: sentinel?,
+        qdrant: qdrant?,
     })
 }
 
@@ -479,6 +488,7 @@ nodes:
         assert_eq!(t.placement.postgres, three);
         assert_eq!(t.placement.redis, three);
         assert_eq!(t.placement.sentinel, three);
+        assert_eq!(t.placement.qdrant, three);
     }
 
     #[test]
@@ -589,6 +599,21 @@ placement: {etcd: [n1], postgres: [n2, n1], redis: [n1, n2], sentinel: [n2]}
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
+    }
+
+    #[test]
+    fn qdrant_needs_two_peers_for_replication_factor_two() {
+        let e = err(&format!("{THREE}placement:\n  qdrant: [n2]\n"));
+        assert!(
+            e.contains("t.yaml:7:11: placement.qdrant: qdrant needs at least 2 peers to hold replication factor 2; it has 1"),
+            "{e}"
+        );
+        let t = parse_topology(
+            &format!("{THREE}placement:\n  qdrant: [n3, n1]\n"),
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(t.placement.qdrant, vec!["n3".to_string(), "n1".into()]);
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub const PATRONI_PORT: u16 = 8008;
 pub const POSTGRES_PORT: u16 = 5432;
 pub const REDIS_PORT: u16 = 6379;
 pub const SENTINEL_PORT: u16 = 26379;
+pub use crate::component::qdrant::{
+    GRPC_PORT as QDRANT_GRPC_PORT, P2P_PORT as QDRANT_P2P_PORT, REST_PORT as QDRANT_REST_PORT,
+};
 
 fn addr(topology: &Topology, node: &str) -> Ipv4Addr {
     topology
@@ -183,4 +186,69 @@ pub fn sentinel_conf(
         down = settings.sentinel_down_after_ms,
         fto = settings.sentinel_failover_timeout_ms,
     )
+}
+
+/// Qdrant's config file for one peer: cluster mode, the three ports, storage under the member's directory,
+/// consensus tick 100 ms (HA-FACTS), telemetry off (it would go to an outside host).
+pub fn qdrant_config(data_dir: &str) -> String {
+    format!(
+        "log_level: INFO\nstorage:\n  storage_path: {data_dir}/storage\n  snapshots_path: {data_dir}/snapshots\n\
+         service:\n  host: 0.0.0.0\n  http_port: {QDRANT_REST_PORT}\n  grpc_port: {QDRANT_GRPC_PORT}\n  enable_tls: false\n\
+         cluster:\n  enabled: true\n  p2p:\n    port: {QDRANT_P2P_PORT}\n  consensus:\n    tick_period_ms: 100\n\
+         telemetry_disabled: true\n"
+    )
+}
+
+/// Qdrant's command line. The first peer of a new cluster gets only its own `--uri`; every other peer (and any
+/// peer restarted into a running cluster) also `--bootstrap`s from a peer that is up.
+pub fn qdrant_args(config: &str, me: Ipv4Addr, bootstrap: Option<Ipv4Addr>) -> Vec<String> {
+    let mut args = vec![
+        "--config-path".to_string(),
+        config.to_string(),
+        "--uri".to_string(),
+        format!("http://{me}:{QDRANT_P2P_PORT}"),
+        "--disable-telemetry".to_string(),
+    ];
+    if let Some(b) = bootstrap.filter(|b| *b != me) {
+        args.push("--bootstrap".into());
+        args.push(format!("http://{b}:{QDRANT_P2P_PORT}"));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qdrant_peers_form_one_cluster() {
+        let me = Ipv4Addr::new(10, 201, 0, 12);
+        let first = Ipv4Addr::new(10, 201, 0, 11);
+        let args = qdrant_args("/s/config.yaml", me, Some(first));
+        assert_eq!(
+            args,
+            [
+                "--config-path",
+                "/s/config.yaml",
+                "--uri",
+                "http://10.201.0.12:6335",
+                "--disable-telemetry",
+                "--bootstrap",
+                "http://10.201.0.11:6335"
+            ]
+        );
+        assert!(!qdrant_args("c", first, Some(first)).contains(&"--bootstrap".to_string()));
+        let c = qdrant_config("/s/data");
+        for want in [
+            "storage_path: /s/data/storage",
+            "http_port: 6333",
+            "grpc_port: 6334",
+            "  enabled: true",
+            "    port: 6335",
+            "tick_period_ms: 100",
+            "telemetry_disabled: true",
+        ] {
+            assert!(c.contains(want), "{want} missing in:\n{c}");
+        }
+    }
 }

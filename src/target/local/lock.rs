@@ -66,9 +66,16 @@ pub fn acquire(state_dir: &Path) -> Result<(RunLock, LockOutcome), String> {
     Ok((RunLock { _file: file }, outcome))
 }
 
-/// Released cleanly = content cleared; so leftover content with a dead PID means the holder crashed.
+/// Released cleanly (dropped) = content cleared, so leftover content with a dead PID means the holder crashed.
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = self._file.set_len(0);
+    }
+}
+
+/// Releases the lock now (the same as dropping it).
 pub fn release(lock: RunLock) {
-    let _ = lock._file.set_len(0);
+    drop(lock);
 }
 
 fn holder_alive(desc: &str) -> bool {
@@ -96,7 +103,12 @@ mod tests {
             "{err}"
         );
         release(first);
-        assert!(acquire(dir.path()).is_ok());
+        let (_again, outcome) = acquire(dir.path()).unwrap();
+        assert_eq!(
+            outcome,
+            LockOutcome::Acquired,
+            "a released lock is not reported as stale"
+        );
     }
 
     #[test]

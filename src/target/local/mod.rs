@@ -1,10 +1,12 @@
 //! The local target: nodes are network namespaces on a bridge, each running real etcd, Patroni/PostgreSQL, Redis
-//! and Sentinel processes from the distribution's packages, each member in its own cgroup.
+//! and Sentinel processes from the distribution's packages, and Qdrant peers where a Qdrant executable is
+//! available, each member in its own cgroup.
 
 pub mod configs;
 pub mod lock;
 pub mod netns;
 pub mod process;
+pub mod qdrant_install;
 pub mod state;
 mod target_impl;
 
@@ -19,8 +21,11 @@ use serde_json::json;
 
 use self::configs::*;
 use self::process::Launch;
-pub use self::state::{ProcessKind, StackState, StateDir};
+pub use self::state::{ProcessKind, QdrantPresence, StackState, StateDir};
 use crate::component::postgres::{self, PostgresEndpoints};
+use crate::component::qdrant::{
+    self as qdrant_component, CollectionSpec, QdrantEndpoints, QdrantPeer,
+};
 use crate::component::redis::{self as redis_component, RedisEndpoints};
 use crate::component::{http_client, Member};
 use crate::scenario::ComponentKind;
@@ -39,6 +44,22 @@ pub struct LocalStack {
 pub struct Health {
     pub postgres_leader: String,
     pub redis_master: String,
+    /// The raft leader; None when the stack has no Qdrant.
+    pub qdrant_leader: Option<String>,
+}
+
+impl Health {
+    /// "postgres leader n1, redis master n2[, qdrant raft leader n3]".
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "postgres leader {}, redis master {}",
+            self.postgres_leader, self.redis_master
+        );
+        if let Some(q) = &self.qdrant_leader {
+            s += &format!(", qdrant raft leader {q}");
+        }
+        s
+    }
 }
 
 fn env_err(msg: impl Into<String>) -> TargetError {
@@ -187,12 +208,14 @@ impl LocalStack {
             }
             LocalStack::down(dir.clone()).await?;
         }
+        let qdrant = qdrant_install::locate(&settings, &dir).await?;
         let state = StackState {
             owner: state::OWNER.into(),
             created_at: crate::clock::rfc3339_millis(std::time::SystemTime::now()),
             cgroup_root: cg_base.join(&topology.name),
             topology,
             settings,
+            qdrant,
         };
         dir.save(&state)
             .map_err(|e| io_err("cannot write the stack state", e))?;
@@ -264,6 +287,9 @@ impl LocalStack {
         for n in &t.placement.sentinel {
             self.start(n, ProcessKind::Sentinel, Some(first_master))?;
         }
+        if self.state.qdrant.is_present() {
+            self.start_qdrant_cluster().await?;
+        }
         self.wait_healthy(Duration::from_secs(60))
             .await
             .map_err(|e| {
@@ -275,15 +301,87 @@ impl LocalStack {
         Ok(())
     }
 
-    /// (node, process) for every member the topology places, in a stable order.
+    /// Qdrant peers (HA-FACTS): the first with its own URI, wait until it answers /healthz, then the others
+    /// bootstrapping from it, then /readyz on every peer.
+    async fn start_qdrant_cluster(&self) -> Result<(), TargetError> {
+        let peers = self.topology().placement.qdrant.clone();
+        let Some(first) = peers.first() else {
+            return Ok(());
+        };
+        let first_addr = self.addr(first);
+        self.start(first, ProcessKind::Qdrant, None)?;
+        self.wait_qdrant_endpoint(first, "/healthz", Duration::from_secs(30))
+            .await?;
+        for n in &peers[1..] {
+            self.start(n, ProcessKind::Qdrant, Some(first_addr))?;
+        }
+        for n in &peers {
+            self.wait_qdrant_endpoint(n, "/readyz", Duration::from_secs(60))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_qdrant_endpoint(
+        &self,
+        node: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(), TargetError> {
+        let http = http_client(Duration::from_millis(500));
+        let url = format!("http://{}:{QDRANT_REST_PORT}{path}", self.addr(node));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(env_err(format!(
+                    "qdrant on {node} did not answer {path} within {} s; see {}",
+                    timeout.as_secs(),
+                    self.dir.log_file(node, ProcessKind::Qdrant).display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Refuses, before anything is applied, a scenario that needs a component this stack does not run.
+    pub fn check_components(&self, needed: &[ComponentKind]) -> Result<(), TargetError> {
+        if needed.contains(&ComponentKind::Qdrant) {
+            if let QdrantPresence::Absent { reason } = &self.state.qdrant {
+                return Err(env_err(format!(
+                    "this scenario needs Qdrant, which the stack does not run: {reason}"
+                )));
+            }
+            if self.topology().placement.qdrant.is_empty() {
+                return Err(env_err(
+                    "this scenario needs Qdrant, but the topology places no qdrant peer",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// (node, process) for every member the topology places, in a stable order. Qdrant peers only when the
+    /// stack runs Qdrant.
     pub fn members(&self) -> Vec<(String, ProcessKind)> {
         let p = &self.topology().placement;
+        let no_qdrant = Vec::new();
+        let qdrant = if self.state.qdrant.is_present() {
+            &p.qdrant
+        } else {
+            &no_qdrant
+        };
         let mut v = Vec::new();
         for (kind, nodes) in [
             (ProcessKind::Etcd, &p.etcd),
             (ProcessKind::Patroni, &p.postgres),
             (ProcessKind::Redis, &p.redis),
             (ProcessKind::Sentinel, &p.sentinel),
+            (ProcessKind::Qdrant, qdrant),
         ] {
             for n in nodes {
                 v.push((n.clone(), kind));
@@ -322,7 +420,8 @@ impl LocalStack {
     }
 
     /// Starts one member with a freshly generated configuration. `master` is the Redis master to replicate
-    /// (Redis) or to monitor (Sentinel); ignored for etcd and Patroni.
+    /// (Redis), the master to monitor (Sentinel), or the peer to bootstrap from (Qdrant; None = the first peer of
+    /// a new cluster); ignored for etcd and Patroni.
     pub fn start(
         &self,
         node: &str,
@@ -340,6 +439,7 @@ impl LocalStack {
         let ns = t.namespace(node);
         let me = self.addr(node);
         let data_s = data.display().to_string();
+        let mut env: Vec<(&str, &str)> = Vec::new();
         let (program, args, user): (PathBuf, Vec<String>, Option<&str>) = match kind {
             ProcessKind::Etcd => (s.etcd_bin.clone(), etcd_args(t, s, node, &data_s), None),
             ProcessKind::Patroni => {
@@ -397,6 +497,22 @@ impl LocalStack {
                     None,
                 )
             }
+            ProcessKind::Qdrant => {
+                let QdrantPresence::Present { bin, .. } = &self.state.qdrant else {
+                    return Err(env_err(format!(
+                        "qdrant on {node}: the stack has no Qdrant executable"
+                    )));
+                };
+                fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
+                fs::write(&config, qdrant_config(&data_s))
+                    .map_err(|e| io_err("cannot write qdrant config", e))?;
+                env.push(("QDRANT__TELEMETRY_DISABLED", "true"));
+                (
+                    bin.clone(),
+                    qdrant_args(&config.display().to_string(), me, master),
+                    None,
+                )
+            }
         };
         process::launch(&Launch {
             namespace: &ns,
@@ -406,12 +522,14 @@ impl LocalStack {
             args,
             log: &log,
             workdir: &dir,
+            env: &env,
         })
         .map_err(|e| io_err(&format!("cannot start {} on {node}", kind.name()), e))
     }
 
     /// Restarts a member that is not running, the way an operator would bring it back: Redis as a replica of the
-    /// master the sentinels agree on, Sentinel monitoring that master.
+    /// master the sentinels agree on, Sentinel monitoring that master, a Qdrant peer into the running cluster
+    /// (bootstrapping from a peer whose process runs; with its existing data it rejoins as the same peer).
     pub async fn restart(&self, node: &str, kind: ProcessKind) -> Result<(), TargetError> {
         if !self.pids(node, kind).is_empty() {
             return Ok(());
@@ -426,6 +544,13 @@ impl LocalStack {
                         .ok(),
                 }
             }
+            ProcessKind::Qdrant => self
+                .topology()
+                .placement
+                .qdrant
+                .iter()
+                .find(|n| *n != node && !self.pids(n, ProcessKind::Qdrant).is_empty())
+                .map(|n| self.addr(n)),
             _ => None,
         };
         self.start(node, kind, master)?;
@@ -482,11 +607,37 @@ impl LocalStack {
         }
     }
 
-    /// The node currently holding the role, by the servers' own view (DCS leader key; sentinel majority).
+    pub fn qdrant_endpoints(&self) -> QdrantEndpoints {
+        let s = self.settings();
+        QdrantEndpoints {
+            peers: self
+                .topology()
+                .placement
+                .qdrant
+                .iter()
+                .map(|n| QdrantPeer::standard(n.clone(), self.addr(n)))
+                .collect(),
+            collection: CollectionSpec {
+                name: s.qdrant_collection.clone(),
+                vector_size: s.qdrant_vector_size,
+                shard_number: s.qdrant_shard_number,
+                replication_factor: s.qdrant_replication_factor,
+                write_consistency_factor: s.qdrant_write_consistency_factor,
+            },
+            seed: s.qdrant_seed,
+        }
+    }
+
+    /// The node currently holding the role, by the servers' own view (DCS leader key; sentinel majority; the
+    /// raft leader a majority of Qdrant peers name).
     pub async fn role_holder(&self, component: ComponentKind) -> Option<String> {
         match component {
             ComponentKind::Postgres => postgres::current_leader(&self.postgres_endpoints()).await,
             ComponentKind::Redis => redis_component::agreed_master(&self.redis_endpoints()).await,
+            ComponentKind::Qdrant if self.state.qdrant.is_present() => {
+                qdrant_component::raft_leader(&self.qdrant_endpoints()).await
+            }
+            ComponentKind::Qdrant => None,
         }
     }
 
@@ -510,7 +661,8 @@ impl LocalStack {
     }
 
     /// One health check of the whole stack: every process running and not stopped, every link up, etcd healthy,
-    /// Patroni and Redis/Sentinel healthy by their own views.
+    /// Patroni and Redis/Sentinel healthy by their own views, and (when the stack runs it) Qdrant: one raft
+    /// leader and every replica of every shard Active on every peer.
     pub async fn health_once(&self) -> Result<Health, String> {
         for (n, k) in self.members() {
             if self.pids(&n, k).is_empty() {
@@ -533,9 +685,19 @@ impl LocalStack {
         let redis_master = redis_component::health(&self.redis_endpoints())
             .await
             .map_err(|e| format!("redis: {e}"))?;
+        let qdrant_leader = if self.state.qdrant.is_present() {
+            Some(
+                qdrant_component::health(&self.qdrant_endpoints())
+                    .await
+                    .map_err(|e| format!("qdrant: {e}"))?,
+            )
+        } else {
+            None
+        };
         Ok(Health {
             postgres_leader,
             redis_master,
+            qdrant_leader,
         })
     }
 
@@ -605,6 +767,13 @@ impl LocalStack {
         );
         versions.insert("etcd", version(&s.etcd_bin, "--version"));
         versions.insert("redis", version(&s.redis_server_bin, "--version"));
+        let qdrant = match &self.state.qdrant {
+            QdrantPresence::Present { bin, version } => {
+                versions.insert("qdrant", version.clone());
+                json!({"present": true, "bin": bin})
+            }
+            QdrantPresence::Absent { reason } => json!({"present": false, "reason": reason}),
+        };
         json!({
             "target": "local",
             "topology": self.topology().name,
@@ -622,7 +791,96 @@ impl LocalStack {
                 "sentinel_quorum": s.sentinel_quorum,
                 "sentinel_down_after_ms": s.sentinel_down_after_ms,
                 "sentinel_failover_timeout_ms": s.sentinel_failover_timeout_ms,
-            }
+                "qdrant_collection": s.qdrant_collection,
+                "qdrant_vector_size": s.qdrant_vector_size,
+                "qdrant_shard_number": s.qdrant_shard_number,
+                "qdrant_replication_factor": s.qdrant_replication_factor,
+                "qdrant_write_consistency_factor": s.qdrant_write_consistency_factor,
+                "qdrant_seed": s.qdrant_seed,
+            },
+            "qdrant": qdrant,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn stack(qdrant: QdrantPresence) -> LocalStack {
+        let topology = crate::topology::parse_topology(
+            "name: t\nnodes:\n  - {name: n1, zone: z1, region: r1}\n  - {name: n2, zone: z2, region: r1}\n  - {name: n3, zone: z3, region: r1}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        LocalStack {
+            dir: StateDir::new("/nonexistent"),
+            state: StackState {
+                owner: state::OWNER.into(),
+                created_at: String::new(),
+                topology,
+                settings: StackSettings::default(),
+                cgroup_root: PathBuf::from("/nonexistent"),
+                qdrant,
+            },
+            secrets: state::Secrets {
+                postgres_superuser: Secret::new("x"),
+                postgres_replication: Secret::new("y"),
+            },
+        }
+    }
+
+    #[test]
+    fn an_absent_qdrant_is_left_out_not_broken() {
+        let s = stack(QdrantPresence::Absent {
+            reason: "no executable".into(),
+        });
+        assert!(s.members().iter().all(|(_, k)| *k != ProcessKind::Qdrant));
+        assert!(s
+            .check_components(&[ComponentKind::Postgres, ComponentKind::Redis])
+            .is_ok());
+        let e = s
+            .check_components(&[ComponentKind::Qdrant])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "this scenario needs Qdrant, which the stack does not run: no executable"
+        );
+        assert!(s.fingerprint()["qdrant"]["present"] == false);
+
+        let s = stack(QdrantPresence::Present {
+            bin: "/opt/qdrant".into(),
+            version: "1.18.3".into(),
+        });
+        let peers: Vec<String> = s
+            .members()
+            .into_iter()
+            .filter(|(_, k)| *k == ProcessKind::Qdrant)
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(peers, ["n1", "n2", "n3"]);
+        assert!(s.check_components(&[ComponentKind::Qdrant]).is_ok());
+        let ep = s.qdrant_endpoints();
+        assert_eq!(ep.peers[1].p2p_uri(), "http://10.201.0.12:6335");
+        assert_eq!(ep.collection.replication_factor, 2);
+        assert_eq!(ep.collection.shard_number, 6);
+    }
+
+    #[test]
+    fn a_state_file_from_before_qdrant_support_still_loads() {
+        let mut v = serde_json::to_value(stack(QdrantPresence::default()).state).unwrap();
+        v.as_object_mut().unwrap().remove("qdrant");
+        v["topology"]["placement"]
+            .as_object_mut()
+            .unwrap()
+            .remove("qdrant");
+        for key in ["qdrant_bin", "qdrant_version", "qdrant_seed"] {
+            v["settings"].as_object_mut().unwrap().remove(key);
+        }
+        let old: StackState = serde_json::from_value(v).unwrap();
+        assert!(!old.qdrant.is_present());
+        assert!(old.topology.placement.qdrant.is_empty());
     }
 }

@@ -101,6 +101,8 @@ pub struct Launch<'a> {
     pub args: Vec<String>,
     pub log: &'a Path,
     pub workdir: &'a Path,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// Starts the member detached (own session, so a Ctrl-C to faultline does not reach it) inside its namespace and
@@ -125,6 +127,7 @@ pub fn launch(l: &Launch) -> io::Result<u32> {
         .args(&l.args)
         .current_dir(l.workdir)
         .env("TZ", "UTC")
+        .envs(l.env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -27,14 +27,16 @@ pub enum ProcessKind {
     Patroni,
     Redis,
     Sentinel,
+    Qdrant,
 }
 
 impl ProcessKind {
-    pub const ALL: [ProcessKind; 4] = [
+    pub const ALL: [ProcessKind; 5] = [
         ProcessKind::Etcd,
         ProcessKind::Patroni,
         ProcessKind::Redis,
         ProcessKind::Sentinel,
+        ProcessKind::Qdrant,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +45,7 @@ impl ProcessKind {
             ProcessKind::Patroni => "patroni",
             ProcessKind::Redis => "redis",
             ProcessKind::Sentinel => "sentinel",
+            ProcessKind::Qdrant => "qdrant",
         }
     }
 
@@ -51,7 +54,35 @@ impl ProcessKind {
         match component {
             ComponentKind::Postgres => ProcessKind::Patroni,
             ComponentKind::Redis => ProcessKind::Redis,
+            ComponentKind::Qdrant => ProcessKind::Qdrant,
         }
+    }
+}
+
+/// Whether the stack runs Qdrant. Its peers start only where an executable was found or could be downloaded;
+/// without one the rest of the stack runs and Qdrant is absent (not broken): health, status, recover and down
+/// leave it out, and a scenario that needs it is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum QdrantPresence {
+    Present { bin: PathBuf, version: String },
+    Absent { reason: String },
+}
+
+impl Default for QdrantPresence {
+    /// State files written before Qdrant support.
+    fn default() -> Self {
+        QdrantPresence::Absent {
+            reason: "this stack was brought up before faultline supported Qdrant; run `faultline down` and \
+                     `faultline up` to add it"
+                .into(),
+        }
+    }
+}
+
+impl QdrantPresence {
+    pub fn is_present(&self) -> bool {
+        matches!(self, QdrantPresence::Present { .. })
     }
 }
 
@@ -63,6 +94,8 @@ pub struct StackState {
     pub settings: StackSettings,
     /// The cgroup directory faultline created for this stack; every member's cgroup is below it.
     pub cgroup_root: PathBuf,
+    #[serde(default)]
+    pub qdrant: QdrantPresence,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -109,6 +142,11 @@ impl StateDir {
         self.member_dir(node, kind).join("log")
     }
 
+    /// Downloaded release executables (kept across `down`, reused by the next `up`).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
     /// Refuses a directory that has content but no faultline state marker.
     pub fn check_ownership(&self) -> Result<(), String> {
         if !self.root.exists() {
@@ -132,7 +170,11 @@ impl StateDir {
         let foreign = entries.any(|e| {
             e.map(|e| {
                 let n = e.file_name();
-                n != "journal" && n != "nodes" && n != "lock" && n != "secrets.json"
+                n != "journal"
+                    && n != "nodes"
+                    && n != "lock"
+                    && n != "secrets.json"
+                    && n != "downloads"
             })
             .unwrap_or(true)
         });

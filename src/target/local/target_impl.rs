@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use super::{netns, process, LocalStack, ProcessKind};
 use crate::component::postgres;
 use crate::component::redis as redis_component;
-use crate::component::{Component, PostgresComponent, RedisComponent};
+use crate::component::{Component, PostgresComponent, QdrantComponent, RedisComponent};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind, NodeSelector};
@@ -21,6 +21,7 @@ impl Target for LocalStack {
         match kind {
             ComponentKind::Postgres => Box::new(PostgresComponent(self.postgres_endpoints())),
             ComponentKind::Redis => Box::new(RedisComponent(self.redis_endpoints())),
+            ComponentKind::Qdrant => Box::new(QdrantComponent::new(self.qdrant_endpoints())),
         }
     }
 
@@ -29,12 +30,9 @@ impl Target for LocalStack {
     }
 
     async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {
-        LocalStack::wait_healthy(self, timeout).await.map(|h| {
-            format!(
-                "postgres leader {}, redis master {}",
-                h.postgres_leader, h.redis_master
-            )
-        })
+        LocalStack::wait_healthy(self, timeout)
+            .await
+            .map(|h| h.summary())
     }
 
     fn fingerprint(&self) -> serde_json::Value {
@@ -126,6 +124,8 @@ impl Target for LocalStack {
         let (nodes, kind) = match component {
             ComponentKind::Postgres => (&self.topology().placement.postgres, ProcessKind::Patroni),
             ComponentKind::Redis => (&self.topology().placement.sentinel, ProcessKind::Sentinel),
+            // No Qdrant log check is defined (see QdrantComponent::log_checks).
+            ComponentKind::Qdrant => return Vec::new(),
         };
         let mut lines = Vec::new();
         for n in nodes {
@@ -133,6 +133,7 @@ impl Target for LocalStack {
             let found = match component {
                 ComponentKind::Postgres => postgres::promotion_log_lines(&text),
                 ComponentKind::Redis => redis_component::sentinel_log_lines(&text, event),
+                ComponentKind::Qdrant => Vec::new(),
             };
             lines.extend(found.into_iter().map(|(t, l)| (t, format!("{n}: {l}"))));
         }
