@@ -63,6 +63,9 @@ enum Command {
         /// Where run directories are written [env: FAULTLINE_REPORTS_DIR, default ./reports]
         #[arg(long)]
         reports_dir: Option<PathBuf>,
+        /// Print which members and nodes each fault would hit right now, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run every scenario of a suite in order, with one summary and one exit code.
     Suite {
@@ -162,11 +165,15 @@ async fn dispatch(cli: Cli) -> i32 {
             scenario,
             settings,
             reports_dir,
+            dry_run,
         } => {
             let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
                 Ok(s) => s,
                 Err(e) => return report_input(&e),
             };
+            if dry_run {
+                return dry_run_plan(dir, &sc).await;
+            }
             run_many(dir, vec![sc], None, settings, reports_dir).await
         }
         Command::Suite {
@@ -182,6 +189,44 @@ async fn dispatch(cli: Cli) -> i32 {
             run_many(dir, s.scenarios, Some(name), settings, reports_dir).await
         }
         Command::Recover => recover(dir).await,
+    }
+}
+
+/// `run --dry-run`: the scenario's timeline and, against the live stack, the members and nodes each fault would
+/// hit now. Changes nothing (no lock, no journal entry, no stack start).
+async fn dry_run_plan(dir: StateDir, sc: &Scenario) -> i32 {
+    println!(
+        "scenario `{}` ({}): {} trial(s); baseline {}, observe {}, heal within {}",
+        sc.name,
+        sc.component,
+        sc.trials,
+        humantime::format_duration(sc.baseline),
+        humantime::format_duration(sc.observe),
+        humantime::format_duration(sc.heal.timeout)
+    );
+    let stack = match LocalStack::open(dir.clone()) {
+        Ok(Some(s)) if s.any_process_running() => s,
+        Ok(_) => {
+            println!("target local: no running stack in {}; role selectors are resolved when the run starts", dir.root.display());
+            for f in &sc.faults {
+                println!("  at +{}: {:?}", humantime::format_duration(f.at), f.kind);
+            }
+            return exit::PASS;
+        }
+        Err(e) => return report_env(e),
+    };
+    match crate::fault::plan::plan(&stack, &sc.faults).await {
+        Ok(lines) => {
+            println!(
+                "target local (stack `{}`), resolved against the servers now:",
+                stack.topology().name
+            );
+            for l in lines {
+                println!("  {l}");
+            }
+            exit::PASS
+        }
+        Err(e) => report_env(e),
     }
 }
 

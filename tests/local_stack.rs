@@ -317,3 +317,32 @@ fn repeated_trials_report_each_trial_their_distribution_and_the_statistic_judged
     );
     assert!(r["availability"]["attempted"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn dry_run_names_the_victims_and_changes_nothing() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let journal_before = std::fs::read_dir("/var/tmp/faultline/journal")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let o = faultline(&["run", "--dry-run", "scenarios/postgres-primary-kill.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let status = text(&faultline(&["status"]));
+    let leader = status
+        .lines()
+        .find_map(|l| l.strip_prefix("health: ok (postgres leader "))
+        .and_then(|l| l.split(',').next())
+        .expect("a healthy stack names its leader")
+        .to_string();
+    assert!(
+        out.contains(&format!("process-kill: SIGKILL postgres on {leader}")),
+        "the plan names the current primary {leader}:\n{out}"
+    );
+    let journal_after = std::fs::read_dir("/var/tmp/faultline/journal")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(journal_before, journal_after, "a dry run journals nothing");
+    assert_no_residue();
+}

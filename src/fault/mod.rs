@@ -7,6 +7,7 @@ pub mod kill;
 pub mod node_loss;
 pub mod partition;
 pub mod pause;
+pub mod plan;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,34 @@ pub enum RevertStep {
     LinkUp { node: String },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
+    /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
+    KubePodReady { namespace: String, pod: String },
+    /// Kubernetes: mark the node schedulable again.
+    KubeUncordon { node: String },
+    /// Kubernetes: delete faultline's NetworkPolicy (absent = already reverted).
+    KubeDeleteNetworkPolicy { namespace: String, name: String },
+    /// Kubernetes: remove faultline's label from the pod (absent pod or label = already reverted).
+    KubeUnlabelPod {
+        namespace: String,
+        pod: String,
+        label: String,
+    },
+    /// Docker (kind nodes): start the node container again (already running = nothing to do).
+    DockerStart { container: String },
+}
+
+impl RevertStep {
+    /// Whether the Kubernetes target (rather than the local stack) executes this step.
+    pub fn is_kube(&self) -> bool {
+        matches!(
+            self,
+            RevertStep::KubePodReady { .. }
+                | RevertStep::KubeUncordon { .. }
+                | RevertStep::KubeDeleteNetworkPolicy { .. }
+                | RevertStep::KubeUnlabelPod { .. }
+                | RevertStep::DockerStart { .. }
+        )
+    }
 }
 
 /// A fault that is applied; revert it with `Target::revert(&fault.steps)` and close its journal entry.

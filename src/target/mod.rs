@@ -2,6 +2,7 @@
 //! reach each component, how to tell the stack is healthy, and how to apply and revert fault primitives.
 //! `local` implements it with network namespaces; a Kubernetes target implements the same trait later.
 
+pub mod kube;
 pub mod local;
 
 use std::future::Future;

@@ -883,4 +883,19 @@ mod tests {
         assert!(!old.qdrant.is_present());
         assert!(old.topology.placement.qdrant.is_empty());
     }
+
+    #[tokio::test]
+    async fn the_local_stack_refuses_kubernetes_revert_steps() {
+        use crate::fault::RevertStep;
+        use crate::target::Target;
+        let s = stack(QdrantPresence::Absent {
+            reason: "not needed".into(),
+        });
+        let step = RevertStep::KubeUncordon {
+            node: "kind-worker".into(),
+        };
+        assert!(step.is_kube());
+        let err = Target::revert(&s, &[step]).await.unwrap_err();
+        assert!(err.contains("belongs to a Kubernetes target"), "{err}");
+    }
 }

@@ -108,6 +108,10 @@ impl Target for LocalStack {
                     process::wait_cgroup_empty(&self.cgroup(node, *p), Duration::from_secs(3));
                     self.restart(node, *p).await.map_err(|e| e.to_string())
                 }
+                kube_step => Err(format!(
+                    "{kube_step:?} belongs to a Kubernetes target; the local stack cannot revert it \
+                     (run the revert with --target kind or --target kube)"
+                )),
             };
             if let Err(e) = r {
                 errors.push(format!("{step:?}: {e}"));

@@ -1,0 +1,374 @@
+//! The HA stack on Kubernetes (a kind cluster or an existing one): topology from the cluster's nodes, roles from
+//! the servers' own labels, faults through the Kubernetes API (kube-rs) and, for kind nodes, the Docker API.
+//!
+//! Objects faultline creates carry the label `faultline.dev/owner=faultline`; partitions label the pods of each side
+//! `faultline.dev/partition=<id>-a|<id>-b` (see `partition.rs`). Every fault is journaled before it is applied and
+//! reverted from its `RevertStep`s alone.
+//!
+//! Exercised only against fakes (tests/kube_fake.rs: a tower-test API server, a Docker Engine on a unix socket, a
+//! Sentinel and a Qdrant REST endpoint); tests/kube_e2e.rs holds the `#[ignore = "needs a kind cluster"]` runs.
+
+pub mod docker;
+pub mod drain;
+mod faults;
+pub mod partition;
+pub mod pod_kill;
+mod roles;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ::kube::api::{Api, ListParams};
+use ::kube::Client;
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
+
+use crate::scenario::ComponentKind;
+use crate::target::TargetError;
+use crate::topology::{Network, Node, Placement, Topology};
+
+pub use docker::DockerApi;
+
+/// The namespace label an existing cluster must carry before faultline injects anything into it.
+pub const CHAOS_LABEL: &str = "faultline.dev/chaos";
+pub const CHAOS_LABEL_VALUE: &str = "allowed";
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// Which kind of cluster: kind nodes are Docker containers faultline may stop; an existing cluster must opt in.
+#[derive(Clone, Debug)]
+pub enum Cluster {
+    /// A kind cluster; node containers are reached through the Docker Engine API on this socket.
+    Kind { docker: DockerApi },
+    /// A cluster faultline did not create: faults only where the namespace carries `faultline.dev/chaos=allowed`.
+    Existing,
+}
+
+/// Label selectors of the stack's pods (the manifests in kind/ use `app.kubernetes.io/name`).
+#[derive(Clone, Debug)]
+pub struct StackSelectors {
+    pub postgres: String,
+    pub redis: String,
+    pub sentinel: String,
+    pub qdrant: String,
+    /// Patroni's Kubernetes DCS: the Endpoints object whose `leader` annotation names the leader pod.
+    pub patroni_leader_endpoints: String,
+    /// Where Sentinel answers from the harness (kind maps the Sentinel NodePort to 127.0.0.1).
+    pub sentinel_addr: SocketAddrV4,
+    pub redis_master_name: String,
+    /// Where Qdrant's REST API answers from the harness.
+    pub qdrant_rest: SocketAddrV4,
+}
+
+impl Default for StackSelectors {
+    fn default() -> Self {
+        StackSelectors {
+            postgres: "app.kubernetes.io/name=postgres".into(),
+            redis: "app.kubernetes.io/name=redis".into(),
+            sentinel: "app.kubernetes.io/name=redis-sentinel".into(),
+            qdrant: "app.kubernetes.io/name=qdrant".into(),
+            patroni_leader_endpoints: "postgres".into(),
+            sentinel_addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 32379),
+            redis_master_name: "faultline".into(),
+            qdrant_rest: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 30333),
+        }
+    }
+}
+
+impl StackSelectors {
+    pub fn of(&self, component: ComponentKind) -> &str {
+        match component {
+            ComponentKind::Postgres => &self.postgres,
+            ComponentKind::Redis => &self.redis,
+            ComponentKind::Qdrant => &self.qdrant,
+        }
+    }
+}
+
+/// Deadlines and poll intervals of the Kubernetes waits (every wait has a deadline).
+#[derive(Clone, Debug)]
+pub struct KubeTiming {
+    /// How long an eviction refused by a PodDisruptionBudget (HTTP 429) is retried.
+    pub eviction_deadline: Duration,
+    pub eviction_retry: Duration,
+    /// How long a revert waits for a killed pod to be recreated and Ready.
+    pub pod_ready_deadline: Duration,
+    pub poll: Duration,
+}
+
+impl Default for KubeTiming {
+    fn default() -> Self {
+        KubeTiming {
+            eviction_deadline: Duration::from_secs(60),
+            eviction_retry: Duration::from_secs(2),
+            pod_ready_deadline: Duration::from_secs(180),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The stack in one namespace of a cluster.
+pub struct KubeTarget {
+    pub client: Client,
+    pub namespace: String,
+    pub cluster: Cluster,
+    pub selectors: StackSelectors,
+    pub timing: KubeTiming,
+    topology: Topology,
+    /// Every node's InternalIP, control plane included (partitions must keep the API server reachable).
+    node_addrs: Vec<Ipv4Addr>,
+}
+
+pub(crate) fn api_error(what: &str, e: ::kube::Error) -> TargetError {
+    TargetError::Fault(format!("{what}: {e}"))
+}
+
+/// The HTTP status of a Kubernetes API error response, if it was one.
+pub(crate) fn status_code(e: &::kube::Error) -> Option<u16> {
+    match e {
+        ::kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl KubeTarget {
+    /// Reads the cluster's nodes and the stack's pods to build the topology (nodes, zones, regions, placement).
+    pub async fn connect(
+        client: Client,
+        namespace: &str,
+        cluster: Cluster,
+        selectors: StackSelectors,
+        timing: KubeTiming,
+    ) -> Result<Self, TargetError> {
+        let env = |what: &str, e: ::kube::Error| TargetError::Environment(format!("{what}: {e}"));
+        let nodes = Api::<KubeNode>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| env("cannot list the cluster's nodes", e))?;
+        let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| env(&format!("cannot list the pods of namespace {namespace}"), e))?;
+        let topology = topology_from(namespace, &nodes.items, &pods.items, &selectors);
+        let node_addrs = nodes.items.iter().filter_map(internal_ip).collect();
+        Ok(KubeTarget {
+            client,
+            namespace: namespace.to_string(),
+            cluster,
+            selectors,
+            timing,
+            topology,
+            node_addrs,
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Every node's address, control plane included.
+    pub fn node_addrs(&self) -> &[Ipv4Addr] {
+        &self.node_addrs
+    }
+
+    pub(crate) fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Refuses any fault on an existing cluster unless the namespace opted in with `faultline.dev/chaos=allowed`.
+    pub async fn ensure_chaos_allowed(&self) -> Result<(), TargetError> {
+        if matches!(self.cluster, Cluster::Kind { .. }) {
+            return Ok(());
+        }
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get(&self.namespace)
+            .await
+            .map_err(|e| api_error(&format!("cannot read namespace {}", self.namespace), e))?;
+        let allowed = ns
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(CHAOS_LABEL))
+            .is_some_and(|v| v == CHAOS_LABEL_VALUE);
+        if allowed {
+            Ok(())
+        } else {
+            Err(TargetError::Environment(format!(
+                "refusing to inject faults into namespace {ns}: it does not carry the label \
+                 {CHAOS_LABEL}={CHAOS_LABEL_VALUE} (opt in with `kubectl label namespace {ns} \
+                 {CHAOS_LABEL}={CHAOS_LABEL_VALUE}`)",
+                ns = self.namespace
+            )))
+        }
+    }
+
+    /// The stack's pods of a component, with their nodes.
+    pub async fn component_pods(&self, component: ComponentKind) -> Result<Vec<Pod>, TargetError> {
+        let sel = self.selectors.of(component);
+        self.pods()
+            .list(&ListParams::default().labels(sel))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| api_error(&format!("cannot list the {component} pods ({sel})"), e))
+    }
+
+    /// The pod holding the primary role (Redis: Sentinel's master; Qdrant: the raft leader). Postgres: Patroni's `role` label (`master` before Patroni 3.1.0,
+    /// `primary` since) must agree with the `leader` annotation on Patroni's leader Endpoints when that exists.
+    pub async fn primary_pod(&self, component: ComponentKind) -> Result<Pod, TargetError> {
+        match component {
+            ComponentKind::Postgres => self.patroni_leader().await,
+            ComponentKind::Redis => self.sentinel_master_pod().await,
+            ComponentKind::Qdrant => self.qdrant_leader_pod().await,
+        }
+    }
+
+    async fn patroni_leader(&self) -> Result<Pod, TargetError> {
+        let pods = self.component_pods(ComponentKind::Postgres).await?;
+        let labelled: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| {
+                let role = p.metadata.labels.as_ref().and_then(|l| l.get("role"));
+                matches!(role.map(String::as_str), Some("master" | "primary"))
+            })
+            .collect();
+        let annotated = self.patroni_leader_annotation().await?;
+        let by_name = |name: &str| {
+            pods.iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name))
+        };
+        match (labelled.as_slice(), annotated) {
+            ([one], None) => Ok((*one).clone()),
+            ([one], Some(a)) if one.metadata.name.as_deref() == Some(a.as_str()) => {
+                Ok((*one).clone())
+            }
+            ([], Some(a)) => by_name(&a).cloned().ok_or_else(|| {
+                TargetError::Fault(format!("Patroni's leader annotation names {a}, which has no pod"))
+            }),
+            (many, a) => Err(TargetError::Fault(format!(
+                "no agreed Patroni leader: pods labelled role=master|primary: [{}], leader annotation: {}",
+                many.iter()
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.as_deref().unwrap_or("none")
+            ))),
+        }
+    }
+
+    /// The `leader` annotation of Patroni's Endpoints object (read raw: the Endpoints type is deprecated upstream).
+    async fn patroni_leader_annotation(&self) -> Result<Option<String>, TargetError> {
+        let path = format!(
+            "/api/v1/namespaces/{}/endpoints/{}",
+            self.namespace, self.selectors.patroni_leader_endpoints
+        );
+        let req = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| TargetError::Fault(e.to_string()))?;
+        match self.client.request::<serde_json::Value>(req).await {
+            Ok(v) => Ok(v["metadata"]["annotations"]["leader"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(api_error("cannot read Patroni's leader Endpoints", e)),
+        }
+    }
+}
+
+/// The node a pod runs on.
+pub fn pod_node(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+pub fn pod_name(p: &Pod) -> &str {
+    p.metadata.name.as_deref().unwrap_or("")
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn internal_ip(n: &KubeNode) -> Option<Ipv4Addr> {
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .and_then(|a| a.address.parse().ok())
+}
+
+fn matches_selector(p: &Pod, selector: &str) -> bool {
+    let labels = p.metadata.labels.clone().unwrap_or_default();
+    selector.split(',').all(|kv| match kv.split_once('=') {
+        Some((k, v)) => labels.get(k.trim()).map(String::as_str) == Some(v.trim()),
+        None => labels.contains_key(kv.trim()),
+    })
+}
+
+/// Worker nodes (control-plane nodes run no stack pods) with their zone and region labels, in name order.
+fn topology_from(
+    namespace: &str,
+    nodes: &[KubeNode],
+    pods: &[Pod],
+    selectors: &StackSelectors,
+) -> Topology {
+    let mut out: Vec<Node> = nodes
+        .iter()
+        .filter(|n| {
+            !n.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
+        })
+        .map(|n| {
+            let label = |k: &str| {
+                n.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let addr = internal_ip(n).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Node {
+                name: n.metadata.name.clone().unwrap_or_default(),
+                zone: label(ZONE_LABEL),
+                region: label(REGION_LABEL),
+                addr,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    let placed = |sel: &str| {
+        let mut v: Vec<String> = pods
+            .iter()
+            .filter(|p| matches_selector(p, sel))
+            .filter_map(|p| pod_node(p).map(str::to_string))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    Topology {
+        name: format!("kube:{namespace}"),
+        source: PathBuf::new(),
+        network: Network {
+            bridge: String::new(),
+            namespace_prefix: String::new(),
+            host_addr: Ipv4Addr::LOCALHOST,
+            prefix_len: 0,
+        },
+        nodes: out,
+        placement: Placement {
+            etcd: Vec::new(),
+            postgres: placed(&selectors.postgres),
+            redis: placed(&selectors.redis),
+            sentinel: placed(&selectors.sentinel),
+            qdrant: placed(&selectors.qdrant),
+        },
+    }
+}

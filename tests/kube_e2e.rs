@@ -1,0 +1,122 @@
+//! End-to-end tests of the Kubernetes target against a real kind cluster with the stack deployed from kind/.
+//! They cannot run without one (and never ran on the machines this was written on). Run them with:
+//!
+//! ```sh
+//! kind create cluster --name faultline --config kind/cluster.yaml
+//! kubectl apply -f kind/manifests/ && kubectl -n faultline wait --for=condition=Ready pod --all --timeout=10m
+//! cargo test --test kube_e2e -- --ignored --test-threads=1
+//! ```
+//!
+//! The current kubeconfig context must point at that cluster; node faults use /var/run/docker.sock.
+
+use std::time::{Duration, Instant};
+
+use faultline::fault::journal::Journal;
+use faultline::scenario::{ComponentKind, FaultKind, NodeSelector, Role};
+use faultline::target::kube::{Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors};
+
+const NS: &str = "faultline";
+
+async fn kind_target() -> KubeTarget {
+    let client = kube::Client::try_default()
+        .await
+        .expect("a kubeconfig pointing at the kind cluster");
+    KubeTarget::connect(
+        client,
+        NS,
+        Cluster::Kind {
+            docker: DockerApi::default(),
+        },
+        StackSelectors::default(),
+        KubeTiming::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Waits, with a deadline, until Patroni agrees on a leader other than `old`.
+async fn wait_new_leader(t: &KubeTarget, old: &str, deadline: Duration) -> String {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(n) = t.role_node(ComponentKind::Postgres, Role::Primary).await {
+            if n != old {
+                return n;
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "no new Patroni leader within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn kind_nodes_carry_zones_and_the_stack_is_spread() {
+    let t = kind_target().await;
+    let topo = t.topology();
+    assert_eq!(topo.nodes.len(), 6, "{:?}", topo.nodes);
+    assert_eq!(topo.zones().len(), 3);
+    assert_eq!(topo.members(ComponentKind::Postgres).len(), 3);
+    t.role_node(ComponentKind::Postgres, Role::Primary)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn killing_the_patroni_leader_pod_moves_the_leader_and_the_pod_comes_back() {
+    let t = kind_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::new(dir.path().join("journal"));
+    let old = t
+        .role_node(ComponentKind::Postgres, Role::Primary)
+        .await
+        .unwrap();
+    let fault = FaultKind::ProcessKill {
+        component: ComponentKind::Postgres,
+        target: NodeSelector::Role {
+            component: ComponentKind::Postgres,
+            role: Role::Primary,
+        },
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    wait_new_leader(&t, &old, Duration::from_secs(60)).await;
+    t.revert(&active.steps).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn draining_a_node_evicts_its_pods_and_revert_uncordons_it() {
+    let t = kind_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::new(dir.path().join("journal"));
+    let replica = t
+        .role_node(ComponentKind::Postgres, Role::Replica)
+        .await
+        .unwrap();
+    let fault = FaultKind::NodeDrain {
+        target: NodeSelector::Node(replica),
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    t.revert(&active.steps).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn losing_the_leader_node_container_moves_the_leader_and_revert_restarts_it() {
+    let t = kind_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::new(dir.path().join("journal"));
+    let old = t
+        .role_node(ComponentKind::Postgres, Role::Primary)
+        .await
+        .unwrap();
+    let fault = FaultKind::NodeLoss {
+        target: NodeSelector::Node(old.clone()),
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    wait_new_leader(&t, &old, Duration::from_secs(90)).await;
+    t.revert(&active.steps).await.unwrap();
+}

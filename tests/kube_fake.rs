@@ -1,0 +1,1269 @@
+//! The Kubernetes target against an in-process fake API server (tower-test) and the Docker-side node faults
+//! against a fake Docker Engine on a unix socket: every request's method, path and body is asserted.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use faultline::fault::journal::Journal;
+use faultline::fault::RevertStep;
+use faultline::scenario::{
+    ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection, Role,
+};
+use faultline::target::kube::{
+    partition, Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors,
+};
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{json, Value};
+
+const NS: &str = "faultline";
+
+/// One scripted exchange: the request expected next and the fake's answer. A `repeat` exchange answers every
+/// request that matches it until one that does not arrives.
+struct Exchange {
+    method: &'static str,
+    path: String,
+    status: u16,
+    reply: Value,
+    repeat: bool,
+}
+
+fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
+    Exchange {
+        method,
+        path: path.to_string(),
+        status,
+        reply,
+        repeat: false,
+    }
+}
+
+/// What the fake received: method, path with query, JSON body (Null when empty).
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+/// A kube Client whose every request is answered by the script, in order; the returned handle yields what was
+/// received once the client (and every clone) is dropped.
+fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<Seen>>) {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut i = 0;
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let path = req.uri().path().to_string();
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap()
+            };
+            let matches = |e: &Exchange| {
+                e.method == method
+                    && match e.path.strip_suffix('*') {
+                        Some(prefix) => path.starts_with(prefix),
+                        None => e.path == path,
+                    }
+            };
+            while i < script.len() && script[i].repeat && !matches(&script[i]) {
+                i += 1;
+            }
+            let step = script
+                .get(i)
+                .unwrap_or_else(|| panic!("unexpected request {method} {uri} past the script"));
+            assert!(
+                matches(step),
+                "request #{} was {method} {uri}, expected {} {}",
+                seen.len(),
+                step.method,
+                step.path
+            );
+            send.send_response(
+                Response::builder()
+                    .status(step.status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&step.reply).unwrap()))
+                    .unwrap(),
+            );
+            if !step.repeat {
+                i += 1;
+            }
+            seen.push(Seen { method, uri, body });
+        }
+        let left: Vec<String> = script[i..]
+            .iter()
+            .filter(|e| !e.repeat)
+            .map(|e| format!("{} {}", e.method, e.path))
+            .collect();
+        assert!(left.is_empty(), "requests never made: {left:?}");
+        seen
+    });
+    (kube::Client::new(svc, "default"), server)
+}
+
+fn node(name: &str, zone: &str, region: &str, ip: &str, control_plane: bool) -> Value {
+    let mut labels = json!({
+        "topology.kubernetes.io/zone": zone,
+        "topology.kubernetes.io/region": region,
+        "kubernetes.io/hostname": name,
+    });
+    if control_plane {
+        labels["node-role.kubernetes.io/control-plane"] = json!("");
+    }
+    json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+    })
+}
+
+fn pod(name: &str, app: &str, node: &str, role: Option<&str>, ready: bool) -> Value {
+    let mut labels = json!({"app.kubernetes.io/name": app});
+    if let Some(r) = role {
+        labels["role"] = json!(r);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Status", "metadata": {},
+        "status": if code < 300 { "Success" } else { "Failure" },
+        "code": code, "reason": reason, "message": message
+    })
+}
+
+fn nodes() -> Value {
+    list(
+        "NodeList",
+        vec![
+            node("faultline-control-plane", "a1", "a", "172.18.0.2", true),
+            node("faultline-worker", "a1", "a", "172.18.0.3", false),
+            node("faultline-worker2", "a2", "a", "172.18.0.4", false),
+            node("faultline-worker3", "b1", "b", "172.18.0.5", false),
+        ],
+    )
+}
+
+fn stack_pods(pg_roles: [Option<&str>; 3]) -> Vec<Value> {
+    vec![
+        pod(
+            "postgres-0",
+            "postgres",
+            "faultline-worker",
+            pg_roles[0],
+            true,
+        ),
+        pod(
+            "postgres-1",
+            "postgres",
+            "faultline-worker2",
+            pg_roles[1],
+            true,
+        ),
+        pod(
+            "postgres-2",
+            "postgres",
+            "faultline-worker3",
+            pg_roles[2],
+            true,
+        ),
+        pod("redis-0", "redis", "faultline-worker", None, true),
+        pod("redis-1", "redis", "faultline-worker2", None, true),
+        pod(
+            "sentinel-0",
+            "redis-sentinel",
+            "faultline-worker3",
+            None,
+            true,
+        ),
+    ]
+}
+
+/// The two requests `KubeTarget::connect` makes.
+fn connect_script(pods: Vec<Value>) -> Vec<Exchange> {
+    vec![
+        ex("GET", "/api/v1/nodes", 200, nodes()),
+        ex(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/pods"),
+            200,
+            list("PodList", pods),
+        ),
+    ]
+}
+
+fn pg_pods_path() -> String {
+    format!("/api/v1/namespaces/{NS}/pods")
+}
+
+fn leader_endpoints(leader: Option<&str>) -> Exchange {
+    let path = format!("/api/v1/namespaces/{NS}/endpoints/postgres");
+    match leader {
+        Some(l) => ex(
+            "GET",
+            &path,
+            200,
+            json!({"apiVersion": "v1", "kind": "Endpoints",
+                   "metadata": {"name": "postgres", "annotations": {"leader": l, "ttl": "10"}}}),
+        ),
+        None => ex(
+            "GET",
+            &path,
+            404,
+            status(404, "NotFound", "endpoints \"postgres\" not found"),
+        ),
+    }
+}
+
+fn timing() -> KubeTiming {
+    KubeTiming {
+        eviction_deadline: Duration::from_secs(5),
+        eviction_retry: Duration::from_millis(10),
+        pod_ready_deadline: Duration::from_secs(5),
+        poll: Duration::from_millis(10),
+    }
+}
+
+async fn target(client: kube::Client, cluster: Cluster, timing: KubeTiming) -> KubeTarget {
+    KubeTarget::connect(client, NS, cluster, StackSelectors::default(), timing)
+        .await
+        .unwrap()
+}
+
+fn kind() -> Cluster {
+    Cluster::Kind {
+        docker: DockerApi::default(),
+    }
+}
+
+fn journal(dir: &Path) -> Journal {
+    Journal::new(dir.join("journal"))
+}
+
+#[tokio::test]
+async fn topology_comes_from_worker_nodes_and_their_zone_labels() {
+    let (client, server) = fake(connect_script(stack_pods([Some("primary"), None, None])));
+    let t = target(client, kind(), timing()).await;
+    let topo = t.topology().clone();
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 2);
+    let names: Vec<&str> = topo.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["faultline-worker", "faultline-worker2", "faultline-worker3"]
+    );
+    assert_eq!(topo.zones(), ["a1", "a2", "b1"]);
+    assert_eq!(topo.node("faultline-worker3").unwrap().region, "b");
+    assert_eq!(
+        topo.node("faultline-worker").unwrap().addr,
+        Ipv4Addr::new(172, 18, 0, 3)
+    );
+    assert_eq!(topo.members(ComponentKind::Postgres).len(), 3);
+    assert_eq!(
+        topo.members(ComponentKind::Redis),
+        ["faultline-worker", "faultline-worker2"]
+    );
+    assert_eq!(topo.placement.sentinel, ["faultline-worker3"]);
+}
+
+#[tokio::test]
+async fn patroni_leader_is_found_by_either_role_label_and_must_match_the_annotation() {
+    for label in ["master", "primary"] {
+        let mut script = connect_script(stack_pods([None, Some(label), None]));
+        script.push(ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list(
+                "PodList",
+                stack_pods([None, Some(label), None])[..3].to_vec(),
+            ),
+        ));
+        script.push(leader_endpoints(Some("postgres-1")));
+        let (client, server) = fake(script);
+        let t = target(client, kind(), timing()).await;
+        let node = t
+            .role_node(ComponentKind::Postgres, Role::Primary)
+            .await
+            .unwrap();
+        assert_eq!(node, "faultline-worker2", "label role={label}");
+        drop(t);
+        let seen = server.await.unwrap();
+        assert!(
+            seen[2]
+                .uri
+                .contains("labelSelector=app.kubernetes.io%2Fname%3Dpostgres"),
+            "{}",
+            seen[2].uri
+        );
+    }
+
+    // The label and the leader annotation disagree: no agreed leader, no fault.
+    let mut script = connect_script(stack_pods([Some("primary"), None, None]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list(
+            "PodList",
+            stack_pods([Some("primary"), None, None])[..3].to_vec(),
+        ),
+    ));
+    script.push(leader_endpoints(Some("postgres-2")));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let err = t
+        .role_node(ComponentKind::Postgres, Role::Primary)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no agreed Patroni leader") && err.contains("postgres-2"),
+        "{err}"
+    );
+    drop(t);
+    server.await.unwrap();
+
+    // Only the annotation (labels not written yet): the annotation decides; a replica is another member node.
+    let mut script = connect_script(stack_pods([None, None, None]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", stack_pods([None, None, None])[..3].to_vec()),
+    ));
+    script.push(leader_endpoints(Some("postgres-0")));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let node = t
+        .role_node(ComponentKind::Postgres, Role::Replica)
+        .await
+        .unwrap();
+    assert_eq!(node, "faultline-worker2");
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn pod_kill_deletes_the_leader_pod_with_grace_zero_and_revert_waits_until_it_is_ready() {
+    let pods = stack_pods([Some("primary"), None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", pods[..3].to_vec()),
+    ));
+    script.push(leader_endpoints(Some("postgres-0")));
+    let pod_path = format!("/api/v1/namespaces/{NS}/pods/postgres-0");
+    script.push(ex("DELETE", &pod_path, 200, pods[0].clone()));
+    // Revert: gone, recreated but not Ready, Ready.
+    script.push(ex(
+        "GET",
+        &pod_path,
+        404,
+        status(404, "NotFound", "pods \"postgres-0\" not found"),
+    ));
+    script.push(ex(
+        "GET",
+        &pod_path,
+        200,
+        pod("postgres-0", "postgres", "faultline-worker", None, false),
+    ));
+    script.push(ex(
+        "GET",
+        &pod_path,
+        200,
+        pod("postgres-0", "postgres", "faultline-worker", None, true),
+    ));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    let kill = FaultKind::ProcessKill {
+        component: ComponentKind::Postgres,
+        target: NodeSelector::Role {
+            component: ComponentKind::Postgres,
+            role: Role::Primary,
+        },
+    };
+    let active = t.apply_fault(&j, &kill).await.unwrap();
+    assert_eq!(active.victims, ["postgres-0"]);
+    let step = RevertStep::KubePodReady {
+        namespace: NS.into(),
+        pod: "postgres-0".into(),
+    };
+    assert_eq!(active.steps, std::slice::from_ref(&step));
+    assert_eq!(j.open_entries()[0].steps, [step]);
+    t.revert(&active.steps).await.unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    let delete = &seen[4];
+    assert_eq!(delete.method, "DELETE");
+    assert_eq!(delete.body["gracePeriodSeconds"], json!(0));
+}
+
+#[tokio::test]
+async fn pod_ready_revert_reports_the_deadline() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods);
+    let pod_path = format!("/api/v1/namespaces/{NS}/pods/postgres-0");
+    let mut waiting = ex(
+        "GET",
+        &pod_path,
+        200,
+        pod("postgres-0", "postgres", "faultline-worker", None, false),
+    );
+    waiting.repeat = true;
+    script.push(waiting);
+    let (client, server) = fake(script);
+    let t = target(
+        client,
+        kind(),
+        KubeTiming {
+            pod_ready_deadline: Duration::from_millis(50),
+            ..timing()
+        },
+    )
+    .await;
+    let err = t
+        .revert(&[RevertStep::KubePodReady {
+            namespace: NS.into(),
+            pod: "postgres-0".into(),
+        }])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("faultline/postgres-0 was not Ready within") && err.contains("not Ready"),
+        "{err}"
+    );
+    drop(t);
+    server.await.unwrap();
+}
+
+fn drain_script(evictions: Vec<Exchange>) -> Vec<Exchange> {
+    let pods = stack_pods([Some("primary"), None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods"),
+        200,
+        list("PodList", pods.clone()),
+    ));
+    script.push(ex(
+        "PATCH",
+        "/api/v1/nodes/faultline-worker",
+        200,
+        node("faultline-worker", "a1", "a", "172.18.0.3", false),
+    ));
+    script.extend(evictions);
+    script
+}
+
+fn eviction(pod: &str, status_code: u16) -> Exchange {
+    let path = format!("/api/v1/namespaces/{NS}/pods/{pod}/eviction");
+    if status_code == 429 {
+        ex(
+            "POST",
+            &path,
+            429,
+            status(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            ),
+        )
+    } else {
+        ex("POST", &path, status_code, status(status_code, "", ""))
+    }
+}
+
+fn drain_fault() -> FaultKind {
+    FaultKind::NodeDrain {
+        target: NodeSelector::Node("faultline-worker".into()),
+    }
+}
+
+#[tokio::test]
+async fn drain_cordons_retries_evictions_refused_by_a_budget_and_uncordons_on_revert() {
+    let mut script = drain_script(vec![
+        eviction("postgres-0", 429),
+        eviction("postgres-0", 429),
+        eviction("postgres-0", 201),
+        eviction("redis-0", 201),
+    ]);
+    script.push(ex(
+        "PATCH",
+        "/api/v1/nodes/faultline-worker",
+        200,
+        node("faultline-worker", "a1", "a", "172.18.0.3", false),
+    ));
+    for p in ["postgres-0", "redis-0"] {
+        script.push(ex(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            200,
+            pod(p, "x", "faultline-worker", None, true),
+        ));
+    }
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    let active = t.apply_fault(&j, &drain_fault()).await.unwrap();
+    assert_eq!(active.victims, ["postgres-0", "redis-0"]);
+    assert_eq!(
+        active.steps,
+        [
+            RevertStep::KubeUncordon {
+                node: "faultline-worker".into()
+            },
+            RevertStep::KubePodReady {
+                namespace: NS.into(),
+                pod: "postgres-0".into()
+            },
+            RevertStep::KubePodReady {
+                namespace: NS.into(),
+                pod: "redis-0".into()
+            },
+        ]
+    );
+    t.revert(&active.steps).await.unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[3].body, json!({"spec": {"unschedulable": true}}));
+    // kube's evict() sends the Eviction without apiVersion/kind; the API server defaults them for the
+    // eviction subresource.
+    for s in &seen[4..8] {
+        assert_eq!(s.method, "POST");
+    }
+    assert_eq!(seen[4].body["metadata"]["name"], "postgres-0");
+    assert_eq!(seen[7].body["metadata"]["name"], "redis-0");
+    assert_eq!(seen[8].body, json!({"spec": {"unschedulable": false}}));
+}
+
+#[tokio::test]
+async fn drain_names_the_budget_when_the_eviction_deadline_passes() {
+    let mut refused = eviction("postgres-0", 429);
+    refused.repeat = true;
+    let mut script = drain_script(vec![refused]);
+    let pdb = |name: &str, app: &str| {
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": name},
+               "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": app}}}})
+    };
+    script.push(ex(
+        "GET",
+        &format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"),
+        200,
+        list(
+            "PodDisruptionBudgetList",
+            vec![pdb("redis", "redis"), pdb("postgres", "postgres")],
+        ),
+    ));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(
+        client,
+        kind(),
+        KubeTiming {
+            eviction_deadline: Duration::from_millis(60),
+            ..timing()
+        },
+    )
+    .await;
+    let err = t
+        .apply_fault(&j, &drain_fault())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PodDisruptionBudget postgres:"), "{err}");
+    assert!(
+        err.contains("eviction of pod postgres-0 still refused"),
+        "{err}"
+    );
+    // The fault stays journaled (the node is cordoned): recover uncordons it.
+    assert_eq!(
+        j.open_entries()[0].steps[0],
+        RevertStep::KubeUncordon {
+            node: "faultline-worker".into()
+        }
+    );
+    drop(t);
+    let seen = server.await.unwrap();
+    let evictions = seen.iter().filter(|s| s.uri.contains("/eviction")).count();
+    assert!(evictions >= 2, "retried {evictions} times");
+}
+
+#[test]
+fn the_partition_policy_pair_is_exactly_this_json() {
+    let pair = partition::policies(
+        "p1",
+        PartitionDirection::Both,
+        &[Ipv4Addr::new(172, 18, 0, 3)],
+    )
+    .unwrap();
+    let peers = |other: &str| {
+        json!([
+            {"namespaceSelector": {}, "podSelector": {"matchExpressions": [
+                {"key": "faultline.dev/partition", "operator": "NotIn", "values": [other]}]}},
+            {"ipBlock": {"cidr": "172.18.0.3/32"}}
+        ])
+    };
+    let expected = |me: &str, other: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": format!("faultline-partition-{me}"), "labels": {"faultline.dev/owner": "faultline"}},
+            "spec": {
+                "podSelector": {"matchLabels": {"faultline.dev/partition": me}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": peers(other)}],
+                "egress": [{"to": peers(other)}]
+            }
+        })
+    };
+    assert_eq!(
+        serde_json::to_value(&pair[0]).unwrap(),
+        expected("p1-a", "p1-b")
+    );
+    assert_eq!(
+        serde_json::to_value(&pair[1]).unwrap(),
+        expected("p1-b", "p1-a")
+    );
+
+    // One way: A cannot send to B (A's egress, B's ingress); B to A flows.
+    let one_way = partition::policies("p2", PartitionDirection::AToB, &[]).unwrap();
+    let a = serde_json::to_value(&one_way[0]).unwrap();
+    let b = serde_json::to_value(&one_way[1]).unwrap();
+    assert_eq!(a["spec"]["policyTypes"], json!(["Egress"]));
+    assert!(a["spec"].get("ingress").is_none());
+    assert_eq!(b["spec"]["policyTypes"], json!(["Ingress"]));
+    assert!(b["spec"].get("egress").is_none());
+}
+
+fn policy_path() -> String {
+    format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")
+}
+
+#[tokio::test]
+async fn partition_labels_both_sides_creates_the_pair_and_revert_removes_them() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    // side A = worker3's pods; side B (empty in the scenario) = every other node's pods.
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods"),
+        200,
+        list("PodList", pods.clone()),
+    ));
+    let a = ["postgres-2", "sentinel-0"];
+    let b = ["postgres-0", "postgres-1", "redis-0", "redis-1"];
+    for p in a.iter().chain(&b) {
+        script.push(ex(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            200,
+            pod(p, "x", "n", None, true),
+        ));
+    }
+    script.push(ex("POST", &policy_path(), 201, json!({})));
+    script.push(ex("POST", &policy_path(), 201, json!({})));
+    // Revert: one policy already gone (404) is fine; a pod that is gone is fine. The policy names carry a
+    // generated id (checked against the revert steps below).
+    script.push(ex(
+        "DELETE",
+        &format!("{}/faultline-partition-*", policy_path()),
+        200,
+        status(200, "", ""),
+    ));
+    script.push(ex(
+        "DELETE",
+        &format!("{}/faultline-partition-*", policy_path()),
+        404,
+        status(404, "NotFound", "gone"),
+    ));
+    for p in a.iter().chain(&b) {
+        let code = if *p == "redis-1" { 404 } else { 200 };
+        script.push(ex(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            code,
+            pod(p, "x", "n", None, true),
+        ));
+    }
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    let fault = FaultKind::Partition {
+        side_a: vec![NodeSelector::Node("faultline-worker3".into())],
+        side_b: vec![],
+        direction: PartitionDirection::Both,
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    let policy_names: Vec<String> = active
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            RevertStep::KubeDeleteNetworkPolicy { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(policy_names.len(), 2);
+    let id = policy_names[0]
+        .strip_prefix("faultline-partition-")
+        .and_then(|s| s.strip_suffix("-a"))
+        .unwrap()
+        .to_string();
+    t.revert(&active.steps).await.unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[11].uri.trim_end_matches('?'),
+        format!("{}/faultline-partition-{id}-a", policy_path())
+    );
+    assert_eq!(
+        seen[12].uri.trim_end_matches('?'),
+        format!("{}/faultline-partition-{id}-b", policy_path())
+    );
+    let label = |s: &Seen| s.body["metadata"]["labels"]["faultline.dev/partition"].clone();
+    for (s, p) in seen[3..9].iter().zip(a.iter().chain(&b)) {
+        let side = if a.contains(p) { "a" } else { "b" };
+        assert_eq!(label(s), json!(format!("{id}-{side}")), "{p}");
+    }
+    let addrs = [
+        Ipv4Addr::new(172, 18, 0, 2),
+        Ipv4Addr::new(172, 18, 0, 3),
+        Ipv4Addr::new(172, 18, 0, 4),
+        Ipv4Addr::new(172, 18, 0, 5),
+    ];
+    let pair = partition::policies(&id, PartitionDirection::Both, &addrs).unwrap();
+    assert_eq!(seen[9].body, serde_json::to_value(&pair[0]).unwrap());
+    assert_eq!(seen[10].body, serde_json::to_value(&pair[1]).unwrap());
+    for s in &seen[13..] {
+        assert_eq!(s.method, "PATCH");
+        assert_eq!(label(s), Value::Null);
+        assert!(s.body["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .contains_key("faultline.dev/partition"));
+    }
+}
+
+#[tokio::test]
+async fn an_existing_cluster_namespace_without_the_chaos_label_is_refused() {
+    let mut script = connect_script(stack_pods([None, None, None]));
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}"),
+        200,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"team": "db"}}}),
+    ));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, Cluster::Existing, timing()).await;
+    let err = t
+        .apply_fault(&j, &drain_fault())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to inject faults into namespace faultline")
+            && err.contains("faultline.dev/chaos=allowed"),
+        "{err}"
+    );
+    assert!(j.entries().is_empty(), "nothing journaled, nothing applied");
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}"),
+        200,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": NS, "labels": {"faultline.dev/chaos": "allowed"}}}),
+    ));
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods"),
+        200,
+        list("PodList", pods),
+    ));
+    script.push(ex(
+        "PATCH",
+        "/api/v1/nodes/faultline-worker3",
+        200,
+        node("faultline-worker3", "b1", "b", "172.18.0.5", false),
+    ));
+    for p in [
+        "postgres-2",
+        "sentinel-0",
+        "postgres-0",
+        "postgres-1",
+        "redis-0",
+        "redis-1",
+    ] {
+        script.push(ex(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            200,
+            pod(p, "x", "n", None, true),
+        ));
+    }
+    script.push(ex("POST", &policy_path(), 201, json!({})));
+    script.push(ex("POST", &policy_path(), 201, json!({})));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, Cluster::Existing, timing()).await;
+    let fault = FaultKind::ZoneLoss {
+        target: NodeSelector::Zone("b1".into()),
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    assert_eq!(active.name, "zone-loss");
+    assert_eq!(
+        active.steps[0],
+        RevertStep::KubeUncordon {
+            node: "faultline-worker3".into()
+        }
+    );
+    assert!(matches!(
+        active.steps[1],
+        RevertStep::KubeDeleteNetworkPolicy { .. }
+    ));
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[4].body, json!({"spec": {"unschedulable": true}}));
+}
+
+#[tokio::test]
+async fn the_kube_target_refuses_local_steps() {
+    let (client, server) = fake(connect_script(vec![]));
+    let t = target(client, kind(), timing()).await;
+    let err = t
+        .revert(&[RevertStep::LinkUp { node: "n1".into() }])
+        .await
+        .unwrap_err();
+    assert!(err.contains("belongs to the local stack"), "{err}");
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_plan_names_the_pods_and_nodes_each_fault_hits() {
+    let pods = stack_pods([Some("master"), None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", pods[..3].to_vec()),
+    ));
+    script.push(leader_endpoints(None));
+    script.push(ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/pods"),
+        200,
+        list("PodList", pods.clone()),
+    ));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let faults = [
+        FaultSpec {
+            kind: FaultKind::ProcessKill {
+                component: ComponentKind::Postgres,
+                target: NodeSelector::Role {
+                    component: ComponentKind::Postgres,
+                    role: Role::Primary,
+                },
+            },
+            at: Duration::from_secs(5),
+            duration: None,
+        },
+        FaultSpec {
+            kind: FaultKind::ZoneLoss {
+                target: NodeSelector::Zone("a2".into()),
+            },
+            at: Duration::from_secs(30),
+            duration: None,
+        },
+        FaultSpec {
+            kind: FaultKind::NodeDrain {
+                target: NodeSelector::Node("faultline-worker".into()),
+            },
+            at: Duration::from_secs(60),
+            duration: None,
+        },
+    ];
+    let lines = t.plan(&faults).await.unwrap();
+    assert_eq!(
+        lines,
+        [
+            "at +5s: process-kill: delete pod(s) postgres-0 (grace period 0)",
+            "at +30s: zone-loss: docker stop node container(s) faultline-worker2",
+            "at +1m: node-drain: cordon faultline-worker and evict pods [postgres-0, redis-0]",
+        ]
+    );
+    drop(t);
+    server.await.unwrap();
+}
+
+/// A fake Docker Engine on a unix socket: answers each request with the next scripted status, records
+/// method and path.
+async fn fake_docker(
+    socket: &Path,
+    statuses: Vec<u16>,
+) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let statuses = Arc::new(Mutex::new(statuses.into_iter()));
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            let statuses = statuses.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    let statuses = statuses.clone();
+                    async move {
+                        log.lock()
+                            .unwrap()
+                            .push(format!("{} {}", req.method(), req.uri()));
+                        let code = statuses.lock().unwrap().next().unwrap_or(500);
+                        let body = if code == 404 {
+                            r#"{"message":"No such container: x"}"#
+                        } else {
+                            ""
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(code)
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test]
+async fn node_loss_on_kind_stops_the_node_container_and_revert_starts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // stop 204, start 204, start again 304 (already running: idempotent).
+    let (docker_seen, docker) = fake_docker(&socket, vec![204, 204, 304]).await;
+    let mut script = connect_script(stack_pods([Some("primary"), None, None]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list(
+            "PodList",
+            stack_pods([Some("primary"), None, None])[..3].to_vec(),
+        ),
+    ));
+    script.push(leader_endpoints(Some("postgres-0")));
+    let (client, server) = fake(script);
+    let j = journal(dir.path());
+    let cluster = Cluster::Kind {
+        docker: DockerApi {
+            socket: socket.clone(),
+        },
+    };
+    let t = target(client, cluster, timing()).await;
+    let fault = FaultKind::NodeLoss {
+        target: NodeSelector::Role {
+            component: ComponentKind::Postgres,
+            role: Role::Primary,
+        },
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    assert_eq!(active.victims, ["faultline-worker"]);
+    assert_eq!(
+        active.steps,
+        [RevertStep::DockerStart {
+            container: "faultline-worker".into()
+        }]
+    );
+    assert_eq!(j.open_entries()[0].steps, active.steps);
+    t.revert(&active.steps).await.unwrap();
+    t.revert(&active.steps).await.unwrap();
+    assert_eq!(
+        *docker_seen.lock().unwrap(),
+        [
+            "POST /containers/faultline-worker/stop?t=0",
+            "POST /containers/faultline-worker/start",
+            "POST /containers/faultline-worker/start",
+        ]
+    );
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
+}
+
+#[tokio::test]
+async fn docker_errors_name_the_container_and_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let (_, docker) = fake_docker(&socket, vec![404, 500]).await;
+    let api = DockerApi {
+        socket: socket.clone(),
+    };
+    let err = api.stop("kind-worker9").await.unwrap_err();
+    assert!(
+        err.contains("no Docker container named kind-worker9"),
+        "{err}"
+    );
+    let err = api.start("kind-worker").await.unwrap_err();
+    assert!(
+        err.contains("/containers/kind-worker/start answered 500"),
+        "{err}"
+    );
+    docker.abort();
+    let missing = DockerApi {
+        socket: dir.path().join("absent.sock"),
+    };
+    let err = missing.start("kind-worker").await.unwrap_err();
+    assert!(
+        err.contains("cannot reach the Docker engine at") && err.contains("absent.sock"),
+        "{err}"
+    );
+}
+
+/// Parses one RESP command (an array of bulk strings) from the front of `buf`: (args, bytes used).
+fn resp_command(buf: &[u8]) -> Option<(Vec<String>, usize)> {
+    fn line(buf: &[u8], at: usize) -> Option<(&str, usize)> {
+        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((std::str::from_utf8(&buf[at..end]).ok()?, end + 2))
+    }
+    let (head, mut at) = line(buf, 0)?;
+    let n: usize = head.strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::new();
+    for _ in 0..n {
+        let (len, next) = line(buf, at)?;
+        let len: usize = len.strip_prefix('$')?.parse().ok()?;
+        if buf.len() < next + len + 2 {
+            return None;
+        }
+        args.push(String::from_utf8_lossy(&buf[next..next + len]).into_owned());
+        at = next + len + 2;
+    }
+    Some((args, at))
+}
+
+/// A fake Sentinel on 127.0.0.1: answers get-master-addr-by-name with `master_ip`, anything else with +OK;
+/// records the SENTINEL commands.
+async fn fake_sentinel(
+    master_ip: &'static str,
+) -> (std::net::SocketAddrV4, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match listener.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("{other}"),
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some((args, used)) = resp_command(&buf) {
+                        buf.drain(..used);
+                        let reply = if args[0].eq_ignore_ascii_case("SENTINEL") {
+                            log.lock().unwrap().push(args.join(" "));
+                            format!(
+                                "*2\r\n${}\r\n{master_ip}\r\n$4\r\n6379\r\n",
+                                master_ip.len()
+                            )
+                        } else {
+                            "+OK\r\n".to_string()
+                        };
+                        s.write_all(reply.as_bytes()).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn with_ip(mut pod: Value, ip: &str) -> Value {
+    pod["status"]["podIP"] = json!(ip);
+    pod
+}
+
+fn redis_pods() -> Vec<Value> {
+    vec![
+        with_ip(
+            pod("redis-0", "redis", "faultline-worker", None, true),
+            "10.244.1.7",
+        ),
+        with_ip(
+            pod("redis-1", "redis", "faultline-worker2", None, true),
+            "10.244.2.9",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn the_redis_master_is_the_pod_sentinel_names_by_its_ip() {
+    let (sentinel, asked) = fake_sentinel("10.244.2.9").await;
+    let mut script = connect_script(stack_pods([None, None, None]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", redis_pods()),
+    ));
+    let (client, server) = fake(script);
+    let selectors = StackSelectors {
+        sentinel_addr: sentinel,
+        ..StackSelectors::default()
+    };
+    let t = KubeTarget::connect(client, NS, kind(), selectors, timing())
+        .await
+        .unwrap();
+    let node = t
+        .role_node(ComponentKind::Redis, Role::Primary)
+        .await
+        .unwrap();
+    assert_eq!(node, "faultline-worker2");
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["SENTINEL get-master-addr-by-name faultline"]
+    );
+    drop(t);
+    let seen = server.await.unwrap();
+    assert!(
+        seen[2]
+            .uri
+            .contains("labelSelector=app.kubernetes.io%2Fname%3Dredis"),
+        "{}",
+        seen[2].uri
+    );
+}
+
+/// A fake Qdrant REST API answering GET /cluster with `body`.
+async fn fake_qdrant(body: Value) -> std::net::SocketAddrV4 {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = match listener.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        other => panic!("{other}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/cluster");
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                                    body.to_string(),
+                                )))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_qdrant_leader_is_the_pod_named_by_the_leader_peer_uri() {
+    let rest = fake_qdrant(json!({"result": {
+        "status": "enabled",
+        "peer_id": 11,
+        "peers": {
+            "11": {"uri": "http://qdrant-0.qdrant-headless.faultline.svc.cluster.local:6335/"},
+            "12": {"uri": "http://qdrant-1.qdrant-headless.faultline.svc.cluster.local:6335/"},
+            "13": {"uri": "http://qdrant-2.qdrant-headless.faultline.svc.cluster.local:6335/"}
+        },
+        "raft_info": {"term": 3, "commit": 40, "pending_operations": 0, "leader": 13, "role": "Follower"},
+        "message_send_failures": {}
+    }}))
+    .await;
+    let qdrant_pods: Vec<Value> = ["faultline-worker", "faultline-worker2", "faultline-worker3"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| pod(&format!("qdrant-{i}"), "qdrant", n, None, true))
+        .collect();
+    let mut script = connect_script(qdrant_pods.clone());
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", qdrant_pods),
+    ));
+    let (client, server) = fake(script);
+    let selectors = StackSelectors {
+        qdrant_rest: rest,
+        ..StackSelectors::default()
+    };
+    let t = KubeTarget::connect(client, NS, kind(), selectors, timing())
+        .await
+        .unwrap();
+    let node = t
+        .role_node(ComponentKind::Qdrant, Role::Primary)
+        .await
+        .unwrap();
+    assert_eq!(node, "faultline-worker3");
+    drop(t);
+    server.await.unwrap();
+}
