@@ -1,5 +1,7 @@
-//! The command line: a thin layer over the engine, the local target and the reporters. Every command returns an
-//! exit code from `exit`.
+//! The command line: a thin layer over the engine, the targets and the reporters. Every command returns an
+//! exit code from `exit`. The Kubernetes side (`--target kind|kube`) lives in `cli/kube.rs`.
+
+mod kube;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::settings::StackSettings;
 use crate::target::local::{lock, netns, process, LocalStack, QdrantPresence, StateDir};
 use crate::target::{components_needed, Target, TargetError};
 use crate::topology::{self, Topology};
+use kube::TargetArgs;
 
 /// The topology used when neither the command line nor the scenario names one.
 const DEFAULT_TOPOLOGY: &str = include_str!("../fixtures/topologies/three-node.yaml");
@@ -38,18 +41,30 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Bring the local stack up (etcd, Patroni/PostgreSQL, Redis, Sentinel on network-namespace nodes).
+    /// Bring the stack up: locally (etcd, Patroni/PostgreSQL, Redis, Sentinel on network-namespace nodes), on
+    /// faultline's kind cluster (created unless it exists), or on an existing cluster (only with --deploy).
     Up {
         #[arg(long)]
         topology: Option<PathBuf>,
         /// Stack settings (executables, DCS API, HA timing); see fixtures/settings/default.yaml.
         #[arg(long)]
         settings: Option<PathBuf>,
+        #[command(flatten)]
+        on: TargetArgs,
+        /// --target kube: apply the manifests of kind/manifests/ to the namespace (never without it)
+        #[arg(long)]
+        deploy: bool,
     },
-    /// Tear the local stack down (works after a crash of faultline too).
-    Down,
+    /// Tear the stack down: the local stack (works after a crash of faultline too) or the kind cluster.
+    Down {
+        #[command(flatten)]
+        on: TargetArgs,
+    },
     /// Show nodes, members, roles, health and open fault journal entries.
-    Status,
+    Status {
+        #[command(flatten)]
+        on: TargetArgs,
+    },
     /// Validate scenario, suite or topology files without starting anything.
     Validate {
         #[arg(required = true)]
@@ -66,6 +81,8 @@ enum Command {
         /// Print which members and nodes each fault would hit right now, and change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        on: TargetArgs,
     },
     /// Run every scenario of a suite in order, with one summary and one exit code.
     Suite {
@@ -74,9 +91,14 @@ enum Command {
         settings: Option<PathBuf>,
         #[arg(long)]
         reports_dir: Option<PathBuf>,
+        #[command(flatten)]
+        on: TargetArgs,
     },
     /// Revert every fault still open in the journal, clean up residue, and bring every member back.
-    Recover,
+    Recover {
+        #[command(flatten)]
+        on: TargetArgs,
+    },
 }
 
 pub fn main() -> i32 {
@@ -123,8 +145,34 @@ fn report_env(e: impl std::fmt::Display) -> i32 {
 
 async fn dispatch(cli: Cli) -> i32 {
     let dir = StateDir::new(cli.state_dir.clone().unwrap_or_else(StateDir::default_path));
+    let on = match &cli.command {
+        Command::Up { on, .. }
+        | Command::Down { on }
+        | Command::Status { on }
+        | Command::Run { on, .. }
+        | Command::Suite { on, .. }
+        | Command::Recover { on } => Some(on.clone()),
+        Command::Validate { .. } => None,
+    };
+    if let Some(on) = &on {
+        if let Err(e) = on.check() {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+        if let Command::Up { deploy: true, .. } = cli.command {
+            if on.target != kube::TargetKind::Kube {
+                eprintln!("error: --deploy applies to --target kube only (kind always deploys)");
+                return exit::INVALID_INPUT;
+            }
+        }
+        if !on.is_local() {
+            return dispatch_kube(dir, cli.command, on).await;
+        }
+    }
     match cli.command {
-        Command::Up { topology, settings } => {
+        Command::Up {
+            topology, settings, ..
+        } => {
             let topo = match topology {
                 Some(p) => match topology::load_topology(&p) {
                     Ok(t) => t,
@@ -155,17 +203,18 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => report_env(e),
             }
         }
-        Command::Down => match take_lock(&dir) {
+        Command::Down { .. } => match take_lock(&dir) {
             Err(code) => code,
             Ok(_lock) => down(dir).await,
         },
-        Command::Status => status(dir).await,
+        Command::Status { .. } => status(dir).await,
         Command::Validate { files } => validate(&files),
         Command::Run {
             scenario,
             settings,
             reports_dir,
             dry_run,
+            ..
         } => {
             let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
                 Ok(s) => s,
@@ -174,36 +223,92 @@ async fn dispatch(cli: Cli) -> i32 {
             if dry_run {
                 return dry_run_plan(dir, &sc).await;
             }
-            run_many(dir, vec![sc], None, settings, reports_dir).await
+            run_many(dir, vec![sc], None, settings, reports_dir, None).await
         }
         Command::Suite {
             suite,
             settings,
             reports_dir,
+            ..
         } => {
             let s = match scenario::load_suite(&suite, Some(&default_topology())) {
                 Ok(s) => s,
                 Err(e) => return report_input(&e),
             };
             let name = s.name.clone();
-            run_many(dir, s.scenarios, Some(name), settings, reports_dir).await
+            run_many(dir, s.scenarios, Some(name), settings, reports_dir, None).await
         }
-        Command::Recover => recover(dir).await,
+        Command::Recover { .. } => recover(dir).await,
+    }
+}
+
+/// The commands with `--target kind|kube`. Runs and recoveries take the same run lock and use the same fault
+/// journal (in the state directory) as on the local stack.
+async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 {
+    match command {
+        Command::Up { deploy, .. } => match take_lock(&dir) {
+            Err(code) => code,
+            Ok(_lock) => kube::up(on, deploy).await,
+        },
+        Command::Down { .. } => match take_lock(&dir) {
+            Err(code) => code,
+            Ok(_lock) => kube::down(on).await,
+        },
+        Command::Status { .. } => kube::status(on, &Journal::new(dir.journal_dir())).await,
+        Command::Run {
+            scenario,
+            settings,
+            reports_dir,
+            dry_run,
+            ..
+        } => {
+            let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
+                Ok(s) => s,
+                Err(e) => return report_input(&e),
+            };
+            if dry_run {
+                print_schedule(&sc);
+                return kube::dry_run(on, &sc).await;
+            }
+            run_many(dir, vec![sc], None, settings, reports_dir, Some(on)).await
+        }
+        Command::Suite {
+            suite,
+            settings,
+            reports_dir,
+            ..
+        } => {
+            let s = match scenario::load_suite(&suite, Some(&default_topology())) {
+                Ok(s) => s,
+                Err(e) => return report_input(&e),
+            };
+            let name = s.name.clone();
+            run_many(
+                dir,
+                s.scenarios,
+                Some(name),
+                settings,
+                reports_dir,
+                Some(on),
+            )
+            .await
+        }
+        Command::Recover { .. } => match take_lock(&dir) {
+            Err(code) => code,
+            Ok(lock) => {
+                let code = kube::recover(on, &Journal::new(dir.journal_dir())).await;
+                lock::release(lock);
+                code
+            }
+        },
+        Command::Validate { files } => validate(&files),
     }
 }
 
 /// `run --dry-run`: the scenario's timeline and, against the live stack, the members and nodes each fault would
 /// hit now. Changes nothing (no lock, no journal entry, no stack start).
 async fn dry_run_plan(dir: StateDir, sc: &Scenario) -> i32 {
-    println!(
-        "scenario `{}` ({}): {} trial(s); baseline {}, observe {}, heal within {}",
-        sc.name,
-        sc.component,
-        sc.trials,
-        humantime::format_duration(sc.baseline),
-        humantime::format_duration(sc.observe),
-        humantime::format_duration(sc.heal.timeout)
-    );
+    print_schedule(sc);
     let stack = match LocalStack::open(dir.clone()) {
         Ok(Some(s)) if s.any_process_running() => s,
         Ok(_) => {
@@ -228,6 +333,19 @@ async fn dry_run_plan(dir: StateDir, sc: &Scenario) -> i32 {
         }
         Err(e) => report_env(e),
     }
+}
+
+/// The first line of a dry run: the scenario's schedule.
+fn print_schedule(sc: &Scenario) {
+    println!(
+        "scenario `{}` ({}): {} trial(s); baseline {}, observe {}, heal within {}",
+        sc.name,
+        sc.component,
+        sc.trials,
+        humantime::format_duration(sc.baseline),
+        humantime::format_duration(sc.observe),
+        humantime::format_duration(sc.heal.timeout)
+    );
 }
 
 /// Holds the run lock for a command that changes the stack (`up`, `down`); a live run makes it refuse.
@@ -363,6 +481,7 @@ async fn run_many(
     suite: Option<String>,
     settings: Option<PathBuf>,
     reports_dir: Option<PathBuf>,
+    on: Option<&TargetArgs>,
 ) -> i32 {
     let reports_dir = reports_dir.unwrap_or_else(engine::default_reports_dir);
     if let Err(e) = dir.check_ownership() {
@@ -376,7 +495,37 @@ async fn run_many(
         }
         Err(e) => return report_env(e),
     };
-    let code = run_locked(dir, scenarios, suite, settings, reports_dir).await;
+    let kube_target = match on {
+        // On Kubernetes the settings give the Qdrant collection and synchronous mode; the HA timing and the
+        // executables are the manifests'.
+        Some(on) => match (
+            StackSettings::load(settings.as_deref()),
+            kube::connect(on).await,
+        ) {
+            (Ok(s), Ok(mut t)) => {
+                t.settings = s;
+                Some(t)
+            }
+            (Err(e), _) => {
+                lock::release(lock);
+                return report_input(&e);
+            }
+            (_, Err(e)) => {
+                lock::release(lock);
+                return report_env(e);
+            }
+        },
+        None => None,
+    };
+    let code = run_locked(
+        dir,
+        scenarios,
+        suite,
+        settings,
+        reports_dir,
+        kube_target.as_ref(),
+    )
+    .await;
     lock::release(lock);
     code
 }
@@ -387,6 +536,7 @@ async fn run_locked(
     suite: Option<String>,
     settings: Option<PathBuf>,
     reports_dir: PathBuf,
+    kube_target: Option<&crate::target::kube::KubeTarget>,
 ) -> i32 {
     let intr = install_signal_handlers();
     let mut entries: Vec<SuiteEntry> = Vec::new();
@@ -395,27 +545,37 @@ async fn run_locked(
         if *intr.borrow() > 0 {
             break;
         }
-        let topo = match &sc.topology {
-            Some(p) => match topology::load_topology(p) {
-                Ok(t) => t,
-                Err(e) => return report_input(&e),
-            },
-            None => default_topology(),
-        };
-        let stack = match ensure_stack(&dir, topo, settings.clone()).await {
-            Ok(s) => s,
-            Err(code) => return code,
-        };
-        // Before anything is applied: a scenario that needs a component the stack does not run.
-        if let Err(e) = stack.check_components(&components_needed(sc)) {
-            return report_env(format!("scenario `{}`: {e}", sc.name));
-        }
-        eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
         let opts = RunOptions {
             reports_dir: reports_dir.clone(),
             journal: Journal::new(dir.journal_dir()),
         };
-        match engine::run_scenario(&stack, sc, &opts, intr.clone()).await {
+        let outcome = if let Some(target) = kube_target {
+            // Before anything is applied: the pods now, the namespace's opt-in, the components needed.
+            if let Err(e) = kube::prepare_scenario(target, sc).await {
+                return report_env(format!("scenario `{}`: {e}", sc.name));
+            }
+            eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
+            engine::run_scenario(target, sc, &opts, intr.clone()).await
+        } else {
+            let topo = match &sc.topology {
+                Some(p) => match topology::load_topology(p) {
+                    Ok(t) => t,
+                    Err(e) => return report_input(&e),
+                },
+                None => default_topology(),
+            };
+            let stack = match ensure_stack(&dir, topo, settings.clone()).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            // Before anything is applied: a scenario that needs a component the stack does not run.
+            if let Err(e) = stack.check_components(&components_needed(sc)) {
+                return report_env(format!("scenario `{}`: {e}", sc.name));
+            }
+            eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
+            engine::run_scenario(&stack, sc, &opts, intr.clone()).await
+        };
+        match outcome {
             Ok(outcome) => {
                 println!("{}", report::terminal_summary(&outcome.report));
                 println!("report: {}", outcome.run_dir.join("report.json").display());

@@ -242,7 +242,8 @@ pub async fn run_scenario<T: Target>(
             &clock,
             &all_events,
             &fault_at_by_trial,
-        ),
+        )
+        .await,
         fingerprint: target.fingerprint(),
         exit_code,
     };
@@ -504,7 +505,7 @@ async fn read_back_unless_interrupted(
 }
 
 /// Lines up the harness's detection/promotion stamps with the servers' own log lines for the same event.
-fn log_agreement<T: Target>(
+async fn log_agreement<T: Target>(
     target: &T,
     component: &dyn Component,
     clock: &Clock,
@@ -530,6 +531,7 @@ fn log_agreement<T: Target>(
             let Some(h) = harness else { continue };
             let line = target
                 .server_log_lines(component.kind(), needle)
+                .await
                 .into_iter()
                 .find(|(t, _)| *t + Duration::from_millis(500) >= fault_wall);
             let harness_wall = clock.wall(h);

@@ -2,8 +2,8 @@
 //! They cannot run without one (and never ran on the machines this was written on). Run them with:
 //!
 //! ```sh
-//! kind create cluster --name faultline --config kind/cluster.yaml
-//! kubectl apply -f kind/manifests/ && kubectl -n faultline wait --for=condition=Ready pod --all --timeout=10m
+//! faultline up --target kind      # or: kind create cluster --name faultline --config kind/cluster.yaml
+//!                                 #     kubectl apply -f kind/manifests/ && kubectl -n faultline wait ...
 //! cargo test --test kube_e2e -- --ignored --test-threads=1
 //! ```
 //!
@@ -119,4 +119,18 @@ async fn losing_the_leader_node_container_moves_the_leader_and_revert_restarts_i
     let active = t.apply_fault(&j, &fault).await.unwrap();
     wait_new_leader(&t, &old, Duration::from_secs(90)).await;
     t.revert(&active.steps).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn the_stack_is_healthy_through_the_nodeports() {
+    let t = kind_target().await;
+    t.refresh().await.unwrap();
+    let summary = faultline::target::Target::wait_healthy(&t, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert!(summary.contains("postgres leader on"), "{summary}");
+    let pg = t.postgres_endpoints();
+    assert_eq!(pg.members.len(), 3);
+    assert!(pg.members.iter().all(|m| !m.announced.is_unspecified()));
 }

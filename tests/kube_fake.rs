@@ -12,8 +12,9 @@ use faultline::scenario::{
     ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection, Role,
 };
 use faultline::target::kube::{
-    partition, Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors,
+    deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts, StackSelectors,
 };
+use faultline::target::Target;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};
@@ -40,11 +41,12 @@ fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
     }
 }
 
-/// What the fake received: method, path with query, JSON body (Null when empty).
+/// What the fake received: method, path with query, content type, JSON body (Null when empty).
 #[derive(Debug)]
 struct Seen {
     method: String,
     uri: String,
+    content_type: Option<String>,
     body: Value,
 }
 
@@ -59,6 +61,11 @@ fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<See
             let method = req.method().to_string();
             let uri = req.uri().to_string();
             let path = req.uri().path().to_string();
+            let content_type = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let bytes = req.into_body().collect_bytes().await.unwrap();
             let body = if bytes.is_empty() {
                 Value::Null
@@ -85,17 +92,27 @@ fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<See
                 step.method,
                 step.path
             );
+            // A string reply is sent as plain text (pod logs); everything else as JSON.
+            let (content, bytes) = match &step.reply {
+                Value::String(text) => ("text/plain", text.clone().into_bytes()),
+                v => ("application/json", serde_json::to_vec(v).unwrap()),
+            };
             send.send_response(
                 Response::builder()
                     .status(step.status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&step.reply).unwrap()))
+                    .header("content-type", content)
+                    .body(Body::from(bytes))
                     .unwrap(),
             );
             if !step.repeat {
                 i += 1;
             }
-            seen.push(Seen { method, uri, body });
+            seen.push(Seen {
+                method,
+                uri,
+                content_type,
+                body,
+            });
         }
         let left: Vec<String> = script[i..]
             .iter()
@@ -1265,5 +1282,442 @@ async fn the_qdrant_leader_is_the_pod_named_by_the_leader_peer_uri() {
         .unwrap();
     assert_eq!(node, "faultline-worker3");
     drop(t);
+    server.await.unwrap();
+}
+
+// ---- KubeTarget as a `Target`: components from the NodePorts, health, logs, delegation; deployment ----
+
+const SPILO: &str = "ghcr.io/zalando/spilo-16:3.3-p2";
+
+fn ip_pod(name: &str, app: &str, node: &str, ip: &str, image: &str, ready: bool) -> Value {
+    let mut v = with_ip(pod(name, app, node, None, ready), ip);
+    v["spec"]["containers"][0]["image"] = json!(image);
+    v
+}
+
+/// Pods with IPs and images, listed out of ordinal order.
+fn ip_pods(redis_1_ready: bool) -> Vec<Value> {
+    vec![
+        ip_pod(
+            "postgres-1",
+            "postgres",
+            "faultline-worker2",
+            "10.244.2.3",
+            SPILO,
+            true,
+        ),
+        ip_pod(
+            "postgres-0",
+            "postgres",
+            "faultline-worker",
+            "10.244.1.3",
+            SPILO,
+            true,
+        ),
+        ip_pod(
+            "redis-1",
+            "redis",
+            "faultline-worker2",
+            "10.244.2.9",
+            "redis:7.4.2",
+            redis_1_ready,
+        ),
+        ip_pod(
+            "redis-0",
+            "redis",
+            "faultline-worker",
+            "10.244.1.7",
+            "redis:7.4.2",
+            true,
+        ),
+        ip_pod(
+            "redis-sentinel-0",
+            "redis-sentinel",
+            "faultline-worker3",
+            "10.244.3.4",
+            "redis:7.4.2",
+            true,
+        ),
+        ip_pod(
+            "qdrant-0",
+            "qdrant",
+            "faultline-worker3",
+            "10.244.3.5",
+            "qdrant/qdrant:v1.18.3",
+            true,
+        ),
+    ]
+}
+
+/// The two requests `KubeTarget::refresh` makes: the namespace's pods and the Postgres credentials.
+fn refresh_script(pods: Vec<Value>) -> Vec<Exchange> {
+    vec![
+        ex("GET", &pg_pods_path(), 200, list("PodList", pods)),
+        ex(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/secrets/postgres-credentials"),
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "postgres-credentials", "namespace": NS},
+                   "data": {"superuser-password": "czNjcmV0"}}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn components_reach_pods_through_their_nodeports_and_map_pod_ips_back() {
+    let mut script = connect_script(ip_pods(true));
+    script.extend(refresh_script(ip_pods(true)));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    assert_eq!(t.ports, NodePorts::kind());
+    let pods = t.refresh().await.unwrap();
+    assert_eq!(pods.len(), 6);
+
+    let pg = t.postgres_endpoints();
+    let got: Vec<(&str, &str, u16, u16, String)> = pg
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.node.as_str(),
+                m.ports.postgres,
+                m.ports.patroni,
+                m.announced.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "postgres-0",
+                "faultline-worker",
+                30432,
+                30800,
+                "10.244.1.3".into()
+            ),
+            (
+                "postgres-1",
+                "faultline-worker2",
+                30432,
+                30801,
+                "10.244.2.3".into()
+            ),
+        ]
+    );
+    assert!(pg.members.iter().all(|m| m.addr == Ipv4Addr::LOCALHOST));
+    assert!(
+        pg.etcd.is_empty(),
+        "Patroni's DCS is the Kubernetes API here"
+    );
+    assert_eq!(pg.password.expose(), "s3cret");
+
+    let redis = t.redis_endpoints();
+    let ports: Vec<u16> = redis.members.iter().map(|m| m.ports.redis).collect();
+    assert_eq!(ports, [31379, 31380]);
+    assert_eq!(redis.sentinels[0].ports.sentinel, 32380);
+    assert_eq!(redis.node_of("10.244.2.9"), Some("faultline-worker2"));
+
+    let qdrant = t.qdrant_endpoints();
+    assert_eq!(
+        (qdrant.peers[0].rest_port, qdrant.peers[0].grpc_port),
+        (31330, 31340)
+    );
+    assert_eq!(
+        qdrant.node_of_uri("http://qdrant-0.qdrant-headless.faultline.svc.cluster.local:6335/"),
+        Some("faultline-worker3")
+    );
+    assert_eq!(
+        Target::component(&t, ComponentKind::Redis).kind(),
+        ComponentKind::Redis
+    );
+
+    let fp = t.fingerprint();
+    assert_eq!(fp["target"], "kind");
+    assert_eq!(fp["namespace"], NS);
+    assert_eq!(fp["node_versions"].as_array().unwrap().len(), 4);
+    let images: Vec<&str> = fp["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(images, [SPILO, "qdrant/qdrant:v1.18.3", "redis:7.4.2"]);
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_stack_is_not_healthy_while_a_pod_is_not_ready() {
+    let mut script = connect_script(ip_pods(false));
+    script.extend(refresh_script(ip_pods(false)));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let err = t.wait_healthy(Duration::ZERO).await.unwrap_err();
+    assert!(err.contains("pods not Ready: redis-1"), "{err}");
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_role_holder_is_the_node_of_the_patroni_leader_pod() {
+    let mut script = connect_script(stack_pods([None, Some("primary"), None]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list(
+            "PodList",
+            stack_pods([None, Some("primary"), None])[..3].to_vec(),
+        ),
+    ));
+    script.push(leader_endpoints(Some("postgres-1")));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    assert_eq!(
+        Target::role_holder(&t, ComponentKind::Postgres)
+            .await
+            .as_deref(),
+        Some("faultline-worker2")
+    );
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn server_log_lines_come_from_the_pods_logs() {
+    let pg_log = "2026-11-23 06:30:05,001 INFO: no action. I am (postgres-1), a secondary\n\
+                  2026-11-23 06:30:09,456 INFO: promoted self to leader by acquiring session lock\n";
+    let sentinel_log = "1:X 23 Nov 2026 06:30:01.123 # +sdown master faultline 10.244.1.7 6379\n\
+                        1:X 23 Nov 2026 06:30:04.500 # +switch-master faultline 10.244.1.7 6379 10.244.2.9 6379\n";
+    let script = {
+        let mut s = connect_script(ip_pods(true));
+        s.push(ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list("PodList", ip_pods(true)[..2].to_vec()),
+        ));
+        s.push(ex(
+            "GET",
+            &format!("{}/postgres-1/log", pg_pods_path()),
+            200,
+            json!(""),
+        ));
+        s.push(ex(
+            "GET",
+            &format!("{}/postgres-0/log", pg_pods_path()),
+            200,
+            json!(pg_log),
+        ));
+        s.push(ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list("PodList", ip_pods(true)[4..5].to_vec()),
+        ));
+        s.push(ex(
+            "GET",
+            &format!("{}/redis-sentinel-0/log", pg_pods_path()),
+            200,
+            json!(sentinel_log),
+        ));
+        s
+    };
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let pg = t
+        .server_log_lines(ComponentKind::Postgres, "promoted self to leader")
+        .await;
+    assert_eq!(pg.len(), 1);
+    assert!(
+        pg[0].1.starts_with("postgres-0: 2026-11-23 06:30:09,456"),
+        "{}",
+        pg[0].1
+    );
+    assert_eq!(
+        faultline::clock::rfc3339_millis(pg[0].0),
+        "2026-11-23T06:30:09.456Z"
+    );
+    let sw = t
+        .server_log_lines(ComponentKind::Redis, "+switch-master")
+        .await;
+    assert_eq!(sw.len(), 1);
+    assert_eq!(
+        faultline::clock::rfc3339_millis(sw[0].0),
+        "2026-11-23T06:30:04.500Z"
+    );
+    assert!(t
+        .server_log_lines(ComponentKind::Qdrant, "x")
+        .await
+        .is_empty());
+    drop(t);
+    let seen = server.await.unwrap();
+    assert!(
+        seen[2]
+            .uri
+            .contains("labelSelector=app.kubernetes.io%2Fname%3Dpostgres"),
+        "{}",
+        seen[2].uri
+    );
+    assert!(seen[3].uri.contains("tailLines=5000"), "{}", seen[3].uri);
+    assert!(
+        seen[5]
+            .uri
+            .contains("labelSelector=app.kubernetes.io%2Fname%3Dredis-sentinel"),
+        "{}",
+        seen[5].uri
+    );
+}
+
+#[tokio::test]
+async fn target_faults_and_reverts_go_to_the_kubernetes_code() {
+    let (client, server) = fake(connect_script(stack_pods([None, None, None])));
+    let t = target(client, kind(), timing()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pause = FaultKind::ProcessPause {
+        component: ComponentKind::Redis,
+        target: NodeSelector::Role {
+            component: ComponentKind::Redis,
+            role: Role::Primary,
+        },
+    };
+    let err = Target::apply_fault(&t, &journal(dir.path()), &pause)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not available on the Kubernetes target"),
+        "{err}"
+    );
+    let err = Target::revert(&t, &[RevertStep::LinkUp { node: "n1".into() }])
+        .await
+        .unwrap_err();
+    assert!(err.contains("belongs to the local stack"), "{err}");
+    drop(t);
+    server.await.unwrap();
+}
+
+fn manifest_object_count() -> usize {
+    deploy::MANIFESTS
+        .iter()
+        .map(|(f, t)| deploy::parse_manifest(f, t, NS, true).unwrap().len())
+        .sum()
+}
+
+#[tokio::test]
+async fn manifests_are_applied_server_side_by_the_faultline_field_manager() {
+    for (namespace, opt_in) in [(NS, true), ("chaos", false)] {
+        let mut patch = ex(
+            "PATCH",
+            "/*",
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        );
+        patch.repeat = true;
+        let (client, server) = fake(vec![patch]);
+        let n = deploy::apply_manifests(&client, namespace, opt_in)
+            .await
+            .unwrap();
+        drop(client);
+        let seen = server.await.unwrap();
+        assert_eq!(n, manifest_object_count());
+        assert_eq!(seen.len(), n);
+        for s in &seen {
+            assert_eq!(s.method, "PATCH");
+            assert!(s.uri.contains("fieldManager=faultline"), "{}", s.uri);
+            assert_eq!(
+                s.content_type.as_deref(),
+                Some("application/apply-patch+yaml"),
+                "{}",
+                s.uri
+            );
+        }
+        assert!(
+            seen[0]
+                .uri
+                .starts_with(&format!("/api/v1/namespaces/{namespace}?")),
+            "the namespace first: {}",
+            seen[0].uri
+        );
+        let label = &seen[0].body["metadata"]["labels"]["faultline.dev/chaos"];
+        if opt_in {
+            assert_eq!(label, "allowed");
+        } else {
+            assert!(
+                label.is_null(),
+                "an existing cluster's owner opts in, not faultline"
+            );
+        }
+        assert!(seen.iter().any(|s| s.uri.starts_with(&format!(
+            "/apis/apps/v1/namespaces/{namespace}/statefulsets/postgres?"
+        ))));
+        assert!(seen[1..]
+            .iter()
+            .all(|s| s.uri.contains(&format!("/namespaces/{namespace}/"))));
+    }
+}
+
+fn stateful_set(name: &str, ready: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+           "metadata": {"name": name, "namespace": NS},
+           "spec": {"replicas": 3, "serviceName": name, "selector": {}, "template": {}},
+           "status": {"replicas": 3, "readyReplicas": ready}})
+}
+
+#[tokio::test]
+async fn deployment_waits_for_every_stateful_set_with_a_deadline() {
+    let path = format!("/apis/apps/v1/namespaces/{NS}/statefulsets");
+    let (client, server) = fake(vec![
+        ex(
+            "GET",
+            &path,
+            200,
+            list(
+                "StatefulSetList",
+                vec![stateful_set("postgres", 2), stateful_set("redis", 3)],
+            ),
+        ),
+        ex(
+            "GET",
+            &path,
+            200,
+            list(
+                "StatefulSetList",
+                vec![stateful_set("postgres", 3), stateful_set("redis", 3)],
+            ),
+        ),
+    ]);
+    deploy::wait_stateful_sets_ready(
+        &client,
+        NS,
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
+    drop(client);
+    assert_eq!(server.await.unwrap().len(), 2);
+
+    let mut not_ready = ex(
+        "GET",
+        &path,
+        200,
+        list("StatefulSetList", vec![stateful_set("postgres", 2)]),
+    );
+    not_ready.repeat = true;
+    let (client, server) = fake(vec![not_ready]);
+    let err = deploy::wait_stateful_sets_ready(
+        &client,
+        NS,
+        Duration::from_millis(50),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("postgres 2/3 Ready"), "{err}");
+    drop(client);
     server.await.unwrap();
 }

@@ -67,6 +67,7 @@ impl LoopbackCluster {
             rest_port: base,
             grpc_port: base + 1,
             p2p_port: base + 2,
+            announced: vec!["127.0.0.1".into()],
         }
     }
 

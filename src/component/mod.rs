@@ -248,11 +248,68 @@ impl Component for QdrantComponent {
     }
 }
 
-/// A member of a replicated component: the node it runs on and the address clients use.
+/// PostgreSQL's port on the local stack (and in the pods).
+pub const POSTGRES_PORT: u16 = 5432;
+/// Patroni's REST API.
+pub const PATRONI_PORT: u16 = 8008;
+pub const REDIS_PORT: u16 = 6379;
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// The ports clients reach a member's services on. The local stack uses the standard ports on every node; on
+/// Kubernetes each member is reached through its own NodePort on one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberPorts {
+    pub postgres: u16,
+    pub patroni: u16,
+    pub redis: u16,
+    pub sentinel: u16,
+}
+
+impl MemberPorts {
+    pub const STANDARD: MemberPorts = MemberPorts {
+        postgres: POSTGRES_PORT,
+        patroni: PATRONI_PORT,
+        redis: REDIS_PORT,
+        sentinel: SENTINEL_PORT,
+    };
+}
+
+impl Default for MemberPorts {
+    fn default() -> Self {
+        MemberPorts::STANDARD
+    }
+}
+
+/// A member of a replicated component: the node it runs on, where clients reach it, and how the servers
+/// themselves name it. The two differ on Kubernetes, where clients outside the cluster use NodePorts on one
+/// address while Patroni, Sentinel and Redis speak of pod names and pod IPs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub node: String,
+    /// The address clients connect to.
     pub addr: Ipv4Addr,
+    pub ports: MemberPorts,
+    /// The member's name in Patroni's /cluster and the DCS leader key: the node's name on the local stack, the
+    /// pod's on Kubernetes.
+    pub name: String,
+    /// The address the servers announce for it (Sentinel's master address, a replica's master_host,
+    /// `inet_server_addr()`): `addr` on the local stack, the pod IP on Kubernetes.
+    pub announced: Ipv4Addr,
+}
+
+impl Member {
+    /// A member of the local stack: named after its node, reached and announced on the node's address at the
+    /// standard ports.
+    pub fn local(node: impl Into<String>, addr: Ipv4Addr) -> Self {
+        let node = node.into();
+        Member {
+            name: node.clone(),
+            node,
+            addr,
+            ports: MemberPorts::STANDARD,
+            announced: addr,
+        }
+    }
 }
 
 /// Retries `attempt` every 300 ms until it succeeds or `deadline` has passed; the error is the last attempt's.

@@ -20,8 +20,6 @@ use crate::scenario::ComponentKind;
 use crate::secret::Secret;
 use crate::settings::DcsApi;
 
-const PATRONI_PORT: u16 = 8008;
-const POSTGRES_PORT: u16 = 5432;
 const ETCD_PORT: u16 = 2379;
 
 /// How to reach the Patroni cluster: what an application and an operator would use.
@@ -37,11 +35,32 @@ pub struct PostgresEndpoints {
 
 impl PostgresEndpoints {
     fn member_by_addr(&self, host: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.addr.to_string() == host)
+        self.members
+            .iter()
+            .find(|m| m.announced.to_string() == host)
+    }
+
+    /// The member Patroni calls `name` (in /cluster and the leader key).
+    pub fn member_named(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
     }
 
     fn leader_key(&self) -> String {
-        format!("/service/{}/leader", self.scope)
+        if self.etcd.is_empty() {
+            format!("of scope {} (Patroni /cluster)", self.scope)
+        } else {
+            format!("/service/{}/leader", self.scope)
+        }
+    }
+
+    /// Where the leader is read from: etcd, or, where Patroni keeps its DCS elsewhere (the Kubernetes API),
+    /// the members' own /cluster.
+    fn leader_source(&self) -> &'static str {
+        if self.etcd.is_empty() {
+            "patroni /cluster"
+        } else {
+            "etcd"
+        }
     }
 }
 
@@ -55,18 +74,23 @@ pub struct PatroniMember {
     pub timeline: Option<u64>,
 }
 
+/// The base URL of a member's Patroni REST API.
+pub fn patroni_url(m: &Member, path: &str) -> String {
+    format!("http://{}:{}{path}", m.addr, m.ports.patroni)
+}
+
 pub async fn cluster_view(
     http: &reqwest::Client,
-    addr: Ipv4Addr,
+    m: &Member,
 ) -> Result<Vec<PatroniMember>, String> {
     let v: Value = http
-        .get(format!("http://{addr}:{PATRONI_PORT}/cluster"))
+        .get(patroni_url(m, "/cluster"))
         .send()
         .await
-        .map_err(|e| format!("Patroni on {addr}: {e}"))?
+        .map_err(|e| format!("Patroni on {}: {e}", m.node))?
         .json()
         .await
-        .map_err(|e| format!("Patroni on {addr}: bad /cluster answer: {e}"))?;
+        .map_err(|e| format!("Patroni on {}: bad /cluster answer: {e}", m.node))?;
     Ok(parse_cluster(&v))
 }
 
@@ -87,23 +111,35 @@ pub fn parse_cluster(v: &Value) -> Vec<PatroniMember> {
         .unwrap_or_default()
 }
 
-pub async fn primary_answers(http: &reqwest::Client, addr: Ipv4Addr) -> bool {
-    match http
-        .get(format!("http://{addr}:{PATRONI_PORT}/primary"))
-        .send()
-        .await
-    {
+pub async fn primary_answers(http: &reqwest::Client, m: &Member) -> bool {
+    match http.get(patroni_url(m, "/primary")).send().await {
         Ok(r) => r.status().as_u16() == 200,
         Err(_) => false,
     }
 }
 
 /// The owner of the Patroni leader key, read with a quorum read from the first etcd member that answers.
-/// Ok(None) = no leader key; Err = no etcd member answered.
+/// Ok(None) = no leader key; Err = no etcd member answered. Without etcd endpoints (Patroni on the Kubernetes
+/// DCS), the leader named by the first member whose /cluster answers.
 pub async fn leader_key_owner(
     http: &reqwest::Client,
     ep: &PostgresEndpoints,
 ) -> Result<Option<String>, String> {
+    if ep.etcd.is_empty() {
+        let mut last_err = String::from("no Patroni member configured");
+        for m in &ep.members {
+            match cluster_view(http, m).await {
+                Ok(view) => {
+                    return Ok(view
+                        .iter()
+                        .find(|p| p.role == "leader")
+                        .map(|p| p.name.clone()))
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        return Err(last_err);
+    }
     let key = ep.leader_key();
     let mut last_err = String::from("no etcd member configured");
     for addr in &ep.etcd {
@@ -154,7 +190,7 @@ pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String,
     let http = http_client(Duration::from_millis(800));
     let mut leader: Option<String> = None;
     for m in &ep.members {
-        let view = cluster_view(&http, m.addr).await?;
+        let view = cluster_view(&http, m).await?;
         if view.len() != ep.members.len() {
             return Err(format!(
                 "{} sees {} of {} Patroni members",
@@ -193,28 +229,29 @@ pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String,
         }
     }
     let leader = leader.ok_or("no Patroni member configured")?;
-    let addr = ep
-        .members
-        .iter()
-        .find(|m| m.node == leader)
-        .map(|m| m.addr)
+    let m = ep
+        .member_named(&leader)
         .ok_or_else(|| format!("leader {leader} is not a known member"))?;
-    if !primary_answers(&http, addr).await {
+    if !primary_answers(&http, m).await {
         return Err(format!("leader {leader} does not answer 200 on /primary"));
     }
-    Ok(leader)
+    Ok(m.node.clone())
 }
 
 /// The node of the current leader according to the DCS (falls back to Patroni's /cluster).
 pub async fn current_leader(ep: &PostgresEndpoints) -> Option<String> {
     let http = http_client(Duration::from_millis(500));
+    let node_of = |name: &str| {
+        ep.member_named(name)
+            .map_or_else(|| name.to_string(), |m| m.node.clone())
+    };
     if let Ok(Some(owner)) = leader_key_owner(&http, ep).await {
-        return Some(owner);
+        return Some(node_of(&owner));
     }
     for m in &ep.members {
-        if let Ok(view) = cluster_view(&http, m.addr).await {
+        if let Ok(view) = cluster_view(&http, m).await {
             if let Some(l) = view.iter().find(|p| p.role == "leader") {
-                return Some(l.name.clone());
+                return Some(node_of(&l.name));
             }
         }
     }
@@ -264,8 +301,12 @@ pub fn spawn_probe(
                     if !etcd_down_reported {
                         events.emit(EventKind::ServerObservation {
                             component: ComponentKind::Postgres,
-                            source: "etcd".into(),
-                            message: format!("no etcd member answered a quorum read: {e}"),
+                            source: ep.leader_source().into(),
+                            message: if ep.etcd.is_empty() {
+                                format!("no Patroni member answered /cluster: {e}")
+                            } else {
+                                format!("no etcd member answered a quorum read: {e}")
+                            },
                         });
                         etcd_down_reported = true;
                     }
@@ -309,7 +350,7 @@ pub fn spawn_probe(
                         observed_at,
                         EventKind::ServerObservation {
                             component: ComponentKind::Postgres,
-                            source: "etcd".into(),
+                            source: ep.leader_source().into(),
                             message: format!("leader key {key} now held by {new}"),
                         },
                     );
@@ -324,14 +365,14 @@ pub fn spawn_probe(
                     awaiting_primary = None;
                     continue;
                 }
-                if let Some(m) = ep.members.iter().find(|m| m.node == candidate) {
-                    if primary_answers(&http, m.addr).await {
+                if let Some(m) = ep.member_named(&candidate) {
+                    if primary_answers(&http, m).await {
                         let at = events.clock().now();
                         events.emit_at(
                             at,
                             EventKind::NewPrimaryServing {
                                 component: ComponentKind::Postgres,
-                                member: candidate.clone(),
+                                member: m.node.clone(),
                                 evidence: format!(
                                     "leader key held by {candidate} and its Patroni /primary answers 200"
                                 ),
@@ -339,7 +380,7 @@ pub fn spawn_probe(
                         );
                         awaiting_primary = None;
                         owner_before_gap = Some(candidate.clone());
-                        if let Some(h) = promotion_history(&http, m.addr).await {
+                        if let Some(h) = promotion_history(&http, m).await {
                             events.emit(EventKind::ServerObservation {
                                 component: ComponentKind::Postgres,
                                 source: format!("patroni {candidate} /history"),
@@ -372,11 +413,7 @@ async fn watch_member_roles(
         let views = futures_util::future::join_all(ep.members.iter().map(|m| {
             let http = http.clone();
             async move {
-                let v: Option<Value> = match http
-                    .get(format!("http://{}:{PATRONI_PORT}/patroni", m.addr))
-                    .send()
-                    .await
-                {
+                let v: Option<Value> = match http.get(patroni_url(m, "/patroni")).send().await {
                     Ok(r) => r.json().await.ok(),
                     Err(_) => None,
                 };
@@ -470,9 +507,9 @@ async fn watch_leader_key_v2(
 }
 
 /// The newest entry of Patroni's /history (timeline switch with its timestamp), as evidence for the report.
-async fn promotion_history(http: &reqwest::Client, addr: Ipv4Addr) -> Option<String> {
+async fn promotion_history(http: &reqwest::Client, m: &Member) -> Option<String> {
     let v: Value = http
-        .get(format!("http://{addr}:{PATRONI_PORT}/history"))
+        .get(patroni_url(m, "/history"))
         .send()
         .await
         .ok()?
@@ -486,7 +523,7 @@ async fn promotion_history(http: &reqwest::Client, addr: Ipv4Addr) -> Option<Str
 fn pg_config(ep: &PostgresEndpoints) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     for m in &ep.members {
-        cfg.host(m.addr.to_string()).port(POSTGRES_PORT);
+        cfg.host(m.addr.to_string()).port(m.ports.postgres);
     }
     cfg.user(&ep.user)
         .password(ep.password.expose())

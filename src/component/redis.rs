@@ -17,9 +17,6 @@ use crate::ledger::{Outcome, ReadBack};
 use crate::load::{Attempt, BoxFuture, LoadClient};
 use crate::scenario::{ComponentKind, RedisWait};
 
-const REDIS_PORT: u16 = 6379;
-const SENTINEL_PORT: u16 = 26379;
-
 #[derive(Clone, Debug)]
 pub struct RedisEndpoints {
     pub members: Vec<Member>,
@@ -28,11 +25,15 @@ pub struct RedisEndpoints {
 }
 
 impl RedisEndpoints {
+    /// The node of the member the servers announce as `addr` (Sentinel's master address, a pub/sub payload).
     pub fn node_of(&self, addr: &str) -> Option<&str> {
+        self.member_announced_as(addr).map(|m| m.node.as_str())
+    }
+
+    pub fn member_announced_as(&self, addr: &str) -> Option<&Member> {
         self.members
             .iter()
-            .find(|m| m.addr.to_string() == addr)
-            .map(|m| m.node.as_str())
+            .find(|m| m.announced.to_string() == addr)
     }
 }
 
@@ -60,15 +61,16 @@ pub async fn connect(
         .await
 }
 
-async fn info_replication(addr: Ipv4Addr) -> Result<String, String> {
-    let mut c = connect(addr, REDIS_PORT, Duration::from_millis(800))
+async fn info_replication(m: &Member) -> Result<String, String> {
+    let node = &m.node;
+    let mut c = connect(m.addr, m.ports.redis, Duration::from_millis(800))
         .await
-        .map_err(|e| format!("redis {addr}: {e}"))?;
+        .map_err(|e| format!("redis {node}: {e}"))?;
     redis::cmd("INFO")
         .arg("replication")
         .query_async::<String>(&mut c)
         .await
-        .map_err(|e| format!("redis {addr}: {e}"))
+        .map_err(|e| format!("redis {node}: {e}"))
 }
 
 fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
@@ -77,13 +79,14 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// What one sentinel says the master is.
+/// What one sentinel says the master is: the address the master announces.
 pub async fn sentinel_master(
-    sentinel: Ipv4Addr,
+    s: &Member,
     name: &str,
     timeout: Duration,
 ) -> Result<Ipv4Addr, String> {
-    let mut c = connect(sentinel, SENTINEL_PORT, timeout)
+    let sentinel = &s.node;
+    let mut c = connect(s.addr, s.ports.sentinel, timeout)
         .await
         .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
     let addr: Option<(String, String)> = redis::cmd("SENTINEL")
@@ -98,12 +101,18 @@ pub async fn sentinel_master(
         .map_err(|_| format!("sentinel {sentinel} returned `{host}` as master address"))
 }
 
-/// The master as the first sentinel that answers reports it (what a Sentinel-aware client does).
-pub async fn discover_master(ep: &RedisEndpoints, timeout: Duration) -> Result<Ipv4Addr, String> {
+/// The master as the first sentinel that answers reports it (what a Sentinel-aware client does), as the
+/// member clients reach it by.
+pub async fn discover_master(ep: &RedisEndpoints, timeout: Duration) -> Result<Member, String> {
     let mut last = "no sentinel configured".to_string();
     for s in &ep.sentinels {
-        match sentinel_master(s.addr, &ep.master_name, timeout).await {
-            Ok(a) => return Ok(a),
+        match sentinel_master(s, &ep.master_name, timeout).await {
+            Ok(a) => {
+                return ep
+                    .member_announced_as(&a.to_string())
+                    .cloned()
+                    .ok_or_else(|| format!("Sentinel names {a} as master, which is no member"))
+            }
             Err(e) => last = e,
         }
     }
@@ -114,7 +123,7 @@ pub async fn discover_master(ep: &RedisEndpoints, timeout: Duration) -> Result<I
 pub async fn agreed_master(ep: &RedisEndpoints) -> Option<String> {
     let mut votes: Vec<Ipv4Addr> = Vec::new();
     for s in &ep.sentinels {
-        if let Ok(a) = sentinel_master(s.addr, &ep.master_name, Duration::from_millis(500)).await {
+        if let Ok(a) = sentinel_master(s, &ep.master_name, Duration::from_millis(500)).await {
             votes.push(a);
         }
     }
@@ -125,11 +134,10 @@ pub async fn agreed_master(ep: &RedisEndpoints) -> Option<String> {
         .and_then(|a| ep.node_of(&a.to_string()).map(str::to_string))
 }
 
-async fn sentinel_map(
-    sentinel: Ipv4Addr,
-    args: &[&str],
-) -> Result<Vec<Vec<(String, String)>>, String> {
-    let mut c = connect(sentinel, SENTINEL_PORT, Duration::from_millis(800))
+/// A SENTINEL subcommand's answer as key/value maps (e.g. `["master", name]` for the monitored master's settings).
+pub async fn sentinel_map(s: &Member, args: &[&str]) -> Result<Vec<Vec<(String, String)>>, String> {
+    let sentinel = &s.node;
+    let mut c = connect(s.addr, s.ports.sentinel, Duration::from_millis(800))
         .await
         .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
     let mut cmd = redis::cmd("SENTINEL");
@@ -189,7 +197,7 @@ fn get<'a>(m: &'a [(String, String)], k: &str) -> Option<&'a str> {
 pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
     let mut master: Option<Ipv4Addr> = None;
     for s in &ep.sentinels {
-        let a = sentinel_master(s.addr, &ep.master_name, Duration::from_millis(800)).await?;
+        let a = sentinel_master(s, &ep.master_name, Duration::from_millis(800)).await?;
         match master {
             None => master = Some(a),
             Some(m) if m != a => {
@@ -197,7 +205,7 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
             }
             _ => {}
         }
-        let m = sentinel_map(s.addr, &["master", &ep.master_name]).await?;
+        let m = sentinel_map(s, &["master", &ep.master_name]).await?;
         let m = m.first().ok_or("empty SENTINEL MASTER answer")?;
         if get(m, "flags") != Some("master") {
             return Err(format!(
@@ -217,7 +225,7 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
                 ep.sentinels.len() - 1
             ));
         }
-        let replicas = sentinel_map(s.addr, &["replicas", &ep.master_name]).await?;
+        let replicas = sentinel_map(s, &["replicas", &ep.master_name]).await?;
         let good = replicas
             .iter()
             .filter(|r| {
@@ -235,7 +243,10 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
         }
     }
     let master = master.ok_or("no sentinel configured")?;
-    let info = info_replication(master).await?;
+    let master_member = ep
+        .member_announced_as(&master.to_string())
+        .ok_or_else(|| format!("master {master} is not a member of the stack"))?;
+    let info = info_replication(master_member).await?;
     if info_field(&info, "role") != Some("master") {
         return Err(format!("{master} is not a master"));
     }
@@ -246,8 +257,8 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
     if online + 1 < ep.members.len() {
         return Err(format!("master {master} has {online} online replicas"));
     }
-    for m in ep.members.iter().filter(|m| m.addr != master) {
-        let info = info_replication(m.addr).await?;
+    for m in ep.members.iter().filter(|m| m.announced != master) {
+        let info = info_replication(m).await?;
         if info_field(&info, "master_host") != Some(master.to_string().as_str())
             || info_field(&info, "master_link_status") != Some("up")
         {
@@ -257,9 +268,7 @@ pub async fn health(ep: &RedisEndpoints) -> Result<String, String> {
             ));
         }
     }
-    ep.node_of(&master.to_string())
-        .map(str::to_string)
-        .ok_or_else(|| format!("master {master} is not a member of the stack"))
+    Ok(master_member.node.clone())
 }
 
 /// Subscribes to every sentinel's events (PSUBSCRIBE *), stamping each message on receipt. +sdown of the master
@@ -284,7 +293,7 @@ pub fn spawn_probe(
                             return;
                         }
                         let sub = async {
-                            let client = redis::Client::open(format!("redis://{}:{SENTINEL_PORT}/", s.addr)).ok()?;
+                            let client = redis::Client::open(format!("redis://{}:{}/", s.addr, s.ports.sentinel)).ok()?;
                             let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
                                 .await
                                 .ok()?
@@ -379,16 +388,21 @@ impl RedisLoadClient {
             return Ok(());
         }
         let master = discover_master(&self.ep, Duration::from_millis(500)).await?;
-        let mut c = connect(master, REDIS_PORT, deadline.min(Duration::from_secs(1)))
-            .await
-            .map_err(|e| format!("master {master}: {e}"))?;
+        let node = &master.node;
+        let mut c = connect(
+            master.addr,
+            master.ports.redis,
+            deadline.min(Duration::from_secs(1)),
+        )
+        .await
+        .map_err(|e| format!("master {node}: {e}"))?;
         let role: Vec<Value> = redis::cmd("ROLE")
             .query_async(&mut c)
             .await
-            .map_err(|e| format!("master {master}: {e}"))?;
+            .map_err(|e| format!("master {node}: {e}"))?;
         if role.first().and_then(as_string).as_deref() != Some("master") {
             return Err(format!(
-                "{master} (named master by Sentinel) is not a master yet"
+                "{node} (named master by Sentinel) is not a master yet"
             ));
         }
         self.conn = Some(c);
@@ -491,7 +505,7 @@ impl LoadClient for RedisLoadClient {
 pub async fn write_probe(ep: &RedisEndpoints, deadline: Duration) -> Result<String, String> {
     retry_until(deadline, || async {
         let master = discover_master(ep, Duration::from_millis(500)).await?;
-        let mut c = connect(master, REDIS_PORT, Duration::from_secs(1))
+        let mut c = connect(master.addr, master.ports.redis, Duration::from_secs(1))
             .await
             .map_err(|e| e.to_string())?;
         redis::cmd("SET")
@@ -500,7 +514,7 @@ pub async fn write_probe(ep: &RedisEndpoints, deadline: Duration) -> Result<Stri
             .query_async::<()>(&mut c)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(ep.node_of(&master.to_string()).unwrap_or("?").to_string())
+        Ok(master.node)
     })
     .await
     .map_err(|e| format!("the master does not accept writes: {e}"))
@@ -517,13 +531,12 @@ pub async fn read_back_ledger(
         let node = agreed_master(ep)
             .await
             .ok_or("sentinels do not agree on a master")?;
-        let addr = ep
+        let m = ep
             .members
             .iter()
             .find(|m| m.node == node)
-            .map(|m| m.addr)
             .ok_or("unknown master")?;
-        let mut c = connect(addr, REDIS_PORT, Duration::from_secs(2))
+        let mut c = connect(m.addr, m.ports.redis, Duration::from_secs(2))
             .await
             .map_err(|e| e.to_string())?;
         let role: Vec<Value> = redis::cmd("ROLE")
@@ -576,10 +589,7 @@ mod tests {
     use super::*;
 
     fn ep() -> RedisEndpoints {
-        let m = |n: &str, a: [u8; 4]| Member {
-            node: n.into(),
-            addr: Ipv4Addr::from(a),
-        };
+        let m = |n: &str, a: [u8; 4]| Member::local(n, Ipv4Addr::from(a));
         RedisEndpoints {
             members: vec![m("n1", [10, 0, 0, 11]), m("n2", [10, 0, 0, 12])],
             sentinels: vec![m("n1", [10, 0, 0, 11])],

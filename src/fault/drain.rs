@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::journal::Journal;
 use super::{journal_before_applying, ActiveFault, RevertStep};
-use crate::component::postgres::cluster_view;
+use crate::component::postgres::{cluster_view, patroni_url};
 use crate::component::{http_client, redis as redis_component};
 use crate::scenario::ComponentKind;
 use crate::target::local::LocalStack;
@@ -68,8 +68,11 @@ async fn switchover_postgres(
     draining: &[String],
 ) -> Result<(), TargetError> {
     let http = http_client(Duration::from_secs(20));
-    let leader_addr = stack.addr(leader);
-    let view = cluster_view(&http, leader_addr)
+    let ep = stack.postgres_endpoints();
+    let leader_member = ep
+        .member_named(leader)
+        .ok_or_else(|| TargetError::Fault(format!("{leader} is no Patroni member")))?;
+    let view = cluster_view(&http, leader_member)
         .await
         .map_err(TargetError::Fault)?;
     let candidate = view
@@ -87,7 +90,7 @@ async fn switchover_postgres(
             ))
         })?;
     let resp = http
-        .post(format!("http://{leader_addr}:8008/switchover"))
+        .post(patroni_url(leader_member, "/switchover"))
         .json(&serde_json::json!({ "leader": leader, "candidate": candidate }))
         .send()
         .await
@@ -105,7 +108,7 @@ async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetEr
     let ep = stack.redis_endpoints();
     let mut last = String::new();
     for s in &ep.sentinels {
-        match redis_component::connect(s.addr, 26379, Duration::from_secs(2)).await {
+        match redis_component::connect(s.addr, s.ports.sentinel, Duration::from_secs(2)).await {
             Ok(mut c) => {
                 match redis::cmd("SENTINEL")
                     .arg("failover")

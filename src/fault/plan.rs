@@ -119,7 +119,7 @@ mod tests {
         async fn revert(&self, _: &[RevertStep]) -> Result<(), String> {
             Ok(())
         }
-        fn server_log_lines(
+        async fn server_log_lines(
             &self,
             _: ComponentKind,
             _: &str,

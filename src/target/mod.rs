@@ -1,6 +1,6 @@
 //! Where the stack lives. A target knows its nodes (zones, regions), which node holds which role, how clients
 //! reach each component, how to tell the stack is healthy, and how to apply and revert fault primitives.
-//! `local` implements it with network namespaces; a Kubernetes target implements the same trait later.
+//! `local` implements it with network namespaces, `kube` with the Kubernetes API (a kind cluster or an existing one).
 
 pub mod kube;
 pub mod local;
@@ -80,7 +80,7 @@ pub trait Target {
         &self,
         component: ComponentKind,
         event: &str,
-    ) -> Vec<(std::time::SystemTime, String)>;
+    ) -> impl Future<Output = Vec<(std::time::SystemTime, String)>>;
 }
 
 #[cfg(test)]

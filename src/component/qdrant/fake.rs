@@ -477,6 +477,7 @@ impl FakeCluster {
                 rest_port: rest.port(),
                 grpc_port: grpc.port(),
                 p2p_port: fake_p2p_port(i + 1),
+                announced: vec!["127.0.0.1".into()],
             });
         }
         let mut ep = super::test_endpoints(peers);

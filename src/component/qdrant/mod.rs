@@ -24,8 +24,8 @@ pub const REST_PORT: u16 = 6333;
 pub const GRPC_PORT: u16 = 6334;
 pub const P2P_PORT: u16 = 6335;
 
-/// One Qdrant peer: the node it runs on and its three ports (REST for operators and probes, gRPC for clients,
-/// p2p for the other peers).
+/// One Qdrant peer: the node it runs on, its three ports (REST for operators and probes, gRPC for clients,
+/// p2p for the other peers), and the hosts the cluster names it by in peer URIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QdrantPeer {
     pub node: String,
@@ -33,6 +33,9 @@ pub struct QdrantPeer {
     pub rest_port: u16,
     pub grpc_port: u16,
     pub p2p_port: u16,
+    /// Hosts of this peer's p2p URI as /cluster lists it: `addr` on the local stack; on Kubernetes the pod IP
+    /// and the pod name (a URI `http://qdrant-0.qdrant-headless...:6335` names pod `qdrant-0`).
+    pub announced: Vec<String>,
 }
 
 impl QdrantPeer {
@@ -44,7 +47,14 @@ impl QdrantPeer {
             rest_port: REST_PORT,
             grpc_port: GRPC_PORT,
             p2p_port: P2P_PORT,
+            announced: vec![addr.to_string()],
         }
+    }
+
+    /// Whether a peer URI's host names this peer: one of its announced hosts, or a DNS name whose first label is.
+    pub fn is_announced_as(&self, host: &str) -> bool {
+        let first = host.split('.').next().unwrap_or(host);
+        self.announced.iter().any(|a| a == host || a == first)
     }
 
     pub fn rest_url(&self, path: &str) -> String {
@@ -95,7 +105,7 @@ impl QdrantEndpoints {
         };
         self.peers
             .iter()
-            .find(|p| p.addr.to_string() == host && port.is_none_or(|port| port == p.p2p_port))
+            .find(|p| p.is_announced_as(host) && port.is_none_or(|port| port == p.p2p_port))
             .map(|p| p.node.as_str())
     }
 

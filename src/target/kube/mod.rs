@@ -8,12 +8,16 @@
 //! Exercised only against fakes (tests/kube_fake.rs: a tower-test API server, a Docker Engine on a unix socket, a
 //! Sentinel and a Qdrant REST endpoint); tests/kube_e2e.rs holds the `#[ignore = "needs a kind cluster"]` runs.
 
+pub mod deploy;
 pub mod docker;
 pub mod drain;
+pub mod endpoints;
 mod faults;
+pub mod kind_cluster;
 pub mod partition;
 pub mod pod_kill;
 mod roles;
+mod target_impl;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -28,6 +32,7 @@ use crate::target::TargetError;
 use crate::topology::{Network, Node, Placement, Topology};
 
 pub use docker::DockerApi;
+pub use endpoints::{NodePorts, PodAddr};
 
 /// The namespace label an existing cluster must carry before faultline injects anything into it.
 pub const CHAOS_LABEL: &str = "faultline.dev/chaos";
@@ -118,6 +123,17 @@ pub struct KubeTarget {
     topology: Topology,
     /// Every node's InternalIP, control plane included (partitions must keep the API server reachable).
     node_addrs: Vec<Ipv4Addr>,
+    /// Where clients reach the members: kind's NodePorts on 127.0.0.1, or on a worker's address elsewhere.
+    pub ports: NodePorts,
+    /// The stack settings the components need (collection spec, synchronous mode); the HA timing itself lives in
+    /// the manifests.
+    pub settings: crate::settings::StackSettings,
+    /// The kubeconfig context, for the fingerprint.
+    pub context: Option<String>,
+    /// Per node: kubelet version, container runtime, OS image (from the node list at connect time).
+    node_versions: Vec<serde_json::Value>,
+    /// The stack's pods and what was read with them, as of the last `refresh`.
+    snapshot: std::sync::RwLock<target_impl::Snapshot>,
 }
 
 pub(crate) fn api_error(what: &str, e: ::kube::Error) -> TargetError {
@@ -152,6 +168,30 @@ impl KubeTarget {
             .map_err(|e| env(&format!("cannot list the pods of namespace {namespace}"), e))?;
         let topology = topology_from(namespace, &nodes.items, &pods.items, &selectors);
         let node_addrs = nodes.items.iter().filter_map(internal_ip).collect();
+        let ports = match cluster {
+            Cluster::Kind { .. } => NodePorts::kind(),
+            // NodePorts answer on every node: use the first worker's address.
+            Cluster::Existing => NodePorts {
+                addr: topology
+                    .nodes
+                    .first()
+                    .map_or(Ipv4Addr::LOCALHOST, |n| n.addr),
+                ..NodePorts::kind()
+            },
+        };
+        let node_versions = nodes
+            .items
+            .iter()
+            .map(|n| {
+                let info = n.status.as_ref().and_then(|s| s.node_info.as_ref());
+                serde_json::json!({
+                    "name": n.metadata.name,
+                    "kubelet": info.map(|i| i.kubelet_version.clone()),
+                    "container_runtime": info.map(|i| i.container_runtime_version.clone()),
+                    "os_image": info.map(|i| i.os_image.clone()),
+                })
+            })
+            .collect();
         Ok(KubeTarget {
             client,
             namespace: namespace.to_string(),
@@ -160,6 +200,11 @@ impl KubeTarget {
             timing,
             topology,
             node_addrs,
+            ports,
+            settings: crate::settings::StackSettings::default(),
+            context: None,
+            node_versions,
+            snapshot: Default::default(),
         })
     }
 
@@ -301,7 +346,7 @@ fn internal_ip(n: &KubeNode) -> Option<Ipv4Addr> {
         .and_then(|a| a.address.parse().ok())
 }
 
-fn matches_selector(p: &Pod, selector: &str) -> bool {
+pub(crate) fn matches_selector(p: &Pod, selector: &str) -> bool {
     let labels = p.metadata.labels.clone().unwrap_or_default();
     selector.split(',').all(|kv| match kv.split_once('=') {
         Some((k, v)) => labels.get(k.trim()).map(String::as_str) == Some(v.trim()),

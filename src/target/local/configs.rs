@@ -7,13 +7,11 @@ use crate::topology::Topology;
 
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
-pub const PATRONI_PORT: u16 = 8008;
-pub const POSTGRES_PORT: u16 = 5432;
-pub const REDIS_PORT: u16 = 6379;
-pub const SENTINEL_PORT: u16 = 26379;
 pub use crate::component::qdrant::{
     GRPC_PORT as QDRANT_GRPC_PORT, P2P_PORT as QDRANT_P2P_PORT, REST_PORT as QDRANT_REST_PORT,
 };
+/// The local stack serves every member on the standard ports, the ones `Member::local` gives clients.
+pub use crate::component::{PATRONI_PORT, POSTGRES_PORT, REDIS_PORT, SENTINEL_PORT};
 
 fn addr(topology: &Topology, node: &str) -> Ipv4Addr {
     topology

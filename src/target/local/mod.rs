@@ -541,7 +541,8 @@ impl LocalStack {
                     Some(n) => Some(self.addr(&n)),
                     None => redis_component::discover_master(&ep, Duration::from_millis(500))
                         .await
-                        .ok(),
+                        .ok()
+                        .map(|m| m.addr),
                 }
             }
             ProcessKind::Qdrant => self
@@ -576,10 +577,7 @@ impl LocalStack {
                 .placement
                 .postgres
                 .iter()
-                .map(|n| Member {
-                    node: n.clone(),
-                    addr: self.addr(n),
-                })
+                .map(|n| Member::local(n.clone(), self.addr(n)))
                 .collect(),
             etcd: t.placement.etcd.iter().map(|n| self.addr(n)).collect(),
             scope: self.settings().patroni_scope.clone(),
@@ -594,10 +592,7 @@ impl LocalStack {
         let m = |nodes: &[String]| {
             nodes
                 .iter()
-                .map(|n| Member {
-                    node: n.clone(),
-                    addr: self.addr(n),
-                })
+                .map(|n| Member::local(n.clone(), self.addr(n)))
                 .collect()
         };
         RedisEndpoints {

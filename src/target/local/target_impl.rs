@@ -124,7 +124,11 @@ impl Target for LocalStack {
         }
     }
 
-    fn server_log_lines(&self, component: ComponentKind, event: &str) -> Vec<(SystemTime, String)> {
+    async fn server_log_lines(
+        &self,
+        component: ComponentKind,
+        event: &str,
+    ) -> Vec<(SystemTime, String)> {
         let (nodes, kind) = match component {
             ComponentKind::Postgres => (&self.topology().placement.postgres, ProcessKind::Patroni),
             ComponentKind::Redis => (&self.topology().placement.sentinel, ProcessKind::Sentinel),
