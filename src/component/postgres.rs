@@ -751,11 +751,7 @@ impl LoadClient for PostgresLoadClient {
             if outcome != Outcome::Ok {
                 self.conn = None;
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 
@@ -779,11 +775,7 @@ impl LoadClient for PostgresLoadClient {
             if outcome != Outcome::Ok {
                 self.conn = None;
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 }

@@ -461,11 +461,7 @@ impl LoadClient for RedisLoadClient {
             } else if error.as_deref().is_none_or(|e| !e.starts_with("WAIT")) {
                 self.conn = None;
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 
@@ -492,11 +488,7 @@ impl LoadClient for RedisLoadClient {
             if outcome != Outcome::Ok {
                 self.conn = None;
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 }

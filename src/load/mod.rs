@@ -26,6 +26,15 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// An operation that left the client at `sent` and ended with `outcome`.
+    pub fn sent_at(sent: Instant, (outcome, error): (Outcome, Option<String>)) -> Self {
+        Attempt {
+            sent: Some(sent),
+            outcome,
+            error,
+        }
+    }
+
     pub fn failed_unsent(error: impl Into<String>) -> Self {
         Attempt {
             sent: None,

@@ -217,11 +217,7 @@ impl LoadClient for QdrantLoadClient {
             } else {
                 self.drop_connection();
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 
@@ -245,11 +241,7 @@ impl LoadClient for QdrantLoadClient {
             if outcome != Outcome::Ok {
                 self.drop_connection();
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 
@@ -273,11 +265,7 @@ impl LoadClient for QdrantLoadClient {
             if outcome != Outcome::Ok {
                 self.drop_connection();
             }
-            Attempt {
-                sent: Some(sent),
-                outcome,
-                error,
-            }
+            Attempt::sent_at(sent, (outcome, error))
         })
     }
 }
