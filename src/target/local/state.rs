@@ -175,6 +175,9 @@ impl StateDir {
                     && n != "lock"
                     && n != "secrets.json"
                     && n != "downloads"
+                    // Left by a crash between writing and renaming (write_atomic).
+                    && n != "state.tmp"
+                    && n != "secrets.tmp"
             })
             .unwrap_or(true)
         });
@@ -264,6 +267,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
         assert!(sd.check_ownership().is_ok(), "empty dir is fine");
+        fs::write(dir.path().join("state.tmp"), "{").unwrap();
+        assert!(
+            sd.check_ownership().is_ok(),
+            "a crash-left temporary state file is faultline's own"
+        );
         fs::write(dir.path().join("precious.txt"), "x").unwrap();
         assert!(sd.check_ownership().unwrap_err().contains("did not create"));
         fs::write(sd.state_file(), "{\"owner\":\"someone-else\"}").unwrap();
