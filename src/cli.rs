@@ -124,6 +124,16 @@ fn default_topology() -> Topology {
     .expect("the built-in default topology is valid")
 }
 
+/// A scenario validated against the built-in default topology; invalid input is reported (exit 2).
+fn load_scenario(path: &Path) -> Result<Scenario, i32> {
+    scenario::load_scenario(path, Some(&default_topology())).map_err(|e| report_input(&e))
+}
+
+/// A suite validated against the built-in default topology; invalid input is reported (exit 2).
+fn load_suite(path: &Path) -> Result<scenario::Suite, i32> {
+    scenario::load_suite(path, Some(&default_topology())).map_err(|e| report_input(&e))
+}
+
 fn report_input(e: &InputErrors) -> i32 {
     let mut sorted = e.clone();
     sorted
@@ -216,9 +226,9 @@ async fn dispatch(cli: Cli) -> i32 {
             dry_run,
             ..
         } => {
-            let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
+            let sc = match load_scenario(&scenario) {
                 Ok(s) => s,
-                Err(e) => return report_input(&e),
+                Err(code) => return code,
             };
             if dry_run {
                 return dry_run_plan(dir, &sc).await;
@@ -231,9 +241,9 @@ async fn dispatch(cli: Cli) -> i32 {
             reports_dir,
             ..
         } => {
-            let s = match scenario::load_suite(&suite, Some(&default_topology())) {
+            let s = match load_suite(&suite) {
                 Ok(s) => s,
-                Err(e) => return report_input(&e),
+                Err(code) => return code,
             };
             let name = s.name.clone();
             run_many(dir, s.scenarios, Some(name), settings, reports_dir, None).await
@@ -262,9 +272,9 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
             dry_run,
             ..
         } => {
-            let sc = match scenario::load_scenario(&scenario, Some(&default_topology())) {
+            let sc = match load_scenario(&scenario) {
                 Ok(s) => s,
-                Err(e) => return report_input(&e),
+                Err(code) => return code,
             };
             if dry_run {
                 print_schedule(&sc);
@@ -278,9 +288,9 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
             reports_dir,
             ..
         } => {
-            let s = match scenario::load_suite(&suite, Some(&default_topology())) {
+            let s = match load_suite(&suite) {
                 Ok(s) => s,
-                Err(e) => return report_input(&e),
+                Err(code) => return code,
             };
             let name = s.name.clone();
             run_many(

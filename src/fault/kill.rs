@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::journal::Journal;
-use super::{journal_before_applying, ActiveFault, RevertStep};
+use super::{journal_before_applying, member_victims, ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
@@ -29,10 +29,7 @@ pub fn apply(
             process,
         })
         .collect();
-    let victims: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{}@{n}", process.name()))
-        .collect();
+    let victims = member_victims(nodes, process);
     let description = format!("SIGKILL {}", victims.join(", "));
     let entry = journal_before_applying(journal, "process-kill", &description, steps)?;
     let applied_at = std::time::Instant::now();

@@ -89,6 +89,14 @@ impl ActiveFault {
     }
 }
 
+/// `patroni@n1`-style names of the members a process fault hits.
+pub fn member_victims(nodes: &[String], process: ProcessKind) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| format!("{}@{n}", process.name()))
+        .collect()
+}
+
 /// Writes and syncs the journal entry that says how to revert the fault; the fault may be applied once this
 /// returns.
 pub fn journal_before_applying(

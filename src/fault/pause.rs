@@ -2,7 +2,7 @@
 //! but answers nothing, like a process stuck in a long GC pause or on a hung disk.
 
 use super::journal::Journal;
-use super::{journal_before_applying, ActiveFault, RevertStep};
+use super::{journal_before_applying, member_victims, ActiveFault, RevertStep};
 use crate::target::local::{LocalStack, ProcessKind};
 use crate::target::TargetError;
 
@@ -27,10 +27,7 @@ pub fn apply(
             process,
         })
         .collect();
-    let victims: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{}@{n}", process.name()))
-        .collect();
+    let victims = member_victims(nodes, process);
     let description = format!("SIGSTOP {}", victims.join(", "));
     let entry = journal_before_applying(journal, "process-pause", &description, steps)?;
     let applied_at = std::time::Instant::now();
