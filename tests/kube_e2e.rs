@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use faultline::fault::journal::Journal;
-use faultline::scenario::{ComponentKind, FaultKind, NodeSelector, Role};
+use faultline::scenario::{ComponentKind, FaultKind, NodeLossMethod, NodeSelector, Role};
 use faultline::target::kube::{Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors};
 
 const NS: &str = "faultline";
@@ -36,16 +36,21 @@ async fn kind_target() -> KubeTarget {
 
 /// Waits, with a deadline, until Patroni agrees on a leader other than `old`.
 async fn wait_new_leader(t: &KubeTarget, old: &str, deadline: Duration) -> String {
+    wait_leader_outside(t, &[old.to_string()], deadline).await
+}
+
+/// Waits, with a deadline, until Patroni agrees on a leader on none of `lost`.
+async fn wait_leader_outside(t: &KubeTarget, lost: &[String], deadline: Duration) -> String {
     let end = Instant::now() + deadline;
     loop {
         if let Ok(n) = t.role_node(ComponentKind::Postgres, Role::Primary).await {
-            if n != old {
+            if !lost.contains(&n) {
                 return n;
             }
         }
         assert!(
             Instant::now() < end,
-            "no new Patroni leader within {deadline:?}"
+            "no Patroni leader outside {lost:?} within {deadline:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -103,9 +108,8 @@ async fn draining_a_node_evicts_its_pods_and_revert_uncordons_it() {
     t.revert(&active.steps).await.unwrap();
 }
 
-#[tokio::test]
-#[ignore = "needs a kind cluster"]
-async fn losing_the_leader_node_container_moves_the_leader_and_revert_restarts_it() {
+/// Loses the Patroni leader's node container by `method`, waits for a new leader, reverts, waits for health.
+async fn lose_the_leader_node(method: NodeLossMethod) {
     let t = kind_target().await;
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::new(dir.path().join("journal"));
@@ -115,10 +119,53 @@ async fn losing_the_leader_node_container_moves_the_leader_and_revert_restarts_i
         .unwrap();
     let fault = FaultKind::NodeLoss {
         target: NodeSelector::Node(old.clone()),
+        method,
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     wait_new_leader(&t, &old, Duration::from_secs(90)).await;
     t.revert(&active.steps).await.unwrap();
+    t.refresh().await.unwrap();
+    faultline::target::Target::wait_healthy(&t, Duration::from_secs(300))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn losing_the_leader_node_container_moves_the_leader_and_revert_restarts_it() {
+    lose_the_leader_node(NodeLossMethod::Stop).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn pausing_the_leader_node_container_moves_the_leader_and_revert_unpauses_it() {
+    lose_the_leader_node(NodeLossMethod::Pause).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn disconnecting_the_leader_node_moves_the_leader_and_revert_reconnects_it() {
+    lose_the_leader_node(NodeLossMethod::Disconnect).await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kind cluster"]
+async fn losing_region_b_keeps_a_patroni_leader_and_revert_brings_its_nodes_back() {
+    let t = kind_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::new(dir.path().join("journal"));
+    let fault = FaultKind::RegionLoss {
+        target: NodeSelector::Region("region-b".into()),
+        method: NodeLossMethod::Stop,
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    assert_eq!(active.victims.len(), 2, "{:?}", active.victims);
+    wait_leader_outside(&t, &active.victims, Duration::from_secs(90)).await;
+    t.revert(&active.steps).await.unwrap();
+    t.refresh().await.unwrap();
+    faultline::target::Target::wait_healthy(&t, Duration::from_secs(300))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

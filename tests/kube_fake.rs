@@ -9,7 +9,7 @@ use std::time::Duration;
 use faultline::fault::journal::Journal;
 use faultline::fault::RevertStep;
 use faultline::scenario::{
-    ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection, Role,
+    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
 use faultline::target::kube::{
     deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts, StackSelectors,
@@ -860,6 +860,7 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     let t = target(client, Cluster::Existing, timing()).await;
     let fault = FaultKind::ZoneLoss {
         target: NodeSelector::Zone("b1".into()),
+        method: NodeLossMethod::Stop,
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert_eq!(active.name, "zone-loss");
@@ -925,6 +926,7 @@ async fn the_plan_names_the_pods_and_nodes_each_fault_hits() {
         FaultSpec {
             kind: FaultKind::ZoneLoss {
                 target: NodeSelector::Zone("a2".into()),
+                method: NodeLossMethod::Stop,
             },
             at: Duration::from_secs(30),
             duration: None,
@@ -936,14 +938,32 @@ async fn the_plan_names_the_pods_and_nodes_each_fault_hits() {
             at: Duration::from_secs(60),
             duration: None,
         },
+        FaultSpec {
+            kind: FaultKind::RegionLoss {
+                target: NodeSelector::Region("a".into()),
+                method: NodeLossMethod::Pause,
+            },
+            at: Duration::from_secs(90),
+            duration: None,
+        },
+        FaultSpec {
+            kind: FaultKind::NodeLoss {
+                target: NodeSelector::Node("faultline-worker3".into()),
+                method: NodeLossMethod::Disconnect,
+            },
+            at: Duration::from_secs(120),
+            duration: None,
+        },
     ];
     let lines = t.plan(&faults).await.unwrap();
     assert_eq!(
         lines,
         [
             "at +5s: process-kill: delete pod(s) postgres-0 (grace period 0)",
-            "at +30s: zone-loss: docker stop node container(s) faultline-worker2",
+            "at +30s: zone-loss: docker stop -t 0 node container(s) faultline-worker2",
             "at +1m: node-drain: cordon faultline-worker and evict pods [postgres-0, redis-0]",
+            "at +1m 30s: region-loss: docker pause node container(s) faultline-worker, faultline-worker2",
+            "at +2m: node-loss: docker network disconnect --force kind node container(s) faultline-worker3",
         ]
     );
     drop(t);
@@ -956,30 +976,54 @@ async fn fake_docker(
     socket: &Path,
     statuses: Vec<u16>,
 ) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    let replies = statuses
+        .into_iter()
+        .map(|code| {
+            let body = if code == 404 {
+                r#"{"message":"No such container: x"}"#
+            } else {
+                ""
+            };
+            (code, body.to_string())
+        })
+        .collect();
+    fake_docker_replies(socket, replies).await
+}
+
+/// The fake Docker Engine with scripted (status, body) replies; records "METHOD URI" plus " BODY" when the request
+/// has one.
+async fn fake_docker_replies(
+    socket: &Path,
+    replies: Vec<(u16, String)>,
+) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    use http_body_util::BodyExt;
     use hyper::service::service_fn;
     let listener = tokio::net::UnixListener::bind(socket).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let statuses = Arc::new(Mutex::new(statuses.into_iter()));
+    let replies = Arc::new(Mutex::new(replies.into_iter()));
     let log = seen.clone();
     let task = tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let log = log.clone();
-            let statuses = statuses.clone();
+            let replies = replies.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let log = log.clone();
-                    let statuses = statuses.clone();
+                    let replies = replies.clone();
                     async move {
-                        log.lock()
-                            .unwrap()
-                            .push(format!("{} {}", req.method(), req.uri()));
-                        let code = statuses.lock().unwrap().next().unwrap_or(500);
-                        let body = if code == 404 {
-                            r#"{"message":"No such container: x"}"#
+                        let line = format!("{} {}", req.method(), req.uri());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        log.lock().unwrap().push(if body.is_empty() {
+                            line
                         } else {
-                            ""
-                        };
+                            format!("{line} {}", String::from_utf8_lossy(&body))
+                        });
+                        let (code, body) = replies
+                            .lock()
+                            .unwrap()
+                            .next()
+                            .unwrap_or((500, String::new()));
                         Ok::<_, std::convert::Infallible>(
                             Response::builder()
                                 .status(code)
@@ -995,6 +1039,185 @@ async fn fake_docker(
         }
     });
     (seen, task)
+}
+
+/// A kind target whose Docker engine is the fake at `socket`; the script holds only the connect requests.
+async fn kind_target_with_docker(
+    socket: &Path,
+) -> (KubeTarget, tokio::task::JoinHandle<Vec<Seen>>) {
+    let (client, server) = fake(connect_script(stack_pods([Some("primary"), None, None])));
+    let cluster = Cluster::Kind {
+        docker: DockerApi {
+            socket: socket.to_path_buf(),
+        },
+    };
+    (target(client, cluster, timing()).await, server)
+}
+
+#[tokio::test]
+async fn region_loss_by_pause_freezes_every_node_container_of_the_region_and_revert_unpauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // pause a1's two workers, unpause both, unpause again: "not paused" is already reverted.
+    let not_paused = r#"{"message":"Container faultline-worker is not paused"}"#.to_string();
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![
+            (204, String::new()),
+            (204, String::new()),
+            (204, String::new()),
+            (204, String::new()),
+            (409, not_paused.clone()),
+            (409, not_paused),
+        ],
+    )
+    .await;
+    let (t, server) = kind_target_with_docker(&socket).await;
+    let j = journal(dir.path());
+    let fault = FaultKind::RegionLoss {
+        target: NodeSelector::Region("a".into()),
+        method: NodeLossMethod::Pause,
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    assert_eq!(active.name, "region-loss");
+    assert_eq!(active.victims, ["faultline-worker", "faultline-worker2"]);
+    assert_eq!(
+        active.steps,
+        [
+            RevertStep::DockerUnpause {
+                container: "faultline-worker".into()
+            },
+            RevertStep::DockerUnpause {
+                container: "faultline-worker2".into()
+            },
+        ]
+    );
+    assert_eq!(j.open_entries()[0].steps, active.steps);
+    t.revert(&active.steps).await.unwrap();
+    t.revert(&active.steps).await.unwrap();
+    assert_eq!(
+        *docker_seen.lock().unwrap(),
+        [
+            "POST /containers/faultline-worker/pause",
+            "POST /containers/faultline-worker2/pause",
+            "POST /containers/faultline-worker/unpause",
+            "POST /containers/faultline-worker2/unpause",
+            "POST /containers/faultline-worker/unpause",
+            "POST /containers/faultline-worker2/unpause",
+        ]
+    );
+    let err = t
+        .apply_fault(
+            &j,
+            &FaultKind::RegionLoss {
+                target: NodeSelector::Region("c".into()),
+                method: NodeLossMethod::Pause,
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("region `c` has no worker node")
+            && err.contains("topology.kubernetes.io/region"),
+        "{err}"
+    );
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
+}
+
+#[tokio::test]
+async fn disconnect_remembers_the_node_addresses_and_revert_reconnects_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let inspect = json!({
+        "Name": "/faultline-worker3",
+        "NetworkSettings": {"Networks": {"kind": {
+            "IPAddress": "172.18.0.5", "GlobalIPv6Address": "fc00:f853:ccd:e793::5"
+        }}}
+    })
+    .to_string();
+    let already =
+        r#"{"message":"endpoint with name faultline-worker3 already exists in network kind"}"#;
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![
+            (200, inspect),
+            (200, String::new()),
+            (200, String::new()),
+            (403, already.to_string()),
+        ],
+    )
+    .await;
+    let (t, server) = kind_target_with_docker(&socket).await;
+    let j = journal(dir.path());
+    let fault = FaultKind::ZoneLoss {
+        target: NodeSelector::Zone("b1".into()),
+        method: NodeLossMethod::Disconnect,
+    };
+    let active = t.apply_fault(&j, &fault).await.unwrap();
+    let step = RevertStep::DockerConnect {
+        container: "faultline-worker3".into(),
+        network: "kind".into(),
+        ipv4: Some("172.18.0.5".into()),
+        ipv6: Some("fc00:f853:ccd:e793::5".into()),
+    };
+    assert_eq!(active.steps, std::slice::from_ref(&step));
+    // Journaled before the disconnect, so `faultline recover` can give the node its addresses back.
+    assert_eq!(j.open_entries()[0].steps, [step]);
+    t.revert(&active.steps).await.unwrap();
+    t.revert(&active.steps).await.unwrap();
+    let seen = docker_seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "GET /containers/faultline-worker3/json");
+    assert_eq!(
+        seen[1],
+        r#"POST /networks/kind/disconnect {"Container":"faultline-worker3","Force":true}"#
+    );
+    let connect: Value = serde_json::from_str(
+        seen[2]
+            .strip_prefix("POST /networks/kind/connect ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        connect,
+        json!({"Container": "faultline-worker3", "EndpointConfig": {"IPAMConfig": {
+            "IPv4Address": "172.18.0.5", "IPv6Address": "fc00:f853:ccd:e793::5"
+        }}})
+    );
+    assert_eq!(seen.len(), 4);
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
+}
+
+#[tokio::test]
+async fn disconnect_refuses_a_node_that_is_not_on_the_kind_network_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let inspect = json!({"NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}}})
+        .to_string();
+    let (docker_seen, docker) = fake_docker_replies(&socket, vec![(200, inspect)]).await;
+    let (t, server) = kind_target_with_docker(&socket).await;
+    let j = journal(dir.path());
+    let fault = FaultKind::NodeLoss {
+        target: NodeSelector::Node("faultline-worker2".into()),
+        method: NodeLossMethod::Disconnect,
+    };
+    let err = t.apply_fault(&j, &fault).await.unwrap_err().to_string();
+    assert!(
+        err.contains("faultline-worker2 is not attached to the Docker network kind"),
+        "{err}"
+    );
+    assert!(j.open_entries().is_empty());
+    assert_eq!(
+        *docker_seen.lock().unwrap(),
+        ["GET /containers/faultline-worker2/json"]
+    );
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
 }
 
 #[tokio::test]
@@ -1027,6 +1250,7 @@ async fn node_loss_on_kind_stops_the_node_container_and_revert_starts_it() {
             component: ComponentKind::Postgres,
             role: Role::Primary,
         },
+        method: NodeLossMethod::Stop,
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert_eq!(active.victims, ["faultline-worker"]);
@@ -1062,7 +1286,7 @@ async fn docker_errors_name_the_container_and_the_socket() {
     };
     let err = api.stop("kind-worker9").await.unwrap_err();
     assert!(
-        err.contains("no Docker container named kind-worker9"),
+        err.contains("no Docker container or network for kind-worker9"),
         "{err}"
     );
     let err = api.start("kind-worker").await.unwrap_err();

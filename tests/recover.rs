@@ -87,6 +87,8 @@ fault_kind_tests! {
     process_pause => "fixtures/valid/postgres-primary-pause.yaml",
     partition => "scenarios/redis-master-partition.yaml",
     node_loss => "fixtures/valid/postgres-primary-node-loss.yaml",
+    node_loss_pause => "fixtures/valid/postgres-primary-node-pause.yaml",
+    node_loss_disconnect => "fixtures/valid/postgres-primary-node-disconnect.yaml",
     zone_loss => "scenarios/zone-loss.yaml",
     node_drain => "fixtures/valid/postgres-primary-drain.yaml",
 }

@@ -25,6 +25,8 @@ pub enum RevertStep {
     Continue { node: String, process: ProcessKind },
     /// Bring the node's link up.
     LinkUp { node: String },
+    /// Thaw the member's cgroup (frozen by a node pause).
+    Thaw { node: String, process: ProcessKind },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
@@ -41,6 +43,16 @@ pub enum RevertStep {
     },
     /// Docker (kind nodes): start the node container again (already running = nothing to do).
     DockerStart { container: String },
+    /// Docker (kind nodes): unpause the node container (not paused = nothing to do).
+    DockerUnpause { container: String },
+    /// Docker (kind nodes): connect the node container to its network again with the addresses it had (kubelet
+    /// certificates and the other nodes know it by them); already connected = nothing to do.
+    DockerConnect {
+        container: String,
+        network: String,
+        ipv4: Option<String>,
+        ipv6: Option<String>,
+    },
 }
 
 impl RevertStep {
@@ -53,6 +65,8 @@ impl RevertStep {
                 | RevertStep::KubeDeleteNetworkPolicy { .. }
                 | RevertStep::KubeUnlabelPod { .. }
                 | RevertStep::DockerStart { .. }
+                | RevertStep::DockerUnpause { .. }
+                | RevertStep::DockerConnect { .. }
         )
     }
 }
@@ -129,23 +143,23 @@ pub async fn resolve<T: Target>(
         NodeSelector::Role { component, role } => {
             Ok(vec![role_node(target, *component, *role).await?])
         }
-        NodeSelector::Zone(z) => {
-            let nodes: Vec<String> = t.nodes_in_zone(z).iter().map(|n| n.name.clone()).collect();
+        NodeSelector::Zone(area) | NodeSelector::Region(area) => {
+            let is_region = matches!(selector, NodeSelector::Region(_));
+            let nodes = t.names_in(area, is_region);
             if nodes.is_empty() {
+                let what = if is_region { "region" } else { "zone" };
                 return Err(TargetError::Fault(format!(
-                    "zone `{z}` has no node in topology `{}`",
+                    "{what} `{area}` has no node in topology `{}`",
                     t.name
                 )));
             }
             Ok(nodes)
         }
-        NodeSelector::ZoneOf { component, role } => {
+        NodeSelector::ZoneOf { component, role } | NodeSelector::RegionOf { component, role } => {
             let node = role_node(target, *component, *role).await?;
-            let zone = t.node(&node).map(|n| n.zone.clone()).unwrap_or_default();
-            Ok(t.nodes_in_zone(&zone)
-                .iter()
-                .map(|n| n.name.clone())
-                .collect())
+            let is_region = matches!(selector, NodeSelector::RegionOf { .. });
+            let area = t.node(&node).map(|n| n.area(is_region)).unwrap_or_default();
+            Ok(t.names_in(area, is_region))
         }
     }
 }

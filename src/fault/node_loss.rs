@@ -1,11 +1,15 @@
-//! node-loss and zone-loss: the node's link goes down first (no FIN or RST leaves it, as when a machine dies),
-//! then every process of the node is killed. Reverted by bringing the link up and starting every member again.
+//! node-loss, zone-loss and region-loss on the local stack, by method:
+//! - stop: the node's link goes down first (no FIN or RST leaves it, as when a machine dies), then every process
+//!   of the node is killed; reverted by bringing the link up and starting every member again.
+//! - pause: every member's cgroup is frozen (what `docker pause` does to a kind node); reverted by thawing.
+//! - disconnect: only the link goes down; the processes keep running; reverted by bringing the link up.
 
 use std::time::Duration;
 
 use super::journal::Journal;
 use super::{journal_before_applying, ActiveFault, RevertStep};
-use crate::target::local::{netns, LocalStack};
+use crate::scenario::NodeLossMethod;
+use crate::target::local::{netns, process, LocalStack};
 use crate::target::TargetError;
 
 pub fn apply(
@@ -13,38 +17,63 @@ pub fn apply(
     journal: &Journal,
     name: &str,
     nodes: &[String],
+    method: NodeLossMethod,
 ) -> Result<ActiveFault, TargetError> {
-    let mut steps = Vec::new();
-    for n in nodes {
-        steps.push(RevertStep::LinkUp { node: n.clone() });
+    let members = |n: &String| {
+        let n = n.clone();
+        stack
+            .members_on(&n)
+            .into_iter()
+            .map(move |p| (n.clone(), p))
+    };
+    let link_down = method != NodeLossMethod::Pause;
+    let mut steps: Vec<RevertStep> = Vec::new();
+    if link_down {
+        steps.extend(nodes.iter().map(|n| RevertStep::LinkUp { node: n.clone() }));
     }
-    for n in nodes {
-        for p in stack.members_on(n) {
-            steps.push(RevertStep::Restart {
-                node: n.clone(),
-                process: p,
-            });
-        }
-    }
-    let description = format!(
-        "{name}: link down and every process killed on {}",
-        nodes.join(", ")
+    steps.extend(
+        nodes
+            .iter()
+            .flat_map(members)
+            .filter_map(|(node, process)| match method {
+                NodeLossMethod::Stop => Some(RevertStep::Restart { node, process }),
+                NodeLossMethod::Pause => Some(RevertStep::Thaw { node, process }),
+                NodeLossMethod::Disconnect => None,
+            }),
     );
+    let what = match method {
+        NodeLossMethod::Stop => "link down and every process killed",
+        NodeLossMethod::Pause => "every process frozen (cgroup.freeze), link up",
+        NodeLossMethod::Disconnect => "link down, processes left running",
+    };
+    let description = format!("{name} ({}): {what} on {}", method.name(), nodes.join(", "));
     let entry = journal_before_applying(journal, name, &description, steps)?;
     let applied_at = std::time::Instant::now();
-    for n in nodes {
-        netns::set_link(stack.topology(), n, false)
-            .map_err(|e| TargetError::Fault(format!("cannot take the link of {n} down: {e}")))?;
-    }
-    for n in nodes {
-        for p in stack.members_on(n) {
-            stack.kill(n, p);
+    if link_down {
+        for n in nodes {
+            netns::set_link(stack.topology(), n, false).map_err(|e| {
+                TargetError::Fault(format!("cannot take the link of {n} down: {e}"))
+            })?;
         }
     }
-    for n in nodes {
-        for p in stack.members_on(n) {
-            stack.wait_gone(n, p, Duration::from_secs(3));
+    match method {
+        NodeLossMethod::Stop => {
+            for (n, p) in nodes.iter().flat_map(members) {
+                stack.kill(&n, p);
+            }
+            for (n, p) in nodes.iter().flat_map(members) {
+                stack.wait_gone(&n, p, Duration::from_secs(3));
+            }
         }
+        NodeLossMethod::Pause => {
+            for (n, p) in nodes.iter().flat_map(members) {
+                process::freeze_cgroup(&stack.cgroup(&n, p), true, Duration::from_secs(3))
+                    .map_err(|e| {
+                        TargetError::Fault(format!("cannot freeze {} on {n}: {e}", p.name()))
+                    })?;
+            }
+        }
+        NodeLossMethod::Disconnect => {}
     }
     Ok(ActiveFault::new(
         entry,

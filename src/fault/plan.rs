@@ -2,7 +2,7 @@
 //! now (role selectors are resolved against the live servers, so the plan reflects the current primary).
 
 use super::resolve;
-use crate::scenario::{FaultKind, FaultSpec, NodeSelector};
+use crate::scenario::{FaultKind, FaultSpec, NodeLossMethod, NodeSelector};
 use crate::target::{Target, TargetError};
 
 /// One human-readable line per fault, in scenario order.
@@ -43,10 +43,16 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                     nodes(target, side_a).await?
                 )
             }
-            FaultKind::NodeLoss { target: s } | FaultKind::ZoneLoss { target: s } => format!(
-                "kill every process and take the link down on {}",
-                nodes(target, std::slice::from_ref(s)).await?
-            ),
+            FaultKind::NodeLoss { target: s, method }
+            | FaultKind::ZoneLoss { target: s, method }
+            | FaultKind::RegionLoss { target: s, method } => {
+                let how = match method {
+                    NodeLossMethod::Stop => "kill every process and take the link down",
+                    NodeLossMethod::Pause => "freeze every process (link stays up)",
+                    NodeLossMethod::Disconnect => "take the link down (processes keep running)",
+                };
+                format!("{how} on {}", nodes(target, std::slice::from_ref(s)).await?)
+            }
             FaultKind::NodeDrain { target: s } => format!(
                 "move roles away, then SIGTERM every process on {}",
                 nodes(target, std::slice::from_ref(s)).await?

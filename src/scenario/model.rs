@@ -64,6 +64,61 @@ pub enum NodeSelector {
         component: ComponentKind,
         role: Role,
     },
+    /// Every node of a region.
+    Region(String),
+    /// Every node of the region that holds the role (`region_of` in YAML).
+    RegionOf {
+        component: ComponentKind,
+        role: Role,
+    },
+}
+
+impl NodeSelector {
+    /// The component whose current role holder the selector follows, if it follows one.
+    pub fn component(&self) -> Option<ComponentKind> {
+        match self {
+            NodeSelector::Role { component, .. }
+            | NodeSelector::ZoneOf { component, .. }
+            | NodeSelector::RegionOf { component, .. } => Some(*component),
+            NodeSelector::Node(_) | NodeSelector::Zone(_) | NodeSelector::Region(_) => None,
+        }
+    }
+}
+
+/// How the nodes of a node, zone or region loss go away. Each is a different failure for the survivors: a stopped
+/// machine's peers see connections time out, a paused one holds its sockets open and answers nothing, a
+/// disconnected one keeps running (and may keep accepting writes from clients that still reach it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeLossMethod {
+    /// Power loss: every process killed, the network gone (kind: `docker stop -t 0`).
+    #[default]
+    Stop,
+    /// Frozen: every process stopped in place, the network up (kind: `docker pause`).
+    Pause,
+    /// Cut off: processes keep running, the network gone (kind: `docker network disconnect`).
+    Disconnect,
+}
+
+impl NodeLossMethod {
+    pub const NAMES: [&'static str; 3] = ["stop", "pause", "disconnect"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeLossMethod::Stop => "stop",
+            NodeLossMethod::Pause => "pause",
+            NodeLossMethod::Disconnect => "disconnect",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stop" => Some(NodeLossMethod::Stop),
+            "pause" => Some(NodeLossMethod::Pause),
+            "disconnect" => Some(NodeLossMethod::Disconnect),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,15 +151,36 @@ pub enum FaultKind {
         side_b: Vec<NodeSelector>,
         direction: PartitionDirection,
     },
-    /// Every process of the node killed and its link down.
-    NodeLoss { target: NodeSelector },
+    /// The node goes away (how: `method`).
+    NodeLoss {
+        target: NodeSelector,
+        method: NodeLossMethod,
+    },
     /// Node loss for every node of a zone. `target` must be `Zone` or `ZoneOf`.
-    ZoneLoss { target: NodeSelector },
+    ZoneLoss {
+        target: NodeSelector,
+        method: NodeLossMethod,
+    },
+    /// Node loss for every node of a region. `target` must be `Region` or `RegionOf`.
+    RegionLoss {
+        target: NodeSelector,
+        method: NodeLossMethod,
+    },
     /// Graceful: switch over away from the node where the component supports it, then SIGTERM its processes.
     NodeDrain { target: NodeSelector },
 }
 
 impl FaultKind {
+    /// For node, zone and region loss: which nodes go away and how.
+    pub fn lost_nodes(&self) -> Option<(&NodeSelector, NodeLossMethod)> {
+        match self {
+            FaultKind::NodeLoss { target, method }
+            | FaultKind::ZoneLoss { target, method }
+            | FaultKind::RegionLoss { target, method } => Some((target, *method)),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::ProcessKill { .. } => "process-kill",
@@ -112,6 +188,7 @@ impl FaultKind {
             FaultKind::Partition { .. } => "partition",
             FaultKind::NodeLoss { .. } => "node-loss",
             FaultKind::ZoneLoss { .. } => "zone-loss",
+            FaultKind::RegionLoss { .. } => "region-loss",
             FaultKind::NodeDrain { .. } => "node-drain",
         }
     }

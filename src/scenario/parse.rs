@@ -585,7 +585,8 @@ fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Thresho
 pub(super) mod tests {
     use super::*;
     use crate::scenario::{
-        FaultKind, FaultSpec, Metric, NodeSelector, Op, PartitionDirection, Statistic,
+        FaultKind, FaultSpec, Metric, NodeLossMethod, NodeSelector, Op, PartitionDirection,
+        Statistic,
     };
     use crate::topology::{parse_topology, Topology};
 
@@ -738,7 +739,8 @@ thresholds: [rto_s < 2.5, error_rate <= 0.01, acked_writes > -1]
                 target: NodeSelector::ZoneOf {
                     component: ComponentKind::Redis,
                     role: Role::Primary
-                }
+                },
+                method: NodeLossMethod::Stop,
             }
         );
         assert_eq!(s.thresholds[2].limit, -1.0);

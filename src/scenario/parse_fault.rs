@@ -6,16 +6,19 @@ use serde::Deserialize;
 
 use super::document::{did_you_mean, Diagnostics};
 use super::duration::format_duration;
-use super::model::{ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection};
+use super::model::{
+    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection,
+};
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 6] = [
+const FAULT_KINDS: [&str; 7] = [
     "process-kill",
     "process-pause",
     "partition",
     "node-loss",
     "zone-loss",
+    "region-loss",
     "node-drain",
 ];
 const MAX_FAULTS: usize = 16;
@@ -32,6 +35,7 @@ pub(super) struct RawFault {
     side_a: Option<Vec<RawSelector>>,
     side_b: Option<Vec<RawSelector>>,
     direction: Option<String>,
+    method: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,13 +44,16 @@ struct RawSelector {
     node: Option<String>,
     role: Option<String>,
     zone: Option<String>,
-    zone_of: Option<RawZoneOf>,
+    zone_of: Option<RawRoleRef>,
+    region: Option<String>,
+    region_of: Option<RawRoleRef>,
     component: Option<String>,
 }
 
+/// The role inside `zone_of` / `region_of`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawZoneOf {
+struct RawRoleRef {
     role: Option<String>,
     component: Option<String>,
 }
@@ -239,6 +246,13 @@ fn fault_kind(
         misplaced(raw.side_b.is_some(), "side_b", why);
         misplaced(raw.direction.is_some(), "direction", why);
     }
+    if !matches!(kind, "node-loss" | "zone-loss" | "region-loss") {
+        misplaced(
+            raw.method.is_some(),
+            "method",
+            "only node-loss, zone-loss and region-loss take a method (stop, pause or disconnect)",
+        );
+    }
 
     let fault_component = match (&raw.component, is_process) {
         (Some(c), true) => component(d, c, &format!("{path}.component")),
@@ -275,22 +289,63 @@ fn fault_kind(
                 FaultKind::ProcessPause { component, target }
             })
         }
-        "node-loss" => Some(FaultKind::NodeLoss { target }),
         "node-drain" => Some(FaultKind::NodeDrain { target }),
-        "zone-loss" => {
-            if matches!(target, NodeSelector::Zone(_) | NodeSelector::ZoneOf { .. }) {
-                Some(FaultKind::ZoneLoss { target })
-            } else {
+        "node-loss" | "zone-loss" | "region-loss" => {
+            let method = loss_method(d, path, label, raw);
+            let area_ok = match kind {
+                "zone-loss" => {
+                    matches!(target, NodeSelector::Zone(_) | NodeSelector::ZoneOf { .. })
+                }
+                "region-loss" => matches!(
+                    target,
+                    NodeSelector::Region(_) | NodeSelector::RegionOf { .. }
+                ),
+                _ => true,
+            };
+            if !area_ok {
+                let area = kind.trim_end_matches("-loss");
                 d.at(
                     &target_path,
                     format!(
-                        "{label} must target a zone: use `{{zone: <name>}}` or `{{zone_of: {{role: primary}}}}`"
+                        "{label} must target a {area}: use `{{{area}: <name>}}` or \
+                         `{{{area}_of: {{role: primary}}}}`"
                     ),
                 );
-                None
+                return None;
             }
+            let method = method?;
+            Some(match kind {
+                "node-loss" => FaultKind::NodeLoss { target, method },
+                "zone-loss" => FaultKind::ZoneLoss { target, method },
+                _ => FaultKind::RegionLoss { target, method },
+            })
         }
         _ => None,
+    }
+}
+
+/// `method:` of a node, zone or region loss; `stop` when absent.
+fn loss_method(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: &RawFault,
+) -> Option<NodeLossMethod> {
+    match raw.method.as_deref() {
+        None => Some(NodeLossMethod::default()),
+        Some(m) => NodeLossMethod::parse(m).or_else(|| {
+            let hint = did_you_mean(m, &NodeLossMethod::NAMES)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            d.at(
+                &format!("{path}.method"),
+                format!(
+                    "{label} has unknown method `{m}`{hint}; use {}",
+                    NodeLossMethod::NAMES.join(", ")
+                ),
+            );
+            None
+        }),
     }
 }
 
@@ -401,7 +456,8 @@ fn selectors(
     parsed.into_iter().collect()
 }
 
-/// One of `{node: n1}`, `{role: primary}` (optionally with `component`), `{zone: z1}`, `{zone_of: {role: ...}}`.
+/// One of `{node: n1}`, `{role: primary}` (optionally with `component`), `{zone: z1}`, `{zone_of: {role: ...}}`,
+/// `{region: r1}`, `{region_of: {role: ...}}`.
 /// `who` starts the sentence for names missing from the topology, e.g. "fault 1 (process-kill) targets".
 fn selector(
     d: &mut Diagnostics<'_>,
@@ -416,6 +472,8 @@ fn selector(
         ("role", raw.role.is_some()),
         ("zone", raw.zone.is_some()),
         ("zone_of", raw.zone_of.is_some()),
+        ("region", raw.region.is_some()),
+        ("region_of", raw.region_of.is_some()),
     ]
     .into_iter()
     .filter_map(|(key, present)| present.then_some(key))
@@ -424,7 +482,8 @@ fn selector(
         [] => {
             d.at(
                 path,
-                "a node selector needs one of `node`, `role`, `zone` or `zone_of`, e.g. `{role: primary}`",
+                "a node selector needs one of `node`, `role`, `zone`, `zone_of`, `region` or `region_of`, e.g. \
+                 `{role: primary}`",
             );
             return None;
         }
@@ -433,8 +492,8 @@ fn selector(
             d.at_key(
                 &format!("{path}.{second}"),
                 format!(
-                    "a node selector takes exactly one of node, role, zone or zone_of; this one has both `{first}` \
-                     and `{second}`"
+                    "a node selector takes exactly one of node, role, zone, zone_of, region or region_of; this one \
+                     has both `{first}` and `{second}`"
                 ),
             );
             return None;
@@ -443,7 +502,7 @@ fn selector(
     if raw.component.is_some() && raw.role.is_none() {
         d.at_key(
             &format!("{path}.component"),
-            "`component` in a node selector only goes with `role` (for zone_of, put it inside: \
+            "`component` in a node selector only goes with `role` (for zone_of or region_of, put it inside: \
              `{zone_of: {role: primary, component: redis}}`)",
         );
         return None;
@@ -468,19 +527,29 @@ fn selector(
         }
         return Some(NodeSelector::Node(node.clone()));
     }
-    if let Some(zone) = &raw.zone {
-        if let Some(topo) = topology.filter(|t| t.nodes_in_zone(zone).is_empty()) {
+    for (key, value, is_region) in [("zone", &raw.zone, false), ("region", &raw.region, true)] {
+        let Some(area) = value else { continue };
+        if let Some(topo) = topology.filter(|t| t.names_in(area, is_region).is_empty()) {
+            let known = if is_region {
+                topo.regions()
+            } else {
+                topo.zones()
+            };
             d.at(
-                &format!("{path}.zone"),
+                &format!("{path}.{key}"),
                 format!(
-                    "{who} zone `{zone}`, which is not in topology `{}` (zones: {})",
+                    "{who} {key} `{area}`, which is not in topology `{}` ({key}s: {})",
                     topo.name,
-                    topo.zones().join(", ")
+                    known.join(", ")
                 ),
             );
             return None;
         }
-        return Some(NodeSelector::Zone(zone.clone()));
+        return Some(if is_region {
+            NodeSelector::Region(area.clone())
+        } else {
+            NodeSelector::Zone(area.clone())
+        });
     }
     if let Some(text) = &raw.role {
         let role = role(d, text, &format!("{path}.role"));
@@ -490,19 +559,25 @@ fn selector(
             role: role?,
         });
     }
-    let zone_of = raw.zone_of.as_ref()?;
-    let zone_of_path = format!("{path}.zone_of");
+    let (key, role_ref) = match (&raw.zone_of, &raw.region_of) {
+        (Some(z), _) => ("zone_of", z),
+        (None, Some(r)) => ("region_of", r),
+        (None, None) => return None,
+    };
+    let ref_path = format!("{path}.{key}");
     let role = d
         .require(
-            zone_of.role.as_ref(),
-            &format!("{zone_of_path}.role"),
-            "e.g. `{zone_of: {role: primary}}`",
+            role_ref.role.as_ref(),
+            &format!("{ref_path}.role"),
+            &format!("e.g. `{{{key}: {{role: primary}}}}`"),
         )
-        .and_then(|r| role(d, r, &format!("{zone_of_path}.role")));
-    let component = component_at(d, &zone_of.component, format!("{zone_of_path}.component"));
-    Some(NodeSelector::ZoneOf {
-        component: component?,
-        role: role?,
+        .and_then(|r| role(d, r, &format!("{ref_path}.role")));
+    let component = component_at(d, &role_ref.component, format!("{ref_path}.component"));
+    let (component, role) = (component?, role?);
+    Some(if key == "zone_of" {
+        NodeSelector::ZoneOf { component, role }
+    } else {
+        NodeSelector::RegionOf { component, role }
     })
 }
 
@@ -531,6 +606,73 @@ mod tests {
                     role: Role::Primary
                 }
             }
+        );
+    }
+
+    #[test]
+    fn region_loss_takes_a_region_or_the_region_of_a_role_and_a_method() {
+        let s = parse_scenario(
+            &with_faults(
+                "  - {kind: region-loss, target: {region: r1}}\n  - kind: region-loss\n    target: {region_of: \
+                 {role: primary, component: redis}}\n    method: disconnect\n  - {kind: node-loss, target: {node: n1}, \
+                 method: pause}\n",
+            ),
+            path(),
+            Some(&topo()),
+        )
+        .unwrap();
+        let kinds: Vec<&FaultKind> = s.faults.iter().map(|f| &f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &FaultKind::RegionLoss {
+                    target: NodeSelector::Region("r1".into()),
+                    method: NodeLossMethod::Stop
+                },
+                &FaultKind::RegionLoss {
+                    target: NodeSelector::RegionOf {
+                        component: ComponentKind::Redis,
+                        role: Role::Primary
+                    },
+                    method: NodeLossMethod::Disconnect
+                },
+                &FaultKind::NodeLoss {
+                    target: NodeSelector::Node("n1".into()),
+                    method: NodeLossMethod::Pause
+                },
+            ]
+        );
+        assert_eq!(
+            kinds[1].lost_nodes().map(|(_, m)| m),
+            Some(NodeLossMethod::Disconnect)
+        );
+    }
+
+    #[test]
+    fn region_errors_name_the_known_regions_and_the_selector_forms() {
+        let e = err_with(
+            &with_faults("  - {kind: region-loss, target: {region: r9}}\n"),
+            Some(&topo()),
+        );
+        assert!(
+            e.contains("fault 1 (region-loss) targets region `r9`, which is not in topology")
+                && e.contains("(regions: r1)"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - {kind: zone-loss, target: {region_of: {role: primary}}}\n",
+        ));
+        assert!(e.contains("fault 1 (zone-loss) must target a zone"), "{e}");
+        let e = err(&with_faults(
+            "  - {kind: node-loss, target: {region: r1, zone: z1}}\n",
+        ));
+        assert!(e.contains("this one has both `zone` and `region`"), "{e}");
+        let e = err(&with_faults(
+            "  - {kind: partition, side_a: [{role: primary}], method: stop}\n",
+        ));
+        assert!(
+            e.contains("fault 1 (partition) does not take `method`"),
+            "{e}"
         );
     }
 
@@ -666,7 +808,7 @@ mod tests {
             "  - kind: process-kil\n    target: {role: primary}\n",
         ));
         assert!(
-            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, node-loss, zone-loss, node-drain"),
+            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, node-loss, zone-loss, region-loss, node-drain"),
             "{e}"
         );
         let e = err(&with_faults("  - target: {role: primary}\n"));

@@ -26,27 +26,20 @@ pub enum TargetError {
 
 /// Every component a scenario measures or aims a fault at (a process fault's component, a role selector's).
 pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
-    fn of_selector(s: &NodeSelector) -> Option<ComponentKind> {
-        match s {
-            NodeSelector::Role { component, .. } | NodeSelector::ZoneOf { component, .. } => {
-                Some(*component)
-            }
-            NodeSelector::Node(_) | NodeSelector::Zone(_) => None,
-        }
-    }
     let mut found = vec![Some(scenario.component)];
     for f in &scenario.faults {
         match &f.kind {
             FaultKind::ProcessKill { component, target }
             | FaultKind::ProcessPause { component, target } => {
-                found.extend([Some(*component), of_selector(target)]);
+                found.extend([Some(*component), target.component()]);
             }
             FaultKind::Partition { side_a, side_b, .. } => {
-                found.extend(side_a.iter().chain(side_b).map(of_selector));
+                found.extend(side_a.iter().chain(side_b).map(NodeSelector::component));
             }
-            FaultKind::NodeLoss { target }
-            | FaultKind::ZoneLoss { target }
-            | FaultKind::NodeDrain { target } => found.push(of_selector(target)),
+            FaultKind::NodeLoss { target, .. }
+            | FaultKind::ZoneLoss { target, .. }
+            | FaultKind::RegionLoss { target, .. }
+            | FaultKind::NodeDrain { target } => found.push(target.component()),
         }
     }
     let mut out: Vec<ComponentKind> = Vec::new();

@@ -49,6 +49,17 @@ pub struct Placement {
     pub qdrant: Vec<String>,
 }
 
+impl Node {
+    /// The node's zone, or its region.
+    pub fn area(&self, region: bool) -> &str {
+        if region {
+            &self.region
+        } else {
+            &self.zone
+        }
+    }
+}
+
 impl Topology {
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
@@ -70,6 +81,25 @@ impl Topology {
 
     pub fn nodes_in_zone(&self, zone: &str) -> Vec<&Node> {
         self.nodes.iter().filter(|n| n.zone == zone).collect()
+    }
+
+    pub fn regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = Vec::new();
+        for n in &self.nodes {
+            if !regions.contains(&n.region) {
+                regions.push(n.region.clone());
+            }
+        }
+        regions
+    }
+
+    /// Node names of a zone (`region = false`) or region, in topology order.
+    pub fn names_in(&self, area: &str, region: bool) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.area(region) == area)
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// Nodes that run a member of the component, in topology order.

@@ -1,10 +1,11 @@
 //! The few Docker Engine API calls kind node faults need, over the engine's unix socket (HTTP/1.1): kind nodes are
-//! containers named after the Kubernetes nodes. Stop (`t=0`: the node dies at once, as in a power loss) and start.
+//! containers named after the Kubernetes nodes. Stop (`t=0`: the node dies at once, as in a power loss) and
+//! start, pause and unpause, disconnect from and reconnect to the kind network (with the node's own addresses).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -25,20 +26,169 @@ impl Default for DockerApi {
     }
 }
 
+/// The Docker network kind attaches its node containers to.
+pub const KIND_NETWORK: &str = "kind";
+
+/// A node container's addresses on a Docker network (restored on reconnect).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkAddrs {
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+}
+
 impl DockerApi {
     /// Kills the node container at once (`POST /containers/{name}/stop?t=0`); already stopped (304) is fine.
     pub async fn stop(&self, container: &str) -> Result<(), String> {
-        self.post(&format!("/containers/{container}/stop?t=0"), container)
-            .await
+        self.expect_ok(
+            "POST",
+            &format!("/containers/{container}/stop?t=0"),
+            None,
+            container,
+            &[],
+        )
+        .await
     }
 
     /// Starts the node container again; already running (304) is fine.
     pub async fn start(&self, container: &str) -> Result<(), String> {
-        self.post(&format!("/containers/{container}/start"), container)
-            .await
+        self.expect_ok(
+            "POST",
+            &format!("/containers/{container}/start"),
+            None,
+            container,
+            &[],
+        )
+        .await
     }
 
-    async fn post(&self, path: &str, container: &str) -> Result<(), String> {
+    /// Freezes every process of the node container (the cgroup freezer); already paused is fine.
+    pub async fn pause(&self, container: &str) -> Result<(), String> {
+        self.expect_ok(
+            "POST",
+            &format!("/containers/{container}/pause"),
+            None,
+            container,
+            &["already paused"],
+        )
+        .await
+    }
+
+    /// Thaws the node container; not paused is fine.
+    pub async fn unpause(&self, container: &str) -> Result<(), String> {
+        self.expect_ok(
+            "POST",
+            &format!("/containers/{container}/unpause"),
+            None,
+            container,
+            &["is not paused"],
+        )
+        .await
+    }
+
+    /// The container's addresses on `network` (`GET /containers/{name}/json`); an error if it is not attached.
+    pub async fn addresses(&self, container: &str, network: &str) -> Result<NetworkAddrs, String> {
+        let path = format!("/containers/{container}/json");
+        let (status, body) = self.call("GET", &path, None).await?;
+        if status != 200 {
+            return Err(Self::failure(&path, container, status, &body));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("Docker API {path} answered unreadable JSON: {e}"))?;
+        let endpoint = &v["NetworkSettings"]["Networks"][network];
+        if endpoint.is_null() {
+            return Err(format!(
+                "node container {container} is not attached to the Docker network {network}"
+            ));
+        }
+        let addr = |k: &str| {
+            endpoint[k]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(NetworkAddrs {
+            ipv4: addr("IPAddress"),
+            ipv6: addr("GlobalIPv6Address"),
+        })
+    }
+
+    /// Detaches the container from the network (forced, as for a dead link); not connected is fine.
+    pub async fn disconnect(&self, container: &str, network: &str) -> Result<(), String> {
+        let body = serde_json::json!({"Container": container, "Force": true});
+        self.expect_ok(
+            "POST",
+            &format!("/networks/{network}/disconnect"),
+            Some(body),
+            container,
+            &["is not connected"],
+        )
+        .await
+    }
+
+    /// Attaches the container to the network again with the given addresses; already connected is fine.
+    pub async fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        addrs: &NetworkAddrs,
+    ) -> Result<(), String> {
+        let mut ipam = serde_json::Map::new();
+        if let Some(a) = &addrs.ipv4 {
+            ipam.insert("IPv4Address".into(), a.clone().into());
+        }
+        if let Some(a) = &addrs.ipv6 {
+            ipam.insert("IPv6Address".into(), a.clone().into());
+        }
+        let body = serde_json::json!({
+            "Container": container,
+            "EndpointConfig": {"IPAMConfig": ipam}
+        });
+        self.expect_ok(
+            "POST",
+            &format!("/networks/{network}/connect"),
+            Some(body),
+            container,
+            &["already exists", "already connected"],
+        )
+        .await
+    }
+
+    /// One call that succeeds on 2xx/304, or on an error whose message says the state is already the wanted one.
+    async fn expect_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        container: &str,
+        already: &[&str],
+    ) -> Result<(), String> {
+        let (status, text) = self.call(method, path, body).await?;
+        let already_done =
+            (status == 403 || status == 409) && already.iter().any(|a| text.contains(a));
+        if (200..300).contains(&status) || status == 304 || already_done {
+            Ok(())
+        } else {
+            Err(Self::failure(path, container, status, &text))
+        }
+    }
+
+    fn failure(path: &str, container: &str, status: u16, body: &str) -> String {
+        match status {
+            404 => format!(
+                "no Docker container or network for {container} ({path}; is this a kind cluster?): {}",
+                body.trim()
+            ),
+            code => format!("Docker API {path} answered {code}: {}", body.trim()),
+        }
+    }
+
+    /// One HTTP/1.1 exchange over the engine's socket, with a deadline: (status, body).
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, String), String> {
         let call = async {
             let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
                 format!(
@@ -50,32 +200,31 @@ impl DockerApi {
                 .await
                 .map_err(|e| format!("Docker API handshake failed: {e}"))?;
             let driver = tokio::spawn(conn);
-            let req = http::Request::post(path)
-                .header(http::header::HOST, "docker")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| e.to_string())?;
+            let mut req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(http::header::HOST, "docker");
+            let payload = match body {
+                Some(v) => {
+                    req = req.header(http::header::CONTENT_TYPE, "application/json");
+                    Bytes::from(v.to_string())
+                }
+                None => Bytes::new(),
+            };
+            let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
             let resp = sender
                 .send_request(req)
                 .await
                 .map_err(|e| format!("Docker API request {path} failed: {e}"))?;
-            let status = resp.status();
-            let body = resp
+            let status = resp.status().as_u16();
+            let text = resp
                 .into_body()
                 .collect()
                 .await
                 .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
                 .unwrap_or_default();
             driver.abort();
-            match status.as_u16() {
-                204 | 304 => Ok(()),
-                404 => Err(format!(
-                    "no Docker container named {container} (is this a kind cluster?)"
-                )),
-                code => Err(format!(
-                    "Docker API {path} answered {code}: {}",
-                    body.trim()
-                )),
-            }
+            Ok((status, text))
         };
         tokio::time::timeout(CALL_DEADLINE, call)
             .await

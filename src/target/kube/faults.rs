@@ -6,11 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ::kube::api::ListParams;
 use k8s_openapi::api::core::v1::Pod;
 
+use super::docker::{NetworkAddrs, KIND_NETWORK};
 use super::{api_error, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget};
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{
-    ComponentKind, FaultKind, FaultSpec, NodeSelector, PartitionDirection, Role,
+    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
 use crate::target::TargetError;
 
@@ -43,11 +44,16 @@ impl KubeTarget {
     /// Resolves a selector to node names now (the primary moves between trials).
     pub async fn resolve(&self, selector: &NodeSelector) -> Result<Vec<String>, TargetError> {
         let t = self.topology();
-        let zone_nodes = |z: &str| -> Result<Vec<String>, TargetError> {
-            let nodes: Vec<String> = t.nodes_in_zone(z).iter().map(|n| n.name.clone()).collect();
+        let area_nodes = |area: &str, is_region: bool| -> Result<Vec<String>, TargetError> {
+            let nodes = t.names_in(area, is_region);
             if nodes.is_empty() {
+                let (what, label) = if is_region {
+                    ("region", "topology.kubernetes.io/region")
+                } else {
+                    ("zone", "topology.kubernetes.io/zone")
+                };
                 return Err(TargetError::Fault(format!(
-                    "zone `{z}` has no worker node in {} (nodes carry topology.kubernetes.io/zone)",
+                    "{what} `{area}` has no worker node in {} (nodes carry {label})",
                     t.name
                 )));
             }
@@ -64,11 +70,14 @@ impl KubeTarget {
             NodeSelector::Role { component, role } => {
                 Ok(vec![self.role_node(*component, *role).await?])
             }
-            NodeSelector::Zone(z) => zone_nodes(z),
-            NodeSelector::ZoneOf { component, role } => {
+            NodeSelector::Zone(z) => area_nodes(z, false),
+            NodeSelector::Region(r) => area_nodes(r, true),
+            NodeSelector::ZoneOf { component, role }
+            | NodeSelector::RegionOf { component, role } => {
+                let is_region = matches!(selector, NodeSelector::RegionOf { .. });
                 let node = self.role_node(*component, *role).await?;
-                let zone = t.node(&node).map(|n| n.zone.clone()).unwrap_or_default();
-                zone_nodes(&zone)
+                let area = t.node(&node).map(|n| n.area(is_region)).unwrap_or_default();
+                area_nodes(area, is_region)
             }
         }
     }
@@ -166,10 +175,14 @@ impl KubeTarget {
                 };
                 partition::apply(self, journal, "partition", &fault_id(), &a, &b, *direction, &[]).await
             }
-            FaultKind::NodeLoss { target } | FaultKind::ZoneLoss { target } => {
+            FaultKind::NodeLoss { target, method }
+            | FaultKind::ZoneLoss { target, method }
+            | FaultKind::RegionLoss { target, method } => {
                 let nodes = self.resolve(target).await?;
                 match &self.cluster {
-                    Cluster::Kind { docker } => node_loss_kind(docker, journal, kind.name(), &nodes).await,
+                    Cluster::Kind { docker } => {
+                        node_loss_kind(docker, journal, kind.name(), &nodes, *method).await
+                    }
                     Cluster::Existing => {
                         let (inside, outside) = self.pods_split(&nodes).await?;
                         partition::apply(
@@ -193,6 +206,16 @@ impl KubeTarget {
         }
     }
 
+    /// The Docker engine of a kind cluster; node containers of other clusters are not faultline's to touch.
+    fn docker(&self, container: &str) -> Result<&super::DockerApi, String> {
+        match &self.cluster {
+            Cluster::Kind { docker } => Ok(docker),
+            Cluster::Existing => Err(format!(
+                "cannot revert node container {container} through Docker: this is not a kind cluster"
+            )),
+        }
+    }
+
     /// Executes revert steps; every step runs even if an earlier one failed. Local-stack steps are refused.
     pub async fn revert(&self, steps: &[RevertStep]) -> Result<(), String> {
         let mut errors = Vec::new();
@@ -210,11 +233,28 @@ impl KubeTarget {
                     pod,
                     label,
                 } => partition::unlabel(self, namespace, pod, label).await,
-                RevertStep::DockerStart { container } => match &self.cluster {
-                    Cluster::Kind { docker } => docker.start(container).await,
-                    Cluster::Existing => Err(format!(
-                        "cannot start node container {container}: this is not a kind cluster"
-                    )),
+                RevertStep::DockerStart { container } => match self.docker(container) {
+                    Ok(docker) => docker.start(container).await,
+                    Err(e) => Err(e),
+                },
+                RevertStep::DockerUnpause { container } => match self.docker(container) {
+                    Ok(docker) => docker.unpause(container).await,
+                    Err(e) => Err(e),
+                },
+                RevertStep::DockerConnect {
+                    container,
+                    network,
+                    ipv4,
+                    ipv6,
+                } => match self.docker(container) {
+                    Ok(docker) => {
+                        let addrs = NetworkAddrs {
+                            ipv4: ipv4.clone(),
+                            ipv6: ipv6.clone(),
+                        };
+                        docker.connect(container, network, &addrs).await
+                    }
+                    Err(e) => Err(e),
                 },
                 local => Err(format!(
                     "{local:?} belongs to the local stack; the Kubernetes target cannot revert it \
@@ -263,18 +303,23 @@ impl KubeTarget {
                         b.join(", ")
                     )
                 }
-                FaultKind::NodeLoss { target } | FaultKind::ZoneLoss { target } => {
+                FaultKind::NodeLoss { target, method }
+                | FaultKind::ZoneLoss { target, method }
+                | FaultKind::RegionLoss { target, method } => {
                     let nodes = self.resolve(target).await?;
                     match self.cluster {
-                        Cluster::Kind { .. } => {
-                            format!("docker stop node container(s) {}", nodes.join(", "))
-                        }
+                        Cluster::Kind { .. } => format!(
+                            "{} node container(s) {}",
+                            kind_loss_command(*method),
+                            nodes.join(", ")
+                        ),
                         Cluster::Existing => {
                             let (inside, _) = self.pods_split(&nodes).await?;
                             format!(
-                                "cordon {} and isolate their pods [{}] with a NetworkPolicy pair",
+                                "cordon {} and isolate their pods [{}] with a NetworkPolicy pair ({})",
                                 nodes.join(", "),
-                                inside.join(", ")
+                                inside.join(", "),
+                                existing_cluster_note(*method)
                             )
                         }
                     }
@@ -295,24 +340,66 @@ impl KubeTarget {
     }
 }
 
-/// Stops the kind node containers (journaled first; reverted by starting them).
+/// What a loss method does to kind node containers, as the docker command that does the same.
+fn kind_loss_command(method: NodeLossMethod) -> String {
+    match method {
+        NodeLossMethod::Stop => "docker stop -t 0".into(),
+        NodeLossMethod::Pause => "docker pause".into(),
+        NodeLossMethod::Disconnect => format!("docker network disconnect --force {KIND_NETWORK}"),
+    }
+}
+
+/// On a cluster faultline did not create, nodes cannot be stopped, paused or unplugged: every method becomes
+/// cordon + isolation of the nodes' pods, which is closest to `disconnect` (the pods keep running).
+fn existing_cluster_note(method: NodeLossMethod) -> String {
+    match method {
+        NodeLossMethod::Disconnect => "method disconnect".into(),
+        m => format!(
+            "method {} cannot stop or freeze nodes of an existing cluster; the pods are isolated and keep running",
+            m.name()
+        ),
+    }
+}
+
+/// Stops, pauses or disconnects the kind node containers (journaled first, with what restores each).
 async fn node_loss_kind(
     docker: &super::DockerApi,
     journal: &Journal,
     name: &str,
     nodes: &[String],
+    method: NodeLossMethod,
 ) -> Result<ActiveFault, TargetError> {
-    let steps = nodes
-        .iter()
-        .map(|n| RevertStep::DockerStart {
-            container: n.clone(),
-        })
-        .collect();
-    let description = format!("docker stop -t 0 {}", nodes.join(" "));
+    let mut steps = Vec::new();
+    for n in nodes {
+        let container = n.clone();
+        steps.push(match method {
+            NodeLossMethod::Stop => RevertStep::DockerStart { container },
+            NodeLossMethod::Pause => RevertStep::DockerUnpause { container },
+            NodeLossMethod::Disconnect => {
+                // The addresses are read before anything changes, so the revert can give them back.
+                let addrs = docker
+                    .addresses(n, KIND_NETWORK)
+                    .await
+                    .map_err(TargetError::Fault)?;
+                RevertStep::DockerConnect {
+                    container,
+                    network: KIND_NETWORK.into(),
+                    ipv4: addrs.ipv4,
+                    ipv6: addrs.ipv6,
+                }
+            }
+        });
+    }
+    let description = format!("{} {}", kind_loss_command(method), nodes.join(" "));
     let entry = crate::fault::journal_before_applying(journal, name, &description, steps)?;
     let applied_at = std::time::Instant::now();
     for n in nodes {
-        docker.stop(n).await.map_err(TargetError::Fault)?;
+        match method {
+            NodeLossMethod::Stop => docker.stop(n).await,
+            NodeLossMethod::Pause => docker.pause(n).await,
+            NodeLossMethod::Disconnect => docker.disconnect(n, KIND_NETWORK).await,
+        }
+        .map_err(TargetError::Fault)?;
     }
     Ok(ActiveFault::new(
         entry,

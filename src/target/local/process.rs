@@ -63,8 +63,35 @@ pub fn wait_cgroup_empty(path: &Path, timeout: Duration) -> bool {
     }
 }
 
-/// Pids of the cgroup that are stopped (state T), i.e. a pause that was not resumed.
+/// Freezes (`cgroup.freeze` = 1, as `docker pause` does) or thaws the cgroup; a freeze waits, up to `timeout`,
+/// until the kernel reports every process frozen.
+pub fn freeze_cgroup(path: &Path, frozen: bool, timeout: Duration) -> io::Result<()> {
+    fs::write(path.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+    let deadline = Instant::now() + timeout;
+    while frozen && !is_frozen(path) {
+        if Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{} not frozen within {} ms",
+                path.display(),
+                timeout.as_millis()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Whether the cgroup is frozen (`frozen 1` in cgroup.events).
+pub fn is_frozen(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events"))
+        .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+}
+
+/// Pids of the cgroup that are stopped (state T) or frozen, i.e. a pause that was not resumed.
 pub fn stopped_pids(path: &Path) -> Vec<i32> {
+    if is_frozen(path) {
+        return cgroup_pids(path);
+    }
     cgroup_pids(path)
         .into_iter()
         .filter(|pid| {

@@ -73,13 +73,11 @@ impl Target for LocalStack {
                 let b = resolve_all(side_b.clone()).await?;
                 fault::partition::apply(self, journal, &a, &b, *direction)
             }
-            FaultKind::NodeLoss { target } => {
+            FaultKind::NodeLoss { target, method }
+            | FaultKind::ZoneLoss { target, method }
+            | FaultKind::RegionLoss { target, method } => {
                 let nodes = fault::resolve(self, target).await?;
-                fault::node_loss::apply(self, journal, "node-loss", &nodes)
-            }
-            FaultKind::ZoneLoss { target } => {
-                let nodes = fault::resolve(self, target).await?;
-                fault::node_loss::apply(self, journal, "zone-loss", &nodes)
+                fault::node_loss::apply(self, journal, kind.name(), &nodes, *method)
             }
             FaultKind::NodeDrain { target } => {
                 let nodes = fault::resolve(self, target).await?;
@@ -102,6 +100,10 @@ impl Target for LocalStack {
                 }
                 RevertStep::LinkUp { node } => {
                     netns::set_link(t, node, true).map_err(|e| e.to_string())
+                }
+                RevertStep::Thaw { node, process: p } => {
+                    process::freeze_cgroup(&self.cgroup(node, *p), false, Duration::ZERO)
+                        .map_err(|e| e.to_string())
                 }
                 RevertStep::Restart { node, process: p } => {
                     // A member SIGKILLed moments ago may still be leaving its cgroup (pitfall 2).
