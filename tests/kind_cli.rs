@@ -1,0 +1,124 @@
+//! `up --target kind` / `down --target kind` drive the `kind` and `docker` executables. Here both are fakes: shell
+//! scripts on PATH that record their arguments and answer as kind v0.33.0 and the docker CLI do (`kind get
+//! clusters` prints one name per line, `docker image inspect` fails with "No such image" for an absent image).
+//! One test function: PATH is process-wide, so the cases run in sequence.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use faultline::target::kube::kind_cluster;
+
+const FAKE_KIND: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "kind $*" >> "$dir/calls"
+if [ -f "$dir/kind-fails" ]; then echo "ERROR: failed to create cluster: node(s) already exist" >&2; exit 1; fi
+case "$1 $2" in
+  "get clusters")
+    if [ -f "$dir/clusters" ]; then cat "$dir/clusters"; else echo "No kind clusters found." >&2; fi ;;
+  "create cluster") echo faultline > "$dir/clusters" ;;
+  "delete cluster") rm -f "$dir/clusters" ;;
+  "load docker-image") ;;
+  *) echo "unknown command $*" >&2; exit 1 ;;
+esac
+"#;
+
+const FAKE_DOCKER: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+echo "docker $*" >> "$dir/calls"
+if [ "$1 $2" = "image inspect" ]; then
+  if grep -qx "$3" "$dir/images"; then echo '[{}]'; exit 0; fi
+  echo "Error response from daemon: No such image: $3" >&2; exit 1
+fi
+exit 1
+"#;
+
+fn script(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn calls(dir: &Path) -> Vec<String> {
+    let text = fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    fs::remove_file(dir.join("calls")).ok();
+    text.lines().map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn kind_cluster_lifecycle_through_the_kind_and_docker_executables() {
+    let bin = tempfile::tempdir().unwrap();
+    let dir = bin.path();
+    let old_path = std::env::var_os("PATH").unwrap_or_default();
+
+    // No kind on PATH: an environment error that says so.
+    std::env::set_var("PATH", dir);
+    let err = kind_cluster::create_unless_exists()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "no kind executable on PATH");
+
+    script(dir, "kind", FAKE_KIND);
+    script(dir, "docker", FAKE_DOCKER);
+    // The fakes need sh, grep, cat and rm from the system.
+    let mut path = std::ffi::OsString::from(dir);
+    path.push(":");
+    path.push(&old_path);
+    std::env::set_var("PATH", &path);
+
+    // Created from the checkout's kind/cluster.yaml when none exists ...
+    assert!(!kind_cluster::exists().await.unwrap());
+    assert!(kind_cluster::create_unless_exists().await.unwrap());
+    assert_eq!(
+        calls(dir),
+        [
+            "kind get clusters",
+            "kind get clusters",
+            "kind create cluster --name faultline --config kind/cluster.yaml",
+        ]
+    );
+    // ... and reused when it does.
+    assert!(!kind_cluster::create_unless_exists().await.unwrap());
+    assert_eq!(calls(dir), ["kind get clusters"]);
+
+    // Only the images the local engine has are loaded; the nodes pull the others.
+    let images = kind_cluster::manifest_images();
+    fs::write(dir.join("images"), "redis:7.4.2\n").unwrap();
+    let notes = kind_cluster::preload_images().await;
+    assert_eq!(notes.len(), images.len(), "{notes:?}");
+    assert!(
+        notes.contains(&"preloaded redis:7.4.2".to_string()),
+        "{notes:?}"
+    );
+    let pulled: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.ends_with("is not in the local Docker engine; the nodes pull it"))
+        .collect();
+    assert_eq!(pulled.len(), images.len() - 1, "{notes:?}");
+    let seen = calls(dir);
+    assert!(
+        seen.contains(&"kind load docker-image redis:7.4.2 --name faultline".to_string()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|c| c.starts_with("kind load")).count(),
+        1,
+        "{seen:?}"
+    );
+
+    // A failing kind names the command and passes its message on.
+    kind_cluster::delete().await.unwrap();
+    assert_eq!(calls(dir), ["kind delete cluster --name faultline"]);
+    fs::write(dir.join("kind-fails"), "").unwrap();
+    let err = kind_cluster::delete().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("`kind delete cluster --name faultline` failed (exit status: 1)")
+            && err.contains("node(s) already exist"),
+        "{err}"
+    );
+    let err = kind_cluster::exists().await.unwrap_err().to_string();
+    assert!(err.contains("`kind get clusters` failed"), "{err}");
+
+    std::env::set_var("PATH", old_path);
+}
