@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ::kube::api::ListParams;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{api_error, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget};
+use super::{
+    api_error, chaos_mesh, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget,
+};
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{
@@ -205,6 +207,9 @@ impl KubeTarget {
                 RevertStep::KubeDeleteNetworkPolicy { namespace, name } => {
                     partition::delete_policy(self, namespace, name).await
                 }
+                RevertStep::KubeDeleteNetworkChaos { namespace, name } => {
+                    chaos_mesh::delete(self, namespace, name).await
+                }
                 RevertStep::KubeUnlabelPod {
                     namespace,
                     pod,
@@ -258,7 +263,8 @@ impl KubeTarget {
                         self.pods_split(&self.resolve_all(side_b).await?).await?.0
                     };
                     format!(
-                        "NetworkPolicy pair ({direction:?}) between pods [{}] and [{}]",
+                        "{} between pods [{}] and [{}]",
+                        partition::choose(self).await?.mechanism(*direction),
                         a.join(", "),
                         b.join(", ")
                     )
@@ -272,9 +278,12 @@ impl KubeTarget {
                         Cluster::Existing => {
                             let (inside, _) = self.pods_split(&nodes).await?;
                             format!(
-                                "cordon {} and isolate their pods [{}] with a NetworkPolicy pair",
+                                "cordon {} and isolate their pods [{}] with a {}",
                                 nodes.join(", "),
-                                inside.join(", ")
+                                inside.join(", "),
+                                partition::choose(self)
+                                    .await?
+                                    .mechanism(PartitionDirection::Both)
                             )
                         }
                     }
