@@ -12,7 +12,8 @@ use faultline::scenario::{
     ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
 use faultline::target::kube::{
-    deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts, StackSelectors,
+    chaos_mesh, deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts,
+    PartitionBackend, StackSelectors,
 };
 use faultline::target::Target;
 use http::{Request, Response};
@@ -253,6 +254,8 @@ fn timing() -> KubeTiming {
         eviction_deadline: Duration::from_secs(5),
         eviction_retry: Duration::from_millis(10),
         pod_ready_deadline: Duration::from_secs(5),
+        chaos_injected_deadline: Duration::from_secs(5),
+        chaos_removed_deadline: Duration::from_secs(5),
         poll: Duration::from_millis(10),
     }
 }
@@ -677,12 +680,32 @@ fn the_partition_policy_pair_is_exactly_this_json() {
     assert!(b["spec"].get("egress").is_none());
 }
 
+fn crd_path() -> String {
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org".into()
+}
+
+/// The read of Chaos Mesh's NetworkChaos CRD: 200 installed, 404 absent, 403 not allowed to tell.
+fn crd(code: u16) -> Exchange {
+    let reply = match code {
+        200 => json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                      "metadata": {"name": "networkchaos.chaos-mesh.org"}}),
+        403 => status(403, "Forbidden", "customresourcedefinitions is forbidden"),
+        _ => status(
+            code,
+            "NotFound",
+            "customresourcedefinitions \"networkchaos.chaos-mesh.org\" not found",
+        ),
+    };
+    ex("GET", &crd_path(), code, reply)
+}
+
 fn policy_path() -> String {
     format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies")
 }
 
 #[tokio::test]
-async fn partition_labels_both_sides_creates_the_pair_and_revert_removes_them() {
+async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_and_revert_removes_them(
+) {
     let pods = stack_pods([None, None, None]);
     let mut script = connect_script(pods.clone());
     // side A = worker3's pods; side B (empty in the scenario) = every other node's pods.
@@ -692,6 +715,8 @@ async fn partition_labels_both_sides_creates_the_pair_and_revert_removes_them() 
         200,
         list("PodList", pods.clone()),
     ));
+    // The default backend (auto) asks for Chaos Mesh's CRD first: absent, so NetworkPolicies.
+    script.push(crd(404));
     let a = ["postgres-2", "sentinel-0"];
     let b = ["postgres-0", "postgres-1", "redis-0", "redis-1"];
     for p in a.iter().chain(&b) {
@@ -751,19 +776,29 @@ async fn partition_labels_both_sides_creates_the_pair_and_revert_removes_them() 
         .and_then(|s| s.strip_suffix("-a"))
         .unwrap()
         .to_string();
+    assert!(
+        active.description.contains("by NetworkPolicy pair (Both)"),
+        "{}",
+        active.description
+    );
+    assert!(!active
+        .steps
+        .iter()
+        .any(|s| matches!(s, RevertStep::KubeDeleteNetworkChaos { .. })));
     t.revert(&active.steps).await.unwrap();
     drop(t);
     let seen = server.await.unwrap();
+    assert_eq!(seen[3].uri, crd_path());
     assert_eq!(
-        seen[11].uri.trim_end_matches('?'),
+        seen[12].uri.trim_end_matches('?'),
         format!("{}/faultline-partition-{id}-a", policy_path())
     );
     assert_eq!(
-        seen[12].uri.trim_end_matches('?'),
+        seen[13].uri.trim_end_matches('?'),
         format!("{}/faultline-partition-{id}-b", policy_path())
     );
     let label = |s: &Seen| s.body["metadata"]["labels"]["faultline.dev/partition"].clone();
-    for (s, p) in seen[3..9].iter().zip(a.iter().chain(&b)) {
+    for (s, p) in seen[4..10].iter().zip(a.iter().chain(&b)) {
         let side = if a.contains(p) { "a" } else { "b" };
         assert_eq!(label(s), json!(format!("{id}-{side}")), "{p}");
     }
@@ -774,9 +809,9 @@ async fn partition_labels_both_sides_creates_the_pair_and_revert_removes_them() 
         Ipv4Addr::new(172, 18, 0, 5),
     ];
     let pair = partition::policies(&id, PartitionDirection::Both, &addrs).unwrap();
-    assert_eq!(seen[9].body, serde_json::to_value(&pair[0]).unwrap());
-    assert_eq!(seen[10].body, serde_json::to_value(&pair[1]).unwrap());
-    for s in &seen[13..] {
+    assert_eq!(seen[10].body, serde_json::to_value(&pair[0]).unwrap());
+    assert_eq!(seen[11].body, serde_json::to_value(&pair[1]).unwrap());
+    for s in &seen[14..] {
         assert_eq!(s.method, "PATCH");
         assert_eq!(label(s), Value::Null);
         assert!(s.body["metadata"]["labels"]
@@ -831,6 +866,7 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
         200,
         list("PodList", pods),
     ));
+    script.push(crd(404));
     script.push(ex(
         "PATCH",
         "/api/v1/nodes/faultline-worker3",
@@ -864,6 +900,13 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert_eq!(active.name, "zone-loss");
+    assert!(
+        active
+            .description
+            .ends_with("(method stop cannot stop or freeze nodes of an existing cluster; the pods are isolated and keep running)"),
+        "{}",
+        active.description
+    );
     assert_eq!(
         active.steps[0],
         RevertStep::KubeUncordon {
@@ -876,7 +919,355 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     ));
     drop(t);
     let seen = server.await.unwrap();
-    assert_eq!(seen[4].body, json!({"spec": {"unschedulable": true}}));
+    assert_eq!(seen[5].body, json!({"spec": {"unschedulable": true}}));
+}
+
+#[test]
+fn the_network_chaos_is_exactly_this_json() {
+    let side =
+        |s: &str| json!({"namespaces": [NS], "labelSelectors": {"faultline.dev/partition": s}});
+    let expected = |direction: &str| {
+        json!({
+            "apiVersion": "chaos-mesh.org/v1alpha1",
+            "kind": "NetworkChaos",
+            "metadata": {"name": "faultline-partition-p1", "labels": {"faultline.dev/owner": "faultline"}},
+            "spec": {
+                "action": "partition",
+                "mode": "all",
+                "selector": side("p1-a"),
+                "direction": direction,
+                "target": {"mode": "all", "selector": side("p1-b")}
+            }
+        })
+    };
+    // Side A is the selector: Chaos Mesh's `to` drops selector -> target, `from` target -> selector.
+    for (d, word) in [
+        (PartitionDirection::Both, "both"),
+        (PartitionDirection::AToB, "to"),
+        (PartitionDirection::BToA, "from"),
+    ] {
+        let object = chaos_mesh::network_chaos("p1", NS, d).unwrap();
+        assert_eq!(
+            serde_json::to_value(&object).unwrap(),
+            expected(word),
+            "{d:?}"
+        );
+    }
+}
+
+fn chaos_path() -> String {
+    format!("/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos")
+}
+
+/// Any NetworkChaos of faultline's (the name carries a generated id, checked against the revert steps).
+fn chaos_object_path() -> String {
+    format!("{}/faultline-partition-*", chaos_path())
+}
+
+/// A NetworkChaos as the API server returns it, with Chaos Mesh's status conditions.
+fn network_chaos_reply(conditions: &[(&str, &str)]) -> Value {
+    let conditions: Vec<Value> = conditions
+        .iter()
+        .map(|(t, s)| json!({"type": t, "status": s}))
+        .collect();
+    json!({
+        "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+        "metadata": {"name": "faultline-partition-x", "namespace": NS},
+        "spec": {"action": "partition"},
+        "status": {"conditions": conditions, "experiment": {"desiredPhase": "Run"}}
+    })
+}
+
+/// A read of faultline's NetworkChaos that finds it with these conditions.
+fn chaos_get(conditions: &[(&str, &str)]) -> Exchange {
+    ex(
+        "GET",
+        &chaos_object_path(),
+        200,
+        network_chaos_reply(conditions),
+    )
+}
+
+/// The revert of a Chaos Mesh partition: the DELETE, `held` reads that still find the object (Chaos Mesh's
+/// finalizer holds it while it restores the network), the read that finds it gone, and the six unlabel PATCHes.
+fn chaos_revert_script(held: usize) -> Vec<Exchange> {
+    let mut script = vec![ex(
+        "DELETE",
+        &chaos_object_path(),
+        200,
+        network_chaos_reply(&[]),
+    )];
+    script.extend((0..held).map(|_| chaos_get(&[])));
+    script.push(ex(
+        "GET",
+        &chaos_object_path(),
+        404,
+        status(404, "NotFound", "networkchaos not found"),
+    ));
+    script.extend(unlabel_script());
+    script
+}
+
+const SIDE_A: [&str; 2] = ["postgres-2", "sentinel-0"];
+const SIDE_B: [&str; 4] = ["postgres-0", "postgres-1", "redis-0", "redis-1"];
+
+/// A partition of worker3's pods from every other pod, up to the pods labelled: connect, the pod list, the CRD
+/// read (answered with `crd_reply`) and the six label PATCHes.
+fn labelled_partition_script(crd_reply: Exchange) -> Vec<Exchange> {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.push(crd_reply);
+    script.extend(SIDE_A.iter().chain(&SIDE_B).map(|p| {
+        ex(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            200,
+            pod(p, "x", "n", None, true),
+        )
+    }));
+    script
+}
+
+fn unlabel_script() -> Vec<Exchange> {
+    SIDE_A
+        .iter()
+        .chain(&SIDE_B)
+        .map(|p| {
+            ex(
+                "PATCH",
+                &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+                200,
+                pod(p, "x", "n", None, true),
+            )
+        })
+        .collect()
+}
+
+fn worker3_partition(direction: PartitionDirection) -> FaultKind {
+    FaultKind::Partition {
+        side_a: vec![NodeSelector::Node("faultline-worker3".into())],
+        side_b: vec![],
+        direction,
+    }
+}
+
+fn path_of(s: &Seen) -> &str {
+    s.uri.split('?').next().unwrap_or_default()
+}
+
+fn assert_unlabelled(seen: &[Seen]) {
+    let pods: Vec<&str> = seen
+        .iter()
+        .map(|s| path_of(s).rsplit('/').next().unwrap())
+        .collect();
+    let expected: Vec<&str> = SIDE_A.iter().chain(&SIDE_B).copied().collect();
+    assert_eq!(pods, expected);
+    for s in seen {
+        assert_eq!(s.method, "PATCH");
+        assert_eq!(
+            s.body,
+            json!({"metadata": {"labels": {"faultline.dev/partition": null}}})
+        );
+    }
+}
+
+#[tokio::test]
+async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_the_object_is_gone() {
+    let mut script = labelled_partition_script(crd(200));
+    script.push(ex("POST", &chaos_path(), 201, network_chaos_reply(&[])));
+    // Not injected yet: no status, then selected but not all injected (AllInjected alone would be vacuous).
+    script.push(chaos_get(&[]));
+    script.push(chaos_get(&[("Selected", "True"), ("AllInjected", "False")]));
+    script.push(chaos_get(&[("Selected", "True"), ("AllInjected", "True")]));
+    script.extend(chaos_revert_script(1));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    assert_eq!(t.partition_backend, PartitionBackend::Auto);
+    let active = t
+        .apply_fault(&j, &worker3_partition(PartitionDirection::AToB))
+        .await
+        .unwrap();
+    let returned = std::time::Instant::now();
+    // The fault instant is when the creation returned, before the two polls that did not see it injected.
+    assert!(
+        returned.duration_since(active.applied_at) >= 2 * timing().poll,
+        "applied_at is {:?} before apply_fault returned",
+        returned.duration_since(active.applied_at)
+    );
+    let name = match &active.steps[0] {
+        RevertStep::KubeDeleteNetworkChaos { namespace, name } => {
+            assert_eq!(namespace, NS);
+            name.clone()
+        }
+        other => panic!("the first revert step deletes the NetworkChaos, got {other:?}"),
+    };
+    let id = name
+        .strip_prefix("faultline-partition-")
+        .unwrap()
+        .to_string();
+    assert_eq!(active.steps.len(), 7);
+    assert!(active.steps[1..]
+        .iter()
+        .all(|s| matches!(s, RevertStep::KubeUnlabelPod { label, .. } if label == "faultline.dev/partition")));
+    assert!(
+        active.description.contains(&format!(
+            "by Chaos Mesh NetworkChaos {name} (direction to), injected after "
+        )),
+        "{}",
+        active.description
+    );
+    // Journaled before anything was applied, with the same steps.
+    assert_eq!(j.open_entries()[0].steps, active.steps);
+    t.revert(&active.steps).await.unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[3].uri, crd_path());
+    for (s, p) in seen[4..10].iter().zip(SIDE_A.iter().chain(&SIDE_B)) {
+        let side = if SIDE_A.contains(p) { "a" } else { "b" };
+        assert_eq!(path_of(s), format!("/api/v1/namespaces/{NS}/pods/{p}"));
+        assert_eq!(
+            s.body["metadata"]["labels"]["faultline.dev/partition"],
+            json!(format!("{id}-{side}"))
+        );
+    }
+    assert_eq!(
+        (seen[10].method.as_str(), path_of(&seen[10])),
+        ("POST", chaos_path().as_str())
+    );
+    let expected = chaos_mesh::network_chaos(&id, NS, PartitionDirection::AToB).unwrap();
+    assert_eq!(seen[10].body, serde_json::to_value(&expected).unwrap());
+    let object = format!("{}/{name}", chaos_path());
+    for (s, method) in seen[11..17]
+        .iter()
+        .zip(["GET", "GET", "GET", "DELETE", "GET", "GET"])
+    {
+        assert_eq!((s.method.as_str(), path_of(s)), (method, object.as_str()));
+    }
+    assert_unlabelled(&seen[17..]);
+}
+
+#[tokio::test]
+async fn chaos_mesh_asked_for_without_its_crd_is_refused_before_anything_is_applied() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.push(crd(404));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let mut t = target(client, kind(), timing()).await;
+    t.partition_backend = PartitionBackend::ChaosMesh;
+    let err = t
+        .apply_fault(&j, &worker3_partition(PartitionDirection::Both))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no CRD networkchaos.chaos-mesh.org") && err.contains("--partition-backend"),
+        "{err}"
+    );
+    assert!(j.entries().is_empty(), "nothing journaled");
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 4, "no pod labelled, nothing created");
+    assert_eq!(seen[3].uri, crd_path());
+}
+
+#[tokio::test]
+async fn chaos_mesh_not_injecting_in_time_is_an_error_and_leaves_nothing_behind() {
+    let mut script = labelled_partition_script(crd(200));
+    script.push(ex("POST", &chaos_path(), 201, network_chaos_reply(&[])));
+    let mut waiting = chaos_get(&[("Selected", "True"), ("AllInjected", "False")]);
+    waiting.repeat = true;
+    script.push(waiting);
+    script.extend(chaos_revert_script(0));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(
+        client,
+        kind(),
+        KubeTiming {
+            chaos_injected_deadline: Duration::from_millis(50),
+            ..timing()
+        },
+    )
+    .await;
+    let err = t
+        .apply_fault(&j, &worker3_partition(PartitionDirection::Both))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Chaos Mesh did not inject NetworkChaos faultline/faultline-partition-")
+            && err.contains("within 50ms")
+            && err.contains("Selected=True, AllInjected=False"),
+        "{err}"
+    );
+    // Reverted at once: the entry is closed, not left for `recover`.
+    assert_eq!(j.entries().len(), 1);
+    assert!(j.open_entries().is_empty());
+    drop(t);
+    let seen = server.await.unwrap();
+    let delete = seen.iter().position(|s| s.method == "DELETE").unwrap();
+    assert!(path_of(&seen[delete]).starts_with(&format!("{}/faultline-partition-", chaos_path())));
+    assert_eq!(seen[delete + 1].method, "GET");
+    assert_unlabelled(&seen[delete + 2..]);
+}
+
+#[tokio::test]
+async fn the_plan_names_the_partition_backend() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    for code in [200, 403, 404] {
+        script.push(ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list("PodList", pods.clone()),
+        ));
+        script.push(crd(code));
+    }
+    let (client, server) = fake(script);
+    let t = target(client, Cluster::Existing, timing()).await;
+    let at = |s: u64, kind: FaultKind| FaultSpec {
+        kind,
+        at: Duration::from_secs(s),
+        duration: None,
+    };
+    let faults = [
+        at(10, worker3_partition(PartitionDirection::AToB)),
+        at(20, worker3_partition(PartitionDirection::Both)),
+        at(
+            30,
+            FaultKind::ZoneLoss {
+                target: NodeSelector::Zone("b1".into()),
+                method: NodeLossMethod::Pause,
+            },
+        ),
+    ];
+    let lines = t.plan(&faults).await.unwrap();
+    let sides =
+        "between pods [postgres-2, sentinel-0] and [postgres-0, postgres-1, redis-0, redis-1]";
+    assert_eq!(
+        lines,
+        [
+            format!("at +10s: partition: Chaos Mesh NetworkChaos (direction to) {sides}"),
+            format!(
+                "at +20s: partition: NetworkPolicy pair (Both; not Chaos Mesh: reading CRD \
+                 networkchaos.chaos-mesh.org is forbidden, so whether it is installed is unknown) {sides}"
+            ),
+            "at +30s: zone-loss: cordon faultline-worker3 and isolate their pods [postgres-2, sentinel-0] \
+             with a NetworkPolicy pair (Both) (method pause cannot stop or freeze nodes of an existing cluster; \
+             the pods are isolated and keep running)"
+                .to_string(),
+        ]
+    );
+    drop(t);
+    server.await.unwrap();
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use crate::fault::journal::Journal;
 use crate::scenario::{ComponentKind, Scenario};
 use crate::target::kube::{
     deploy, kind_cluster, pod_name, pod_node, pod_ready, Cluster, DockerApi, KubeTarget,
-    KubeTiming, StackSelectors,
+    KubeTiming, PartitionBackend, StackSelectors,
 };
 use crate::target::{components_needed, Target, TargetError};
 
@@ -40,6 +40,10 @@ pub struct TargetArgs {
     /// Namespace of the stack on Kubernetes
     #[arg(long, default_value = "faultline")]
     pub namespace: String,
+    /// How partitions are made on Kubernetes: auto (Chaos Mesh when its NetworkChaos CRD is installed, else a
+    /// NetworkPolicy pair), network-policy or chaos-mesh
+    #[arg(long, default_value_t = PartitionBackend::Auto)]
+    pub partition_backend: PartitionBackend,
 }
 
 impl TargetArgs {
@@ -47,10 +51,17 @@ impl TargetArgs {
         self.target == TargetKind::Local
     }
 
-    /// `--context`/`--namespace` only mean something on Kubernetes.
+    /// `--context`/`--namespace`/`--partition-backend` only mean something on Kubernetes.
     pub fn check(&self) -> Result<(), String> {
-        if self.is_local() && (self.context.is_some() || self.namespace != "faultline") {
-            return Err("--context and --namespace apply to --target kind|kube only".into());
+        if self.is_local()
+            && (self.context.is_some()
+                || self.namespace != "faultline"
+                || self.partition_backend != PartitionBackend::Auto)
+        {
+            return Err(
+                "--context, --namespace and --partition-backend apply to --target kind|kube only"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -107,6 +118,7 @@ pub async fn connect(args: &TargetArgs) -> Result<KubeTarget, TargetError> {
     )
     .await?;
     target.context = args.context();
+    target.partition_backend = args.partition_backend;
     target.refresh().await?;
     Ok(target)
 }
@@ -336,5 +348,39 @@ pub async fn recover(args: &TargetArgs, journal: &Journal) -> i32 {
         }
         Ok(_) => exit::ENVIRONMENT,
         Err(e) => report_env(format!("the stack is not healthy after recovery: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        on: TargetArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TargetArgs, String> {
+        Args::try_parse_from(std::iter::once("faultline").chain(args.iter().copied()))
+            .map(|a| a.on)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_partition_backend_is_a_kubernetes_flag() {
+        assert_eq!(
+            parse(&[]).unwrap().partition_backend,
+            PartitionBackend::Auto
+        );
+        let on = parse(&["--target", "kube", "--partition-backend", "chaos-mesh"]).unwrap();
+        assert_eq!(on.partition_backend, PartitionBackend::ChaosMesh);
+        assert!(on.check().is_ok());
+        let local = parse(&["--partition-backend", "network-policy"]).unwrap();
+        let err = local.check().unwrap_err();
+        assert!(err.contains("--partition-backend"), "{err}");
+        let err = parse(&["--target", "kind", "--partition-backend", "mesh"]).unwrap_err();
+        assert!(err.contains("unknown partition backend `mesh`"), "{err}");
     }
 }

@@ -35,6 +35,9 @@ pub enum RevertStep {
     KubeUncordon { node: String },
     /// Kubernetes: delete faultline's NetworkPolicy (absent = already reverted).
     KubeDeleteNetworkPolicy { namespace: String, name: String },
+    /// Kubernetes: delete faultline's Chaos Mesh NetworkChaos and wait (with the target's deadline) until it is gone,
+    /// which is when Chaos Mesh has restored the pods' network (absent = already reverted).
+    KubeDeleteNetworkChaos { namespace: String, name: String },
     /// Kubernetes: remove faultline's label from the pod (absent pod or label = already reverted).
     KubeUnlabelPod {
         namespace: String,
@@ -63,6 +66,7 @@ impl RevertStep {
             RevertStep::KubePodReady { .. }
                 | RevertStep::KubeUncordon { .. }
                 | RevertStep::KubeDeleteNetworkPolicy { .. }
+                | RevertStep::KubeDeleteNetworkChaos { .. }
                 | RevertStep::KubeUnlabelPod { .. }
                 | RevertStep::DockerStart { .. }
                 | RevertStep::DockerUnpause { .. }

@@ -7,7 +7,9 @@ use ::kube::api::ListParams;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::docker::{NetworkAddrs, KIND_NETWORK};
-use super::{api_error, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget};
+use super::{
+    api_error, chaos_mesh, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget,
+};
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{
@@ -185,7 +187,7 @@ impl KubeTarget {
                     }
                     Cluster::Existing => {
                         let (inside, outside) = self.pods_split(&nodes).await?;
-                        partition::apply(
+                        let mut active = partition::apply(
                             self,
                             journal,
                             kind.name(),
@@ -195,7 +197,10 @@ impl KubeTarget {
                             PartitionDirection::Both,
                             &nodes,
                         )
-                        .await
+                        .await?;
+                        active.description =
+                            format!("{} ({})", active.description, existing_cluster_note(*method));
+                        Ok(active)
                     }
                 }
             }
@@ -227,6 +232,9 @@ impl KubeTarget {
                 RevertStep::KubeUncordon { node } => drain::uncordon(self, node).await,
                 RevertStep::KubeDeleteNetworkPolicy { namespace, name } => {
                     partition::delete_policy(self, namespace, name).await
+                }
+                RevertStep::KubeDeleteNetworkChaos { namespace, name } => {
+                    chaos_mesh::delete(self, namespace, name).await
                 }
                 RevertStep::KubeUnlabelPod {
                     namespace,
@@ -298,7 +306,8 @@ impl KubeTarget {
                         self.pods_split(&self.resolve_all(side_b).await?).await?.0
                     };
                     format!(
-                        "NetworkPolicy pair ({direction:?}) between pods [{}] and [{}]",
+                        "{} between pods [{}] and [{}]",
+                        partition::choose(self).await?.mechanism(*direction),
                         a.join(", "),
                         b.join(", ")
                     )
@@ -316,9 +325,12 @@ impl KubeTarget {
                         Cluster::Existing => {
                             let (inside, _) = self.pods_split(&nodes).await?;
                             format!(
-                                "cordon {} and isolate their pods [{}] with a NetworkPolicy pair ({})",
+                                "cordon {} and isolate their pods [{}] with a {} ({})",
                                 nodes.join(", "),
                                 inside.join(", "),
+                                partition::choose(self)
+                                    .await?
+                                    .mechanism(PartitionDirection::Both),
                                 existing_cluster_note(*method)
                             )
                         }

@@ -2,12 +2,14 @@
 //! the servers' own labels, faults through the Kubernetes API (kube-rs) and, for kind nodes, the Docker API.
 //!
 //! Objects faultline creates carry the label `faultline.dev/owner=faultline`; partitions label the pods of each side
-//! `faultline.dev/partition=<id>-a|<id>-b` (see `partition.rs`). Every fault is journaled before it is applied and
+//! `faultline.dev/partition=<id>-a|<id>-b` (see `partition.rs`) and cut them apart with a NetworkPolicy pair or, when
+//! Chaos Mesh is installed, a NetworkChaos (`chaos_mesh.rs`). Every fault is journaled before it is applied and
 //! reverted from its `RevertStep`s alone.
 //!
 //! Exercised only against fakes (tests/kube_fake.rs: a tower-test API server, a Docker Engine on a unix socket, a
 //! Sentinel and a Qdrant REST endpoint); tests/kube_e2e.rs holds the `#[ignore = "needs a kind cluster"]` runs.
 
+pub mod chaos_mesh;
 pub mod deploy;
 pub mod docker;
 pub mod drain;
@@ -19,9 +21,10 @@ pub mod pod_kill;
 mod roles;
 mod target_impl;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::kube::api::{Api, ListParams};
 use ::kube::Client;
@@ -33,6 +36,7 @@ use crate::topology::{Network, Node, Placement, Topology};
 
 pub use docker::DockerApi;
 pub use endpoints::{NodePorts, PodAddr};
+pub use partition::PartitionBackend;
 
 /// The namespace label an existing cluster must carry before faultline injects anything into it.
 pub const CHAOS_LABEL: &str = "faultline.dev/chaos";
@@ -99,6 +103,12 @@ pub struct KubeTiming {
     pub eviction_retry: Duration,
     /// How long a revert waits for a killed pod to be recreated and Ready.
     pub pod_ready_deadline: Duration,
+    /// How long Chaos Mesh may take to report a NetworkChaos injected into every selected pod; the fault is not
+    /// "applied" before that.
+    pub chaos_injected_deadline: Duration,
+    /// How long a reverted NetworkChaos may take to disappear (Chaos Mesh's finalizer restores the pods' network
+    /// before the object goes).
+    pub chaos_removed_deadline: Duration,
     pub poll: Duration,
 }
 
@@ -108,6 +118,8 @@ impl Default for KubeTiming {
             eviction_deadline: Duration::from_secs(60),
             eviction_retry: Duration::from_secs(2),
             pod_ready_deadline: Duration::from_secs(180),
+            chaos_injected_deadline: Duration::from_secs(30),
+            chaos_removed_deadline: Duration::from_secs(30),
             poll: Duration::from_secs(1),
         }
     }
@@ -130,6 +142,8 @@ pub struct KubeTarget {
     pub settings: crate::settings::StackSettings,
     /// The kubeconfig context, for the fingerprint.
     pub context: Option<String>,
+    /// How partitions between pod groups are made (`--partition-backend`).
+    pub partition_backend: PartitionBackend,
     /// Per node: kubelet version, container runtime, OS image (from the node list at connect time).
     node_versions: Vec<serde_json::Value>,
     /// The stack's pods and what was read with them, as of the last `refresh`.
@@ -145,6 +159,31 @@ pub(crate) fn status_code(e: &::kube::Error) -> Option<u16> {
     match e {
         ::kube::Error::Api(s) => Some(s.code),
         _ => None,
+    }
+}
+
+/// Calls `check` every `poll` until it returns `Ok`, or `deadline` has passed: then the last `Err` (what was seen
+/// instead) is returned, for the error to say what the cluster showed. A polling wait that cannot hang (pod
+/// readiness, Chaos Mesh injection and removal).
+pub(crate) async fn wait_until<T, F, Fut>(
+    deadline: Duration,
+    poll: Duration,
+    mut check: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        let last = match check().await {
+            Ok(v) => return Ok(v),
+            Err(last) => last,
+        };
+        if Instant::now() >= until {
+            return Err(last);
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -203,6 +242,7 @@ impl KubeTarget {
             ports,
             settings: crate::settings::StackSettings::default(),
             context: None,
+            partition_backend: PartitionBackend::default(),
             node_versions,
             snapshot: Default::default(),
         })

@@ -1,22 +1,135 @@
-//! partition on Kubernetes: a NetworkPolicy pair. The pods of each side are labelled
-//! `faultline.dev/partition=<id>-a` / `<id>-b`; policy `faultline-partition-<id>-a` selects side A and allows
-//! every peer except side B's pods (any namespace) plus every node's address, control plane included (kubelet
-//! probes, NodePort traffic and the API server, which Patroni's DCS needs), and `-b` mirrors it. NetworkPolicies only allow, so "everything
-//! but the other side" is expressed with a `NotIn` pod selector. They are stateful: with a one-way direction,
-//! replies on connections the allowed side opened still flow. Reverted by deleting both policies and the labels.
+//! partition on Kubernetes: the pods of each side are labelled `faultline.dev/partition=<id>-a` / `<id>-b`, then cut
+//! apart by one of two backends (`PartitionBackend`): a NetworkPolicy pair (below) or a Chaos Mesh NetworkChaos
+//! (`chaos_mesh.rs`). Both share the labelling, the journal entry, the cordon of isolated nodes and the unlabelling on
+//! revert; only the object that does the cutting differs.
+//!
+//! The NetworkPolicy pair: policy `faultline-partition-<id>-a` selects side A and allows every peer except side B's
+//! pods (any namespace) plus every node's address, control plane included (kubelet probes, NodePort traffic and the
+//! API server, which Patroni's DCS needs), and `-b` mirrors it. NetworkPolicies only allow, so "everything but the
+//! other side" is expressed with a `NotIn` pod selector. They are stateful: with a one-way direction, replies on
+//! connections the allowed side opened still flow. They only work where the CNI enforces NetworkPolicies.
 
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 use std::time::Instant;
 
 use ::kube::api::{Api, Patch, PatchParams, PostParams};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
 
-use super::{api_error, status_code, KubeTarget};
-use crate::fault::journal::Journal;
+use super::{api_error, chaos_mesh, status_code, KubeTarget};
+use crate::fault::journal::{Journal, JournalEntry};
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
 use crate::target::TargetError;
+
+/// How partitions between pod groups are made on Kubernetes (`--partition-backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PartitionBackend {
+    /// Chaos Mesh when its NetworkChaos CRD is installed, the NetworkPolicy pair otherwise.
+    #[default]
+    Auto,
+    /// Always the NetworkPolicy pair (the CNI must enforce NetworkPolicies).
+    NetworkPolicy,
+    /// Always Chaos Mesh; refused when its CRD is not installed rather than silently partitioning otherwise.
+    ChaosMesh,
+}
+
+impl PartitionBackend {
+    fn name(self) -> &'static str {
+        match self {
+            PartitionBackend::Auto => "auto",
+            PartitionBackend::NetworkPolicy => "network-policy",
+            PartitionBackend::ChaosMesh => "chaos-mesh",
+        }
+    }
+}
+
+impl fmt::Display for PartitionBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PartitionBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            PartitionBackend::Auto,
+            PartitionBackend::NetworkPolicy,
+            PartitionBackend::ChaosMesh,
+        ]
+        .into_iter()
+        .find(|b| b.name() == s)
+        .ok_or_else(|| {
+            format!("unknown partition backend `{s}` (expected auto, network-policy or chaos-mesh)")
+        })
+    }
+}
+
+/// The backend a partition uses, decided against the cluster at the moment it is applied or planned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChosenBackend {
+    /// `note` says why Chaos Mesh was not used when `auto` could not tell whether it is installed.
+    NetworkPolicy {
+        note: Option<String>,
+    },
+    ChaosMesh,
+}
+
+impl ChosenBackend {
+    /// What cuts the sides apart, in the words of the plan and the journal.
+    pub fn mechanism(&self, direction: PartitionDirection) -> String {
+        match self {
+            ChosenBackend::NetworkPolicy { note: None } => {
+                format!("NetworkPolicy pair ({direction:?})")
+            }
+            ChosenBackend::NetworkPolicy { note: Some(n) } => {
+                format!("NetworkPolicy pair ({direction:?}; {n})")
+            }
+            ChosenBackend::ChaosMesh => format!(
+                "Chaos Mesh NetworkChaos (direction {})",
+                chaos_mesh::direction(direction)
+            ),
+        }
+    }
+}
+
+/// The backend for the configured choice, given whether the NetworkChaos CRD is installed (`None`: cannot tell).
+pub fn decide(
+    choice: PartitionBackend,
+    crd_installed: Option<bool>,
+) -> Result<ChosenBackend, TargetError> {
+    let crd = chaos_mesh::CRD;
+    match (choice, crd_installed) {
+        (PartitionBackend::NetworkPolicy, _) | (PartitionBackend::Auto, Some(false)) => {
+            Ok(ChosenBackend::NetworkPolicy { note: None })
+        }
+        (PartitionBackend::Auto, Some(true)) => Ok(ChosenBackend::ChaosMesh),
+        (PartitionBackend::Auto, None) => Ok(ChosenBackend::NetworkPolicy {
+            note: Some(format!(
+                "not Chaos Mesh: reading CRD {crd} is forbidden, so whether it is installed is unknown"
+            )),
+        }),
+        // Asked for explicitly: when nobody can tell, creating the NetworkChaos will say.
+        (PartitionBackend::ChaosMesh, Some(true) | None) => Ok(ChosenBackend::ChaosMesh),
+        (PartitionBackend::ChaosMesh, Some(false)) => Err(TargetError::Environment(format!(
+            "--partition-backend chaos-mesh, but the cluster has no CRD {crd}: install Chaos Mesh or use \
+             --partition-backend network-policy"
+        ))),
+    }
+}
+
+/// Decides the backend for the target's choice now (one CRD read unless the choice is network-policy).
+pub async fn choose(target: &KubeTarget) -> Result<ChosenBackend, TargetError> {
+    let crd = match target.partition_backend {
+        PartitionBackend::NetworkPolicy => None,
+        _ => chaos_mesh::crd_installed(target).await?,
+    };
+    decide(target.partition_backend, crd)
+}
 
 /// The label that marks which side of a partition a pod is on.
 pub const PARTITION_LABEL: &str = "faultline.dev/partition";
@@ -80,8 +193,9 @@ pub fn policies(
         .collect()
 }
 
-/// Labels the pods of both sides and creates the policy pair; `a` and `b` are pod names. `cordon` nodes are
-/// cordoned first (zone isolation on clusters whose nodes faultline cannot stop) and uncordoned on revert.
+/// Labels the pods of both sides and cuts them apart with the backend chosen now; `a` and `b` are pod names.
+/// `cordon` nodes are cordoned first (zone isolation on clusters whose nodes faultline cannot stop) and uncordoned
+/// on revert.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     target: &KubeTarget,
@@ -93,25 +207,35 @@ pub async fn apply(
     direction: PartitionDirection,
     cordon: &[String],
 ) -> Result<ActiveFault, TargetError> {
-    let pair = policies(id, direction, target.node_addrs())?;
+    let backend = choose(target).await?;
     let ns = target.namespace.clone();
     let mut steps: Vec<RevertStep> = cordon
         .iter()
         .map(|n| RevertStep::KubeUncordon { node: n.clone() })
         .collect();
+    let pair = match backend {
+        ChosenBackend::NetworkPolicy { .. } => policies(id, direction, target.node_addrs())?,
+        ChosenBackend::ChaosMesh => Vec::new(),
+    };
     steps.extend(pair.iter().map(|p| RevertStep::KubeDeleteNetworkPolicy {
         namespace: ns.clone(),
         name: p.metadata.name.clone().unwrap_or_default(),
     }));
+    if backend == ChosenBackend::ChaosMesh {
+        steps.push(RevertStep::KubeDeleteNetworkChaos {
+            namespace: ns.clone(),
+            name: chaos_mesh::name(id),
+        });
+    }
     steps.extend(a.iter().chain(b).map(|p| RevertStep::KubeUnlabelPod {
         namespace: ns.clone(),
         pod: p.clone(),
         label: PARTITION_LABEL.to_string(),
     }));
+    let sides = format!("[{}] | [{}]", a.join(", "), b.join(", "));
     let description = format!(
-        "NetworkPolicy partition {id} ({direction:?}): [{}] | [{}]",
-        a.join(", "),
-        b.join(", ")
+        "partition {id} by {}: {sides}",
+        backend.mechanism(direction)
     );
     let entry = journal_before_applying(journal, fault_name, &description, steps)?;
     let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(target.client.clone());
@@ -131,6 +255,21 @@ pub async fn apply(
                 .map_err(|e| api_error(&format!("cannot label pod {p}"), e))?;
         }
     }
+    let victims = a.iter().chain(b).cloned().collect();
+    if backend == ChosenBackend::ChaosMesh {
+        return match chaos_mesh::inject(target, id, direction).await {
+            Ok((applied_at, delay)) => {
+                let description = format!(
+                    "partition {id} by Chaos Mesh NetworkChaos {} (direction {}), injected after {:.1} s: {sides}",
+                    chaos_mesh::name(id),
+                    chaos_mesh::direction(direction),
+                    delay.as_secs_f64()
+                );
+                Ok(ActiveFault::new(entry, description, victims, applied_at))
+            }
+            Err(e) => Err(undo(target, journal, &entry, e).await),
+        };
+    }
     let applied_at = Instant::now();
     let api = Api::<NetworkPolicy>::namespaced(target.client.clone(), &ns);
     for p in &pair {
@@ -138,8 +277,28 @@ pub async fn apply(
             .await
             .map_err(|e| api_error("cannot create NetworkPolicy", e))?;
     }
-    let victims = a.iter().chain(b).cloned().collect();
     Ok(ActiveFault::new(entry, description, victims, applied_at))
+}
+
+/// Reverts a fault that did not take effect, so that a failed application leaves nothing behind, and closes its
+/// journal entry; if the revert fails too, the entry stays open for `faultline recover` and the error says so.
+async fn undo(
+    target: &KubeTarget,
+    journal: &Journal,
+    entry: &JournalEntry,
+    cause: TargetError,
+) -> TargetError {
+    match target.revert(&entry.steps).await {
+        Ok(()) => {
+            // A close that fails leaves the entry open: `recover` then reverts again, which is idempotent.
+            let _ = journal.close(&entry.id, "reverted: the fault did not take effect");
+            cause
+        }
+        Err(e) => TargetError::Fault(format!(
+            "{cause}; reverting what was applied failed too (journal entry {} stays open for `faultline recover`): {e}",
+            entry.id
+        )),
+    }
 }
 
 /// Deletes the policy; already absent is fine.
@@ -172,5 +331,77 @@ pub async fn unlabel(
         Err(e) => Err(format!(
             "cannot remove label {label} from pod {namespace}/{pod}: {e}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_names_are_the_flag_values() {
+        for b in [
+            PartitionBackend::Auto,
+            PartitionBackend::NetworkPolicy,
+            PartitionBackend::ChaosMesh,
+        ] {
+            assert_eq!(b.to_string().parse::<PartitionBackend>(), Ok(b));
+        }
+        assert_eq!(
+            "network-policy".parse::<PartitionBackend>(),
+            Ok(PartitionBackend::NetworkPolicy)
+        );
+        let err = "chaosmesh".parse::<PartitionBackend>().unwrap_err();
+        assert!(
+            err.contains("`chaosmesh`") && err.contains("chaos-mesh"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_uses_chaos_mesh_only_when_its_crd_is_known_to_be_there() {
+        let np = ChosenBackend::NetworkPolicy { note: None };
+        assert_eq!(
+            decide(PartitionBackend::Auto, Some(true)).unwrap(),
+            ChosenBackend::ChaosMesh
+        );
+        assert_eq!(decide(PartitionBackend::Auto, Some(false)).unwrap(), np);
+        match decide(PartitionBackend::Auto, None).unwrap() {
+            ChosenBackend::NetworkPolicy { note: Some(n) } => {
+                assert!(
+                    n.contains("forbidden") && n.contains(chaos_mesh::CRD),
+                    "{n}"
+                )
+            }
+            other => panic!("403 must fall back with a note, got {other:?}"),
+        }
+        assert_eq!(
+            decide(PartitionBackend::NetworkPolicy, Some(true)).unwrap(),
+            np
+        );
+    }
+
+    #[test]
+    fn explicit_chaos_mesh_without_its_crd_is_refused_naming_the_crd() {
+        let err = decide(PartitionBackend::ChaosMesh, Some(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("networkchaos.chaos-mesh.org"), "{err}");
+        assert_eq!(
+            decide(PartitionBackend::ChaosMesh, Some(true)).unwrap(),
+            ChosenBackend::ChaosMesh
+        );
+    }
+
+    #[test]
+    fn the_mechanism_names_the_backend_and_its_direction() {
+        assert_eq!(
+            ChosenBackend::ChaosMesh.mechanism(PartitionDirection::AToB),
+            "Chaos Mesh NetworkChaos (direction to)"
+        );
+        assert_eq!(
+            ChosenBackend::NetworkPolicy { note: None }.mechanism(PartitionDirection::BToA),
+            "NetworkPolicy pair (BToA)"
+        );
     }
 }

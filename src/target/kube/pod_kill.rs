@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ::kube::api::DeleteParams;
 
-use super::{api_error, pod_name, pod_ready, status_code, KubeTarget};
+use super::{api_error, pod_name, pod_ready, status_code, wait_until, KubeTarget};
 use crate::fault::journal::Journal;
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
 use crate::target::TargetError;
@@ -50,24 +50,25 @@ pub async fn apply(
 
 /// Waits until the pod exists (recreated) and is Ready, or the target's deadline passes.
 pub async fn wait_ready(target: &KubeTarget, namespace: &str, pod: &str) -> Result<(), String> {
-    let deadline = Instant::now() + target.timing.pod_ready_deadline;
     let api = ::kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
         target.client.clone(),
         namespace,
     );
-    loop {
-        let last = match api.get(pod).await {
-            Ok(p) if pod_ready(&p) && p.metadata.deletion_timestamp.is_none() => return Ok(()),
-            Ok(p) => format!("{} exists but is not Ready", pod_name(&p)),
-            Err(e) if status_code(&e) == Some(404) => "not recreated yet".to_string(),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "pod {namespace}/{pod} was not Ready within {} s: {last}",
-                target.timing.pod_ready_deadline.as_secs()
-            ));
+    let timing = &target.timing;
+    let api = &api;
+    wait_until(timing.pod_ready_deadline, timing.poll, || async move {
+        match api.get(pod).await {
+            Ok(p) if pod_ready(&p) && p.metadata.deletion_timestamp.is_none() => Ok(()),
+            Ok(p) => Err(format!("{} exists but is not Ready", pod_name(&p))),
+            Err(e) if status_code(&e) == Some(404) => Err("not recreated yet".to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(target.timing.poll).await;
-    }
+    })
+    .await
+    .map_err(|last| {
+        format!(
+            "pod {namespace}/{pod} was not Ready within {} s: {last}",
+            timing.pod_ready_deadline.as_secs()
+        )
+    })
 }

@@ -886,11 +886,18 @@ mod tests {
         let s = stack(QdrantPresence::Absent {
             reason: "not needed".into(),
         });
-        let step = RevertStep::KubeUncordon {
-            node: "kind-worker".into(),
-        };
-        assert!(step.is_kube());
-        let err = Target::revert(&s, &[step]).await.unwrap_err();
-        assert!(err.contains("belongs to a Kubernetes target"), "{err}");
+        for step in [
+            RevertStep::KubeUncordon {
+                node: "kind-worker".into(),
+            },
+            RevertStep::KubeDeleteNetworkChaos {
+                namespace: "faultline".into(),
+                name: "faultline-partition-p1".into(),
+            },
+        ] {
+            assert!(step.is_kube());
+            let err = Target::revert(&s, &[step]).await.unwrap_err();
+            assert!(err.contains("belongs to a Kubernetes target"), "{err}");
+        }
     }
 }
