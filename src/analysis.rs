@@ -44,6 +44,8 @@ pub struct TrialMeasurements {
     pub values: BTreeMap<Metric, Option<f64>>,
     pub writes: WriteClassification,
     pub latency_buckets: Vec<LatencyBucket>,
+    /// Why a measurement is missing where the value alone cannot say (e.g. which pod never came back).
+    pub notes: Vec<String>,
 }
 
 impl TrialMeasurements {
@@ -182,6 +184,8 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
             matches!(k, EventKind::HealComplete { healthy: true, .. })
         }),
     );
+    let (pods_ready, pods_note) = pods_ready_s(input);
+    set(Metric::PodsReadyS, pods_ready);
     let queries = input
         .ledger
         .iter()
@@ -252,6 +256,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         values,
         writes: writes_classified,
         latency_buckets: latency_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
+        notes: pods_note.into_iter().collect(),
     }
 }
 
@@ -345,6 +350,51 @@ fn first_event_after(input: &TrialInput, is_sign: impl Fn(&EventKind) -> bool) -
         .map(|e| e.at)
         .min()
         .map(|at| at.secs_since(fault_at))
+}
+
+/// Fault to the moment every pod that went not Ready (or was deleted) at or after the fault is Ready again, from
+/// the readiness changes the target observed up to the window end. None without a fault or without any pod going
+/// not Ready (targets that report no readiness never do); None with a note naming the pods when some were still
+/// not Ready at the window end, since a figure for the others would hide them.
+fn pods_ready_s(input: &TrialInput) -> (Option<f64>, Option<String>) {
+    let Some(fault_at) = input.fault_at else {
+        return (None, None);
+    };
+    let mut changes: Vec<&Event> = input
+        .events
+        .iter()
+        .filter(|e| e.at >= fault_at && e.at <= input.window_end)
+        .collect();
+    changes.sort_by_key(|e| e.at);
+    // Per pod that went not Ready: Ready now, and when it last became Ready.
+    let mut affected: BTreeMap<&str, (bool, Option<Stamp>)> = BTreeMap::new();
+    for e in changes {
+        let EventKind::PodReadiness { pod, ready, .. } = &e.kind else {
+            continue;
+        };
+        match affected.get_mut(pod.as_str()) {
+            Some(state) if *ready => *state = (true, Some(e.at)),
+            Some(state) => state.0 = false,
+            None if !*ready => {
+                affected.insert(pod, (false, None));
+            }
+            None => {}
+        }
+    }
+    let still_down: Vec<&str> = affected
+        .iter()
+        .filter(|(_, (ready, _))| !ready)
+        .map(|(pod, _)| *pod)
+        .collect();
+    if !still_down.is_empty() {
+        let note = format!(
+            "pods_ready_s not observed: {} not Ready again by the end of the fault window",
+            still_down.join(", ")
+        );
+        return (None, Some(note));
+    }
+    let back = affected.values().filter_map(|(_, at)| *at).max();
+    (back.map(|at| at.secs_since(fault_at)), None)
 }
 
 /// Fault to the ack of the first of `consecutive` successful writes, in scheduled order, scheduled at or after
@@ -698,6 +748,92 @@ mod tests {
 
         f.fault_at = None;
         assert_eq!(f.run().value(Metric::DetectionS), None);
+    }
+
+    fn readiness(pod: &str, ready: bool) -> EventKind {
+        EventKind::PodReadiness {
+            pod: pod.into(),
+            node: Some("w1".into()),
+            ready,
+            server_time: None,
+        }
+    }
+
+    #[test]
+    fn pods_ready_is_when_the_last_affected_pod_is_ready_again() {
+        let mut f = Fixture::new(Vec::new());
+        f.events = vec![
+            event(9_000, readiness("redis-0", false)), // before the fault: ignored
+            event(9_500, readiness("redis-0", true)),
+            event(10_200, readiness("postgres-0", false)),
+            event(11_000, readiness("postgres-1", false)),
+            event(14_000, readiness("postgres-1", true)),
+            event(12_000, readiness("postgres-0", true)),
+            // Flaps once more: back for good only at 21 s.
+            event(15_000, readiness("postgres-0", false)),
+            event(21_000, readiness("postgres-0", true)),
+            event(16_000, readiness("redis-2", true)), // never went not Ready after the fault
+        ];
+        let m = f.run();
+        approx(m.value(Metric::PodsReadyS), 11.0);
+        assert!(m.notes.is_empty(), "{:?}", m.notes);
+    }
+
+    #[test]
+    fn a_pod_deleted_and_recreated_under_its_name_counts_once_it_is_ready() {
+        let mut f = Fixture::new(Vec::new());
+        // Deletion reports not Ready; the recreated pod is new and not Ready, so nothing until it turns Ready.
+        f.events = vec![
+            event(10_050, readiness("postgres-0", false)),
+            event(27_400, readiness("postgres-0", true)),
+        ];
+        approx(f.run().value(Metric::PodsReadyS), 17.4);
+    }
+
+    #[test]
+    fn a_pod_not_back_by_the_window_end_leaves_pods_ready_unobserved_with_a_note() {
+        let mut f = Fixture::new(Vec::new());
+        f.events = vec![
+            event(10_500, readiness("postgres-0", false)),
+            event(11_000, readiness("qdrant-2", false)),
+            event(12_000, readiness("postgres-0", true)),
+            event(30_001, readiness("qdrant-2", true)), // after the window end
+        ];
+        let m = f.run();
+        assert_eq!(m.value(Metric::PodsReadyS), None);
+        assert_eq!(
+            m.notes,
+            vec![
+                "pods_ready_s not observed: qdrant-2 not Ready again by the end of the fault window"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn pods_ready_is_not_observed_without_an_affected_pod_or_without_a_fault() {
+        let mut f = Fixture::new(Vec::new());
+        assert_eq!(
+            f.run().value(Metric::PodsReadyS),
+            None,
+            "no readiness at all"
+        );
+        f.events = vec![
+            event(8_000, readiness("postgres-0", false)),
+            event(9_000, readiness("postgres-0", true)),
+            event(12_000, readiness("postgres-1", true)),
+        ];
+        let m = f.run();
+        assert_eq!(
+            m.value(Metric::PodsReadyS),
+            None,
+            "changes only before the fault"
+        );
+        assert!(m.notes.is_empty());
+        f.events.push(event(13_000, readiness("postgres-1", false)));
+        f.events.push(event(14_000, readiness("postgres-1", true)));
+        f.fault_at = None;
+        assert_eq!(f.run().value(Metric::PodsReadyS), None, "no fault");
     }
 
     #[test]

@@ -330,6 +330,21 @@ async fn dry_run_plan(dir: StateDir, sc: &Scenario) -> i32 {
         }
         Err(e) => return report_env(e),
     };
+    if let Some(wanted) = sc
+        .topology
+        .as_deref()
+        .and_then(|p| topology::load_topology(p).ok())
+    {
+        if wanted.name != stack.topology().name {
+            return report_env(format!(
+                "the stack in {} runs topology `{}` but the scenario needs `{}`; a run would refuse it \
+                 (run `faultline down` first, or use another --state-dir)",
+                dir.root.display(),
+                stack.topology().name,
+                wanted.name
+            ));
+        }
+    }
     match crate::fault::plan::plan(&stack, &sc.faults).await {
         Ok(lines) => {
             println!(

@@ -285,7 +285,8 @@ async fn run_trial<T: Target>(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probe = component.spawn_probe(events.clone(), stop_rx);
+    let probe = component.spawn_probe(events.clone(), stop_rx.clone());
+    let observer = target.spawn_observer(events.clone(), stop_rx);
     let clients: Vec<Box<dyn LoadClient>> = (0..scenario.load.connections)
         .map(|_| component.load_client(run_id, &scenario.load))
         .collect();
@@ -353,7 +354,14 @@ async fn run_trial<T: Target>(
         .await;
     *next_id = next.load(std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
+    // Both were told to stop at the same moment, so they share the one deadline.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = probe.await;
+        if let Some(observer) = observer {
+            let _ = observer.await;
+        }
+    })
+    .await;
     ledger.flush();
     window.read_back =
         read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await;

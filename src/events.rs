@@ -49,6 +49,26 @@ pub enum EventKind {
         source: String,
         message: String,
     },
+    /// A pod's readiness changed as the Kubernetes API reports it (a deleted or terminating pod counts as not
+    /// Ready). Stamped on receipt; `server_time` is the Ready condition's lastTransitionTime, when the API gave one
+    /// that belongs to this transition, so the receipt delay can be judged.
+    PodReadiness {
+        pod: String,
+        node: Option<String>,
+        ready: bool,
+        server_time: Option<String>,
+    },
+    /// A Kubernetes Event (core/v1) of the namespace that occurred while the trial ran. Stamped on receipt;
+    /// `server_time` is the Event's own time of its latest occurrence.
+    KubernetesEvent {
+        /// `kind/name` of the involved object, e.g. `Pod/postgres-0`.
+        object: String,
+        reason: String,
+        message: String,
+        /// `Normal` or `Warning`.
+        event_type: String,
+        server_time: Option<String>,
+    },
     FirstWriteAfterFault {
         ok: bool,
     },

@@ -229,6 +229,7 @@ mod tests {
             values: map,
             writes: WriteClassification::default(),
             latency_buckets: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

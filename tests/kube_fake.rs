@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use faultline::clock::Clock;
+use faultline::events::{EventKind, EventLog};
 use faultline::fault::journal::Journal;
 use faultline::fault::RevertStep;
 use faultline::scenario::{
@@ -23,13 +25,15 @@ use serde_json::{json, Value};
 const NS: &str = "faultline";
 
 /// One scripted exchange: the request expected next and the fake's answer. A `repeat` exchange answers every
-/// request that matches it until one that does not arrives.
+/// request that matches it until one that does not arrives. A `hold` exchange is never answered while the client
+/// lives, as a watch with nothing more to report stays open.
 struct Exchange {
     method: &'static str,
     path: String,
     status: u16,
     reply: Value,
     repeat: bool,
+    hold: bool,
 }
 
 fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
@@ -39,7 +43,17 @@ fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
         status,
         reply,
         repeat: false,
+        hold: false,
     }
+}
+
+/// How requests are matched against the script.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Every request is the next exchange of the script.
+    Strict,
+    /// Requests to different paths may interleave (concurrent watches); those to one path follow the script.
+    PerPath,
 }
 
 /// What the fake received: method, path with query, content type, JSON body (Null when empty).
@@ -54,10 +68,19 @@ struct Seen {
 /// A kube Client whose every request is answered by the script, in order; the returned handle yields what was
 /// received once the client (and every clone) is dropped.
 fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<Seen>>) {
+    fake_with(script, Order::Strict)
+}
+
+fn fake_with(
+    script: Vec<Exchange>,
+    order: Order,
+) -> (kube::Client, tokio::task::JoinHandle<Vec<Seen>>) {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         let mut i = 0;
+        let mut used = vec![false; script.len()];
+        let mut held = Vec::new();
         while let Some((req, send)) = handle.next_request().await {
             let method = req.method().to_string();
             let uri = req.uri().to_string();
@@ -80,33 +103,48 @@ fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<See
                         None => e.path == path,
                     }
             };
-            while i < script.len() && script[i].repeat && !matches(&script[i]) {
-                i += 1;
-            }
-            let step = script
-                .get(i)
-                .unwrap_or_else(|| panic!("unexpected request {method} {uri} past the script"));
-            assert!(
-                matches(step),
-                "request #{} was {method} {uri}, expected {} {}",
-                seen.len(),
-                step.method,
-                step.path
-            );
+            let index = match order {
+                Order::Strict => {
+                    while i < script.len() && script[i].repeat && !matches(&script[i]) {
+                        i += 1;
+                    }
+                    let step = script.get(i).unwrap_or_else(|| {
+                        panic!("unexpected request {method} {uri} past the script")
+                    });
+                    assert!(
+                        matches(step),
+                        "request #{} was {method} {uri}, expected {} {}",
+                        seen.len(),
+                        step.method,
+                        step.path
+                    );
+                    i
+                }
+                Order::PerPath => (0..script.len())
+                    .find(|&j| !used[j] && matches(&script[j]))
+                    .unwrap_or_else(|| {
+                        panic!("unexpected request {method} {uri}: no exchange left for it")
+                    }),
+            };
+            let step = &script[index];
             // A string reply is sent as plain text (pod logs); everything else as JSON.
             let (content, bytes) = match &step.reply {
                 Value::String(text) => ("text/plain", text.clone().into_bytes()),
                 v => ("application/json", serde_json::to_vec(v).unwrap()),
             };
-            send.send_response(
-                Response::builder()
-                    .status(step.status)
-                    .header("content-type", content)
-                    .body(Body::from(bytes))
-                    .unwrap(),
-            );
+            let response = Response::builder()
+                .status(step.status)
+                .header("content-type", content)
+                .body(Body::from(bytes))
+                .unwrap();
+            if step.hold {
+                held.push(send);
+            } else {
+                send.send_response(response);
+            }
             if !step.repeat {
-                i += 1;
+                used[index] = true;
+                i = index + 1;
             }
             seen.push(Seen {
                 method,
@@ -115,10 +153,11 @@ fn fake(script: Vec<Exchange>) -> (kube::Client, tokio::task::JoinHandle<Vec<See
                 body,
             });
         }
-        let left: Vec<String> = script[i..]
+        let left: Vec<String> = script
             .iter()
-            .filter(|e| !e.repeat)
-            .map(|e| format!("{} {}", e.method, e.path))
+            .zip(&used)
+            .filter(|(e, used)| !e.repeat && !**used)
+            .map(|(e, _)| format!("{} {}", e.method, e.path))
             .collect();
         assert!(left.is_empty(), "requests never made: {left:?}");
         seen
@@ -2335,4 +2374,234 @@ async fn deployment_waits_for_every_stateful_set_with_a_deadline() {
     assert!(err.to_string().contains("postgres 2/3 Ready"), "{err}");
     drop(client);
     server.await.unwrap();
+}
+
+/// A pod as a watch or list reports it: with its resourceVersion and the Ready condition's transition time.
+fn pod_at(name: &str, ready: bool, version: &str, since: &str) -> Value {
+    let mut p = pod(name, "postgres", "faultline-worker", None, ready);
+    p["metadata"]["resourceVersion"] = json!(version);
+    p["status"]["conditions"][0]["lastTransitionTime"] = json!(since);
+    p
+}
+
+fn kube_event(uid: &str, version: &str, reason: &str, last: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("postgres-0.{uid}"), "namespace": NS, "uid": uid, "resourceVersion": version},
+        "involvedObject": {"kind": "Pod", "name": "postgres-0", "namespace": NS},
+        "reason": reason, "message": format!("{reason} on postgres-0"), "type": "Warning",
+        "firstTimestamp": last, "lastTimestamp": last, "count": 1
+    })
+}
+
+/// A list as of a resourceVersion, which the watch that follows starts from.
+fn listed(path: &str, kind: &str, version: &str, items: Vec<Value>) -> Exchange {
+    let mut reply = list(kind, items);
+    reply["metadata"]["resourceVersion"] = json!(version);
+    ex("GET", path, 200, reply)
+}
+
+/// A watch response: one JSON object a line, as the API server streams it (kube-rs reads the lines whatever the
+/// content type, so the fake's plain-text reply serves).
+fn watched(path: &str, changes: &[(&str, Value)]) -> Exchange {
+    let lines = changes
+        .iter()
+        .map(|(kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
+        .collect();
+    ex("GET", path, 200, Value::String(lines))
+}
+
+fn held_watch(path: &str) -> Exchange {
+    Exchange {
+        hold: true,
+        ..ex("GET", path, 200, Value::Null)
+    }
+}
+
+fn events_path() -> String {
+    format!("/api/v1/namespaces/{NS}/events")
+}
+
+/// Runs the target's observer until `want` timeline entries arrived (5 s at most), stops it and checks that it
+/// ends; returns the entries and what the fake API server received.
+async fn observe(script: Vec<Exchange>, want: usize) -> (Vec<EventKind>, Vec<Seen>) {
+    let (client, server) = fake_with(script, Order::PerPath);
+    let t = target(client, kind(), timing()).await;
+    let log = EventLog::new(Clock::start());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let observer = t
+        .spawn_observer(log.clone(), stop_rx)
+        .expect("kube has an observer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while log.snapshot().len() < want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Room for anything that should not come.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), observer)
+        .await
+        .expect("the observer stops when told, its watches still open")
+        .unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    (log.snapshot().into_iter().map(|e| e.kind).collect(), seen)
+}
+
+fn readiness_changes(kinds: &[EventKind]) -> Vec<(String, bool, Option<String>)> {
+    kinds
+        .iter()
+        .filter_map(|k| match k {
+            EventKind::PodReadiness {
+                pod,
+                ready,
+                server_time,
+                ..
+            } => Some((pod.clone(), *ready, server_time.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kubernetes_events(kinds: &[EventKind]) -> Vec<&EventKind> {
+    kinds
+        .iter()
+        .filter(|k| matches!(k, EventKind::KubernetesEvent { .. }))
+        .collect()
+}
+
+fn watch_uris<'a>(seen: &'a [Seen], path: &str) -> Vec<&'a str> {
+    seen.iter()
+        .map(|s| s.uri.as_str())
+        .filter(|u| u.starts_with(path) && u.contains("watch=true"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_observer_reports_readiness_transitions_and_new_events_but_not_the_state_it_started_from(
+) {
+    let (pods, events) = (pg_pods_path(), events_path());
+    let long_ago = "2001-01-01T00:00:00Z";
+    let mut script = connect_script(stack_pods([Some("primary"), None, None]));
+    script.extend([
+        listed(&pods, "PodList", "10", vec![
+            pod_at("postgres-0", true, "8", long_ago),
+            pod_at("postgres-1", false, "9", long_ago),
+        ]),
+        listed(&events, "EventList", "20", vec![kube_event("old", "19", "BackOff", long_ago)]),
+        watched(&pods, &[
+            ("MODIFIED", pod_at("postgres-0", false, "11", "2099-01-01T00:00:01Z")),
+            // Still not Ready: no transition.
+            ("MODIFIED", pod_at("postgres-1", false, "12", long_ago)),
+            ("MODIFIED", pod_at("postgres-0", true, "13", "2099-01-01T00:00:07.250Z")),
+            ("BOOKMARK", json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "15"}})),
+        ]),
+        held_watch(&pods),
+        watched(&events, &[("ADDED", kube_event("new", "21", "Unhealthy", "2099-01-01T00:00:02Z"))]),
+        held_watch(&events),
+    ]);
+    let (kinds, seen) = observe(script, 3).await;
+    assert_eq!(
+        readiness_changes(&kinds),
+        vec![
+            (
+                "postgres-0".into(),
+                false,
+                Some("2099-01-01T00:00:01.000Z".into())
+            ),
+            (
+                "postgres-0".into(),
+                true,
+                Some("2099-01-01T00:00:07.250Z".into())
+            ),
+        ]
+    );
+    assert_eq!(
+        kubernetes_events(&kinds),
+        vec![&EventKind::KubernetesEvent {
+            object: "Pod/postgres-0".into(),
+            reason: "Unhealthy".into(),
+            message: "Unhealthy on postgres-0".into(),
+            event_type: "Warning".into(),
+            server_time: Some("2099-01-01T00:00:02.000Z".into()),
+        }]
+    );
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    // Each watch resumes from the last version seen: the list's, then the bookmark's or the last object's.
+    let versions = |path: &str| -> Vec<String> {
+        watch_uris(&seen, path)
+            .iter()
+            .map(|u| u.split("resourceVersion=").nth(1).unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(versions(&pods), ["10", "15"]);
+    assert_eq!(versions(&events), ["20", "21"]);
+}
+
+#[tokio::test]
+async fn the_observer_reports_a_deleted_pod_and_relists_after_410_gone_without_replaying_history() {
+    let (pods, events) = (pg_pods_path(), events_path());
+    let gone = || status(410, "Expired", "too old resource version");
+    let mut script = connect_script(stack_pods([Some("primary"), None, None]));
+    script.extend([
+        listed(
+            &pods,
+            "PodList",
+            "10",
+            vec![pod_at("postgres-0", true, "8", "2001-01-01T00:00:00Z")],
+        ),
+        listed(&events, "EventList", "20", Vec::new()),
+        watched(
+            &pods,
+            &[
+                (
+                    "DELETED",
+                    pod_at("postgres-0", true, "11", "2001-01-01T00:00:00Z"),
+                ),
+                // Recreated under the same name, not Ready yet: still the "not Ready" already reported.
+                (
+                    "ADDED",
+                    pod_at("postgres-0", false, "12", "2099-01-01T00:00:03Z"),
+                ),
+                ("ERROR", gone()),
+            ],
+        ),
+        listed(
+            &pods,
+            "PodList",
+            "30",
+            vec![pod_at("postgres-0", true, "29", "2099-01-01T00:00:09Z")],
+        ),
+        held_watch(&pods),
+        ex("GET", &events, 410, gone()),
+        listed(
+            &events,
+            "EventList",
+            "40",
+            vec![
+                kube_event("before-the-trial", "38", "BackOff", "2001-01-01T00:00:00Z"),
+                kube_event("missed", "39", "Killing", "2099-01-01T00:00:01Z"),
+            ],
+        ),
+        held_watch(&events),
+    ]);
+    let (kinds, seen) = observe(script, 3).await;
+    assert_eq!(
+        readiness_changes(&kinds),
+        vec![
+            ("postgres-0".into(), false, None),
+            (
+                "postgres-0".into(),
+                true,
+                Some("2099-01-01T00:00:09.000Z".into())
+            ),
+        ]
+    );
+    let found = kubernetes_events(&kinds);
+    assert!(
+        matches!(found[..], [EventKind::KubernetesEvent { reason, .. }] if reason == "Killing"),
+        "{found:?}"
+    );
+    assert!(watch_uris(&seen, &pods)[1].ends_with("resourceVersion=30"));
+    assert!(watch_uris(&seen, &events)[1].ends_with("resourceVersion=40"));
 }

@@ -56,6 +56,8 @@ pub struct TrialReport {
     pub measurements: BTreeMap<String, Option<f64>>,
     pub writes: WriteClassification,
     pub latency_buckets: Vec<LatencyBucket>,
+    /// Why a measurement of this trial is missing where the value alone cannot say.
+    pub notes: Vec<String>,
 }
 
 impl From<&TrialMeasurements> for TrialReport {
@@ -65,6 +67,7 @@ impl From<&TrialMeasurements> for TrialReport {
             measurements: measurement_map(m),
             writes: m.writes.clone(),
             latency_buckets: m.latency_buckets.clone(),
+            notes: m.notes.clone(),
         }
     }
 }
@@ -313,6 +316,7 @@ pub(crate) mod fixtures {
                 measurements,
                 writes: WriteClassification::default(),
                 latency_buckets: Vec::new(),
+                notes: Vec::new(),
             }],
             distribution: BTreeMap::new(),
             availability: Availability::default(),
@@ -368,6 +372,52 @@ mod tests {
         assert_eq!(t[0].event, serde_json::json!({"type": "trial_started"}));
         assert_eq!(t[1].t_s, Some(2.5));
         assert_eq!((t[2].trial, t[2].t_s), (2, None));
+    }
+
+    #[test]
+    fn kubernetes_observations_keep_their_server_time_on_the_timeline() {
+        let clock =
+            Clock::with_wall_anchor(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let event = |ms, kind| Event {
+            at: Stamp(Duration::from_millis(ms)),
+            trial: 1,
+            kind,
+        };
+        let events = vec![
+            event(
+                10_400,
+                EventKind::PodReadiness {
+                    pod: "postgres-0".into(),
+                    node: Some("faultline-worker".into()),
+                    ready: false,
+                    server_time: Some("2023-11-14T22:13:30.000Z".into()),
+                },
+            ),
+            event(
+                10_900,
+                EventKind::KubernetesEvent {
+                    object: "Pod/postgres-0".into(),
+                    reason: "Killing".into(),
+                    message: "Stopping container postgres".into(),
+                    event_type: "Normal".into(),
+                    server_time: None,
+                },
+            ),
+        ];
+        let faults = [(1, Stamp(Duration::from_secs(10)))].into_iter().collect();
+        let t = build_timeline(&clock, &events, &faults);
+        assert_eq!(
+            t[0].event,
+            serde_json::json!({"type": "pod_readiness", "pod": "postgres-0", "node": "faultline-worker",
+                               "ready": false, "server_time": "2023-11-14T22:13:30.000Z"})
+        );
+        assert_eq!(t[0].at, "2023-11-14T22:13:30.400Z");
+        assert_eq!(
+            t[1].event,
+            serde_json::json!({"type": "kubernetes_event", "object": "Pod/postgres-0", "reason": "Killing",
+                               "message": "Stopping container postgres", "event_type": "Normal",
+                               "server_time": null})
+        );
     }
 
     #[test]

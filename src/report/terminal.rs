@@ -53,6 +53,12 @@ pub fn terminal_summary(report: &RunReport) -> String {
         String::new()
     };
 
+    let notes: String = report
+        .trials
+        .iter()
+        .flat_map(|t| t.notes.iter().map(|n| format!("trial {}: {n}\n", t.trial)))
+        .collect();
+
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
     let verdict = match report.verdict {
@@ -68,7 +74,7 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{paired}{spread}{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
 }
@@ -209,6 +215,22 @@ mod tests {
         assert!(s.contains("trial"), "{s}");
         assert!(
             s.trim_end().ends_with("PASS: 1 of 1 thresholds held"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn trial_notes_say_why_a_measurement_is_missing() {
+        let mut report = run_report(
+            Verdict::Fail,
+            vec![threshold(Metric::PodsReadyS, Op::Le, 120.0, None, false)],
+        );
+        report.trials[0]
+            .notes
+            .push("pods_ready_s not observed: qdrant-2 not Ready again".into());
+        let s = terminal_summary(&report);
+        assert!(
+            s.contains("trial 1: pods_ready_s not observed: qdrant-2 not Ready again\nFAIL"),
             "{s}"
         );
     }

@@ -323,6 +323,8 @@ pub enum Metric {
     PromotionS,
     /// Fault to the stack healthy again after the heal (every replica back).
     RecoveredS,
+    /// Fault to every pod that went not Ready (or was deleted) after it being Ready again; Kubernetes only.
+    PodsReadyS,
     RtoS,
     DowntimeS,
     LostAckedWrites,
@@ -352,6 +354,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::DetectionS,
         Metric::PromotionS,
         Metric::RecoveredS,
+        Metric::PodsReadyS,
         Metric::RtoS,
         Metric::DowntimeS,
         Metric::LostAckedWrites,
@@ -398,6 +401,7 @@ impl Metric {
             Metric::DetectionS => "detection_s".into(),
             Metric::PromotionS => "promotion_s".into(),
             Metric::RecoveredS => "recovered_s".into(),
+            Metric::PodsReadyS => "pods_ready_s".into(),
             Metric::RtoS => "rto_s".into(),
             Metric::DowntimeS => "downtime_s".into(),
             Metric::LostAckedWrites => "lost_acked_writes".into(),

@@ -177,6 +177,7 @@ mod tests {
             "availability_pct",
             "failed_queries",
             "recovered_s",
+            "pods_ready_s",
         ] {
             assert_eq!(Metric::from_name(name).map(|m| m.name()), Some(name));
         }

@@ -8,7 +8,10 @@ pub mod local;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::component::Component;
+use crate::events::EventLog;
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind, NodeSelector, Scenario};
@@ -74,6 +77,16 @@ pub trait Target {
         component: ComponentKind,
         event: &str,
     ) -> impl Future<Output = Vec<(std::time::SystemTime, String)>>;
+    /// Starts watching what the platform itself reports about the stack (on Kubernetes: pod readiness and the
+    /// namespace's Events) onto the trial's timeline; it stops when `stop` turns true. None where the platform
+    /// has nothing of its own to report (the local stack), so the engine runs only the component probe there.
+    fn spawn_observer(
+        &self,
+        _events: EventLog,
+        _stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod drain;
 pub mod endpoints;
 mod faults;
 pub mod kind_cluster;
+mod observe;
 pub mod partition;
 pub mod pod_kill;
 mod roles;
@@ -36,6 +37,7 @@ use crate::topology::{Network, Node, Placement, Topology};
 
 pub use docker::DockerApi;
 pub use endpoints::{NodePorts, PodAddr};
+pub use observe::spawn_observer;
 pub use partition::PartitionBackend;
 
 /// The namespace label an existing cluster must carry before faultline injects anything into it.

@@ -1,13 +1,14 @@
 //! The stack on Kubernetes as a `Target`: components reached through the NodePorts (pods mapped to their
 //! per-member ports, what the servers announce mapped back through the pods' names and IPs), health as pods Ready
-//! plus the components' own checks, faults and reverts through the code in `faults.rs`, and server log lines
-//! through the pods' logs.
+//! plus the components' own checks, faults and reverts through the code in `faults.rs`, server log lines
+//! through the pods' logs, and the cluster's own account (pod readiness, Events) through `observe.rs`.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use ::kube::api::{Api, ListParams, LogParams};
 use k8s_openapi::api::core::v1::{Pod, Secret as KubeSecret};
+use tokio::sync::watch;
 
 use super::endpoints::{members, qdrant_peers, MemberService, PodAddr};
 use super::{matches_selector, pod_name, pod_ready, Cluster, KubeTarget};
@@ -17,6 +18,7 @@ use crate::component::redis::{self as redis_component, RedisEndpoints};
 use crate::component::{
     http_client, retry_until, Component, PostgresComponent, QdrantComponent, RedisComponent,
 };
+use crate::events::EventLog;
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind, Role};
@@ -340,5 +342,18 @@ impl Target for KubeTarget {
         }
         lines.sort();
         lines
+    }
+
+    fn spawn_observer(
+        &self,
+        events: EventLog,
+        stop: watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(super::spawn_observer(
+            self.client.clone(),
+            &self.namespace,
+            events,
+            stop,
+        ))
     }
 }
