@@ -108,6 +108,15 @@ async fn draining_a_node_evicts_its_pods_and_revert_uncordons_it() {
     t.revert(&active.steps).await.unwrap();
 }
 
+/// Reverts the steps and waits, with a deadline, until the stack is healthy again.
+async fn revert_and_wait_healthy(t: &KubeTarget, steps: &[faultline::fault::RevertStep]) {
+    t.revert(steps).await.unwrap();
+    t.refresh().await.unwrap();
+    faultline::target::Target::wait_healthy(t, Duration::from_secs(300))
+        .await
+        .unwrap();
+}
+
 /// Loses the Patroni leader's node container by `method`, waits for a new leader, reverts, waits for health.
 async fn lose_the_leader_node(method: NodeLossMethod) {
     let t = kind_target().await;
@@ -123,11 +132,7 @@ async fn lose_the_leader_node(method: NodeLossMethod) {
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     wait_new_leader(&t, &old, Duration::from_secs(90)).await;
-    t.revert(&active.steps).await.unwrap();
-    t.refresh().await.unwrap();
-    faultline::target::Target::wait_healthy(&t, Duration::from_secs(300))
-        .await
-        .unwrap();
+    revert_and_wait_healthy(&t, &active.steps).await;
 }
 
 #[tokio::test]
@@ -161,11 +166,7 @@ async fn losing_region_b_keeps_a_patroni_leader_and_revert_brings_its_nodes_back
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert_eq!(active.victims.len(), 2, "{:?}", active.victims);
     wait_leader_outside(&t, &active.victims, Duration::from_secs(90)).await;
-    t.revert(&active.steps).await.unwrap();
-    t.refresh().await.unwrap();
-    faultline::target::Target::wait_healthy(&t, Duration::from_secs(300))
-        .await
-        .unwrap();
+    revert_and_wait_healthy(&t, &active.steps).await;
 }
 
 #[tokio::test]

@@ -70,13 +70,7 @@ impl Topology {
     }
 
     pub fn zones(&self) -> Vec<String> {
-        let mut zones: Vec<String> = Vec::new();
-        for n in &self.nodes {
-            if !zones.contains(&n.zone) {
-                zones.push(n.zone.clone());
-            }
-        }
-        zones
+        self.areas(false)
     }
 
     pub fn nodes_in_zone(&self, zone: &str) -> Vec<&Node> {
@@ -84,13 +78,19 @@ impl Topology {
     }
 
     pub fn regions(&self) -> Vec<String> {
-        let mut regions: Vec<String> = Vec::new();
+        self.areas(true)
+    }
+
+    /// The distinct zones (or regions) in node order.
+    fn areas(&self, region: bool) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
         for n in &self.nodes {
-            if !regions.contains(&n.region) {
-                regions.push(n.region.clone());
+            let a = n.area(region);
+            if !out.iter().any(|x| x == a) {
+                out.push(a.to_string());
             }
         }
-        regions
+        out
     }
 
     /// Node names of a zone (`region = false`) or region, in topology order.
