@@ -171,16 +171,6 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    /// For node, zone and region loss: which nodes go away and how.
-    pub fn lost_nodes(&self) -> Option<(&NodeSelector, NodeLossMethod)> {
-        match self {
-            FaultKind::NodeLoss { target, method }
-            | FaultKind::ZoneLoss { target, method }
-            | FaultKind::RegionLoss { target, method } => Some((target, *method)),
-            _ => None,
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::ProcessKill { .. } => "process-kill",

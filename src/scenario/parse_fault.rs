@@ -642,10 +642,6 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(
-            kinds[1].lost_nodes().map(|(_, m)| m),
-            Some(NodeLossMethod::Disconnect)
-        );
     }
 
     #[test]
