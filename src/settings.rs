@@ -94,6 +94,17 @@ impl Default for StackSettings {
 }
 
 impl StackSettings {
+    /// The Qdrant collection the harness creates and writes to, on every target.
+    pub fn qdrant_collection_spec(&self) -> crate::component::qdrant::CollectionSpec {
+        crate::component::qdrant::CollectionSpec {
+            name: self.qdrant_collection.clone(),
+            vector_size: self.qdrant_vector_size,
+            shard_number: self.qdrant_shard_number,
+            replication_factor: self.qdrant_replication_factor,
+            write_consistency_factor: self.qdrant_write_consistency_factor,
+        }
+    }
+
     /// Reads a settings file; unset fields keep their defaults. Then applies FAULTLINE_PATRONI_BIN,
     /// FAULTLINE_DCS_API and QDRANT_BIN from the environment.
     pub fn load(path: Option<&Path>) -> Result<StackSettings, InputErrors> {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::endpoints::{members, qdrant_peers, MemberService, PodAddr};
 use super::{matches_selector, pod_name, pod_ready, Cluster, KubeTarget};
 use crate::component::postgres::{self, PostgresEndpoints};
-use crate::component::qdrant::{self as qdrant_component, CollectionSpec, QdrantEndpoints};
+use crate::component::qdrant::{self as qdrant_component, QdrantEndpoints};
 use crate::component::redis::{self as redis_component, RedisEndpoints};
 use crate::component::{
     http_client, retry_until, Component, PostgresComponent, QdrantComponent, RedisComponent,
@@ -183,13 +183,7 @@ impl KubeTarget {
         let s = &self.settings;
         QdrantEndpoints {
             peers: qdrant_peers(&self.ports, &snap.qdrant),
-            collection: CollectionSpec {
-                name: s.qdrant_collection.clone(),
-                vector_size: s.qdrant_vector_size,
-                shard_number: s.qdrant_shard_number,
-                replication_factor: s.qdrant_replication_factor,
-                write_consistency_factor: s.qdrant_write_consistency_factor,
-            },
+            collection: s.qdrant_collection_spec(),
             seed: s.qdrant_seed,
         }
     }

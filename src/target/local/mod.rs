@@ -23,9 +23,7 @@ use self::configs::*;
 use self::process::Launch;
 pub use self::state::{ProcessKind, QdrantPresence, StackState, StateDir};
 use crate::component::postgres::{self, PostgresEndpoints};
-use crate::component::qdrant::{
-    self as qdrant_component, CollectionSpec, QdrantEndpoints, QdrantPeer,
-};
+use crate::component::qdrant::{self as qdrant_component, QdrantEndpoints, QdrantPeer};
 use crate::component::redis::{self as redis_component, RedisEndpoints};
 use crate::component::{http_client, Member};
 use crate::scenario::ComponentKind;
@@ -612,13 +610,7 @@ impl LocalStack {
                 .iter()
                 .map(|n| QdrantPeer::standard(n.clone(), self.addr(n)))
                 .collect(),
-            collection: CollectionSpec {
-                name: s.qdrant_collection.clone(),
-                vector_size: s.qdrant_vector_size,
-                shard_number: s.qdrant_shard_number,
-                replication_factor: s.qdrant_replication_factor,
-                write_consistency_factor: s.qdrant_write_consistency_factor,
-            },
+            collection: s.qdrant_collection_spec(),
             seed: s.qdrant_seed,
         }
     }
