@@ -27,12 +27,16 @@ pub struct TrialInput<'a> {
     pub ledger: &'a [LedgerEntry],
     /// Write ids found on the server at read-back (the whole run's ids).
     pub present: &'a BTreeSet<u64>,
+    /// Every write id the run attempted, in any trial: a present id outside it is unexpected.
+    pub run_attempted: &'a BTreeSet<u64>,
     /// Baseline window `[start, end)`.
     pub baseline: (Stamp, Stamp),
     /// First `FaultApplied` of the trial; None if the fault was never applied.
     pub fault_at: Option<Stamp>,
     /// End of the fault window: heal complete, or load stop if the heal never completed.
     pub window_end: Stamp,
+    /// When the trial's load stopped (after the heal and the settle time): downtime is measured up to here.
+    pub trial_end: Stamp,
     /// RTO = fault to the first of this many consecutive successful writes.
     pub rto_consecutive: u32,
 }
@@ -46,6 +50,10 @@ pub struct TrialMeasurements {
     pub latency_buckets: Vec<LatencyBucket>,
     /// Why a measurement is missing where the value alone cannot say (e.g. which pod never came back).
     pub notes: Vec<String>,
+    /// Metrics whose value is only a lower bound (an outage still open when the trial ended): an upper limit on
+    /// them cannot pass.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub lower_bounds: BTreeSet<Metric>,
 }
 
 impl TrialMeasurements {
@@ -71,7 +79,7 @@ pub struct WriteClassification {
     pub recovered: u64,
     /// Reported failed yet present: the client was told something untrue. Kept visible, not a metric.
     pub failed_but_present: u64,
-    /// Present ids in this trial's id range that no write of this trial attempted.
+    /// Present ids that no write of the whole run attempted.
     pub unexpected: u64,
     /// The first lost writes by ack time, at most `SAMPLE_LIMIT`.
     pub lost_sample: Vec<LostWrite>,
@@ -110,7 +118,8 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         .iter()
         .filter(|e| e.op == OpKind::Write)
         .collect();
-    let writes_classified = classify_writes(&writes, input.present, input.fault_at);
+    let writes_classified =
+        classify_writes(&writes, input.present, input.run_attempted, input.fault_at);
     let wrote = !writes.is_empty();
 
     let mut values: BTreeMap<Metric, Option<f64>> =
@@ -119,11 +128,18 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         values.insert(m, v);
     };
 
-    set(Metric::AckedWrites, Some(writes_classified.acked as f64));
-    set(Metric::FailedWrites, Some(writes_classified.failed as f64));
+    // A count over nothing is not observed: "0 failed" of 0 attempted would pass a threshold vacuously.
+    set(
+        Metric::AckedWrites,
+        wrote.then_some(writes_classified.acked as f64),
+    );
+    set(
+        Metric::FailedWrites,
+        wrote.then_some(writes_classified.failed as f64),
+    );
     set(
         Metric::UnknownWrites,
-        Some(writes_classified.unknown as f64),
+        wrote.then_some(writes_classified.unknown as f64),
     );
     // Without a single write attempted, durability was never exercised: "0 lost" would be a vacuous pass.
     set(
@@ -167,10 +183,19 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
             .fault_at
             .and_then(|f| rto_s(&writes, f, input.rto_consecutive)),
     );
-    set(
-        Metric::DowntimeS,
-        downtime_s(&writes, input.baseline.0, input.window_end),
-    );
+    let mut lower_bounds = BTreeSet::new();
+    let mut notes = Vec::new();
+    let downtime = downtime_s(&writes, input.baseline.0, input.trial_end);
+    if let Some(d) = &downtime {
+        if d.open_at_end {
+            lower_bounds.insert(Metric::DowntimeS);
+            notes.push(format!(
+                "downtime_s is at least {:.3} s: writes were still failing when the trial ended",
+                d.longest_s
+            ));
+        }
+    }
+    set(Metric::DowntimeS, downtime.map(|d| d.longest_s));
     set(
         Metric::ErrorRate,
         input
@@ -186,13 +211,15 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
     );
     let (pods_ready, pods_note) = pods_ready_s(input);
     set(Metric::PodsReadyS, pods_ready);
-    let queries = input
+    let queries: Vec<&LedgerEntry> = input
         .ledger
         .iter()
-        .filter(|e| matches!(e.op, OpKind::Read | OpKind::Search));
+        .filter(|e| matches!(e.op, OpKind::Read | OpKind::Search))
+        .collect();
     set(
         Metric::FailedQueries,
-        Some(queries.filter(|e| e.outcome != Outcome::Ok).count() as f64),
+        (!queries.is_empty())
+            .then(|| queries.iter().filter(|e| e.outcome != Outcome::Ok).count() as f64),
     );
     if !input.ledger.is_empty() {
         let ok = input
@@ -229,10 +256,31 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
                 .filter(|e| e.outcome == Outcome::Ok)
                 .count();
             let throughput = (secs > 0.0 && !in_window.is_empty()).then(|| ok as f64 / secs);
-            (latency_quantiles(in_window.iter().copied()), throughput)
+            let slot_wait = p99_ms(
+                in_window
+                    .iter()
+                    .map(|e| e.slot.unwrap_or(e.done).0.saturating_sub(e.scheduled.0)),
+            );
+            let server = p99_ms(
+                in_window
+                    .iter()
+                    .filter(|e| e.outcome == Outcome::Ok)
+                    .filter_map(|e| e.sent.map(|s| e.done.0.saturating_sub(s.0))),
+            );
+            (
+                latency_quantiles(in_window.iter().copied()),
+                throughput,
+                slot_wait,
+                server,
+            )
         };
-        let (base_q, base_tp) = window_stats(baseline);
-        let (fault_q, fault_tp) = fault.map(window_stats).unwrap_or((None, None));
+        let (base_q, base_tp, base_slot, base_server) = window_stats(baseline);
+        let (fault_q, fault_tp, fault_slot, fault_server) =
+            fault.map(window_stats).unwrap_or((None, None, None, None));
+        set(Metric::SlotWaitP99(op, Window::Baseline), base_slot);
+        set(Metric::SlotWaitP99(op, Window::Fault), fault_slot);
+        set(Metric::ServerP99(op, Window::Baseline), base_server);
+        set(Metric::ServerP99(op, Window::Fault), fault_server);
         for (k, q) in Quantile::ALL.into_iter().enumerate() {
             let b = base_q.map(|v| v[k]);
             let f = fault_q.map(|v| v[k]);
@@ -256,7 +304,8 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         values,
         writes: writes_classified,
         latency_buckets: latency_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
-        notes: pods_note.into_iter().collect(),
+        notes: notes.into_iter().chain(pods_note).collect(),
+        lower_bounds,
     }
 }
 
@@ -273,6 +322,7 @@ pub fn unexpected_ids(all_ledger: &[LedgerEntry], present: &BTreeSet<u64>) -> Ve
 fn classify_writes(
     writes: &[&LedgerEntry],
     present: &BTreeSet<u64>,
+    run_attempted: &BTreeSet<u64>,
     fault_at: Option<Stamp>,
 ) -> WriteClassification {
     let mut c = WriteClassification {
@@ -310,16 +360,11 @@ fn classify_writes(
         })
         .collect();
 
-    let attempted: BTreeSet<u64> = writes.iter().map(|w| w.id).collect();
-    if let (Some(&lo), Some(&hi)) = (attempted.first(), attempted.last()) {
-        let unexpected: Vec<u64> = present
-            .range(lo..=hi)
-            .filter(|id| !attempted.contains(id))
-            .copied()
-            .collect();
-        c.unexpected = unexpected.len() as u64;
-        c.unexpected_sample = unexpected.into_iter().take(SAMPLE_LIMIT).collect();
-    }
+    // Over the whole run: an id no write of any trial attempted, wherever it lies (below the first trial's ids,
+    // above the last one's, or between trials).
+    let unexpected: Vec<u64> = present.difference(run_attempted).copied().collect();
+    c.unexpected = unexpected.len() as u64;
+    c.unexpected_sample = unexpected.into_iter().take(SAMPLE_LIMIT).collect();
     c
 }
 
@@ -413,28 +458,60 @@ fn rto_s(writes: &[&LedgerEntry], fault_at: Stamp, consecutive: u32) -> Option<f
         .map(|run| run[0].done.secs_since(fault_at))
 }
 
-/// The longest stretch without an ok write ack in `[baseline_start, window_end]`. Both window edges count as
-/// boundaries, so an outage still running at the end (no ack after the fault) is measured up to `window_end`
-/// instead of disappearing. None when no write was scheduled in the window at all.
-fn downtime_s(writes: &[&LedgerEntry], baseline_start: Stamp, window_end: Stamp) -> Option<f64> {
-    if !writes
+/// The longest stretch without an ok write ack, and whether the outage was still open at the end.
+#[derive(Debug, PartialEq)]
+struct Downtime {
+    longest_s: f64,
+    /// Writes scheduled after the last ok one failed (or stayed unknown) and none succeeded afterwards: the
+    /// final stretch is cut off by the end of the trial, so it is only a lower bound.
+    open_at_end: bool,
+}
+
+/// The longest stretch without an ok write ack in `[baseline_start, trial_end]`: the baseline, the fault window,
+/// the heal and the settle time. Both edges count as boundaries, so an outage still running at the end is
+/// measured up to `trial_end` instead of disappearing, and flagged. None when no write was scheduled in the span.
+fn downtime_s(
+    writes: &[&LedgerEntry],
+    baseline_start: Stamp,
+    trial_end: Stamp,
+) -> Option<Downtime> {
+    let in_span: Vec<&LedgerEntry> = writes
         .iter()
-        .any(|w| w.scheduled >= baseline_start && w.scheduled <= window_end)
-    {
+        .copied()
+        .filter(|w| w.scheduled >= baseline_start && w.scheduled <= trial_end)
+        .collect();
+    if in_span.is_empty() {
         return None;
     }
-    let mut points: Vec<Stamp> = writes
+    let mut points: Vec<Stamp> = in_span
         .iter()
-        .filter(|w| w.outcome == Outcome::Ok && w.done >= baseline_start && w.done <= window_end)
+        .filter(|w| w.outcome == Outcome::Ok && w.done <= trial_end)
         .map(|w| w.done)
         .collect();
     points.push(baseline_start);
-    points.push(window_end);
+    points.push(trial_end);
     points.sort();
-    points
+    let longest_s = points
         .windows(2)
         .map(|p| p[1].secs_since(p[0]))
         .reduce(f64::max)
+        .unwrap_or(0.0);
+    // Ops cut off by the load's stop say nothing about the servers; every other write scheduled after the last
+    // ok one did not succeed.
+    let last_ok = in_span
+        .iter()
+        .filter(|w| w.outcome == Outcome::Ok)
+        .map(|w| w.scheduled)
+        .max();
+    let open_at_end = in_span.iter().any(|w| {
+        w.outcome != Outcome::Ok
+            && !crate::load::cut_by_stop(w)
+            && last_ok.is_none_or(|ok| w.scheduled > ok)
+    });
+    Some(Downtime {
+        longest_s,
+        open_at_end,
+    })
 }
 
 /// Failed plus unknown over all ops (reads and writes) scheduled in `[fault_at, window_end]`.
@@ -465,6 +542,17 @@ fn latency_quantiles<'a>(entries: impl Iterator<Item = &'a LedgerEntry>) -> Opti
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Some(Quantile::ALL.map(|q| ms(q.fraction())))
+}
+
+/// p99 in ms of durations, rounded up like `latency_quantiles`.
+fn p99_ms(durations: impl Iterator<Item = Duration>) -> Option<f64> {
+    let mut hist =
+        Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram precision");
+    for d in durations {
+        hist.record(micros(d))
+            .expect("an auto-resizing histogram accepts any u64");
+    }
+    (!hist.is_empty()).then(|| hist.value_at_quantile(0.99) as f64 / 1000.0)
 }
 
 enum Direction {
@@ -537,6 +625,7 @@ mod tests {
             op,
             trial: 1,
             scheduled: ms(scheduled_ms),
+            slot: Some(ms(scheduled_ms)),
             sent: Some(ms(scheduled_ms)),
             done: ms(done_ms),
             outcome,
@@ -577,6 +666,9 @@ mod tests {
         present: BTreeSet<u64>,
         fault_at: Option<Stamp>,
         window_end: Stamp,
+        trial_end: Stamp,
+        /// None: the ids of this fixture's writes.
+        run_attempted: Option<BTreeSet<u64>>,
         rto_consecutive: u32,
     }
 
@@ -588,20 +680,31 @@ mod tests {
                 ledger,
                 fault_at: Some(ms(10_000)),
                 window_end: ms(30_000),
+                trial_end: ms(30_000),
+                run_attempted: None,
                 rto_consecutive: 3,
             }
         }
 
         fn run(&self) -> TrialMeasurements {
+            let attempted = self.run_attempted.clone().unwrap_or_else(|| {
+                self.ledger
+                    .iter()
+                    .filter(|e| e.op == OpKind::Write)
+                    .map(|e| e.id)
+                    .collect()
+            });
             analyze(&TrialInput {
                 component: ComponentKind::Postgres,
                 trial: 1,
                 events: &self.events,
                 ledger: &self.ledger,
                 present: &self.present,
+                run_attempted: &attempted,
                 baseline: (ms(0), ms(10_000)),
                 fault_at: self.fault_at,
                 window_end: self.window_end,
+                trial_end: self.trial_end,
                 rto_consecutive: self.rto_consecutive,
             })
         }
@@ -629,7 +732,54 @@ mod tests {
         ] {
             assert_eq!(m.value(metric), None, "{metric}");
         }
-        assert_eq!(m.value(Metric::AckedWrites), Some(0.0));
+        // Counts over nothing are not observed either: 0 failed of 0 attempted would pass vacuously.
+        for metric in [
+            Metric::AckedWrites,
+            Metric::FailedWrites,
+            Metric::UnknownWrites,
+            Metric::FailedQueries,
+        ] {
+            assert_eq!(m.value(metric), None, "{metric}");
+        }
+    }
+
+    #[test]
+    fn counts_are_observed_per_kind_of_operation_attempted() {
+        let m = Fixture::new(vec![write(1, 12_000, 12_001, Outcome::Ok)]).run();
+        assert_eq!(m.value(Metric::FailedWrites), Some(0.0));
+        assert_eq!(
+            m.value(Metric::FailedQueries),
+            None,
+            "no query was attempted"
+        );
+        let m = Fixture::new(vec![entry(
+            1,
+            OpKind::Search,
+            12_000,
+            12_001,
+            Outcome::Failed,
+        )])
+        .run();
+        assert_eq!(m.value(Metric::FailedQueries), Some(1.0));
+        assert_eq!(
+            m.value(Metric::FailedWrites),
+            None,
+            "no write was attempted"
+        );
+    }
+
+    #[test]
+    fn unexpected_writes_look_at_the_whole_run() {
+        let mut f = Fixture::new(vec![
+            write(50, 1000, 1010, Outcome::Ok),
+            write(51, 1100, 1110, Outcome::Ok),
+        ]);
+        // 3 was written by an earlier trial; 7 and 900 by nobody, below and above this trial's ids.
+        f.run_attempted = Some([1, 2, 3, 50, 51].into_iter().collect());
+        f.present = [3, 7, 50, 51, 900].into_iter().collect();
+        let m = f.run();
+        assert_eq!(m.writes.unexpected_sample, vec![7, 900]);
+        assert_eq!(m.value(Metric::UnexpectedWrites), Some(2.0));
     }
 
     #[test]
@@ -644,7 +794,7 @@ mod tests {
             write(17, 1700, 1710, Outcome::Failed),  // present: failed but present
             entry(18, OpKind::Read, 1800, 1810, Outcome::Ok),
         ]);
-        // 15 was never attempted in this trial's id range; 99 lies outside it.
+        // 15 was never attempted; 99 neither, though it lies outside this trial's ids.
         f.present = [10, 12, 15, 17, 99].into_iter().collect();
         let m = f.run();
         let w = &m.writes;
@@ -659,9 +809,9 @@ mod tests {
                 w.failed_but_present,
                 w.unexpected
             ),
-            (7, 3, 2, 2, 2, 1, 1, 1)
+            (7, 3, 2, 2, 2, 1, 1, 2)
         );
-        assert_eq!(w.unexpected_sample, vec![15]);
+        assert_eq!(w.unexpected_sample, vec![15, 99]);
         assert_eq!(
             w.lost_sample.iter().map(|l| l.id).collect::<Vec<_>>(),
             vec![11, 16]
@@ -670,7 +820,7 @@ mod tests {
         approx(w.lost_sample[0].since_fault_s, -8.89);
         assert_eq!(m.value(Metric::LostAckedWrites), Some(2.0));
         assert_eq!(m.value(Metric::RecoveredWrites), Some(1.0));
-        assert_eq!(m.value(Metric::UnexpectedWrites), Some(1.0));
+        assert_eq!(m.value(Metric::UnexpectedWrites), Some(2.0));
         assert_eq!(m.value(Metric::AckedWrites), Some(3.0));
         assert_eq!(m.value(Metric::FailedWrites), Some(2.0));
         assert_eq!(m.value(Metric::UnknownWrites), Some(2.0));
@@ -883,13 +1033,56 @@ mod tests {
     }
 
     #[test]
-    fn downtime_runs_to_the_window_end_when_writes_never_came_back() {
-        let f = Fixture::new(vec![
+    fn downtime_runs_to_the_trial_end_when_writes_never_came_back_and_is_only_a_lower_bound() {
+        let mut f = Fixture::new(vec![
             write(1, 9_000, 9_500, Outcome::Ok),
             write(2, 10_500, 12_500, Outcome::Failed),
             write(3, 20_000, 22_000, Outcome::Unknown),
         ]);
-        approx(f.run().value(Metric::DowntimeS), 20.5);
+        f.trial_end = ms(35_000);
+        let m = f.run();
+        approx(m.value(Metric::DowntimeS), 25.5);
+        assert!(m.lower_bounds.contains(&Metric::DowntimeS));
+        assert!(
+            m.notes[0].contains("still failing when the trial ended"),
+            "{:?}",
+            m.notes
+        );
+    }
+
+    /// The defect this guards against: downtime measured only up to the heal, so an outage in the settle time,
+    /// or one still open at the end, did not count.
+    #[test]
+    fn downtime_covers_the_heal_and_settle_up_to_the_trial_end() {
+        let mut f = Fixture::new(vec![
+            write(1, 9_000, 9_100, Outcome::Ok),
+            write(2, 12_000, 12_100, Outcome::Ok),
+            // Healed at 30 s; writes fail again in the settle time from 31 s to 39 s.
+            write(3, 30_900, 31_000, Outcome::Ok),
+            write(4, 32_000, 34_000, Outcome::Failed),
+            write(5, 39_000, 39_010, Outcome::Ok),
+            write(6, 39_500, 39_510, Outcome::Ok),
+        ]);
+        f.trial_end = ms(40_000);
+        let m = f.run();
+        approx(m.value(Metric::DowntimeS), 18.9);
+        assert!(
+            m.lower_bounds.is_empty(),
+            "writes succeeded again at the end"
+        );
+    }
+
+    #[test]
+    fn operations_cut_off_by_the_load_stop_do_not_make_an_open_outage() {
+        let mut f = Fixture::new(vec![
+            write(1, 29_000, 29_001, Outcome::Ok),
+            write(2, 29_990, 30_000, Outcome::Ok),
+        ]);
+        let mut cut = write(3, 29_999, 31_000, Outcome::Unknown);
+        cut.error = Some(crate::load::STOPPED_IN_FLIGHT.into());
+        f.ledger.push(cut);
+        let m = f.run();
+        assert!(m.lower_bounds.is_empty());
     }
 
     #[test]
@@ -959,6 +1152,25 @@ mod tests {
         approx(
             m.value(Metric::Latency(OpClass::All, Quantile::P99, Window::Fault)),
             9.007,
+        );
+    }
+
+    #[test]
+    fn slot_wait_and_server_time_are_reported_apart() {
+        let mut queued = entry(1, OpKind::Search, 12_000, 12_405, Outcome::Ok);
+        queued.slot = Some(ms(12_400)); // waited 400 ms for a slot
+        queued.sent = Some(ms(12_401));
+        let mut starved = entry(2, OpKind::Search, 12_100, 12_600, Outcome::Failed);
+        starved.slot = None; // never got one before its 500 ms deadline
+        starved.sent = None;
+        let m = Fixture::new(vec![queued, starved]).run();
+        let slot = m.value(Metric::SlotWaitP99(OpClass::Search, Window::Fault));
+        let server = m.value(Metric::ServerP99(OpClass::Search, Window::Fault));
+        approx(slot, 500.223); // 500 ms in a 256 µs wide bucket, reported as its upper bound
+        approx(server, 4.001);
+        assert_eq!(
+            Metric::from_name("search_slot_wait_p99_fault_ms"),
+            Some(Metric::SlotWaitP99(OpClass::Search, Window::Fault))
         );
     }
 

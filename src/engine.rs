@@ -16,7 +16,7 @@ use crate::exit;
 use crate::fault::journal::Journal;
 use crate::fault::ActiveFault;
 use crate::ledger::{Ledger, ReadBack};
-use crate::load::{self, LoadClient};
+use crate::load;
 use crate::report::{self, LogAgreement, RunReport, TrialReport};
 use crate::scenario::Scenario;
 use crate::target::{Target, TargetError};
@@ -46,7 +46,11 @@ struct TrialWindow {
     baseline: (Stamp, Stamp),
     fault_at: Option<Stamp>,
     window_end: Stamp,
+    /// When the trial's load was told to stop.
+    trial_end: Stamp,
     read_back: Option<ReadBack>,
+    /// Why the trial's read-back has no result.
+    read_back_error: Option<String>,
 }
 
 /// Resolves once at least `count` signals have been received (never, if signals cannot be delivered).
@@ -132,9 +136,10 @@ pub async fn run_scenario<T: Target>(
     }
     ledger.flush();
 
-    // Verify once more at the end of the run: a loss can surface a round later (pitfall 10).
-    let final_read = match stop {
-        Some(Stop::Failed(..)) => None,
+    // Verify once more at the end of the run: a loss can surface a round later (pitfall 10). A final read-back
+    // that fails leaves the run incomplete: the losses it would have found are unknown.
+    let final_result = match stop {
+        Some(Stop::Failed(..)) => Err("skipped: the run had already failed".to_string()),
         _ => {
             read_back_unless_interrupted(
                 component.as_ref(),
@@ -146,6 +151,30 @@ pub async fn run_scenario<T: Target>(
             .await
         }
     };
+    let mut read_backs: Vec<report::ReadBackRecord> = windows
+        .iter()
+        .map(|w| {
+            report::ReadBackRecord::of(Some(w.trial), &clock, &w.read_back, &w.read_back_error)
+        })
+        .collect();
+    let (final_read, final_error) = match final_result {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e)),
+    };
+    read_backs.push(report::ReadBackRecord::of(
+        None,
+        &clock,
+        &final_read,
+        &final_error,
+    ));
+    if stop.is_none() {
+        if let Some(e) = &final_error {
+            stop = Some(Stop::Failed(
+                format!("the final read-back of the run's ledger failed: {e}"),
+                exit::ENVIRONMENT,
+            ));
+        }
+    }
     let entries = ledger.entries();
     for w in &windows {
         let Some(fault_at) = w.fault_at else { continue };
@@ -165,6 +194,11 @@ pub async fn run_scenario<T: Target>(
         }
     }
     let all_events = events.snapshot();
+    let run_attempted: BTreeSet<u64> = entries
+        .iter()
+        .filter(|e| e.op == crate::ledger::OpKind::Write)
+        .map(|e| e.id)
+        .collect();
     let mut measurements: Vec<TrialMeasurements> = Vec::new();
     for w in &windows {
         let present: BTreeSet<u64> = match (&w.read_back, &final_read) {
@@ -189,9 +223,11 @@ pub async fn run_scenario<T: Target>(
             events: &trial_events,
             ledger: &trial_entries,
             present: &present,
+            run_attempted: &run_attempted,
             baseline: w.baseline,
             fault_at: w.fault_at,
             window_end: w.window_end,
+            trial_end: w.trial_end,
             rto_consecutive: scenario.load.rto_consecutive,
         }));
     }
@@ -236,6 +272,7 @@ pub async fn run_scenario<T: Target>(
         distribution: report::distribution(&measurements),
         availability: report::Availability::of(&entries),
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
+        read_backs,
         log_agreement: log_agreement(
             target,
             component.as_ref(),
@@ -287,14 +324,19 @@ async fn run_trial<T: Target>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let probe = component.spawn_probe(events.clone(), stop_rx.clone());
     let observer = target.spawn_observer(events.clone(), stop_rx);
-    let clients: Vec<Box<dyn LoadClient>> = (0..scenario.load.connections)
-        .map(|_| component.load_client(run_id, &scenario.load))
-        .collect();
-    // Give the sentinel subscriptions a moment so the baseline starts with every probe attached.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = component.load_client(run_id, &scenario.load);
+    // Connections are established (SCRAM, primary discovery) before the load starts, and the sentinel
+    // subscriptions have a moment, so the baseline starts with every probe attached.
+    tokio::join!(
+        client.warm_up(
+            scenario.load.connections as usize,
+            Instant::now() + Duration::from_secs(5)
+        ),
+        tokio::time::sleep(Duration::from_millis(300)),
+    );
     let load = load::start(
         &scenario.load,
-        clients,
+        client,
         ledger.clone(),
         events.clone(),
         *next_id,
@@ -309,7 +351,9 @@ async fn run_trial<T: Target>(
         baseline: (baseline_start, baseline_start + scenario.baseline),
         fault_at: None,
         window_end: baseline_start + scenario.baseline,
+        trial_end: baseline_start + scenario.baseline,
         read_back: None,
+        read_back_error: None,
     };
     let result = fault_window(target, scenario, journal, events, active, intr, &mut window).await;
     // Revert before healing, whatever happened in the window.
@@ -350,6 +394,7 @@ async fn run_trial<T: Target>(
         window.window_end = clock.now();
     }
     let next = load.next_write_id.clone();
+    window.trial_end = clock.now();
     load.stop(scenario.load.deadline + Duration::from_secs(2))
         .await;
     *next_id = next.load(std::sync::atomic::Ordering::SeqCst);
@@ -363,17 +408,23 @@ async fn run_trial<T: Target>(
     })
     .await;
     ledger.flush();
-    window.read_back =
-        read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await;
+    match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
+    {
+        Ok(r) => window.read_back = Some(r),
+        Err(e) => window.read_back_error = Some(e),
+    }
     events.emit(EventKind::TrialEnded);
     match result {
-        Ok(()) if window.read_back.is_none() => Err((
-            Some(window),
-            Stop::Failed(
-                "the ledger could not be read back from the primary".into(),
-                exit::ENVIRONMENT,
-            ),
-        )),
+        Ok(()) if window.read_back.is_none() => {
+            let why = window.read_back_error.clone().unwrap_or_default();
+            Err((
+                Some(window),
+                Stop::Failed(
+                    format!("the ledger of trial {trial} could not be read back: {why}"),
+                    exit::ENVIRONMENT,
+                ),
+            ))
+        }
         Ok(()) => Ok(window),
         Err(s) => Err((Some(window), s)),
     }
@@ -413,7 +464,13 @@ async fn fault_window<T: Target>(
                 let (_, spec) = pending.next().expect("peeked");
                 match target.apply_fault(journal, &spec.kind).await {
                     Ok(f) => {
-                        let at = clock.stamp_of(f.applied_at);
+                        events.emit_at(
+                            clock.stamp_of(f.requested_at),
+                            EventKind::FaultRequested {
+                                fault: f.description.clone(),
+                            },
+                        );
+                        let at = clock.stamp_of(f.effective_at);
                         events.emit_at(
                             at,
                             EventKind::FaultApplied {
@@ -422,7 +479,7 @@ async fn fault_window<T: Target>(
                             },
                         );
                         window.fault_at.get_or_insert(at);
-                        let due = spec.duration.map(|d| f.applied_at + d);
+                        let due = spec.duration.map(|d| f.effective_at + d);
                         active.push(f);
                         applied.push((active.len() - 1, due));
                     }
@@ -496,10 +553,10 @@ async fn read_back_unless_interrupted(
     clock: Clock,
     deadline: Duration,
     intr: &mut Interrupts,
-) -> Option<ReadBack> {
+) -> Result<ReadBack, String> {
     let signals = *intr.borrow();
     if signals >= 2 {
-        return None;
+        return Err("skipped: interrupted twice".into());
     }
     let deadline = if signals == 1 {
         deadline.min(Duration::from_secs(10))
@@ -507,8 +564,8 @@ async fn read_back_unless_interrupted(
         deadline
     };
     tokio::select! {
-        r = component.read_back(run_id, deadline, clock) => r.ok(),
-        _ = signalled(intr, 2) => None,
+        r = component.read_back(run_id, deadline, clock) => r,
+        _ = signalled(intr, 2) => Err("skipped: interrupted twice".into()),
     }
 }
 

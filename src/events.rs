@@ -21,6 +21,12 @@ pub struct Event {
 pub enum EventKind {
     TrialStarted,
     BaselineStarted,
+    /// faultline started applying a fault (its first action).
+    FaultRequested {
+        fault: String,
+    },
+    /// The fault had taken effect (processes gone, rules committed, link down, pod deletion accepted): the fault
+    /// instant every measurement counts from.
     FaultApplied {
         fault: String,
         victims: Vec<String>,

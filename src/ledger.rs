@@ -36,6 +36,10 @@ pub struct LedgerEntry {
     pub op: OpKind,
     pub trial: u32,
     pub scheduled: Stamp,
+    /// When the operation got one of the component's in-flight slots (None: it never did). `slot - scheduled` is
+    /// time spent waiting in the harness, `done - sent` the server's (and the network's) time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<Stamp>,
     pub sent: Option<Stamp>,
     pub done: Stamp,
     pub outcome: Outcome,

@@ -91,6 +91,23 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
         );
     }
 
+    // A value that is only a lower bound (an outage still open when the trial ended) cannot show that an upper
+    // limit holds.
+    let upper_limit = matches!(t.op, Op::Lt | Op::Le | Op::Eq);
+    if upper_limit {
+        if let Some(m) = trials.iter().find(|m| m.lower_bounds.contains(&t.metric)) {
+            let v = m.value(t.metric);
+            let message = format!(
+                "{} >= {} in trial {}: the outage was still open when the trial ended, limit {} {limit} (FAIL)",
+                t.metric,
+                v.map_or("?".to_string(), format_number),
+                m.trial,
+                t.op.symbol()
+            );
+            return result(v, false, Some(m.trial), message);
+        }
+    }
+
     if t.statistic != Statistic::Every {
         let mut values = Vec::with_capacity(trials.len());
         for m in trials {
@@ -230,6 +247,7 @@ mod tests {
             writes: WriteClassification::default(),
             latency_buckets: Vec::new(),
             notes: Vec::new(),
+            lower_bounds: Default::default(),
         }
     }
 
@@ -240,6 +258,24 @@ mod tests {
             limit,
             statistic: Statistic::Every,
         }
+    }
+
+    #[test]
+    fn a_lower_bound_cannot_pass_an_upper_limit() {
+        let mut open = trial(1, &[(Metric::DowntimeS, Some(4.2))]);
+        open.lower_bounds.insert(Metric::DowntimeS);
+        let r = judge(&[th(Metric::DowntimeS, Op::Lt, 30.0)], &[open.clone()]);
+        assert!(!r[0].pass);
+        assert_eq!(
+            r[0].message,
+            "downtime_s >= 4.200 in trial 1: the outage was still open when the trial ended, limit < 30 (FAIL)"
+        );
+        // A lower bound above a lower limit does show that it holds.
+        let r = judge(&[th(Metric::DowntimeS, Op::Gt, 1.0)], &[open.clone()]);
+        assert!(r[0].pass, "{}", r[0].message);
+        let mut stat = th(Metric::DowntimeS, Op::Le, 30.0);
+        stat.statistic = Statistic::P95;
+        assert!(!judge(&[stat], &[open])[0].pass);
     }
 
     #[test]

@@ -1130,12 +1130,14 @@ async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_th
         .await
         .unwrap();
     let returned = std::time::Instant::now();
-    // The fault instant is when the creation returned, before the two polls that did not see it injected.
+    // Requested before the creation; effective only when Chaos Mesh reported AllInjected, after the two polls
+    // that did not see it injected.
     assert!(
-        returned.duration_since(active.applied_at) >= 2 * timing().poll,
-        "applied_at is {:?} before apply_fault returned",
-        returned.duration_since(active.applied_at)
+        active.effective_at.duration_since(active.requested_at) >= 2 * timing().poll,
+        "effective {:?} after requested",
+        active.effective_at.duration_since(active.requested_at)
     );
+    assert!(active.effective_at <= returned);
     let name = match &active.steps[0] {
         RevertStep::KubeDeleteNetworkChaos { namespace, name } => {
             assert_eq!(namespace, NS);

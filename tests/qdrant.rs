@@ -200,7 +200,7 @@ async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer
         .position(|p| p.node != leader)
         .expect("a non-leader peer");
 
-    let mut client = QdrantLoadClient::new(ep.clone(), "itest");
+    let client = QdrantLoadClient::new(ep.clone(), "itest");
     let mut acked = Vec::new();
     let mut failed_queries = Vec::new();
     let op_deadline = Duration::from_secs(2);
@@ -213,12 +213,12 @@ async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer
             killed_at = Some(events.clock().now());
         }
         id += 1;
-        if client.write(id, op_deadline).await.outcome == Outcome::Ok {
+        if client.write(id, Instant::now() + op_deadline).await.outcome == Outcome::Ok {
             acked.push(id);
         }
         for q in [
-            client.search(op_deadline).await,
-            client.read(op_deadline).await,
+            client.search(Instant::now() + op_deadline).await,
+            client.read(Instant::now() + op_deadline).await,
         ] {
             if q.outcome != Outcome::Ok {
                 failed_queries.push(q.error.unwrap_or_default());

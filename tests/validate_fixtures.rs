@@ -294,6 +294,29 @@ fn unreadable_and_oversized_files_are_whole_file_errors() {
     assert!(e.contains("big.yaml: the file is"), "{e}");
 }
 
+/// The defect this guards against: /dev/zero passed the size check (a device reports size 0) and was read until
+/// memory ran out. Devices, FIFOs and directories are refused by their type, before anything is read.
+#[test]
+fn paths_that_are_not_regular_files_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, kind) in [
+        (Path::new("/dev/zero").to_path_buf(), "a character device"),
+        (fifo, "a FIFO"),
+        (dir.path().to_path_buf(), "a directory"),
+    ] {
+        let e = load_scenario(&path, None).unwrap_err().to_string();
+        assert!(e.contains(&format!("not a regular file ({kind})")), "{e}");
+        let e = load_topology(&path).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = load_suite(&path, None).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}
+
 /// Deterministic pseudo-random numbers for the mutation test (xorshift64).
 struct XorShift(u64);
 

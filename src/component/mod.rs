@@ -7,6 +7,7 @@ pub mod qdrant;
 pub mod redis;
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -31,7 +32,8 @@ pub trait Component: Send + Sync {
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()>;
     /// One client connection of the load driver.
-    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Box<dyn LoadClient>;
+    /// The load client every operation of the component shares (it keeps its own pool of connections).
+    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Arc<dyn LoadClient>;
     /// Every write id of the run present on the current primary/master.
     fn read_back(
         &self,
@@ -82,8 +84,8 @@ impl Component for PostgresComponent {
         postgres::spawn_probe(self.0.clone(), events, stop)
     }
 
-    fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Box<dyn LoadClient> {
-        Box::new(postgres::PostgresLoadClient::new(self.0.clone(), run_id))
+    fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Arc<dyn LoadClient> {
+        Arc::new(postgres::PostgresLoadClient::new(self.0.clone(), run_id))
     }
 
     fn read_back(
@@ -131,8 +133,8 @@ impl Component for RedisComponent {
         redis::spawn_probe(self.0.clone(), events, stop)
     }
 
-    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Box<dyn LoadClient> {
-        Box::new(redis::RedisLoadClient::new(
+    fn load_client(&self, run_id: &str, profile: &LoadProfile) -> Arc<dyn LoadClient> {
+        Arc::new(redis::RedisLoadClient::new(
             self.0.clone(),
             run_id,
             profile.redis_wait.clone(),
@@ -204,8 +206,8 @@ impl Component for QdrantComponent {
         qdrant::spawn_probe(self.endpoints.clone(), events, stop)
     }
 
-    fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Box<dyn LoadClient> {
-        Box::new(qdrant::QdrantLoadClient::new(
+    fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Arc<dyn LoadClient> {
+        Arc::new(qdrant::QdrantLoadClient::new(
             self.endpoints.clone(),
             run_id,
         ))
@@ -329,6 +331,37 @@ where
     }
 }
 
+/// How long one read-back attempt may take before it is abandoned and tried again (a connection to a
+/// black-holed member would otherwise hold the whole deadline).
+pub const READ_BACK_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Like `retry_until`, with every attempt bounded by `per_attempt` (and by what is left of `deadline`).
+pub async fn retry_each_within<T, F, Fut>(
+    deadline: Duration,
+    per_attempt: Duration,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let until = std::time::Instant::now() + deadline;
+    retry_until(deadline, || {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let bound = per_attempt.min(left).max(Duration::from_millis(100));
+        let fut = attempt();
+        async move {
+            tokio::time::timeout(bound, fut).await.unwrap_or_else(|_| {
+                Err(format!(
+                    "attempt gave no answer within {} ms",
+                    bound.as_millis()
+                ))
+            })
+        }
+    })
+    .await
+}
+
 /// HTTP client for probes: short timeout, never a proxy (all traffic stays on this machine).
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -445,6 +478,31 @@ pub fn parse_redis_time(line: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use crate::clock::rfc3339_millis;
+
+    #[tokio::test]
+    async fn a_hung_attempt_is_abandoned_and_the_next_one_runs() {
+        let mut n = 0;
+        let started = std::time::Instant::now();
+        let r = retry_each_within(Duration::from_secs(5), Duration::from_millis(200), || {
+            n += 1;
+            let first = n == 1;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, String>(n)
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let r: Result<(), String> =
+            retry_each_within(Duration::from_millis(300), Duration::from_secs(5), || {
+                std::future::pending()
+            })
+            .await;
+        assert!(r.unwrap_err().contains("no answer within"));
+    }
 
     #[test]
     fn base64_round_trips() {

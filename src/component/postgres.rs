@@ -12,21 +12,28 @@ use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Statement};
 
-use super::{base64_decode, base64_encode, http_client, retry_until, Member};
+use super::{
+    base64_decode, base64_encode, http_client, retry_each_within, retry_until, Member,
+    READ_BACK_ATTEMPT,
+};
+use crate::clock::{Clock, Stamp};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
+use crate::load::pool::Idle;
 use crate::load::{Attempt, BoxFuture, LoadClient};
 use crate::scenario::ComponentKind;
 use crate::secret::Secret;
 use crate::settings::DcsApi;
 
-const ETCD_PORT: u16 = 2379;
+/// etcd's client port on the local stack.
+pub const ETCD_PORT: u16 = 2379;
 
 /// How to reach the Patroni cluster: what an application and an operator would use.
 #[derive(Clone, Debug)]
 pub struct PostgresEndpoints {
     pub members: Vec<Member>,
     pub etcd: Vec<Ipv4Addr>,
+    pub etcd_port: u16,
     pub scope: String,
     pub dcs_api: DcsApi,
     pub user: String,
@@ -145,7 +152,7 @@ pub async fn leader_key_owner(
     for addr in &ep.etcd {
         let result = match ep.dcs_api {
             DcsApi::Etcd2 => {
-                let url = format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?quorum=true");
+                let url = format!("http://{addr}:{}/v2/keys{key}?quorum=true", ep.etcd_port);
                 match http.get(url).send().await {
                     Ok(r) if r.status().as_u16() == 404 => Ok(None),
                     Ok(r) if r.status().is_success() => r
@@ -158,7 +165,7 @@ pub async fn leader_key_owner(
                 }
             }
             DcsApi::Etcd3 => {
-                let url = format!("http://{addr}:{ETCD_PORT}/v3/kv/range");
+                let url = format!("http://{addr}:{}/v3/kv/range", ep.etcd_port);
                 let body = serde_json::json!({ "key": base64_encode(key.as_bytes()) });
                 match http.post(url).json(&body).send().await {
                     Ok(r) if r.status().is_success() => r
@@ -238,6 +245,21 @@ pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String,
     Ok(m.node.clone())
 }
 
+/// The node of Patroni's synchronous standby, as the first member whose /cluster answers names it.
+pub async fn sync_standby_node(ep: &PostgresEndpoints) -> Option<String> {
+    let http = http_client(Duration::from_millis(800));
+    for m in &ep.members {
+        if let Ok(view) = cluster_view(&http, m).await {
+            return view
+                .iter()
+                .find(|p| p.role == "sync_standby")
+                .and_then(|p| ep.member_named(&p.name))
+                .map(|m| m.node.clone());
+        }
+    }
+    None
+}
+
 /// The node of the current leader according to the DCS (falls back to Patroni's /cluster).
 pub async fn current_leader(ep: &PostgresEndpoints) -> Option<String> {
     let http = http_client(Duration::from_millis(500));
@@ -256,6 +278,17 @@ pub async fn current_leader(ep: &PostgresEndpoints) -> Option<String> {
         }
     }
     None
+}
+
+/// Reads the leader key's owner and stamps the answer when it was received: a read that waited on silent etcd
+/// members (300 ms each) must not date what it found to before it asked them.
+async fn observe_leader_key(
+    http: &reqwest::Client,
+    ep: &PostgresEndpoints,
+    clock: Clock,
+) -> (Result<Option<String>, String>, Stamp) {
+    let owner = leader_key_owner(http, ep).await;
+    (owner, clock.now())
 }
 
 /// Samples the leader key every 100 ms and turns its changes into timeline events:
@@ -291,8 +324,8 @@ pub fn spawn_probe(
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let observed_at = events.clock().now();
-            let owner = match leader_key_owner(&http, &ep).await {
+            let (owner, observed_at) = observe_leader_key(&http, &ep, events.clock()).await;
+            let owner = match owner {
                 Ok(o) => {
                     etcd_down_reported = false;
                     o
@@ -461,8 +494,11 @@ async fn watch_leader_key_v2(
     let mut wait_index: Option<u64> = None;
     loop {
         let url = match wait_index {
-            Some(i) => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true&waitIndex={i}"),
-            None => format!("http://{addr}:{ETCD_PORT}/v2/keys{key}?wait=true"),
+            Some(i) => format!(
+                "http://{addr}:{}/v2/keys{key}?wait=true&waitIndex={i}",
+                ep.etcd_port
+            ),
+            None => format!("http://{addr}:{}/v2/keys{key}?wait=true", ep.etcd_port),
         };
         // etcd answers a v2 watch with its headers at once and the body when the event happens: the event is
         // stamped when the body has arrived, never when the headers did.
@@ -644,7 +680,7 @@ pub async fn read_back(
     run_id: &str,
     deadline: Duration,
 ) -> Result<(std::collections::BTreeSet<u64>, String), String> {
-    retry_until(deadline, || async {
+    retry_each_within(deadline, READ_BACK_ATTEMPT, || async {
         let client = connect_primary_raw(ep).await?;
         let rows = client
             .query(
@@ -677,12 +713,20 @@ pub async fn read_back_ledger(
     })
 }
 
-/// One load connection: INSERTs through the current primary (libpq-style multi-host, read-write target),
-/// reconnecting after any error.
+/// What one load operation runs.
+#[derive(Clone, Copy)]
+enum LoadStatement {
+    Insert(u64),
+    SelectNewest,
+}
+
+/// The load client: numbered INSERTs (and reads) through the current primary, found libpq-style (multi-host,
+/// read-write target). Each operation takes a connection of its own from the pool; one that saw any error is
+/// dropped, so the next operation connects afresh and finds the new primary.
 pub struct PostgresLoadClient {
     ep: PostgresEndpoints,
     run_id: String,
-    conn: Option<PrimaryConnection>,
+    idle: Idle<PrimaryConnection>,
 }
 
 impl PostgresLoadClient {
@@ -690,21 +734,65 @@ impl PostgresLoadClient {
         PostgresLoadClient {
             ep,
             run_id: run_id.to_string(),
-            conn: None,
+            idle: Idle::default(),
         }
     }
 
-    async fn ensure(&mut self, deadline: Duration) -> Result<(), String> {
-        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
-            self.conn = None;
+    /// An idle open connection, or a new one if it can be had before `deadline`.
+    async fn checkout(&self, deadline: Instant) -> Result<PrimaryConnection, String> {
+        while let Some(c) = self.idle.take() {
+            if !c.client.is_closed() {
+                return Ok(c);
+            }
         }
-        if self.conn.is_none() {
-            let c = tokio::time::timeout(deadline, connect_primary(&self.ep))
-                .await
-                .map_err(|_| "no read-write primary reachable before the deadline".to_string())??;
-            self.conn = Some(c);
+        tokio::time::timeout_at(deadline.into(), connect_primary(&self.ep))
+            .await
+            .map_err(|_| {
+                "not sent: no read-write primary reachable before the deadline".to_string()
+            })?
+    }
+
+    /// Runs one statement on a connection of its own; the connection goes back to the pool only after success.
+    async fn run(&self, deadline: Instant, op: LoadStatement) -> Attempt {
+        let conn = match self.checkout(deadline).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::failed_unsent(e),
+        };
+        conn.commit_warning.store(false, Ordering::SeqCst);
+        let sent = Instant::now();
+        let statement = async {
+            match op {
+                LoadStatement::Insert(id) => {
+                    conn.client
+                        .execute(&conn.insert, &[&self.run_id, &(id as i64)])
+                        .await
+                }
+                LoadStatement::SelectNewest => conn
+                    .client
+                    .query_opt(&conn.select, &[&self.run_id])
+                    .await
+                    .map(|_| 0),
+            }
+        };
+        let r = tokio::time::timeout_at(deadline.into(), statement).await;
+        let classify = match op {
+            LoadStatement::Insert(_) => classify_pg_error,
+            // A failed read changed nothing.
+            LoadStatement::SelectNewest => |_: &tokio_postgres::Error| Outcome::Failed,
+        };
+        let (outcome, error) = match r {
+            Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
+            Ok(Ok(_)) if conn.commit_warning.load(Ordering::SeqCst) => (
+                Outcome::Unknown,
+                Some("answered with a synchronous replication WARNING".to_string()),
+            ),
+            Ok(Ok(_)) => (Outcome::Ok, None),
+            Ok(Err(e)) => (classify(&e), Some(e.to_string())),
+        };
+        if outcome == Outcome::Ok {
+            self.idle.put(conn);
         }
-        Ok(())
+        Attempt::sent_at(sent, (outcome, error))
     }
 }
 
@@ -725,57 +813,24 @@ pub fn classify_pg_error(e: &tokio_postgres::Error) -> Outcome {
 }
 
 impl LoadClient for PostgresLoadClient {
-    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt> {
-        Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                return Attempt::failed_unsent(e);
-            }
-            let conn = self.conn.as_ref().expect("ensured above");
-            conn.commit_warning.store(false, Ordering::SeqCst);
-            let sent = Instant::now();
-            let r = tokio::time::timeout(
-                deadline,
-                conn.client
-                    .execute(&conn.insert, &[&self.run_id, &(id as i64)]),
-            )
-            .await;
-            let (outcome, error) = match r {
-                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
-                Ok(Ok(_)) if conn.commit_warning.load(Ordering::SeqCst) => (
-                    Outcome::Unknown,
-                    Some("commit answered with a synchronous replication WARNING".to_string()),
-                ),
-                Ok(Ok(_)) => (Outcome::Ok, None),
-                Ok(Err(e)) => (classify_pg_error(&e), Some(e.to_string())),
-            };
-            if outcome != Outcome::Ok {
-                self.conn = None;
-            }
-            Attempt::sent_at(sent, (outcome, error))
-        })
+    fn write(&self, id: u64, deadline: Instant) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.run(deadline, LoadStatement::Insert(id)))
     }
 
-    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn read(&self, deadline: Instant) -> BoxFuture<'_, Attempt> {
+        Box::pin(self.run(deadline, LoadStatement::SelectNewest))
+    }
+
+    fn warm_up(&self, connections: usize, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                return Attempt::failed_unsent(e);
-            }
-            let conn = self.conn.as_ref().expect("ensured above");
-            let sent = Instant::now();
-            let r = tokio::time::timeout(
-                deadline,
-                conn.client.query_opt(&conn.select, &[&self.run_id]),
+            let opened = futures_util::future::join_all(
+                (0..connections)
+                    .map(|_| tokio::time::timeout_at(deadline.into(), connect_primary(&self.ep))),
             )
             .await;
-            let (outcome, error) = match r {
-                Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
-                Ok(Ok(_)) => (Outcome::Ok, None),
-                Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
-            };
-            if outcome != Outcome::Ok {
-                self.conn = None;
+            for c in opened.into_iter().flatten().flatten() {
+                self.idle.put(c);
             }
-            Attempt::sent_at(sent, (outcome, error))
         })
     }
 }
@@ -792,6 +847,62 @@ pub fn promotion_log_lines(log: &str) -> Vec<(std::time::SystemTime, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoints() -> PostgresEndpoints {
+        PostgresEndpoints {
+            members: vec![Member::local("n1", Ipv4Addr::new(10, 0, 0, 11))],
+            etcd: Vec::new(),
+            etcd_port: ETCD_PORT,
+            scope: "faultline".into(),
+            dcs_api: DcsApi::Etcd2,
+            user: "postgres".into(),
+            password: Secret::new("x"),
+        }
+    }
+
+    /// An etcd member that answers every request after `delay` with `status`.
+    async fn slow_etcd(delay: Duration, status: &'static str) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// The defect this guards against: the probe stamped "leader key gone" before its read of etcd began, which
+    /// could date detection up to a second early (in the PASS direction) when etcd members were slow to answer.
+    #[tokio::test]
+    async fn the_leader_key_is_stamped_when_the_answer_arrives() {
+        let addr = slow_etcd(Duration::from_millis(400), "404 Not Found").await;
+        let mut ep = endpoints();
+        ep.etcd = vec![Ipv4Addr::LOCALHOST];
+        ep.etcd_port = addr.port();
+        let clock = Clock::start();
+        let http = http_client(Duration::from_secs(2));
+        let asked = clock.now();
+        let (owner, at) = observe_leader_key(&http, &ep, clock).await;
+        assert_eq!(owner, Ok(None), "404 = no leader key");
+        assert!(
+            at.secs_since(asked) >= 0.4,
+            "stamped {:.3} s after asking, before the answer arrived",
+            at.secs_since(asked)
+        );
+    }
 
     #[test]
     fn parses_patroni_cluster_json() {

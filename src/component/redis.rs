@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -11,9 +12,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Value};
 use tokio::sync::watch;
 
-use super::{retry_until, Member};
+use super::{retry_each_within, retry_until, Member, READ_BACK_ATTEMPT};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
+use crate::load::pool::Idle;
 use crate::load::{Attempt, BoxFuture, LoadClient};
 use crate::scenario::{ComponentKind, RedisWait};
 
@@ -362,14 +364,16 @@ pub fn sentinel_events(
     out
 }
 
-/// One load connection to the master found through Sentinel, re-resolved after any error.
+/// The load client: SETs (and GETs) on the master found through Sentinel, as a Sentinel-aware client does. Each
+/// operation takes a connection of its own from the pool (a WAIT blocks its connection at the server, so
+/// connections are never shared); one that saw an error is dropped, so the next operation asks Sentinel again.
 pub struct RedisLoadClient {
     ep: RedisEndpoints,
     prefix: String,
     wait: Option<RedisWait>,
-    conn: Option<MultiplexedConnection>,
-    /// The newest id this connection saw acknowledged: what reads ask for.
-    last_acked: Option<u64>,
+    idle: Idle<MultiplexedConnection>,
+    /// The newest id seen acknowledged (0: none yet): what reads ask for.
+    last_acked: AtomicU64,
 }
 
 impl RedisLoadClient {
@@ -378,24 +382,34 @@ impl RedisLoadClient {
             ep,
             prefix: key_prefix(run_id),
             wait,
-            conn: None,
-            last_acked: None,
+            idle: Idle::default(),
+            last_acked: AtomicU64::new(0),
         }
     }
 
-    async fn ensure(&mut self, deadline: Duration) -> Result<(), String> {
-        if self.conn.is_some() {
-            return Ok(());
+    /// An idle connection, or a new one to the master Sentinel names, if it can be had before `deadline`.
+    async fn checkout(&self, deadline: Instant) -> Result<MultiplexedConnection, String> {
+        if let Some(c) = self.idle.take() {
+            return Ok(c);
         }
-        let master = discover_master(&self.ep, Duration::from_millis(500)).await?;
+        tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
+            .await
+            .map_err(|_| "not sent: no master reachable before the deadline".to_string())?
+    }
+
+    async fn connect_master(&self, deadline: Instant) -> Result<MultiplexedConnection, String> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let master = discover_master(&self.ep, left().min(Duration::from_millis(500))).await?;
         let node = &master.node;
-        let mut c = connect(
-            master.addr,
-            master.ports.redis,
-            deadline.min(Duration::from_secs(1)),
-        )
-        .await
-        .map_err(|e| format!("master {node}: {e}"))?;
+        // No response timeout on the connection: each operation's own deadline bounds it.
+        let client =
+            redis::Client::open(format!("redis://{}:{}/", master.addr, master.ports.redis))
+                .map_err(|e| format!("master {node}: {e}"))?;
+        let cfg = AsyncConnectionConfig::new().set_connection_timeout(left());
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| format!("master {node}: {e}"))?;
         let role: Vec<Value> = redis::cmd("ROLE")
             .query_async(&mut c)
             .await
@@ -405,8 +419,7 @@ impl RedisLoadClient {
                 "{node} (named master by Sentinel) is not a master yet"
             ));
         }
-        self.conn = Some(c);
-        Ok(())
+        Ok(c)
     }
 }
 
@@ -421,32 +434,32 @@ fn classify_redis_error(e: &RedisError) -> Outcome {
 }
 
 impl LoadClient for RedisLoadClient {
-    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn write(&self, id: u64, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                return Attempt::failed_unsent(e);
-            }
-            let conn = self.conn.as_mut().expect("ensured above");
+            let mut conn = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::failed_unsent(e),
+            };
             let sent = Instant::now();
             let key = format!("{}{id}", self.prefix);
             let wait = self.wait.clone();
-            let op = async move {
+            let op = async {
                 redis::cmd("SET")
                     .arg(&key)
                     .arg(id)
-                    .query_async::<()>(conn)
+                    .query_async::<()>(&mut conn)
                     .await?;
                 if let Some(w) = wait {
                     let acked: i64 = redis::cmd("WAIT")
                         .arg(w.replicas)
                         .arg(w.timeout.as_millis() as u64)
-                        .query_async(conn)
+                        .query_async(&mut conn)
                         .await?;
                     return Ok(Some((acked, w.replicas)));
                 }
                 Ok::<_, RedisError>(None)
             };
-            let (outcome, error) = match tokio::time::timeout(deadline, op).await {
+            let (outcome, error) = match tokio::time::timeout_at(deadline.into(), op).await {
                 Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
                 Ok(Ok(None)) => (Outcome::Ok, None),
                 Ok(Ok(Some((acked, wanted)))) if acked >= wanted as i64 => (Outcome::Ok, None),
@@ -456,28 +469,32 @@ impl LoadClient for RedisLoadClient {
                 ),
                 Ok(Err(e)) => (classify_redis_error(&e), Some(e.to_string())),
             };
+            // A WAIT that confirmed too few replicas leaves a good connection behind.
+            if outcome == Outcome::Ok || error.as_deref().is_some_and(|e| e.starts_with("WAIT")) {
+                self.idle.put(conn);
+            }
             if outcome == Outcome::Ok {
-                self.last_acked = Some(self.last_acked.map_or(id, |l| l.max(id)));
-            } else if error.as_deref().is_none_or(|e| !e.starts_with("WAIT")) {
-                self.conn = None;
+                self.last_acked.fetch_max(id, Ordering::Relaxed);
             }
             Attempt::sent_at(sent, (outcome, error))
         })
     }
 
-    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn read(&self, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                return Attempt::failed_unsent(e);
-            }
-            let conn = self.conn.as_mut().expect("ensured above");
+            let mut conn = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::failed_unsent(e),
+            };
             let sent = Instant::now();
-            // GET of the newest key this connection wrote (or of a key that does not exist yet): a read that
-            // exercises the same master the writes go to.
-            let key = format!("{}{}", self.prefix, self.last_acked.unwrap_or(0));
-            let r = tokio::time::timeout(
-                deadline,
-                redis::cmd("GET").arg(&key).query_async::<Option<u64>>(conn),
+            // GET of the newest acknowledged key (or of a key that does not exist yet): a read that exercises the
+            // same master the writes go to.
+            let key = format!("{}{}", self.prefix, self.last_acked.load(Ordering::Relaxed));
+            let r = tokio::time::timeout_at(
+                deadline.into(),
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<u64>>(&mut conn),
             )
             .await;
             let (outcome, error) = match r {
@@ -485,10 +502,23 @@ impl LoadClient for RedisLoadClient {
                 Ok(Ok(_)) => (Outcome::Ok, None),
                 Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
             };
-            if outcome != Outcome::Ok {
-                self.conn = None;
+            if outcome == Outcome::Ok {
+                self.idle.put(conn);
             }
             Attempt::sent_at(sent, (outcome, error))
+        })
+    }
+
+    fn warm_up(&self, connections: usize, deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let opened =
+                futures_util::future::join_all((0..connections).map(|_| {
+                    tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
+                }))
+                .await;
+            for c in opened.into_iter().flatten().flatten() {
+                self.idle.put(c);
+            }
         })
     }
 }
@@ -519,7 +549,7 @@ pub async fn read_back_ledger(
     deadline: Duration,
     clock: crate::clock::Clock,
 ) -> Result<ReadBack, String> {
-    let (present, from_member) = retry_until(deadline, || async {
+    let (present, from_member) = retry_each_within(deadline, READ_BACK_ATTEMPT, || async {
         let node = agreed_master(ep)
             .await
             .ok_or("sentinels do not agree on a master")?;

@@ -33,7 +33,7 @@ pub async fn apply(
         nodes.join(", ")
     );
     let entry = journal_before_applying(journal, "node-drain", &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     for n in nodes {
         if stack.role_holder(ComponentKind::Postgres).await.as_deref() == Some(n.as_str()) {
             switchover_postgres(stack, n, nodes).await?;
@@ -54,11 +54,14 @@ pub async fn apply(
             }
         }
     }
+    // A drain acts from its first step: the switchover it starts is part of what clients live through, so it is
+    // effective when requested.
     Ok(ActiveFault::new(
         entry,
         description,
         nodes.to_vec(),
-        applied_at,
+        requested_at,
+        requested_at,
     ))
 }
 

@@ -32,12 +32,20 @@ pub fn apply(
     let victims = member_victims(nodes, process);
     let description = format!("SIGKILL {}", victims.join(", "));
     let entry = journal_before_applying(journal, "process-kill", &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     for n in nodes {
         stack.kill(n, process);
     }
     for n in nodes {
         stack.wait_gone(n, process, Duration::from_secs(3));
     }
-    Ok(ActiveFault::new(entry, description, victims, applied_at))
+    // Effective once cgroup.kill has returned and the processes are gone.
+    let effective_at = std::time::Instant::now();
+    Ok(ActiveFault::new(
+        entry,
+        description,
+        victims,
+        requested_at,
+        effective_at,
+    ))
 }

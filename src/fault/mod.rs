@@ -83,18 +83,23 @@ pub struct ActiveFault {
     pub description: String,
     pub victims: Vec<String>,
     pub steps: Vec<RevertStep>,
-    /// The instant the fault took effect (just before the kill, the rules, the link change): the fault instant
-    /// every measurement counts from.
-    pub applied_at: std::time::Instant,
+    /// When faultline started applying the fault (its first action).
+    pub requested_at: std::time::Instant,
+    /// When the fault had taken effect: the processes gone after cgroup.kill, the nft rules committed, the link
+    /// down, the cgroup frozen, the pod deletion accepted, the container stopped. Every measurement counts from
+    /// this instant, so writes that succeeded while the fault was still being put in place cannot satisfy RTO.
+    pub effective_at: std::time::Instant,
 }
 
 impl ActiveFault {
-    /// The applied fault for a journal entry whose action started at `applied_at`.
+    /// The applied fault for a journal entry whose action started at `requested_at` and had taken effect at
+    /// `effective_at`.
     pub fn new(
         entry: journal::JournalEntry,
         description: String,
         victims: Vec<String>,
-        applied_at: std::time::Instant,
+        requested_at: std::time::Instant,
+        effective_at: std::time::Instant,
     ) -> Self {
         ActiveFault {
             journal_id: entry.id,
@@ -102,7 +107,8 @@ impl ActiveFault {
             description,
             victims,
             steps: entry.steps,
-            applied_at,
+            requested_at,
+            effective_at,
         }
     }
 }
@@ -168,7 +174,7 @@ pub async fn resolve<T: Target>(
     }
 }
 
-/// The primary, or the first replica in topology order.
+/// The primary, the first replica in topology order, or the synchronous replica.
 pub async fn role_node<T: Target>(
     target: &T,
     component: ComponentKind,
@@ -181,6 +187,11 @@ pub async fn role_node<T: Target>(
     })?;
     match role {
         Role::Primary => Ok(primary),
+        Role::SyncReplica => target.sync_replica(component).await.ok_or_else(|| {
+            TargetError::Fault(format!(
+                "{component} has no synchronous replica: Patroni names no sync standby"
+            ))
+        }),
         Role::Replica => target
             .topology()
             .members(component)

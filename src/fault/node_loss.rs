@@ -48,7 +48,7 @@ pub fn apply(
     };
     let description = format!("{name} ({}): {what} on {}", method.name(), nodes.join(", "));
     let entry = journal_before_applying(journal, name, &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     if link_down {
         for n in nodes {
             netns::set_link(stack.topology(), n, false).map_err(|e| {
@@ -75,10 +75,13 @@ pub fn apply(
         }
         NodeLossMethod::Disconnect => {}
     }
+    // Effective once every link is down and every process is gone (stop) or frozen (pause).
+    let effective_at = std::time::Instant::now();
     Ok(ActiveFault::new(
         entry,
         description,
         nodes.to_vec(),
-        applied_at,
+        requested_at,
+        effective_at,
     ))
 }

@@ -89,16 +89,19 @@ pub fn apply(
         side_b.join(" ")
     );
     let entry = journal_before_applying(journal, "partition", &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     for (n, out, inn) in &rules {
         netns::add_drop_rules(&t.namespace(n), out, inn)
             .map_err(|e| TargetError::Fault(format!("cannot add partition rules on {n}: {e}")))?;
     }
+    // Effective once every node's nft rules are committed.
+    let effective_at = std::time::Instant::now();
     Ok(ActiveFault::new(
         entry,
         description,
         side_a.to_vec(),
-        applied_at,
+        requested_at,
+        effective_at,
     ))
 }
 

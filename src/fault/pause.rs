@@ -30,9 +30,17 @@ pub fn apply(
     let victims = member_victims(nodes, process);
     let description = format!("SIGSTOP {}", victims.join(", "));
     let entry = journal_before_applying(journal, "process-pause", &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     for n in nodes {
         stack.signal(n, process, libc::SIGSTOP);
     }
-    Ok(ActiveFault::new(entry, description, victims, applied_at))
+    // Effective once SIGSTOP has been sent to every process of every member.
+    let effective_at = std::time::Instant::now();
+    Ok(ActiveFault::new(
+        entry,
+        description,
+        victims,
+        requested_at,
+        effective_at,
+    ))
 }

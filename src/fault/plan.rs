@@ -109,6 +109,9 @@ mod tests {
         async fn role_holder(&self, _: ComponentKind) -> Option<String> {
             Some("n2".into())
         }
+        async fn sync_replica(&self, _: ComponentKind) -> Option<String> {
+            Some("n3".into())
+        }
         async fn wait_healthy(&self, _: Duration) -> Result<String, String> {
             Err("not a stack".into())
         }

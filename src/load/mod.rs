@@ -1,14 +1,24 @@
 //! Open-loop load: operations are scheduled at a fixed rate whatever the servers do, and latency is measured from
-//! the scheduled send time (no coordinated omission). A pool of connections executes the schedule; each operation
-//! is attempted exactly once and lands in the ledger as ok, failed or unknown.
+//! the scheduled send time (no coordinated omission).
+//!
+//! Every operation is dispatched at its scheduled instant by a pacer thread (see `pacer`) as a task of its own, so
+//! one operation's stall never delays another's send: a search never waits behind a stalled upsert in a harness
+//! queue. The number of operations in flight per component is bounded (`load.max_in_flight`); an operation that
+//! finds every slot taken waits for one, and that wait is recorded separately (`LedgerEntry::slot`) from the time
+//! the server took (`done - sent`). Each operation's deadline counts from its scheduled time: one that cannot be
+//! sent before it is recorded as failed (not sent) when the deadline passes, and one still waiting or in flight
+//! when the load stops is recorded too, never dropped.
+
+mod pacer;
+pub mod pool;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::Clock;
 use crate::events::EventLog;
@@ -44,43 +54,92 @@ impl Attempt {
     }
 }
 
-/// One client connection of a component's load driver. Implementations re-resolve the primary after errors and
-/// enforce the deadline themselves (client side; never a server-side statement timeout: HA-FACTS pitfall 4).
-pub trait LoadClient: Send {
-    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt>;
-    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt>;
+/// A component's load client, shared by every operation in flight. Implementations keep a pool of connections
+/// (see `pool::Idle`), give each operation one of its own, re-resolve the primary after errors, and stop at
+/// `deadline`, an absolute instant counted from the operation's scheduled time (client side; never a server-side
+/// statement timeout: HA-FACTS pitfall 4). An operation that could not be sent before `deadline` is
+/// `Attempt::failed_unsent`.
+pub trait LoadClient: Send + Sync {
+    fn write(&self, id: u64, deadline: Instant) -> BoxFuture<'_, Attempt>;
+    fn read(&self, deadline: Instant) -> BoxFuture<'_, Attempt>;
     /// A search (vector query); components without one never get search jobs (the scenario parser refuses
     /// `search_rate` for them), so the default only guards against a wiring mistake.
-    fn search(&mut self, _deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn search(&self, _deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async { Attempt::failed_unsent("this component has no search operation") })
+    }
+    /// Opens up to `connections` connections ahead of the load, so that the baseline measures steady state rather
+    /// than connection setup. Best effort: an operation opens what it lacks.
+    fn warm_up(&self, _connections: usize, _deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 
+/// The error of an operation still in flight when the load stopped and its drain time had passed.
+pub const STOPPED_IN_FLIGHT: &str = "in flight when the load stopped";
+/// The error of an operation still waiting for a slot when the load stopped and its drain time had passed.
+pub const STOPPED_UNSENT: &str = "not sent: the load stopped first";
+
+/// Whether the operation was cut off by the load's own stop rather than ended by the servers or its deadline.
+pub fn cut_by_stop(e: &LedgerEntry) -> bool {
+    matches!(e.error.as_deref(), Some(STOPPED_IN_FLIGHT | STOPPED_UNSENT))
+}
+
+/// One scheduled operation.
 #[derive(Clone, Copy, Debug)]
 struct Job {
     id: u64,
     op: OpKind,
     scheduled: Instant,
+    deadline: Instant,
 }
 
-/// A running load: stop it to drain in-flight operations.
+/// What every operation task shares.
+struct Shared {
+    client: Arc<dyn LoadClient>,
+    ledger: Ledger,
+    clock: Clock,
+    trial: u32,
+    slots: Semaphore,
+    max_in_flight: usize,
+    outstanding: AtomicUsize,
+    all_done: Notify,
+    cancel: watch::Receiver<bool>,
+}
+
+/// A running load: stop it to drain what is in flight.
 pub struct RunningLoad {
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pacer: Option<pacer::Pacer>,
+    cancel: watch::Sender<bool>,
+    shared: Arc<Shared>,
     pub next_write_id: Arc<AtomicU64>,
 }
 
 impl RunningLoad {
-    /// Stops scheduling, lets queued and in-flight operations finish (each is bounded by its deadline), then
-    /// returns. Operations still queued when `drain` passes are dropped unattempted (they never reach the ledger).
-    pub async fn stop(self, drain: Duration) {
-        let _ = self.stop.send(true);
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = futures_util::future::join_all(self.tasks);
-        if tokio::time::timeout(drain, all).await.is_err() {
-            for a in aborts {
-                a.abort();
+    /// Stops scheduling, then waits up to `drain` for the operations still waiting or in flight (each ends by its
+    /// own deadline). Whatever is left after `drain` is cancelled and recorded as such: nothing scheduled goes
+    /// missing from the ledger.
+    pub async fn stop(mut self, drain: Duration) {
+        if let Some(p) = self.pacer.take() {
+            let _ = tokio::task::spawn_blocking(move || p.stop()).await;
+        }
+        let until = Instant::now() + drain;
+        loop {
+            let notified = self.shared.all_done.notified();
+            if self.shared.outstanding.load(Ordering::SeqCst) == 0 {
+                return;
             }
+            if tokio::time::timeout_at(until.into(), notified)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = self.cancel.send(true);
+        // Cancelled tasks record themselves as they drop; give them a moment to be polled.
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.shared.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -88,174 +147,164 @@ impl RunningLoad {
 /// Starts the schedule. Write ids continue from `first_write_id` so one ledger spans all trials of a run.
 pub fn start(
     profile: &LoadProfile,
-    clients: Vec<Box<dyn LoadClient>>,
+    client: Arc<dyn LoadClient>,
     ledger: Ledger,
     events: EventLog,
     first_write_id: u64,
 ) -> RunningLoad {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (job_tx, job_rx) = mpsc::unbounded_channel::<Job>();
-    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let max_in_flight = profile.max_in_flight.max(1) as usize;
+    let shared = Arc::new(Shared {
+        client,
+        ledger,
+        clock: events.clock(),
+        trial: events.trial(),
+        slots: Semaphore::new(max_in_flight),
+        max_in_flight,
+        outstanding: AtomicUsize::new(0),
+        all_done: Notify::new(),
+        cancel: cancel_rx,
+    });
     let next_write_id = Arc::new(AtomicU64::new(first_write_id));
-    let mut tasks = Vec::new();
-    let clock = events.clock();
-
-    for (rate, op) in [
-        (profile.write_rate, OpKind::Write),
-        (profile.read_rate, OpKind::Read),
-        (profile.search_rate, OpKind::Search),
-    ] {
-        if rate == 0 {
-            continue;
-        }
-        let tx = job_tx.clone();
-        let mut stop = stop_rx.clone();
-        let ids = next_write_id.clone();
-        tasks.push(tokio::spawn(async move {
-            let period = Duration::from_secs_f64(1.0 / rate as f64);
-            let start = Instant::now();
-            let mut n: u64 = 0;
-            let mut read_id: u64 = 0;
-            loop {
-                let scheduled = start + period.mul_f64(n as f64);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(scheduled.into()) => {}
-                    _ = stop.changed() => break,
-                }
-                if *stop.borrow() {
-                    break;
-                }
-                let id = match op {
-                    OpKind::Write => ids.fetch_add(1, Ordering::SeqCst),
-                    OpKind::Read | OpKind::Search => {
-                        read_id += 1;
-                        read_id
-                    }
-                };
-                if tx.send(Job { id, op, scheduled }).is_err() {
-                    break;
-                }
-                n += 1;
-            }
-        }));
-    }
-    drop(job_tx);
-
+    let streams: Vec<(OpKind, u32)> = [
+        (OpKind::Write, profile.write_rate),
+        (OpKind::Read, profile.read_rate),
+        (OpKind::Search, profile.search_rate),
+    ]
+    .into_iter()
+    .filter(|(_, rate)| *rate > 0)
+    .collect();
+    let handle = tokio::runtime::Handle::current();
     let deadline = profile.deadline;
-    for mut client in clients {
-        let rx = job_rx.clone();
-        let ledger = ledger.clone();
-        let events = events.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let job = { rx.lock().await.recv().await };
-                let Some(job) = job else { break };
-                let attempt = match job.op {
-                    OpKind::Write => client.write(job.id, deadline).await,
-                    OpKind::Read => client.read(deadline).await,
-                    OpKind::Search => client.search(deadline).await,
-                };
-                record(&ledger, &clock, &events, job, attempt);
+    let ids = next_write_id.clone();
+    let dispatch_shared = shared.clone();
+    let mut read_id = 0u64;
+    let pacer = pacer::Pacer::start(streams, move |op, scheduled| {
+        let id = match op {
+            OpKind::Write => ids.fetch_add(1, Ordering::SeqCst),
+            OpKind::Read | OpKind::Search => {
+                read_id += 1;
+                read_id
             }
-        }));
-    }
+        };
+        let job = Job {
+            id,
+            op,
+            scheduled,
+            deadline: scheduled + deadline,
+        };
+        let guard = OpGuard::new(dispatch_shared.clone(), job);
+        handle.spawn(run_op(guard));
+    });
     RunningLoad {
-        stop: stop_tx,
-        tasks,
+        pacer: Some(pacer),
+        cancel: cancel_tx,
+        shared,
         next_write_id,
     }
 }
 
-fn record(ledger: &Ledger, clock: &Clock, events: &EventLog, job: Job, attempt: Attempt) {
-    let done = Instant::now();
-    ledger.record(LedgerEntry {
-        id: job.id,
-        op: job.op,
-        trial: events.trial(),
-        scheduled: clock.stamp_of(job.scheduled),
-        sent: attempt.sent.map(|s| clock.stamp_of(s)),
-        done: clock.stamp_of(done),
-        outcome: attempt.outcome,
-        error: attempt.error,
-    });
+/// Waits for a slot (until the deadline), runs the operation, records it. Cancelled (dropped) by `stop` only when
+/// the drain time has passed; the guard records it then.
+async fn run_op(mut guard: OpGuard) {
+    let shared = guard.shared.clone();
+    let job = guard.job;
+    let mut cancel = shared.cancel.clone();
+    let work = async {
+        let permit = match shared.slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout_at(job.deadline.into(), shared.slots.acquire()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) | Err(_) => {
+                        let error = format!(
+                            "not sent: all {} in-flight slots stayed taken until the deadline",
+                            shared.max_in_flight
+                        );
+                        guard.finish(Attempt::failed_unsent(error));
+                        return;
+                    }
+                }
+            }
+        };
+        guard.slot = Some(Instant::now());
+        let client = shared.client.as_ref();
+        let attempt = match job.op {
+            OpKind::Write => client.write(job.id, job.deadline).await,
+            OpKind::Read => client.read(job.deadline).await,
+            OpKind::Search => client.search(job.deadline).await,
+        };
+        drop(permit);
+        guard.finish(attempt);
+    };
+    // Cancellation is looked at first: a cancelled operation releases its slot as it drops, and the next one
+    // waiting must not take it and start.
+    tokio::select! {
+        biased;
+        _ = cancel.wait_for(|c| *c) => {}
+        _ = work => {}
+    }
+}
+
+/// Records its operation exactly once: when it finishes, or when it is dropped unfinished (load stopped).
+struct OpGuard {
+    shared: Arc<Shared>,
+    job: Job,
+    slot: Option<Instant>,
+    recorded: bool,
+}
+
+impl OpGuard {
+    fn new(shared: Arc<Shared>, job: Job) -> Self {
+        shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        OpGuard {
+            shared,
+            job,
+            slot: None,
+            recorded: false,
+        }
+    }
+
+    fn finish(&mut self, attempt: Attempt) {
+        self.record(attempt.sent, attempt.outcome, attempt.error);
+    }
+
+    fn record(&mut self, sent: Option<Instant>, outcome: Outcome, error: Option<String>) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        let clock = self.shared.clock;
+        self.shared.ledger.record(LedgerEntry {
+            id: self.job.id,
+            op: self.job.op,
+            trial: self.shared.trial,
+            scheduled: clock.stamp_of(self.job.scheduled),
+            slot: self.slot.map(|s| clock.stamp_of(s)),
+            sent: sent.map(|s| clock.stamp_of(s)),
+            done: clock.now(),
+            outcome,
+            error,
+        });
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        if !self.recorded {
+            // Unfinished when the load stopped. With a slot the request may have left the client: unknown.
+            let (outcome, error) = if self.slot.is_some() {
+                (Outcome::Unknown, STOPPED_IN_FLIGHT)
+            } else {
+                (Outcome::Failed, STOPPED_UNSENT)
+            };
+            self.record(None, outcome, Some(error.to_string()));
+        }
+        if self.shared.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.all_done.notify_waiters();
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A client whose server is "down" for ids in a range: proves the schedule is open loop (ids keep being
-    /// scheduled while operations fail) and that latency counts from the scheduled time.
-    struct Flaky {
-        down: std::ops::Range<u64>,
-        service_time: Duration,
-    }
-
-    impl LoadClient for Flaky {
-        fn write(&mut self, id: u64, _deadline: Duration) -> BoxFuture<'_, Attempt> {
-            Box::pin(async move {
-                tokio::time::sleep(self.service_time).await;
-                if self.down.contains(&id) {
-                    Attempt::failed_unsent("down")
-                } else {
-                    Attempt {
-                        sent: Some(Instant::now()),
-                        outcome: Outcome::Ok,
-                        error: None,
-                    }
-                }
-            })
-        }
-        fn read(&mut self, _deadline: Duration) -> BoxFuture<'_, Attempt> {
-            Box::pin(async move {
-                Attempt {
-                    sent: Some(Instant::now()),
-                    outcome: Outcome::Ok,
-                    error: None,
-                }
-            })
-        }
-    }
-
-    #[tokio::test]
-    async fn open_loop_schedule_keeps_rate_and_records_every_attempt() {
-        let clock = Clock::start();
-        let events = EventLog::new(clock);
-        let ledger = Ledger::default();
-        let profile = LoadProfile {
-            write_rate: 200,
-            read_rate: 0,
-            connections: 1,
-            ..LoadProfile::default()
-        };
-        // One slow connection (10 ms per op) cannot keep up with 200/s: latency must grow with the queue.
-        let client = Flaky {
-            down: 5..10,
-            service_time: Duration::from_millis(10),
-        };
-        let load = start(&profile, vec![Box::new(client)], ledger.clone(), events, 1);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        load.stop(Duration::from_secs(5)).await;
-        let entries = ledger.entries();
-        let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
-        assert!(
-            entries.len() >= 50,
-            "scheduled {} ops in 300 ms at 200/s",
-            entries.len()
-        );
-        assert_eq!(ids, (1..=entries.len() as u64).collect::<Vec<_>>());
-        assert_eq!(
-            entries
-                .iter()
-                .filter(|e| e.outcome == Outcome::Failed)
-                .count(),
-            5
-        );
-        let last = entries.last().unwrap();
-        assert!(
-            last.latency() > Duration::from_millis(100),
-            "queueing delay must show in latency, got {:?}",
-            last.latency()
-        );
-    }
-}
+mod tests;

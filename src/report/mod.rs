@@ -44,6 +44,8 @@ pub struct RunReport {
     /// Successful / attempted operations over the whole run (every trial, reads, writes and searches).
     pub availability: Availability,
     pub timeline: Vec<TimelineEntry>,
+    /// Every read-back of the ledger: one per trial and the run's final one, with who answered and when.
+    pub read_backs: Vec<ReadBackRecord>,
     pub log_agreement: Vec<LogAgreement>,
     /// Component versions and HA settings, built by the target.
     pub fingerprint: serde_json::Value,
@@ -68,6 +70,37 @@ impl From<&TrialMeasurements> for TrialReport {
             writes: m.writes.clone(),
             latency_buckets: m.latency_buckets.clone(),
             notes: m.notes.clone(),
+        }
+    }
+}
+
+/// One read-back of the run's writes from the servers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadBackRecord {
+    /// The trial it followed; None = the final read-back at the end of the run.
+    pub trial: Option<u32>,
+    /// Which member(s) answered; None when it failed.
+    pub from_member: Option<String>,
+    /// When the answer arrived (RFC 3339).
+    pub at: Option<String>,
+    /// How many of the run's write ids were present.
+    pub ids_present: Option<usize>,
+    pub error: Option<String>,
+}
+
+impl ReadBackRecord {
+    pub fn of(
+        trial: Option<u32>,
+        clock: &Clock,
+        read_back: &Option<crate::ledger::ReadBack>,
+        error: &Option<String>,
+    ) -> Self {
+        ReadBackRecord {
+            trial,
+            from_member: read_back.as_ref().map(|r| r.from_member.clone()),
+            at: read_back.as_ref().map(|r| clock.rfc3339(r.at)),
+            ids_present: read_back.as_ref().map(|r| r.present.len()),
+            error: error.clone(),
         }
     }
 }
@@ -326,6 +359,7 @@ pub(crate) mod fixtures {
                 trial: 1,
                 event: serde_json::json!({"type": "fault_applied", "fault": "process-kill", "victims": ["pg1"]}),
             }],
+            read_backs: Vec::new(),
             log_agreement: Vec::new(),
             fingerprint: serde_json::json!({"postgres": "17.2", "patroni": "4.0.4", "ttl": 30}),
             exit_code: 1,

@@ -59,6 +59,25 @@ pub fn terminal_summary(report: &RunReport) -> String {
         .flat_map(|t| t.notes.iter().map(|n| format!("trial {}: {n}\n", t.trial)))
         .collect();
 
+    let read_backs: String = report
+        .read_backs
+        .iter()
+        .map(|r| {
+            let which = r.trial.map_or_else(
+                || "final read-back".to_string(),
+                |t| format!("trial {t} read-back"),
+            );
+            match (&r.from_member, &r.at, r.ids_present, &r.error) {
+                (Some(m), Some(at), Some(n), _) => {
+                    format!("{which}: {n} ids present, answered by {m} at {at}\n")
+                }
+                (_, _, _, e) => {
+                    format!("{which}: FAILED: {}\n", e.as_deref().unwrap_or("no answer"))
+                }
+            }
+        })
+        .collect();
+
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
     let verdict = match report.verdict {
@@ -74,7 +93,7 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{read_backs}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
 }

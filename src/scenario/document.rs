@@ -21,13 +21,33 @@ pub enum ReadFailure {
     Invalid(InputError),
 }
 
-/// Reads an input file without loading one that is over the size limit.
+/// Reads an input file without loading one that is over the size limit or not a regular file (a device such as
+/// /dev/zero, a FIFO or a directory is refused before anything is read from it). The read itself stops past the
+/// limit too, for files whose size the kernel reports as 0 (/proc) or that grow while being read.
 pub fn read_input(path: &Path) -> Result<String, ReadFailure> {
-    let size = fs::metadata(path).map_err(ReadFailure::Io)?.len();
-    if size > MAX_INPUT_BYTES {
-        return Err(ReadFailure::Invalid(too_large(path, size)));
+    use std::io::Read;
+    // stat before open: opening a FIFO for reading would block until a writer comes.
+    let meta = fs::metadata(path).map_err(ReadFailure::Io)?;
+    if !meta.is_file() {
+        return Err(ReadFailure::Invalid(InputError::whole_file(
+            path,
+            format!(
+                "not a regular file ({}); give the path of a YAML file",
+                file_kind(&meta)
+            ),
+        )));
     }
-    let bytes = fs::read(path).map_err(ReadFailure::Io)?;
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(ReadFailure::Invalid(too_large(path, meta.len())));
+    }
+    let file = fs::File::open(path).map_err(ReadFailure::Io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadFailure::Io)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(ReadFailure::Invalid(too_large(path, bytes.len() as u64)));
+    }
     String::from_utf8(bytes).map_err(|e| {
         ReadFailure::Invalid(InputError::whole_file(
             path,
@@ -47,6 +67,24 @@ pub fn read_input_file(path: &Path) -> Result<String, InputErrors> {
         }
         ReadFailure::Invalid(e) => e.into(),
     })
+}
+
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 fn too_large(path: &Path, size: u64) -> InputError {

@@ -43,7 +43,22 @@ impl fmt::Display for ComponentKind {
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Primary,
+    /// The first replica in topology order.
     Replica,
+    /// Patroni's synchronous standby (`sync-replica`): the replica whose loss stalls commits. Postgres only.
+    #[serde(rename = "sync-replica")]
+    SyncReplica,
+}
+
+impl Role {
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::SyncReplica => "sync-replica",
+        }
+    }
 }
 
 /// Which node(s) a fault hits, resolved when the fault is applied (the primary moves between trials).
@@ -207,8 +222,11 @@ pub struct LoadProfile {
     pub read_rate: u32,
     /// Searches per second, open loop (0 = none); only for components that have a search (Qdrant).
     pub search_rate: u32,
-    /// Concurrent client connections executing the schedule.
+    /// Client connections opened before the load starts (the pool grows on demand up to `max_in_flight`).
     pub connections: u32,
+    /// Operations of the component in flight at once; an operation that finds every slot taken waits for one,
+    /// within its deadline (the wait is recorded apart from the server's time).
+    pub max_in_flight: u32,
     /// Client-side deadline per operation; past it the outcome is unknown.
     pub deadline: Duration,
     /// Redis only: `WAIT replicas timeout` after every write.
@@ -224,6 +242,7 @@ impl Default for LoadProfile {
             read_rate: 20,
             search_rate: 0,
             connections: 4,
+            max_in_flight: 64,
             deadline: Duration::from_secs(2),
             redis_wait: None,
             rto_consecutive: 3,
@@ -335,6 +354,12 @@ pub enum Metric {
     Throughput(OpClass, Window),
     /// (fault - baseline) / baseline in percent, positive = slower: `[op_|latency_]pXX_degradation_pct`.
     LatencyDegradation(OpClass, Quantile),
+    /// p99 of the time operations waited in the harness for an in-flight slot (scheduled to slot; the whole wait
+    /// for one that never got a slot): `[op_]slot_wait_p99_{baseline,fault}_ms`. Not part of the server's time.
+    SlotWaitP99(OpClass, Window),
+    /// p99 of the server's (and the network's) time of the ok operations, sent to done:
+    /// `[op_]server_p99_{baseline,fault}_ms`.
+    ServerP99(OpClass, Window),
     /// (baseline - fault) / baseline in percent, positive = fewer ops: `[op_]throughput_degradation_pct`.
     ThroughputDegradation(OpClass),
 }
@@ -364,6 +389,8 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
                 v.push(Metric::Latency(op, q, w));
             }
             v.push(Metric::Throughput(op, w));
+            v.push(Metric::SlotWaitP99(op, w));
+            v.push(Metric::ServerP99(op, w));
         }
         for q in Quantile::ALL {
             v.push(Metric::LatencyDegradation(op, q));
@@ -418,6 +445,8 @@ impl Metric {
             Metric::ThroughputDegradation(op) => {
                 format!("{}throughput_degradation_pct", op.prefix())
             }
+            Metric::SlotWaitP99(op, w) => format!("{}slot_wait_p99_{}_ms", op.prefix(), window(w)),
+            Metric::ServerP99(op, w) => format!("{}server_p99_{}_ms", op.prefix(), window(w)),
         }
     }
 

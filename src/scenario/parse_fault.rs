@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::document::{did_you_mean, Diagnostics};
 use super::duration::format_duration;
 use super::model::{
-    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection,
+    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
@@ -424,11 +424,98 @@ fn partition(
             topology,
         ),
     };
+    if let (Some(a), Some(b)) = (&side_a, &side_b) {
+        if let Some(problem) = sides_overlap(a, b, topology) {
+            d.at(&format!("{path}.side_b"), format!("{label}: {problem}"));
+            return None;
+        }
+    }
     Some(FaultKind::Partition {
         side_a: side_a?,
         side_b: side_b?,
         direction: direction?,
     })
+}
+
+/// Why two partition sides share a node, when that can be told before the run: the same selector on both sides,
+/// or (with the topology) nodes, zones and regions that include a common node. Role selectors are checked when
+/// the fault is applied, once the role holders are known.
+fn sides_overlap(
+    a: &[NodeSelector],
+    b: &[NodeSelector],
+    topology: Option<&Topology>,
+) -> Option<String> {
+    if let Some(sel) = a.iter().find(|s| b.contains(s)) {
+        return Some(format!(
+            "{} is on both sides of the partition; a node cannot be cut off from itself",
+            describe(sel)
+        ));
+    }
+    let t = topology?;
+    let nodes_of = |sel: &NodeSelector| -> Vec<String> {
+        match sel {
+            NodeSelector::Node(n) => vec![n.clone()],
+            NodeSelector::Zone(z) => t.names_in(z, false),
+            NodeSelector::Region(r) => t.names_in(r, true),
+            _ => Vec::new(),
+        }
+    };
+    for sa in a {
+        for sb in b {
+            let in_b = nodes_of(sb);
+            if let Some(n) = nodes_of(sa).into_iter().find(|n| in_b.contains(n)) {
+                return Some(format!(
+                    "node `{n}` is on both sides of the partition (side_a: {}, side_b: {})",
+                    describe(sa),
+                    describe(sb)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `sync-replica` names Patroni's synchronous standby: no other component has one.
+fn role_fits(
+    d: &mut Diagnostics<'_>,
+    role: Role,
+    component: ComponentKind,
+    path: &str,
+) -> Option<()> {
+    if role == Role::SyncReplica && component != ComponentKind::Postgres {
+        d.at(
+            path,
+            format!(
+                "role `sync-replica` is Patroni's synchronous standby and exists only for postgres (this selector's \
+                 component is {component}); use `replica`"
+            ),
+        );
+        return None;
+    }
+    Some(())
+}
+
+fn describe(sel: &NodeSelector) -> String {
+    match sel {
+        NodeSelector::Node(n) => format!("{{node: {n}}}"),
+        NodeSelector::Zone(z) => format!("{{zone: {z}}}"),
+        NodeSelector::Region(r) => format!("{{region: {r}}}"),
+        NodeSelector::Role { component, role } => {
+            format!("{{role: {}, component: {component}}}", role.name())
+        }
+        NodeSelector::ZoneOf { component, role } => {
+            format!(
+                "{{zone_of: {{role: {}, component: {component}}}}}",
+                role.name()
+            )
+        }
+        NodeSelector::RegionOf { component, role } => {
+            format!(
+                "{{region_of: {{role: {}, component: {component}}}}}",
+                role.name()
+            )
+        }
+    }
 }
 
 fn selectors(
@@ -554,10 +641,9 @@ fn selector(
     if let Some(text) = &raw.role {
         let role = role(d, text, &format!("{path}.role"));
         let component = component_at(d, &raw.component, format!("{path}.component"));
-        return Some(NodeSelector::Role {
-            component: component?,
-            role: role?,
-        });
+        let (component, role) = (component?, role?);
+        role_fits(d, role, component, &format!("{path}.role"))?;
+        return Some(NodeSelector::Role { component, role });
     }
     let (key, role_ref) = match (&raw.zone_of, &raw.region_of) {
         (Some(z), _) => ("zone_of", z),
@@ -574,6 +660,7 @@ fn selector(
         .and_then(|r| role(d, r, &format!("{ref_path}.role")));
     let component = component_at(d, &role_ref.component, format!("{ref_path}.component"));
     let (component, role) = (component?, role?);
+    role_fits(d, role, component, &format!("{ref_path}.role"))?;
     Some(if key == "zone_of" {
         NodeSelector::ZoneOf { component, role }
     } else {
@@ -607,6 +694,66 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn sync_replica_is_a_postgres_role() {
+        let s = parse_scenario(
+            &with_faults("  - kind: process-kill\n    target: {role: sync-replica}\n"),
+            path(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::ProcessKill {
+                component: ComponentKind::Postgres,
+                target: NodeSelector::Role {
+                    component: ComponentKind::Postgres,
+                    role: Role::SyncReplica
+                }
+            }
+        );
+        let e = err(&with_faults(
+            "  - kind: process-kill\n    component: redis\n    target: {role: sync-replica}\n",
+        ));
+        assert!(e.contains("exists only for postgres"), "{e}");
+    }
+
+    /// The defect this guards against: partition sides that share a node were accepted.
+    #[test]
+    fn partition_sides_that_share_a_node_are_invalid() {
+        let e = err(&with_faults(
+            "  - kind: partition\n    side_a: [{role: primary}]\n    side_b: [{node: n2}, {role: primary}]\n",
+        ));
+        assert!(
+            e.contains("{role: primary, component: postgres} is on both sides of the partition"),
+            "{e}"
+        );
+        let e = err_with(
+            &with_faults(
+                "  - kind: partition\n    side_a: [{zone: z2}]\n    side_b: [{node: n2}]\n",
+            ),
+            Some(&topo()),
+        );
+        assert!(
+            e.contains("node `n2` is on both sides of the partition (side_a: {zone: z2}, side_b: {node: n2})"),
+            "{e}"
+        );
+        let e = err_with(
+            &with_faults(
+                "  - kind: partition\n    side_a: [{node: n1}]\n    side_b: [{region: r1}]\n",
+            ),
+            Some(&topo()),
+        );
+        assert!(e.contains("node `n1` is on both sides"), "{e}");
+        // Disjoint sides are fine.
+        parse_scenario(
+            &with_faults("  - kind: partition\n    side_a: [{zone: z1}]\n    side_b: [{zone: z2}, {node: n3}]\n"),
+            path(),
+            Some(&topo()),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub trait Target {
     fn component(&self, kind: ComponentKind) -> Box<dyn Component>;
     /// The node currently holding the primary/master role, by the servers' own view.
     fn role_holder(&self, component: ComponentKind) -> impl Future<Output = Option<String>>;
+    /// The node of the component's synchronous replica (Patroni's sync standby), by the servers' own view.
+    fn sync_replica(&self, component: ComponentKind) -> impl Future<Output = Option<String>>;
     /// Ok with a one-line summary once every member is back and the replication groups agree.
     fn wait_healthy(&self, timeout: Duration) -> impl Future<Output = Result<String, String>>;
     fn fingerprint(&self) -> serde_json::Value;

@@ -7,6 +7,7 @@
 //! it does not answer, to the next peer.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use qdrant_client::qdrant::collections_client::CollectionsClient;
@@ -24,8 +25,9 @@ use tonic::Code;
 use super::rest::{cluster_view, health};
 use super::{point_vector, query_vector, QdrantEndpoints, QdrantPeer, RUN_KEY};
 use crate::clock::Clock;
-use crate::component::http_client;
+use crate::component::{http_client, READ_BACK_ATTEMPT};
 use crate::ledger::{Outcome, ReadBack};
+use crate::load::pool::Idle;
 use crate::load::{Attempt, BoxFuture, LoadClient};
 
 /// Connects a gRPC channel to one peer within `timeout` (the request has not been sent if this fails).
@@ -103,17 +105,20 @@ fn numeric_id(id: &Option<PointId>) -> Option<u64> {
     }
 }
 
-/// One load connection: upserts (wait=true, point id = ledger id), point reads of the newest acknowledged id,
-/// and searches with seeded query vectors.
+/// The load client: upserts (wait=true, point id = ledger id), point reads of the newest acknowledged id, and
+/// searches with seeded query vectors. Each operation takes a gRPC channel of its own from the pool, so a stalled
+/// upsert never holds up a search; a channel that saw an error is dropped and the next one enters the cluster one
+/// peer further on.
 pub struct QdrantLoadClient {
     ep: QdrantEndpoints,
     run_id: String,
     http: reqwest::Client,
-    conn: Option<PointsClient<Channel>>,
+    idle: Idle<PointsClient<Channel>>,
     /// Where the next re-resolution starts: moves on after every error.
-    rotation: usize,
-    last_acked: Option<u64>,
-    searches: u64,
+    rotation: AtomicUsize,
+    /// The newest id seen acknowledged (0: none yet).
+    last_acked: AtomicU64,
+    searches: AtomicU64,
 }
 
 impl QdrantLoadClient {
@@ -122,42 +127,61 @@ impl QdrantLoadClient {
             ep,
             run_id: run_id.to_string(),
             http: http_client(Duration::from_millis(300)),
-            conn: None,
-            rotation: 0,
-            last_acked: None,
-            searches: 0,
+            idle: Idle::default(),
+            rotation: AtomicUsize::new(0),
+            last_acked: AtomicU64::new(0),
+            searches: AtomicU64::new(0),
         }
     }
 
-    async fn ensure(&mut self, deadline: Duration) -> Result<(), String> {
-        if self.conn.is_some() {
-            return Ok(());
+    /// An idle channel, or a new one to the first peer that answers before `deadline`.
+    async fn checkout(&self, deadline: Instant) -> Result<PointsClient<Channel>, String> {
+        if let Some(c) = self.idle.take() {
+            return Ok(c);
         }
         if self.ep.peers.is_empty() {
             return Err("no qdrant peer is configured".into());
         }
-        let until = Instant::now() + deadline.min(Duration::from_secs(2));
-        let mut last = String::from("no qdrant peer answered");
-        for i in entry_order(&self.ep, &self.http, self.rotation).await {
-            let left = until.saturating_duration_since(Instant::now());
+        let mut last = String::from("not sent: no qdrant peer answered before the deadline");
+        let start = self.rotation.load(Ordering::Relaxed);
+        let order = match tokio::time::timeout_at(
+            deadline.into(),
+            entry_order(&self.ep, &self.http, start),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => return Err(last),
+        };
+        for i in order {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match connect(&self.ep.peers[i], left.min(Duration::from_millis(500))).await {
-                Ok(c) => {
-                    self.conn = Some(PointsClient::new(c));
-                    return Ok(());
-                }
+                Ok(c) => return Ok(PointsClient::new(c)),
                 Err(e) => last = e,
             }
         }
+        self.move_on();
         Err(last)
     }
 
-    /// After an error: reconnect before the next operation, starting the search one peer further on.
-    fn drop_connection(&mut self) {
-        self.conn = None;
-        self.rotation = (self.rotation + 1) % self.ep.peers.len().max(1);
+    /// After an error: the next channel enters the cluster one peer further on.
+    fn move_on(&self) {
+        let n = self.ep.peers.len().max(1);
+        let _ = self
+            .rotation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some((r + 1) % n));
+    }
+
+    /// Gives a channel back after success; after an error it is dropped.
+    fn check_in(&self, conn: PointsClient<Channel>, outcome: Outcome) {
+        if outcome == Outcome::Ok {
+            self.idle.put(conn);
+        } else {
+            self.move_on();
+        }
     }
 
     fn vector_size(&self) -> usize {
@@ -177,12 +201,12 @@ fn query_outcome<T>(
 }
 
 impl LoadClient for QdrantLoadClient {
-    fn write(&mut self, id: u64, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn write(&self, id: u64, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                self.drop_connection();
-                return Attempt::failed_unsent(e);
-            }
+            let mut client = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::failed_unsent(e),
+            };
             let point = PointStruct::new(
                 id,
                 point_vector(self.ep.seed, id, self.vector_size()),
@@ -191,9 +215,8 @@ impl LoadClient for QdrantLoadClient {
             let request = UpsertPointsBuilder::new(self.ep.collection.name.clone(), vec![point])
                 .wait(true)
                 .build();
-            let client = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
-            let r = tokio::time::timeout(deadline, client.upsert(request)).await;
+            let r = tokio::time::timeout_at(deadline.into(), client.upsert(request)).await;
             let (outcome, error) = match r {
                 Err(_) => (Outcome::Unknown, Some("client deadline passed".to_string())),
                 Ok(Ok(resp)) => {
@@ -213,59 +236,64 @@ impl LoadClient for QdrantLoadClient {
                 Ok(Err(s)) => (classify_write_status(&s), Some(status_text(&s))),
             };
             if outcome == Outcome::Ok {
-                self.last_acked = Some(self.last_acked.map_or(id, |l| l.max(id)));
-            } else {
-                self.drop_connection();
+                self.last_acked.fetch_max(id, Ordering::Relaxed);
             }
+            self.check_in(client, outcome);
             Attempt::sent_at(sent, (outcome, error))
         })
     }
 
-    fn read(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn read(&self, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                self.drop_connection();
-                return Attempt::failed_unsent(e);
-            }
-            // The newest id this connection saw acknowledged (or one that does not exist yet): a point read by id.
-            let id = self.last_acked.unwrap_or(0);
+            let mut client = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::failed_unsent(e),
+            };
+            // The newest id seen acknowledged (or one that does not exist yet): a point read by id.
+            let id = self.last_acked.load(Ordering::Relaxed);
             let request =
                 GetPointsBuilder::new(self.ep.collection.name.clone(), vec![PointId::from(id)])
                     .with_payload(false)
                     .with_vectors(false)
                     .build();
-            let client = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
             let (outcome, error) =
-                query_outcome(tokio::time::timeout(deadline, client.get(request)).await);
-            if outcome != Outcome::Ok {
-                self.drop_connection();
-            }
+                query_outcome(tokio::time::timeout_at(deadline.into(), client.get(request)).await);
+            self.check_in(client, outcome);
             Attempt::sent_at(sent, (outcome, error))
         })
     }
 
-    fn search(&mut self, deadline: Duration) -> BoxFuture<'_, Attempt> {
+    fn search(&self, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            if let Err(e) = self.ensure(deadline).await {
-                self.drop_connection();
-                return Attempt::failed_unsent(e);
-            }
-            self.searches += 1;
-            let vector = query_vector(self.ep.seed, self.searches, self.vector_size());
+            let mut client = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::failed_unsent(e),
+            };
+            let n = self.searches.fetch_add(1, Ordering::Relaxed) + 1;
+            let vector = query_vector(self.ep.seed, n, self.vector_size());
             let request = QueryPointsBuilder::new(self.ep.collection.name.clone())
                 .query(Query::new_nearest(vector))
                 .limit(10)
                 .with_payload(false)
                 .build();
-            let client = self.conn.as_mut().expect("ensured above");
             let sent = Instant::now();
-            let (outcome, error) =
-                query_outcome(tokio::time::timeout(deadline, client.query(request)).await);
-            if outcome != Outcome::Ok {
-                self.drop_connection();
-            }
+            let (outcome, error) = query_outcome(
+                tokio::time::timeout_at(deadline.into(), client.query(request)).await,
+            );
+            self.check_in(client, outcome);
             Attempt::sent_at(sent, (outcome, error))
+        })
+    }
+
+    fn warm_up(&self, connections: usize, deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let opened =
+                futures_util::future::join_all((0..connections).map(|_| self.checkout(deadline)))
+                    .await;
+            for c in opened.into_iter().flatten() {
+                self.idle.put(c);
+            }
         })
     }
 }
@@ -555,11 +583,21 @@ pub async fn read_back_ledger(
 ) -> Result<(ReadBack, ReadBackReport), String> {
     let until = Instant::now() + deadline;
     loop {
-        let results = futures_util::future::join_all(
-            ep.peers
-                .iter()
-                .map(|p| peer_points(p, &ep.collection.name, run_id)),
-        )
+        // Every attempt on a peer has its own bound, so a peer that hangs cannot hold the whole deadline.
+        let bound = until
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), 3 * READ_BACK_ATTEMPT);
+        let results = futures_util::future::join_all(ep.peers.iter().map(|p| async move {
+            tokio::time::timeout(bound, peer_points(p, &ep.collection.name, run_id))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "qdrant on {}: read-back gave no answer within {} ms",
+                        p.node,
+                        bound.as_millis()
+                    ))
+                })
+        }))
         .await;
         let mut report = ReadBackReport::default();
         for (p, r) in ep.peers.iter().zip(results) {
@@ -637,6 +675,10 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_millis(400);
 
+    fn dl() -> Instant {
+        Instant::now() + DEADLINE
+    }
+
     #[tokio::test]
     async fn writes_reads_and_searches_go_through_and_read_back_finds_the_acked_points() {
         let c = FakeCluster::start(3).await;
@@ -649,18 +691,18 @@ mod tests {
             .await
             .expect("an existing collection is fine");
 
-        let mut client = QdrantLoadClient::new(c.ep.clone(), "run-a");
+        let client = QdrantLoadClient::new(c.ep.clone(), "run-a");
         for id in 1..=5 {
-            let a = client.write(id, DEADLINE).await;
+            let a = client.write(id, dl()).await;
             assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
             assert!(a.sent.is_some());
         }
-        assert_eq!(client.last_acked, Some(5));
-        assert_eq!(client.read(DEADLINE).await.outcome, Outcome::Ok);
-        assert_eq!(client.search(DEADLINE).await.outcome, Outcome::Ok);
+        assert_eq!(client.last_acked.load(Ordering::SeqCst), 5);
+        assert_eq!(client.read(dl()).await.outcome, Outcome::Ok);
+        assert_eq!(client.search(dl()).await.outcome, Outcome::Ok);
         // Another run's points (same ids) do not count for this run.
-        let mut other = QdrantLoadClient::new(c.ep.clone(), "run-b");
-        assert_eq!(other.write(100, DEADLINE).await.outcome, Outcome::Ok);
+        let other = QdrantLoadClient::new(c.ep.clone(), "run-b");
+        assert_eq!(other.write(100, dl()).await.outcome, Outcome::Ok);
 
         let (rb, report) = read_back_ledger(&c.ep, "run-a", Duration::from_secs(5), Clock::start())
             .await
@@ -682,21 +724,21 @@ mod tests {
     async fn a_failing_server_makes_failed_or_unknown_attempts_by_status() {
         let c = FakeCluster::start(1).await;
         prepare(&c.ep, Duration::from_secs(5)).await.unwrap();
-        let mut client = QdrantLoadClient::new(c.ep.clone(), "run");
+        let client = QdrantLoadClient::new(c.ep.clone(), "run");
         // Rejected before applying: failed.
         c.stores[0].set_mode(Mode::Fail(Code::InvalidArgument, "Wrong input".into()));
-        let a = client.write(1, DEADLINE).await;
+        let a = client.write(1, dl()).await;
         assert_eq!(a.outcome, Outcome::Failed, "{a:?}");
         assert!(a.error.unwrap().contains("InvalidArgument"));
         // An internal error after the request arrived may have been applied on some replica: unknown.
         c.stores[0].set_mode(Mode::Fail(Code::Internal, "Service internal error".into()));
-        assert_eq!(client.write(2, DEADLINE).await.outcome, Outcome::Unknown);
+        assert_eq!(client.write(2, dl()).await.outcome, Outcome::Unknown);
         // Queries that fail are failed.
-        assert_eq!(client.read(DEADLINE).await.outcome, Outcome::Failed);
-        assert_eq!(client.search(DEADLINE).await.outcome, Outcome::Failed);
+        assert_eq!(client.read(dl()).await.outcome, Outcome::Failed);
+        assert_eq!(client.search(dl()).await.outcome, Outcome::Failed);
         c.stores[0].set_mode(Mode::Normal);
         assert_eq!(
-            client.write(3, DEADLINE).await.outcome,
+            client.write(3, dl()).await.outcome,
             Outcome::Ok,
             "recovers after errors"
         );
@@ -706,15 +748,15 @@ mod tests {
     async fn a_hanging_server_makes_unknown_attempts_at_the_client_deadline() {
         let c = FakeCluster::start(1).await;
         prepare(&c.ep, Duration::from_secs(5)).await.unwrap();
-        let mut client = QdrantLoadClient::new(c.ep.clone(), "run");
-        assert_eq!(client.write(1, DEADLINE).await.outcome, Outcome::Ok);
+        let client = QdrantLoadClient::new(c.ep.clone(), "run");
+        assert_eq!(client.write(1, dl()).await.outcome, Outcome::Ok);
         c.stores[0].set_mode(Mode::Hang);
         for op in 0..3 {
             let started = Instant::now();
             let a = match op {
-                0 => client.write(2, DEADLINE).await,
-                1 => client.read(DEADLINE).await,
-                _ => client.search(DEADLINE).await,
+                0 => client.write(2, dl()).await,
+                1 => client.read(dl()).await,
+                _ => client.search(dl()).await,
             };
             let took = started.elapsed();
             assert_eq!(a.outcome, Outcome::Unknown, "op {op}: {a:?}");
@@ -730,7 +772,7 @@ mod tests {
     async fn clients_enter_through_the_leader_and_move_on_when_it_is_gone() {
         let mut c = FakeCluster::start(2).await;
         prepare(&c.ep, Duration::from_secs(5)).await.unwrap();
-        let mut client = QdrantLoadClient::new(c.ep.clone(), "run");
+        let client = QdrantLoadClient::new(c.ep.clone(), "run");
         c.set_cluster(1, Some(2), 2);
         c.set_cluster(2, Some(2), 2);
         assert_eq!(entry_order(&c.ep, &client.http, 0).await, vec![1, 0]);
@@ -740,7 +782,7 @@ mod tests {
         c.set_cluster(2, Some(1), 3);
         c.stop_grpc(1);
         let before = c.stores[0].calls.load(Ordering::SeqCst);
-        let a = client.write(1, DEADLINE).await;
+        let a = client.write(1, dl()).await;
         assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
         assert!(c.stores[0].calls.load(Ordering::SeqCst) > before);
     }
@@ -750,8 +792,8 @@ mod tests {
         let mut c = FakeCluster::start(1).await;
         c.stop_grpc(1);
         c.clear_routes(1);
-        let mut client = QdrantLoadClient::new(c.ep.clone(), "run");
-        let a = client.write(1, DEADLINE).await;
+        let client = QdrantLoadClient::new(c.ep.clone(), "run");
+        let a = client.write(1, dl()).await;
         assert_eq!(a.outcome, Outcome::Failed);
         assert!(a.sent.is_none(), "nothing left the client");
         let e = prepare(&c.ep, Duration::from_millis(300))

@@ -48,7 +48,7 @@ pub async fn apply(
         }
     );
     let entry = journal_before_applying(journal, "node-drain", &description, steps)?;
-    let applied_at = Instant::now();
+    let requested_at = Instant::now();
     let node_api = Api::<Node>::all(target.client.clone());
     for n in nodes {
         node_api
@@ -59,7 +59,14 @@ pub async fn apply(
     for p in &victims {
         evict(target, p).await?;
     }
-    Ok(ActiveFault::new(entry, description, names, applied_at))
+    // Effective from the first cordon, as on the local stack: the evictions are part of the fault.
+    Ok(ActiveFault::new(
+        entry,
+        description,
+        names,
+        requested_at,
+        requested_at,
+    ))
 }
 
 /// Evicts one pod, retrying while a PodDisruptionBudget refuses (429) until the target's eviction deadline.

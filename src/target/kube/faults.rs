@@ -33,6 +33,13 @@ impl KubeTarget {
         })?;
         match role {
             Role::Primary => Ok(node),
+            Role::SyncReplica => crate::target::Target::sync_replica(self, component)
+                .await
+                .ok_or_else(|| {
+                    TargetError::Fault(format!(
+                        "{component} has no synchronous replica: Patroni names no sync standby"
+                    ))
+                }),
             Role::Replica => self
                 .topology()
                 .members(component)
@@ -404,7 +411,7 @@ async fn node_loss_kind(
     }
     let description = format!("{} {}", kind_loss_command(method), nodes.join(" "));
     let entry = crate::fault::journal_before_applying(journal, name, &description, steps)?;
-    let applied_at = std::time::Instant::now();
+    let requested_at = std::time::Instant::now();
     for n in nodes {
         match method {
             NodeLossMethod::Stop => docker.stop(n).await,
@@ -413,11 +420,14 @@ async fn node_loss_kind(
         }
         .map_err(TargetError::Fault)?;
     }
+    // Effective once the engine has stopped, paused or disconnected every node container.
+    let effective_at = std::time::Instant::now();
     Ok(ActiveFault::new(
         entry,
         description,
         nodes.to_vec(),
-        applied_at,
+        requested_at,
+        effective_at,
     ))
 }
 

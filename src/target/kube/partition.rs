@@ -238,6 +238,7 @@ pub async fn apply(
         backend.mechanism(direction)
     );
     let entry = journal_before_applying(journal, fault_name, &description, steps)?;
+    let requested_at = Instant::now();
     let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(target.client.clone());
     for n in cordon {
         nodes
@@ -258,26 +259,40 @@ pub async fn apply(
     let victims = a.iter().chain(b).cloned().collect();
     if backend == ChosenBackend::ChaosMesh {
         return match chaos_mesh::inject(target, id, direction).await {
-            Ok((applied_at, delay)) => {
+            Ok((created, delay)) => {
                 let description = format!(
                     "partition {id} by Chaos Mesh NetworkChaos {} (direction {}), injected after {:.1} s: {sides}",
                     chaos_mesh::name(id),
                     chaos_mesh::direction(direction),
                     delay.as_secs_f64()
                 );
-                Ok(ActiveFault::new(entry, description, victims, applied_at))
+                // Effective when Chaos Mesh reported every selected pod injected.
+                Ok(ActiveFault::new(
+                    entry,
+                    description,
+                    victims,
+                    requested_at,
+                    created + delay,
+                ))
             }
             Err(e) => Err(undo(target, journal, &entry, e).await),
         };
     }
-    let applied_at = Instant::now();
     let api = Api::<NetworkPolicy>::namespaced(target.client.clone(), &ns);
     for p in &pair {
         api.create(&PostParams::default(), p)
             .await
             .map_err(|e| api_error("cannot create NetworkPolicy", e))?;
     }
-    Ok(ActiveFault::new(entry, description, victims, applied_at))
+    // Effective once the API server holds both policies (the CNI enforces them from there).
+    let effective_at = Instant::now();
+    Ok(ActiveFault::new(
+        entry,
+        description,
+        victims,
+        requested_at,
+        effective_at,
+    ))
 }
 
 /// Reverts a fault that did not take effect, so that a failed application leaves nothing behind, and closes its

@@ -28,7 +28,7 @@ pub async fn apply(
         target.namespace
     );
     let entry = journal_before_applying(journal, "process-kill", &description, steps)?;
-    let applied_at = Instant::now();
+    let requested_at = Instant::now();
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         ..DeleteParams::default()
@@ -40,11 +40,14 @@ pub async fn apply(
             .await
             .map_err(|e| api_error(&format!("cannot delete pod {p}"), e))?;
     }
+    // Effective once the API server has accepted every deletion.
+    let effective_at = Instant::now();
     Ok(ActiveFault::new(
         entry,
         description,
         pods.to_vec(),
-        applied_at,
+        requested_at,
+        effective_at,
     ))
 }
 

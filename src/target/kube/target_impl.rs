@@ -162,6 +162,7 @@ impl KubeTarget {
             members: members(&self.ports, &snap.postgres, MemberService::Postgres),
             // Patroni uses the Kubernetes API as its DCS here: there is no etcd to watch.
             etcd: Vec::new(),
+            etcd_port: postgres::ETCD_PORT,
             scope: PATRONI_SCOPE.into(),
             dcs_api: DcsApi::Etcd2,
             user: "postgres".into(),
@@ -258,6 +259,15 @@ impl Target for KubeTarget {
 
     async fn role_holder(&self, component: ComponentKind) -> Option<String> {
         self.role_node(component, Role::Primary).await.ok()
+    }
+
+    async fn sync_replica(&self, component: ComponentKind) -> Option<String> {
+        match component {
+            ComponentKind::Postgres => {
+                postgres::sync_standby_node(&self.postgres_endpoints()).await
+            }
+            _ => None,
+        }
     }
 
     async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {

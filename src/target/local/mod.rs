@@ -578,6 +578,7 @@ impl LocalStack {
                 .map(|n| Member::local(n.clone(), self.addr(n)))
                 .collect(),
             etcd: t.placement.etcd.iter().map(|n| self.addr(n)).collect(),
+            etcd_port: postgres::ETCD_PORT,
             scope: self.settings().patroni_scope.clone(),
             dcs_api: self.settings().dcs_api,
             user: "postgres".into(),

@@ -29,6 +29,15 @@ impl Target for LocalStack {
         LocalStack::role_holder(self, component).await
     }
 
+    async fn sync_replica(&self, component: ComponentKind) -> Option<String> {
+        match component {
+            ComponentKind::Postgres => {
+                crate::component::postgres::sync_standby_node(&self.postgres_endpoints()).await
+            }
+            _ => None,
+        }
+    }
+
     async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {
         LocalStack::wait_healthy(self, timeout)
             .await

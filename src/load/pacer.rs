@@ -1,0 +1,99 @@
+//! The schedule's clock: a thread of its own that wakes at each operation's scheduled instant and hands it to the
+//! runtime. The async runtime's timers fire on whole milliseconds, which would send every operation up to a
+//! millisecond late and add that to every measured latency; a thread sleeping with a 1 µs timer slack wakes
+//! within tens of microseconds of the instant.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ledger::OpKind;
+
+/// How long the pacer sleeps at most before looking at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+pub(super) struct Pacer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// One open-loop stream: operations of `op` at `rate` per second, the n-th at `start + n / rate`.
+struct Stream {
+    op: OpKind,
+    period: Duration,
+    n: u64,
+}
+
+impl Stream {
+    fn due(&self, start: Instant) -> Instant {
+        start + self.period.mul_f64(self.n as f64)
+    }
+}
+
+impl Pacer {
+    /// Calls `dispatch(op, scheduled)` for every operation at its scheduled instant, the streams interleaved in
+    /// time order, until stopped. A late wake-up dispatches everything that has come due, each with its own
+    /// scheduled instant (latency counts from there).
+    pub fn start<F>(streams: Vec<(OpKind, u32)>, mut dispatch: F) -> Pacer
+    where
+        F: FnMut(OpKind, Instant) + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("faultline-pacer".into())
+            .spawn(move || {
+                set_fine_timer_slack();
+                let start = Instant::now();
+                let mut streams: Vec<Stream> = streams
+                    .into_iter()
+                    .map(|(op, rate)| Stream {
+                        op,
+                        period: Duration::from_secs_f64(1.0 / rate as f64),
+                        n: 0,
+                    })
+                    .collect();
+                while !flag.load(Ordering::Relaxed) {
+                    let Some(next) = streams.iter_mut().min_by_key(|s| s.due(start)) else {
+                        return;
+                    };
+                    let due = next.due(start);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep((due - now).min(STOP_CHECK));
+                        continue;
+                    }
+                    next.n += 1;
+                    dispatch(next.op, due);
+                }
+            })
+            .expect("the pacer thread starts");
+        Pacer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops dispatching and waits for the thread (at most one `STOP_CHECK`).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Linux rounds a sleeping thread's wake-up up by its timer slack (50 µs by default); 1 µs keeps the schedule.
+fn set_fine_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an unsigned long and only affects the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong);
+    }
+}
