@@ -469,8 +469,10 @@ impl LoadClient for RedisLoadClient {
                 ),
                 Ok(Err(e)) => (classify_redis_error(&e), Some(e.to_string())),
             };
-            // A WAIT that confirmed too few replicas leaves a good connection behind.
-            if outcome == Outcome::Ok || error.as_deref().is_some_and(|e| e.starts_with("WAIT")) {
+            // Only a connection that just worked goes back to the pool. After a WAIT that confirmed too few replicas
+            // the next operation asks Sentinel again, as a client that cares about WAIT would: the master it holds
+            // may be cut off from its replicas (and from the Sentinel majority that is promoting another).
+            if outcome == Outcome::Ok {
                 self.idle.put(conn);
             }
             if outcome == Outcome::Ok {
