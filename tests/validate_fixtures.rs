@@ -238,6 +238,7 @@ fn shipped_suites_load() {
             "postgres-replica-restart",
             "redis-master-kill",
             "redis-master-partition",
+            "redis-master-partition-wait",
             "zone-loss"
         ]
     );
