@@ -17,7 +17,9 @@ use crate::fault::journal::Journal;
 use crate::fault::ActiveFault;
 use crate::ledger::{Ledger, ReadBack};
 use crate::load;
-use crate::report::{self, LogAgreement, RunReport, TrialReport};
+use crate::log_agreement::{LogAgreement, TrialSpan};
+use crate::report::{self, RunReport, TrialReport};
+use crate::scenario::Metric;
 use crate::scenario::Scenario;
 use crate::target::{Target, TargetError};
 use crate::verdict::{self, Verdict};
@@ -232,6 +234,29 @@ pub async fn run_scenario<T: Target>(
         }));
     }
 
+    let spans: Vec<TrialSpan> = windows
+        .iter()
+        .filter_map(|w| {
+            w.fault_at.map(|fault_at| TrialSpan {
+                trial: w.trial,
+                fault_at,
+                end: w.trial_end,
+            })
+        })
+        .collect();
+    let log_agreement =
+        log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
+    for m in &mut measurements {
+        let rows: Vec<LogAgreement> = log_agreement
+            .iter()
+            .filter(|r| r.trial == m.trial)
+            .cloned()
+            .collect();
+        let (max, note) = crate::log_agreement::max_delta(&rows);
+        m.values.insert(Metric::LogAgreementMaxS, max);
+        m.notes.extend(note);
+    }
+
     let completed = stop.is_none() && measurements.len() == scenario.trials as usize;
     let thresholds = verdict::judge(&scenario.thresholds, &measurements);
     let verdict = verdict::overall(&thresholds, completed);
@@ -273,14 +298,12 @@ pub async fn run_scenario<T: Target>(
         availability: report::Availability::of(&entries),
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
         read_backs,
-        log_agreement: log_agreement(
-            target,
-            component.as_ref(),
-            &clock,
-            &all_events,
-            &fault_at_by_trial,
-        )
-        .await,
+        log_agreement,
+        log_agreement_unchecked: component
+            .unlogged_events()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         fingerprint: target.fingerprint(),
         exit_code,
     };
@@ -569,54 +592,23 @@ async fn read_back_unless_interrupted(
     }
 }
 
-/// Lines up the harness's detection/promotion stamps with the servers' own log lines for the same event.
+/// Pairs the harness's stamps with the servers' own log lines, trial by trial (see `log_agreement`).
 async fn log_agreement<T: Target>(
     target: &T,
     component: &dyn Component,
     clock: &Clock,
     events: &[Event],
-    fault_at: &BTreeMap<u32, Stamp>,
+    spans: &[TrialSpan],
 ) -> Vec<LogAgreement> {
-    let mut out = Vec::new();
-    for (trial, at) in fault_at {
-        let after = |pred: &dyn Fn(&EventKind) -> bool| {
-            events
-                .iter()
-                .filter(|e| e.trial == *trial && e.at >= *at)
-                .find(|e| pred(&e.kind))
-                .map(|e| e.at)
-        };
-        let checks: Vec<(&str, &str, Option<Stamp>)> = component
-            .log_checks()
-            .into_iter()
-            .map(|c| (c.label, c.needle, after(&c.event)))
-            .collect();
-        let fault_wall = clock.wall(*at);
-        for (name, needle, harness) in checks {
-            let Some(h) = harness else { continue };
-            let line = target
-                .server_log_lines(component.kind(), needle)
-                .await
-                .into_iter()
-                .find(|(t, _)| *t + Duration::from_millis(500) >= fault_wall);
-            let harness_wall = clock.wall(h);
-            out.push(LogAgreement {
-                event: format!("trial {trial}: {name}"),
-                harness_at: rfc3339_millis(harness_wall),
-                server_log_at: line.as_ref().map(|(t, _)| rfc3339_millis(*t)),
-                server_log_line: line.as_ref().map(|(_, l)| l.clone()),
-                delta_s: line.as_ref().map(|(t, _)| signed_secs(*t, harness_wall)),
-            });
-        }
+    let checks = component.log_checks();
+    let mut lines = Vec::with_capacity(checks.len());
+    for c in &checks {
+        lines.push(target.server_log_lines(component.kind(), c.needle).await);
     }
-    out
-}
-
-fn signed_secs(a: SystemTime, b: SystemTime) -> f64 {
-    match a.duration_since(b) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
+    spans
+        .iter()
+        .flat_map(|span| crate::log_agreement::pair(clock, *span, events, &checks, &lines))
+        .collect()
 }
 
 /// Where reports go: `reports/` under the current directory unless FAULTLINE_REPORTS_DIR says otherwise.

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod input_error;
 pub mod ledger;
 pub mod load;
+pub mod log_agreement;
 pub mod report;
 pub mod scenario;
 pub mod secret;

@@ -33,6 +33,17 @@ fn test_suite(report: &RunReport) -> TestSuite {
         let shown = value.map_or_else(|| "not observed".to_string(), format_number);
         suite.add_property(Property::new(metric.as_str(), shown));
     }
+    for row in &report.log_agreement {
+        let shown = match row.delta_s {
+            Some(d) => format!("server log - harness = {d:+.3} s"),
+            None if row.harness_at.is_some() => "no server log line in the trial".to_string(),
+            None => "server log line the harness did not see".to_string(),
+        };
+        suite.add_property(Property::new(
+            format!("log_agreement trial {}: {}", row.trial, row.event),
+            shown,
+        ));
+    }
     if let Some(time) = elapsed(&report.started_at, &report.finished_at) {
         suite.set_time(time);
     }

@@ -18,6 +18,7 @@ use crate::events::Event;
 use crate::scenario::ComponentKind;
 use crate::verdict::{ThresholdResult, Verdict};
 
+pub use crate::log_agreement::LogAgreement;
 pub use json::{run_json, suite_json, SuiteReport, SuiteScenario};
 pub use junit::{run_junit, suite_junit};
 pub use terminal::{terminal_suite_summary, terminal_summary};
@@ -47,6 +48,8 @@ pub struct RunReport {
     /// Every read-back of the ledger: one per trial and the run's final one, with who answered and when.
     pub read_backs: Vec<ReadBackRecord>,
     pub log_agreement: Vec<LogAgreement>,
+    /// Events of the component that no server log records, so their stamps cannot be checked (said plainly).
+    pub log_agreement_unchecked: Vec<String>,
     /// Component versions and HA settings, built by the target.
     pub fingerprint: serde_json::Value,
     pub exit_code: i32,
@@ -203,17 +206,6 @@ pub struct TimelineEntry {
 }
 
 /// A harness observation lined up against the server's own log line for the same thing.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LogAgreement {
-    /// What was compared, e.g. "promotion".
-    pub event: String,
-    pub harness_at: String,
-    /// None when no matching server log line was found.
-    pub server_log_at: Option<String>,
-    pub server_log_line: Option<String>,
-    /// Server log time minus harness time.
-    pub delta_s: Option<f64>,
-}
 
 pub fn build_timeline(
     clock: &Clock,
@@ -361,6 +353,7 @@ pub(crate) mod fixtures {
             }],
             read_backs: Vec::new(),
             log_agreement: Vec::new(),
+            log_agreement_unchecked: Vec::new(),
             fingerprint: serde_json::json!({"postgres": "17.2", "patroni": "4.0.4", "ttl": 30}),
             exit_code: 1,
         }

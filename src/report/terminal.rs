@@ -78,6 +78,30 @@ pub fn terminal_summary(report: &RunReport) -> String {
         })
         .collect();
 
+    let mut agreement: String = report
+        .log_agreement
+        .iter()
+        .map(|r| match (&r.harness_at, &r.server_log_at, r.delta_s) {
+            (Some(h), Some(s), Some(d)) => format!(
+                "log agreement, trial {}: {}: harness {h}, server log {s} ({d:+.3} s)\n",
+                r.trial, r.event
+            ),
+            (Some(h), _, _) => format!(
+                "log agreement, trial {}: {}: harness {h}, NO server log line in the trial\n",
+                r.trial, r.event
+            ),
+            (None, _, _) => format!(
+                "log agreement, trial {}: {}: server log {}, NOT seen by the harness\n",
+                r.trial,
+                r.event,
+                r.server_log_at.as_deref().unwrap_or("?")
+            ),
+        })
+        .collect();
+    for u in &report.log_agreement_unchecked {
+        agreement += &format!("log agreement not checked: {u}\n");
+    }
+
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
     let verdict = match report.verdict {
@@ -93,7 +117,7 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{read_backs}{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{agreement}{read_backs}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
 }

@@ -348,6 +348,8 @@ pub enum Metric {
     FailedQueries,
     /// Successful / attempted operations over the trial, in percent.
     AvailabilityPct,
+    /// The largest |server log time - harness stamp| over the trial's paired events (see `log_agreement`).
+    LogAgreementMaxS,
     /// `[op_]latency_pXX_{baseline,fault}_ms`; for a single op class `write_p99_fault_ms`.
     Latency(OpClass, Quantile, Window),
     /// Successful operations per second in the window: `[op_]throughput_{baseline,fault}_per_s`.
@@ -382,6 +384,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::AckedWrites,
         Metric::FailedQueries,
         Metric::AvailabilityPct,
+        Metric::LogAgreementMaxS,
     ];
     for op in OpClass::ALL {
         for w in [Window::Baseline, Window::Fault] {
@@ -431,6 +434,7 @@ impl Metric {
             Metric::AckedWrites => "acked_writes".into(),
             Metric::FailedQueries => "failed_queries".into(),
             Metric::AvailabilityPct => "availability_pct".into(),
+            Metric::LogAgreementMaxS => "log_agreement_max_s".into(),
             Metric::Latency(OpClass::All, q, w) => {
                 format!("latency_{}_{}_ms", q.label(), window(w))
             }

@@ -90,6 +90,15 @@ pub fn measured(report: &Value, metric: &str) -> Option<f64> {
 
 /// Every log-agreement row must have found its server log line and agree within 0.5 s.
 pub fn assert_log_agreement(report: &Value, expect_events: &[&str]) {
+    let max = report["measurements"]["log_agreement_max_s"]
+        .as_f64()
+        .unwrap_or_else(|| {
+            panic!(
+                "log_agreement_max_s not observed: {:#?}",
+                report["log_agreement"]
+            )
+        });
+    assert!(max <= 0.5, "log_agreement_max_s = {max}");
     let rows = report["log_agreement"]
         .as_array()
         .expect("log_agreement array");
