@@ -205,8 +205,6 @@ pub struct TimelineEntry {
     pub event: serde_json::Value,
 }
 
-/// A harness observation lined up against the server's own log line for the same thing.
-
 pub fn build_timeline(
     clock: &Clock,
     events: &[Event],
