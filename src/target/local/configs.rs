@@ -186,6 +186,10 @@ pub fn sentinel_conf(
     )
 }
 
+/// The name of a Qdrant peer's config file: config-rs (Qdrant's settings loader, src/settings.rs) picks the
+/// format from the extension, so it must be one it knows.
+pub const QDRANT_CONFIG_FILE: &str = "config.yaml";
+
 /// Qdrant's config file for one peer: cluster mode, the three ports, storage under the member's directory,
 /// consensus tick 100 ms (HA-FACTS), telemetry off (it would go to an outside host).
 pub fn qdrant_config(data_dir: &str) -> String {
@@ -217,6 +221,27 @@ pub fn qdrant_args(config: &str, me: Ipv4Addr, bootstrap: Option<Ipv4Addr>) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defect this guards against: the config was written to a file named `config`; Qdrant 1.18.3 answered
+    /// "Config file via --config-path is not found" and started with cluster mode disabled. config-rs resolves a
+    /// name by its extension (yaml, yml, json, toml, ini, ron, json5).
+    #[test]
+    fn qdrant_gets_a_config_path_whose_extension_its_loader_reads() {
+        let name = super::super::config_file_name(crate::target::local::ProcessKind::Qdrant);
+        let ext = std::path::Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        assert!(
+            ["yaml", "yml"].contains(&ext),
+            "qdrant's config file `{name}` needs a YAML extension"
+        );
+        let args = qdrant_args(&format!("/s/{name}"), Ipv4Addr::new(10, 201, 0, 11), None);
+        assert_eq!(args[..2], ["--config-path".to_string(), format!("/s/{name}")]);
+        // The content is YAML that turns cluster mode on.
+        let c = qdrant_config("/s/data");
+        assert!(c.contains("cluster:\n  enabled: true"), "{c}");
+    }
 
     #[test]
     fn qdrant_peers_form_one_cluster() {

@@ -430,7 +430,7 @@ impl LocalStack {
         let s = self.settings();
         let dir = self.dir.member_dir(node, kind);
         let data = dir.join("data");
-        let config = dir.join("config");
+        let config = dir.join(config_file_name(kind));
         let log = self.dir.log_file(node, kind);
         let cgroup = self.cgroup(node, kind);
         fs::create_dir_all(&cgroup).map_err(|e| io_err("cannot create cgroup", e))?;
@@ -892,5 +892,15 @@ mod tests {
             let err = Target::revert(&s, &[step]).await.unwrap_err();
             assert!(err.contains("belongs to a Kubernetes target"), "{err}");
         }
+    }
+}
+
+/// The file a member's generated configuration is written to. Qdrant reads `--config-path` through config-rs,
+/// which takes the format from the extension and reports a file without one as "not found" (then starts with
+/// cluster mode disabled); the others read any name.
+pub fn config_file_name(kind: ProcessKind) -> &'static str {
+    match kind {
+        ProcessKind::Qdrant => QDRANT_CONFIG_FILE,
+        _ => "config",
     }
 }
