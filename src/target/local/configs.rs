@@ -237,7 +237,10 @@ mod tests {
             "qdrant's config file `{name}` needs a YAML extension"
         );
         let args = qdrant_args(&format!("/s/{name}"), Ipv4Addr::new(10, 201, 0, 11), None);
-        assert_eq!(args[..2], ["--config-path".to_string(), format!("/s/{name}")]);
+        assert_eq!(
+            args[..2],
+            ["--config-path".to_string(), format!("/s/{name}")]
+        );
         // The content is YAML that turns cluster mode on.
         let c = qdrant_config("/s/data");
         assert!(c.contains("cluster:\n  enabled: true"), "{c}");

@@ -1,0 +1,443 @@
+//! The engine end to end against a fake target and a fake component (no root, no stack): a scripted outage goes
+//! through load, faults, probes, read-back, log agreement, analysis and verdict, and the figures must come out as
+//! scripted. Each test names the defect it guards against.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use faultline::clock::Clock;
+use faultline::component::{Component, LogCheck};
+use faultline::engine::{run_scenario, RunOptions};
+use faultline::events::{EventKind, EventLog};
+use faultline::exit;
+use faultline::fault::journal::Journal;
+use faultline::fault::{journal_before_applying, ActiveFault, RevertStep};
+use faultline::ledger::{Outcome, ReadBack};
+use faultline::load::{Attempt, BoxFuture, LoadClient};
+use faultline::report::RunReport;
+use faultline::scenario::{parse_scenario, ComponentKind, FaultKind, LoadProfile};
+use faultline::target::{Target, TargetError};
+use faultline::topology::{parse_topology, Topology};
+use faultline::verdict::Verdict;
+use tokio::sync::watch;
+
+/// How the fake stack behaves around the fault.
+#[derive(Clone)]
+struct Script {
+    /// From the fault request until it takes effect, the servers still answer.
+    take_effect: Duration,
+    /// How long writes fail once the fault took effect; None = they never come back.
+    outage: Option<Duration>,
+    /// Acknowledged writes the store forgets (ids).
+    forget: BTreeSet<u64>,
+    /// The final read-back fails.
+    final_read_back_fails: bool,
+    /// The server logs its promotion this many ms after the harness sees it (negative: before).
+    log_skew_ms: i64,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            take_effect: Duration::from_millis(300),
+            outage: Some(Duration::from_millis(1500)),
+            forget: BTreeSet::new(),
+            final_read_back_fails: false,
+            log_skew_ms: 20,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    down: AtomicBool,
+    written: Mutex<BTreeSet<u64>>,
+    read_backs: AtomicU64,
+    /// Wall time of the server's own "promoted" line.
+    promoted_log: Mutex<Option<SystemTime>>,
+}
+
+struct Fake {
+    script: Script,
+    store: Arc<Store>,
+    topology: Topology,
+}
+
+impl Fake {
+    fn new(script: Script) -> Self {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/topologies/three-node.yaml"),
+        )
+        .unwrap();
+        Fake {
+            script,
+            store: Arc::default(),
+            topology: parse_topology(&text, Path::new("three-node.yaml")).unwrap(),
+        }
+    }
+}
+
+struct FakeComponent {
+    script: Script,
+    store: Arc<Store>,
+}
+
+struct FakeClient(Arc<Store>);
+
+impl LoadClient for FakeClient {
+    fn write(&self, id: u64, _deadline: Instant) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            let sent = Instant::now();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            if self.0.down.load(Ordering::SeqCst) {
+                return Attempt::sent_at(
+                    sent,
+                    (Outcome::Failed, Some("connection refused".into())),
+                );
+            }
+            self.0.written.lock().unwrap().insert(id);
+            Attempt::sent_at(sent, (Outcome::Ok, None))
+        })
+    }
+    fn read(&self, _deadline: Instant) -> BoxFuture<'_, Attempt> {
+        Box::pin(async move {
+            let sent = Instant::now();
+            let outcome = if self.0.down.load(Ordering::SeqCst) {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            Attempt::sent_at(sent, (outcome, None))
+        })
+    }
+}
+
+fn is_promotion(k: &EventKind) -> bool {
+    matches!(k, EventKind::NewPrimaryServing { .. })
+}
+
+impl Component for FakeComponent {
+    fn kind(&self) -> ComponentKind {
+        ComponentKind::Postgres
+    }
+    fn prepare(&self, _: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Reports the outage's start as detection and its end as promotion, as a server-side probe would.
+    fn spawn_probe(
+        &self,
+        events: EventLog,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let skew = self.script.log_skew_ms;
+        tokio::spawn(async move {
+            let mut was_down = store.down.load(Ordering::SeqCst);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    _ = stop.changed() => return,
+                }
+                let down = store.down.load(Ordering::SeqCst);
+                if down && !was_down {
+                    events.emit(EventKind::FailureDetected {
+                        component: ComponentKind::Postgres,
+                        evidence: "fake: primary gone".into(),
+                    });
+                }
+                if !down && was_down {
+                    let at = events.emit(EventKind::NewPrimaryServing {
+                        component: ComponentKind::Postgres,
+                        member: "n2".into(),
+                        evidence: "fake: new primary".into(),
+                    });
+                    let wall = events.clock().wall(at);
+                    let skew_by = Duration::from_millis(skew.unsigned_abs());
+                    let logged = if skew >= 0 {
+                        wall + skew_by
+                    } else {
+                        wall - skew_by
+                    };
+                    *store.promoted_log.lock().unwrap() = Some(logged);
+                }
+                was_down = down;
+            }
+        })
+    }
+    fn load_client(&self, _: &str, _: &LoadProfile) -> Arc<dyn LoadClient> {
+        Arc::new(FakeClient(self.store.clone()))
+    }
+    fn read_back(
+        &self,
+        _: &str,
+        _: Duration,
+        clock: Clock,
+    ) -> BoxFuture<'_, Result<ReadBack, String>> {
+        Box::pin(async move {
+            let n = self.store.read_backs.fetch_add(1, Ordering::SeqCst);
+            // The first read-back follows the trial; the second is the run's final one.
+            if n >= 1 && self.script.final_read_back_fails {
+                return Err("no primary answered".into());
+            }
+            let present: BTreeSet<u64> = self
+                .store
+                .written
+                .lock()
+                .unwrap()
+                .difference(&self.script.forget)
+                .copied()
+                .collect();
+            Ok(ReadBack {
+                present,
+                from_member: "n2".into(),
+                at: clock.now(),
+            })
+        })
+    }
+    fn log_checks(&self) -> Vec<LogCheck> {
+        vec![LogCheck {
+            label: "promotion (fake)",
+            needle: "promoted",
+            event: is_promotion,
+        }]
+    }
+}
+
+impl Target for Fake {
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
+    fn component(&self, _: ComponentKind) -> Box<dyn Component> {
+        Box::new(FakeComponent {
+            script: self.script.clone(),
+            store: self.store.clone(),
+        })
+    }
+    async fn role_holder(&self, _: ComponentKind) -> Option<String> {
+        Some("n1".into())
+    }
+    async fn sync_replica(&self, _: ComponentKind) -> Option<String> {
+        Some("n2".into())
+    }
+    async fn wait_healthy(&self, timeout: Duration) -> Result<String, String> {
+        let until = Instant::now() + timeout;
+        while self.store.down.load(Ordering::SeqCst) {
+            if Instant::now() >= until {
+                return Err("the fake primary is still down".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok("fake healthy".into())
+    }
+    fn fingerprint(&self) -> serde_json::Value {
+        serde_json::json!({"target": "fake"})
+    }
+    async fn apply_fault(
+        &self,
+        journal: &Journal,
+        fault: &FaultKind,
+    ) -> Result<ActiveFault, TargetError> {
+        let entry = journal_before_applying(journal, fault.name(), "fake outage", Vec::new())?;
+        let requested_at = Instant::now();
+        tokio::time::sleep(self.script.take_effect).await;
+        self.store.down.store(true, Ordering::SeqCst);
+        let effective_at = Instant::now();
+        if let Some(outage) = self.script.outage {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(outage).await;
+                store.down.store(false, Ordering::SeqCst);
+            });
+        }
+        Ok(ActiveFault::new(
+            entry,
+            "fake outage".into(),
+            vec!["n1".into()],
+            requested_at,
+            effective_at,
+        ))
+    }
+    async fn revert(&self, _: &[RevertStep]) -> Result<(), String> {
+        Ok(())
+    }
+    async fn server_log_lines(&self, _: ComponentKind, _: &str) -> Vec<(SystemTime, String)> {
+        self.store
+            .promoted_log
+            .lock()
+            .unwrap()
+            .map(|t| vec![(t, "fake server: promoted".to_string())])
+            .unwrap_or_default()
+    }
+}
+
+const SCENARIO: &str = "name: fake-outage
+component: postgres
+load: {write_rate: 200, read_rate: 50, deadline: 500ms, rto_consecutive: 3}
+baseline: 1s
+faults:
+  - kind: process-kill
+    target: {role: primary}
+observe: 2500ms
+heal: {timeout: 3s, settle: 500ms}
+thresholds:
+  - downtime_s < 30
+  - rto_s <= 20
+  - lost_acked_writes == 0
+  - log_agreement_max_s <= 0.5
+";
+
+async fn run(script: Script, scenario: &str) -> (RunReport, Fake) {
+    let fake = Fake::new(script);
+    let scenario = parse_scenario(scenario, Path::new("fake.yaml"), Some(&fake.topology)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        reports_dir: dir.path().join("reports"),
+        journal: Journal::new(dir.path().join("journal")),
+    };
+    let (_tx, intr) = watch::channel(0u32);
+    let outcome = run_scenario(&fake, &scenario, &opts, intr).await.unwrap();
+    (outcome.report, fake)
+}
+
+fn metric(r: &RunReport, name: &str) -> Option<f64> {
+    r.trials[0].measurements.get(name).copied().flatten()
+}
+
+fn timeline_at(r: &RunReport, kind: &str) -> f64 {
+    r.timeline
+        .iter()
+        .find(|e| e.event["type"] == kind)
+        .and_then(|e| e.t_s)
+        .unwrap_or_else(|| panic!("no {kind} on the timeline"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_outage_reads_back_as_scripted_and_passes() {
+    let (r, fake) = run(Script::default(), SCENARIO).await;
+    assert_eq!(r.verdict, Verdict::Pass, "{:#?}", r.thresholds);
+    assert_eq!(r.exit_code, exit::PASS);
+    // The outage lasted 1.5 s from the effective instant; writes every 5 ms.
+    let downtime = metric(&r, "downtime_s").unwrap();
+    assert!((1.49..1.60).contains(&downtime), "downtime_s {downtime}");
+    let rto = metric(&r, "rto_s").unwrap();
+    assert!((1.49..1.60).contains(&rto), "rto_s {rto}");
+    assert_eq!(metric(&r, "lost_acked_writes"), Some(0.0));
+    // Availability shows the outage: 1.5 s of ~5 s of load failed.
+    let availability = r.availability.pct.unwrap();
+    assert!(
+        (60.0..80.0).contains(&availability),
+        "availability {availability}"
+    );
+    let error_rate = metric(&r, "error_rate").unwrap();
+    assert!(error_rate > 0.2, "error_rate {error_rate}");
+    // Log agreement: the server's line is 20 ms after the harness's stamp.
+    let agreement = metric(&r, "log_agreement_max_s").unwrap();
+    assert!((0.015..0.030).contains(&agreement), "{agreement}");
+    // Every read-back is reported with who answered.
+    assert_eq!(r.read_backs.len(), 2);
+    assert!(r
+        .read_backs
+        .iter()
+        .all(|b| b.from_member.as_deref() == Some("n2")));
+    assert_eq!(fake.store.read_backs.load(Ordering::SeqCst), 2);
+}
+
+/// The defect this guards against: the fault instant was taken when the fault was requested, so writes that
+/// succeeded while the fault was still being put in place could satisfy rto_s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_from_when_the_fault_took_effect() {
+    let script = Script {
+        take_effect: Duration::from_millis(800),
+        ..Script::default()
+    };
+    let (r, _) = run(script, SCENARIO).await;
+    let requested = timeline_at(&r, "fault_requested");
+    let effective = timeline_at(&r, "fault_applied");
+    assert_eq!(
+        effective, 0.0,
+        "the timeline counts from the effective instant"
+    );
+    assert!(
+        (-0.9..-0.79).contains(&requested),
+        "requested at {requested}"
+    );
+    let rto = metric(&r, "rto_s").unwrap();
+    assert!(
+        rto >= 1.49,
+        "rto_s {rto} counts writes from before the fault took hold"
+    );
+    let detection = metric(&r, "detection_s").unwrap();
+    assert!(detection < 0.1, "detection_s {detection}");
+}
+
+/// The defect this guards against: downtime was measured only to the heal, so writes still failing at the end
+/// of the trial did not fail `downtime_s < 30`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_still_open_at_the_end_fails_the_downtime_threshold() {
+    let script = Script {
+        outage: None,
+        ..Script::default()
+    };
+    let (r, _) = run(script, SCENARIO).await;
+    assert_eq!(r.verdict, Verdict::Incomplete, "the stack never healed");
+    let downtime = r
+        .thresholds
+        .iter()
+        .find(|t| t.metric.name() == "downtime_s")
+        .unwrap();
+    assert!(!downtime.pass);
+    assert!(
+        downtime.message.contains("still open when the trial ended"),
+        "{}",
+        downtime.message
+    );
+    assert!(r.trials[0]
+        .notes
+        .iter()
+        .any(|n| n.contains("still failing")));
+}
+
+/// The defect this guards against: a failed final read-back was ignored and the run passed on the trial's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_final_read_back_makes_the_run_incomplete() {
+    let script = Script {
+        final_read_back_fails: true,
+        ..Script::default()
+    };
+    let (r, _) = run(script, SCENARIO).await;
+    assert_eq!(r.verdict, Verdict::Incomplete);
+    assert_eq!(r.exit_code, exit::ENVIRONMENT);
+    let reason = r.incomplete_reason.unwrap();
+    assert!(
+        reason.contains("final read-back") && reason.contains("no primary answered"),
+        "{reason}"
+    );
+    let last = r.read_backs.last().unwrap();
+    assert_eq!(last.trial, None);
+    assert_eq!(last.error.as_deref(), Some("no primary answered"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_acknowledged_writes_and_a_skewed_log_fail_their_thresholds() {
+    let script = Script {
+        forget: (100..110).collect(),
+        log_skew_ms: -1000,
+        ..Script::default()
+    };
+    let (r, _) = run(script, SCENARIO).await;
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.exit_code, exit::THRESHOLD_FAILED);
+    assert_eq!(metric(&r, "lost_acked_writes"), Some(10.0));
+    let agreement = metric(&r, "log_agreement_max_s").unwrap();
+    assert!((0.99..1.01).contains(&agreement), "{agreement}");
+    let failed: Vec<&str> = r
+        .thresholds
+        .iter()
+        .filter(|t| !t.pass)
+        .map(|t| t.metric.name())
+        .collect();
+    assert_eq!(failed, ["lost_acked_writes", "log_agreement_max_s"]);
+}
