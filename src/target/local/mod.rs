@@ -791,6 +791,16 @@ impl LocalStack {
     }
 }
 
+/// The file a member's generated configuration is written to. Qdrant reads `--config-path` through config-rs,
+/// which takes the format from the extension and reports a file without one as "not found" (then starts with
+/// cluster mode disabled); the others read any name.
+pub fn config_file_name(kind: ProcessKind) -> &'static str {
+    match kind {
+        ProcessKind::Qdrant => QDRANT_CONFIG_FILE,
+        _ => "config",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,15 +902,5 @@ mod tests {
             let err = Target::revert(&s, &[step]).await.unwrap_err();
             assert!(err.contains("belongs to a Kubernetes target"), "{err}");
         }
-    }
-}
-
-/// The file a member's generated configuration is written to. Qdrant reads `--config-path` through config-rs,
-/// which takes the format from the extension and reports a file without one as "not found" (then starts with
-/// cluster mode disabled); the others read any name.
-pub fn config_file_name(kind: ProcessKind) -> &'static str {
-    match kind {
-        ProcessKind::Qdrant => QDRANT_CONFIG_FILE,
-        _ => "config",
     }
 }
