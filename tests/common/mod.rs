@@ -23,11 +23,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Skips (with the reason on stderr) unless running as root.
+/// Skips (with the reason on stderr) unless running as root. Under CI (`CI=true`) a missing root is a failure:
+/// CI runs as root, and an end-to-end test that silently skipped there would prove nothing.
 #[macro_export]
 macro_rules! needs_root {
     () => {
         if !$crate::common::is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but not root: the end-to-end tests must run in CI"
+            );
             eprintln!("skipped: needs root for network namespaces, nft and cgroups (run the tests with sudo)");
             return;
         }
