@@ -128,7 +128,16 @@ fn paired_windows(report: &RunReport) -> String {
     let get = |name: String| report.measurements.get(&name).copied().flatten();
     let show = |v: Option<f64>| v.map_or_else(|| "-".to_string(), format_number);
     let mut table = Builder::default();
-    table.push_record(["ops", "window", "ok ops/s", "p50 ms", "p95 ms", "p99 ms"]);
+    table.push_record([
+        "ops",
+        "window",
+        "ok ops/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "p99 slot wait ms",
+        "p99 server ms",
+    ]);
     let mut rows = 0;
     for (op, prefix) in [
         ("write", "write_"),
@@ -147,6 +156,8 @@ fn paired_windows(report: &RunReport) -> String {
                 show(get(format!("{prefix}p50_{w}_ms"))),
                 show(get(format!("{prefix}p95_{w}_ms"))),
                 show(get(format!("{prefix}p99_{w}_ms"))),
+                show(get(format!("{prefix}slot_wait_p99_{w}_ms"))),
+                show(get(format!("{prefix}server_p99_{w}_ms"))),
             ]);
         }
         let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:+.1}%"));
@@ -157,6 +168,8 @@ fn paired_windows(report: &RunReport) -> String {
             pct(get(format!("{prefix}p50_degradation_pct"))),
             pct(get(format!("{prefix}p95_degradation_pct"))),
             pct(get(format!("{prefix}p99_degradation_pct"))),
+            String::new(),
+            String::new(),
         ]);
     }
     if rows == 0 {
