@@ -58,6 +58,8 @@ impl LedgerEntry {
 #[derive(Clone, Default)]
 pub struct Ledger {
     inner: Arc<Mutex<LedgerInner>>,
+    /// Whether entries are mirrored to a file (fixed at creation).
+    mirrored: bool,
 }
 
 #[derive(Default)]
@@ -70,17 +72,23 @@ struct LedgerInner {
 impl Ledger {
     pub fn with_file(path: &Path) -> std::io::Result<Self> {
         let file = File::create(path)?;
-        let ledger = Ledger::default();
+        let ledger = Ledger {
+            mirrored: true,
+            ..Ledger::default()
+        };
         ledger.inner.lock().unwrap().sink = Some(BufWriter::new(file));
         Ok(ledger)
     }
 
     pub fn record(&self, entry: LedgerEntry) {
+        // Serialised before taking the lock: operations finishing at once do not queue behind each other's JSON.
+        let line = self
+            .mirrored
+            .then(|| serde_json::to_string(&entry).ok())
+            .flatten();
         let mut g = self.inner.lock().unwrap();
-        if let Some(sink) = g.sink.as_mut() {
-            if let Ok(line) = serde_json::to_string(&entry) {
-                let _ = writeln!(sink, "{line}");
-            }
+        if let (Some(sink), Some(line)) = (g.sink.as_mut(), line) {
+            let _ = writeln!(sink, "{line}");
         }
         g.unflushed += 1;
         if g.unflushed >= 256 {
@@ -114,4 +122,43 @@ pub struct ReadBack {
     /// Which member answered the read-back.
     pub from_member: String,
     pub at: Stamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn every_entry_is_mirrored_to_the_file_as_one_json_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let ledger = Ledger::with_file(&path).unwrap();
+        for id in 1..=3 {
+            ledger.record(LedgerEntry {
+                id,
+                op: OpKind::Write,
+                trial: 1,
+                scheduled: Stamp(Duration::from_millis(id * 10)),
+                slot: None,
+                sent: None,
+                done: Stamp(Duration::from_millis(id * 10 + 500)),
+                outcome: Outcome::Failed,
+                error: Some("not sent".into()),
+            });
+        }
+        ledger.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["id"], 3);
+        assert_eq!(lines[2]["outcome"], "failed");
+        assert_eq!(lines[2]["done"], 0.53);
+        assert!(lines[2].get("slot").is_none(), "an unset slot is left out");
+        assert_eq!(ledger.entries().len(), 3);
+    }
 }
