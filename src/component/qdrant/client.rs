@@ -744,6 +744,59 @@ mod tests {
         );
     }
 
+    /// The defect this guards against (seen with a real Qdrant 1.18.3): upserts stalled ~0.5 s at the server and
+    /// searches queued behind them in the harness's one queue, so search p99 read 481 ms while Qdrant answered
+    /// each in a few ms.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_are_never_held_up_by_stalled_upserts() {
+        use crate::clock::Clock;
+        use crate::events::EventLog;
+        use crate::ledger::{Ledger, OpKind};
+        use crate::scenario::LoadProfile;
+
+        let c = FakeCluster::start(1).await;
+        prepare(&c.ep, Duration::from_secs(5)).await.unwrap();
+        *c.stores[0].upsert_delay.lock().unwrap() = Duration::from_millis(500);
+        let profile = LoadProfile {
+            write_rate: 50,
+            read_rate: 0,
+            search_rate: 200,
+            connections: 8,
+            deadline: Duration::from_secs(2),
+            ..LoadProfile::default()
+        };
+        let client = std::sync::Arc::new(QdrantLoadClient::new(c.ep.clone(), "run"));
+        client.warm_up(8, dl() + Duration::from_secs(2)).await;
+        let ledger = Ledger::default();
+        let load = crate::load::start(
+            &profile,
+            client,
+            ledger.clone(),
+            EventLog::new(Clock::start()),
+            1,
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        load.stop(Duration::from_secs(3)).await;
+        let entries = ledger.entries();
+        let mut searches: Vec<Duration> = entries
+            .iter()
+            .filter(|e| e.op == OpKind::Search)
+            .map(|e| e.latency())
+            .collect();
+        searches.sort();
+        assert!(searches.len() >= 250, "{} searches", searches.len());
+        let p99 = searches[searches.len() * 99 / 100];
+        assert!(
+            p99 < Duration::from_millis(50),
+            "search p99 {p99:?}: held up by upserts"
+        );
+        let upserts: Vec<_> = entries.iter().filter(|e| e.op == OpKind::Write).collect();
+        assert!(upserts.len() >= 60);
+        assert!(upserts
+            .iter()
+            .all(|e| e.outcome == Outcome::Ok && e.latency() >= Duration::from_millis(500)));
+    }
+
     #[tokio::test]
     async fn a_hanging_server_makes_unknown_attempts_at_the_client_deadline() {
         let c = FakeCluster::start(1).await;

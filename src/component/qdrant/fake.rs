@@ -41,6 +41,9 @@ pub struct FakeQdrant {
     pub state: Mutex<FakeState>,
     pub mode: Mutex<Mode>,
     pub calls: AtomicUsize,
+    /// Every upsert takes this long before it answers (as upserts touching a dead peer's replicas stall on a
+    /// real cluster), while queries answer at once.
+    pub upsert_delay: Mutex<std::time::Duration>,
 }
 
 impl FakeQdrant {
@@ -49,6 +52,7 @@ impl FakeQdrant {
             state: Mutex::new(FakeState::default()),
             mode: Mutex::new(Mode::Normal),
             calls: AtomicUsize::new(0),
+            upsert_delay: Mutex::new(std::time::Duration::ZERO),
         })
     }
 
@@ -122,6 +126,8 @@ impl Points for FakeService {
         r: Request<UpsertPoints>,
     ) -> Result<Response<PointsOperationResponse>, Status> {
         self.0.gate().await?;
+        let delay = *self.0.upsert_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         let r = r.into_inner();
         if !self
             .0
