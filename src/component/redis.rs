@@ -621,6 +621,112 @@ mod tests {
         }
     }
 
+    /// A RESP server on 127.0.0.1 that plays both a sentinel and the master it names: enough of Redis for the
+    /// load client. WAIT answers after `wait_delay` that one replica confirmed.
+    async fn fake_master(wait_delay: Duration) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf: Vec<u8> = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some((args, used)) = parse_command(&buf) {
+                            buf.drain(..used);
+                            let name = args
+                                .first()
+                                .map(|a| a.to_ascii_uppercase())
+                                .unwrap_or_default();
+                            let reply = match name.as_str() {
+                                "SENTINEL" => format!(
+                                    "*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{port}\r\n",
+                                    port.to_string().len()
+                                ),
+                                "ROLE" => "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n".to_string(),
+                                "WAIT" => {
+                                    tokio::time::sleep(wait_delay).await;
+                                    ":1\r\n".to_string()
+                                }
+                                _ => "+OK\r\n".to_string(),
+                            };
+                            if sock.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// One complete RESP array command at the start of `buf`: its arguments and how many bytes it took.
+    fn parse_command(buf: &[u8]) -> Option<(Vec<String>, usize)> {
+        let text = std::str::from_utf8(buf).ok()?;
+        let mut lines = text.split_inclusive("\r\n");
+        let header = lines.next()?;
+        let n: usize = header.strip_prefix('*')?.trim_end().parse().ok()?;
+        let mut used = header.len();
+        let mut args = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len_line = lines.next()?;
+            let value = lines.next()?;
+            if !value.ends_with("\r\n") {
+                return None;
+            }
+            used += len_line.len() + value.len();
+            args.push(value.trim_end().to_string());
+        }
+        Some((args, used))
+    }
+
+    /// The defect this guards against: every Redis call timed out at 1 s whatever the scenario's deadline, so a
+    /// `redis_wait` timeout of 1 s or more always ended as "unknown".
+    #[tokio::test]
+    async fn the_scenario_deadline_bounds_redis_calls_not_a_fixed_second() {
+        let port = fake_master(Duration::from_millis(1500)).await;
+        let mut member = Member::local("n1", Ipv4Addr::LOCALHOST);
+        member.ports.redis = port;
+        member.ports.sentinel = port;
+        let ep = RedisEndpoints {
+            members: vec![member.clone()],
+            sentinels: vec![member],
+            master_name: "faultline".into(),
+        };
+        let wait = RedisWait {
+            replicas: 1,
+            timeout: Duration::from_millis(2000),
+        };
+        let client = RedisLoadClient::new(ep, "run", Some(wait));
+        let a = client
+            .write(1, Instant::now() + Duration::from_secs(3))
+            .await;
+        assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
+        // The same WAIT past a 1 s deadline is unknown, at the deadline.
+        let started = Instant::now();
+        let a = client
+            .write(2, Instant::now() + Duration::from_secs(1))
+            .await;
+        assert_eq!(a.outcome, Outcome::Unknown, "{a:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_millis(1300),
+            "{took:?}"
+        );
+    }
+
     #[test]
     fn sentinel_messages_become_detection_and_promotion() {
         let e = ep();
