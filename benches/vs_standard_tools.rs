@@ -5,7 +5,8 @@
 //! redis-benchmark's SET rate with the same number of connections.
 //!
 //! Needs root, the stack's packages and a running local stack (`faultline up`). Run:
-//! `cargo bench --bench vs_standard_tools` (RATE=2000 CONNECTIONS=8 SECONDS=10 to change the load).
+//! `cargo bench --bench vs_standard_tools` (RATE=2000 CONNECTIONS=8 SECONDS=10 to change the load; PARTS=postgres,
+//! redis,max to run only some of the three comparisons).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -207,6 +208,13 @@ fn redis_benchmark(addr: &str, connections: u32) -> (f64, [f64; 3]) {
     (f[0], [f[3], f[4], f[5]])
 }
 
+fn print_faultline(label: &str, f: &LoadFigures) {
+    println!(
+        "  {label:<37}{:>7.3}  {:>7.3}  {:>7.3}   ({:.0} ok/s, {} not ok, sent late p99 {:.3} ms)",
+        f.latency[0], f.latency[1], f.latency[2], f.ok_per_s, f.not_ok, f.sent_late_p99_ms
+    );
+}
+
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -216,6 +224,8 @@ fn main() {
     let rate: u32 = env_or("RATE", 2000);
     let connections: u32 = env_or("CONNECTIONS", 8);
     let seconds: u64 = env_or("SECONDS", 10);
+    let parts: String = env_or("PARTS", "postgres,redis,max".to_string());
+    let part = |p: &str| parts.split(',').any(|x| x.trim() == p);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -250,45 +260,53 @@ fn main() {
     println!();
     let password = pg_ep.password.expose().to_string();
     let pg = PostgresComponent(pg_ep);
-    let fl = rt.block_on(faultline_load(
-        &pg,
-        OpKind::Write,
-        rate,
-        connections,
-        seconds,
-    ));
-    let pb = pgbench(&pg_addr, &password, rate, connections, seconds);
-    println!("Postgres INSERT at {rate}/s on {pg_node}      p50 ms   p95 ms   p99 ms");
-    println!("  faultline                            {:>7.3}  {:>7.3}  {:>7.3}   ({:.0} ok/s, {} not ok, sent late p99 {:.3} ms)",
-        fl.latency[0], fl.latency[1], fl.latency[2], fl.ok_per_s, fl.not_ok, fl.sent_late_p99_ms);
-    println!(
-        "  pgbench -R {rate} -c {connections}                {:>7.3}  {:>7.3}  {:>7.3}",
-        pb[0], pb[1], pb[2]
-    );
-    println!(
-        "  p50 difference: {:+.3} ms (goal: within 0.1 ms)",
-        fl.latency[0] - pb[0]
-    );
-    println!();
+    if part("postgres") {
+        let fl = rt.block_on(faultline_load(
+            &pg,
+            OpKind::Write,
+            rate,
+            connections,
+            seconds,
+        ));
+        let pb = pgbench(&pg_addr, &password, rate, connections, seconds);
+        println!("Postgres INSERT at {rate}/s on {pg_node}      p50 ms   p95 ms   p99 ms");
+        print_faultline("faultline", &fl);
+        println!(
+            "  pgbench -R {rate} -c {connections}                {:>7.3}  {:>7.3}  {:>7.3}",
+            pb[0], pb[1], pb[2]
+        );
+        println!(
+            "  p50 difference: {:+.3} ms (goal: within 0.1 ms)",
+            fl.latency[0] - pb[0]
+        );
+        println!();
+    }
 
     let redis = RedisComponent(redis_ep);
-    let fl = rt.block_on(faultline_load(
-        &redis,
-        OpKind::Write,
-        rate,
-        connections,
-        seconds,
-    ));
     let (rb_rps, rb) = redis_benchmark(&redis_addr, connections);
-    println!("Redis SET on {redis_node}                       p50 ms   p95 ms   p99 ms");
-    println!("  faultline at {rate}/s                   {:>7.3}  {:>7.3}  {:>7.3}   ({:.0} ok/s, {} not ok, sent late p99 {:.3} ms)",
-        fl.latency[0], fl.latency[1], fl.latency[2], fl.ok_per_s, fl.not_ok, fl.sent_late_p99_ms);
-    println!("  redis-benchmark -c {connections} (closed loop)   {:>7.3}  {:>7.3}  {:>7.3}   ({rb_rps:.0} requests/s)", rb[0], rb[1], rb[2]);
-    println!(
-        "  p50 difference: {:+.3} ms (goal: within 0.1 ms)",
-        fl.latency[0] - rb[0]
-    );
-    println!();
+    if part("redis") {
+        let fl = rt.block_on(faultline_load(
+            &redis,
+            OpKind::Write,
+            rate,
+            connections,
+            seconds,
+        ));
+        println!("Redis SET on {redis_node}                       p50 ms   p95 ms   p99 ms");
+        print_faultline(&format!("faultline at {rate}/s"), &fl);
+        println!(
+            "  redis-benchmark -c {connections} (closed loop)   {:>7.3}  {:>7.3}  {:>7.3}   ({rb_rps:.0} requests/s)",
+            rb[0], rb[1], rb[2]
+        );
+        println!(
+            "  p50 difference: {:+.3} ms (goal: within 0.1 ms)",
+            fl.latency[0] - rb[0]
+        );
+        println!();
+    }
+    if !part("max") {
+        return;
+    }
 
     // The highest open-loop rate faultline sustains with the same connections, as a fraction of redis-benchmark's.
     println!("faultline open-loop SET rate with {connections} connections (sustained = every op ok and sent on time)");
