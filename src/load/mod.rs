@@ -3,8 +3,9 @@
 //!
 //! Every operation is dispatched at its scheduled instant by a pacer thread (see `pacer`) as a task of its own, so
 //! one operation's stall never delays another's send: a search never waits behind a stalled upsert in a harness
-//! queue. The number of operations in flight per component is bounded (`load.max_in_flight`); an operation that
-//! finds every slot taken waits for one, and that wait is recorded separately (`LedgerEntry::slot`) from the time
+//! queue. The number of operations in flight is bounded per kind of operation (`load.max_in_flight` writes, as many
+//! reads, as many searches: stalled upserts can never take the slots searches need); an operation that finds every
+//! slot of its kind taken waits for one, and that wait is recorded separately (`LedgerEntry::slot`) from the time
 //! the server took (`done - sent`). Each operation's deadline counts from its scheduled time: one that cannot be
 //! sent before it is recorded as failed (not sent) when the deadline passes, and one still waiting or in flight
 //! when the load stops is recorded too, never dropped.
@@ -99,7 +100,8 @@ struct Shared {
     ledger: Ledger,
     clock: Clock,
     trial: u32,
-    slots: Semaphore,
+    /// In-flight slots per kind of operation, indexed by `slot_index`.
+    slots: [Semaphore; 3],
     max_in_flight: usize,
     outstanding: AtomicUsize,
     all_done: Notify,
@@ -159,7 +161,7 @@ pub fn start(
         ledger,
         clock: events.clock(),
         trial: events.trial(),
-        slots: Semaphore::new(max_in_flight),
+        slots: [(); 3].map(|_| Semaphore::new(max_in_flight)),
         max_in_flight,
         outstanding: AtomicUsize::new(0),
         all_done: Notify::new(),
@@ -210,22 +212,22 @@ async fn run_op(mut guard: OpGuard) {
     let shared = guard.shared.clone();
     let job = guard.job;
     let mut cancel = shared.cancel.clone();
+    let slots = &shared.slots[slot_index(job.op)];
     let work = async {
-        let permit = match shared.slots.try_acquire() {
+        let permit = match slots.try_acquire() {
             Ok(p) => p,
-            Err(_) => {
-                match tokio::time::timeout_at(job.deadline.into(), shared.slots.acquire()).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) | Err(_) => {
-                        let error = format!(
-                            "not sent: all {} in-flight slots stayed taken until the deadline",
-                            shared.max_in_flight
-                        );
-                        guard.finish(Attempt::failed_unsent(error));
-                        return;
-                    }
+            Err(_) => match tokio::time::timeout_at(job.deadline.into(), slots.acquire()).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) | Err(_) => {
+                    let error = format!(
+                        "not sent: all {} in-flight {} slots stayed taken until the deadline",
+                        shared.max_in_flight,
+                        op_name(job.op)
+                    );
+                    guard.finish(Attempt::failed_unsent(error));
+                    return;
                 }
-            }
+            },
         };
         guard.slot = Some(Instant::now());
         let client = shared.client.as_ref();
@@ -243,6 +245,22 @@ async fn run_op(mut guard: OpGuard) {
         biased;
         _ = cancel.wait_for(|c| *c) => {}
         _ = work => {}
+    }
+}
+
+fn slot_index(op: OpKind) -> usize {
+    match op {
+        OpKind::Write => 0,
+        OpKind::Read => 1,
+        OpKind::Search => 2,
+    }
+}
+
+fn op_name(op: OpKind) -> &'static str {
+    match op {
+        OpKind::Write => "write",
+        OpKind::Read => "read",
+        OpKind::Search => "search",
     }
 }
 
