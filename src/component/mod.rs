@@ -143,6 +143,7 @@ impl Component for RedisComponent {
             self.0.clone(),
             run_id,
             profile.redis_wait.clone(),
+            profile.connections as usize,
         ))
     }
 

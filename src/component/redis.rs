@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -364,37 +364,107 @@ pub fn sentinel_events(
     out
 }
 
-/// The load client: SETs (and GETs) on the master found through Sentinel, as a Sentinel-aware client does. Each
-/// operation takes a connection of its own from the pool (a WAIT blocks its connection at the server, so
-/// connections are never shared); one that saw an error is dropped, so the next operation asks Sentinel again.
+/// The load client: SETs (and GETs) on the master found through Sentinel, as a Sentinel-aware client does.
+/// Without WAIT, operations share `connections` multiplexed connections (RESP pipelines requests and a SET never
+/// blocks its connection), as redis-rs, ioredis and Lettuce clients do. With WAIT, which blocks its connection at
+/// the server until the replicas answer, each operation takes a connection of its own from a pool. A connection
+/// that saw an error (or a WAIT that confirmed too few replicas) is dropped, so the next operation asks Sentinel
+/// again.
 pub struct RedisLoadClient {
     ep: RedisEndpoints,
     prefix: String,
     wait: Option<RedisWait>,
+    /// With WAIT: one connection per operation.
     idle: Idle<MultiplexedConnection>,
+    /// Without WAIT: the shared connections, each with the generation it was opened in (so an operation drops
+    /// only the connection it saw fail, not its replacement).
+    shared: Vec<tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>>,
+    next_shared: AtomicUsize,
+    generation: AtomicU64,
     /// The newest id seen acknowledged (0: none yet): what reads ask for.
     last_acked: AtomicU64,
 }
 
+/// A connection an operation holds, and where it goes back.
+struct Lease {
+    conn: MultiplexedConnection,
+    /// The shared slot and generation it came from; None = the operation's own.
+    shared: Option<(usize, u64)>,
+}
+
 impl RedisLoadClient {
-    pub fn new(ep: RedisEndpoints, run_id: &str, wait: Option<RedisWait>) -> Self {
+    pub fn new(
+        ep: RedisEndpoints,
+        run_id: &str,
+        wait: Option<RedisWait>,
+        connections: usize,
+    ) -> Self {
+        let shared = if wait.is_none() {
+            (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect()
+        } else {
+            Vec::new()
+        };
         RedisLoadClient {
             ep,
             prefix: key_prefix(run_id),
             wait,
             idle: Idle::default(),
+            shared,
+            next_shared: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             last_acked: AtomicU64::new(0),
         }
     }
 
-    /// An idle connection, or a new one to the master Sentinel names, if it can be had before `deadline`.
-    async fn checkout(&self, deadline: Instant) -> Result<MultiplexedConnection, String> {
-        if let Some(c) = self.idle.take() {
-            return Ok(c);
+    /// A connection for one operation, if one can be had before `deadline`.
+    async fn checkout(&self, deadline: Instant) -> Result<Lease, String> {
+        let late = || "not sent: no master reachable before the deadline".to_string();
+        if self.shared.is_empty() {
+            if let Some(conn) = self.idle.take() {
+                return Ok(Lease { conn, shared: None });
+            }
+            let conn = tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
+                .await
+                .map_err(|_| late())??;
+            return Ok(Lease { conn, shared: None });
         }
-        tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
+        let i = self.next_shared.fetch_add(1, Ordering::Relaxed) % self.shared.len();
+        // Operations of a slot that has no connection wait for the one that opens it (within their deadline).
+        let mut slot = tokio::time::timeout_at(deadline.into(), self.shared[i].lock())
             .await
-            .map_err(|_| "not sent: no master reachable before the deadline".to_string())?
+            .map_err(|_| late())?;
+        if let Some((generation, conn)) = slot.as_ref() {
+            return Ok(Lease {
+                conn: conn.clone(),
+                shared: Some((i, *generation)),
+            });
+        }
+        let conn = tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
+            .await
+            .map_err(|_| late())??;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *slot = Some((generation, conn.clone()));
+        Ok(Lease {
+            conn,
+            shared: Some((i, generation)),
+        })
+    }
+
+    /// After the operation: a connection that just worked stays in use; any other is dropped.
+    async fn check_in(&self, lease: Lease, ok: bool) {
+        match lease.shared {
+            None if ok => self.idle.put(lease.conn),
+            None => {}
+            Some(_) if ok => {}
+            Some((i, generation)) => {
+                let mut slot = self.shared[i].lock().await;
+                if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    *slot = None;
+                }
+            }
+        }
     }
 
     async fn connect_master(&self, deadline: Instant) -> Result<MultiplexedConnection, String> {
@@ -436,24 +506,25 @@ fn classify_redis_error(e: &RedisError) -> Outcome {
 impl LoadClient for RedisLoadClient {
     fn write(&self, id: u64, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            let mut conn = match self.checkout(deadline).await {
-                Ok(c) => c,
+            let mut lease = match self.checkout(deadline).await {
+                Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
             let sent = Instant::now();
             let key = format!("{}{id}", self.prefix);
             let wait = self.wait.clone();
-            let op = async {
+            let conn = &mut lease.conn;
+            let op = async move {
                 redis::cmd("SET")
                     .arg(&key)
                     .arg(id)
-                    .query_async::<()>(&mut conn)
+                    .query_async::<()>(conn)
                     .await?;
                 if let Some(w) = wait {
                     let acked: i64 = redis::cmd("WAIT")
                         .arg(w.replicas)
                         .arg(w.timeout.as_millis() as u64)
-                        .query_async(&mut conn)
+                        .query_async(conn)
                         .await?;
                     return Ok(Some((acked, w.replicas)));
                 }
@@ -469,12 +540,10 @@ impl LoadClient for RedisLoadClient {
                 ),
                 Ok(Err(e)) => (classify_redis_error(&e), Some(e.to_string())),
             };
-            // Only a connection that just worked goes back to the pool. After a WAIT that confirmed too few replicas
-            // the next operation asks Sentinel again, as a client that cares about WAIT would: the master it holds
-            // may be cut off from its replicas (and from the Sentinel majority that is promoting another).
-            if outcome == Outcome::Ok {
-                self.idle.put(conn);
-            }
+            // After a WAIT that confirmed too few replicas the next operation asks Sentinel again, as a client that
+            // cares about WAIT would: the master it holds may be cut off from its replicas (and from the Sentinel
+            // majority that is promoting another).
+            self.check_in(lease, outcome == Outcome::Ok).await;
             if outcome == Outcome::Ok {
                 self.last_acked.fetch_max(id, Ordering::Relaxed);
             }
@@ -484,8 +553,8 @@ impl LoadClient for RedisLoadClient {
 
     fn read(&self, deadline: Instant) -> BoxFuture<'_, Attempt> {
         Box::pin(async move {
-            let mut conn = match self.checkout(deadline).await {
-                Ok(c) => c,
+            let mut lease = match self.checkout(deadline).await {
+                Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
             let sent = Instant::now();
@@ -496,7 +565,7 @@ impl LoadClient for RedisLoadClient {
                 deadline.into(),
                 redis::cmd("GET")
                     .arg(&key)
-                    .query_async::<Option<u64>>(&mut conn),
+                    .query_async::<Option<u64>>(&mut lease.conn),
             )
             .await;
             let (outcome, error) = match r {
@@ -504,15 +573,22 @@ impl LoadClient for RedisLoadClient {
                 Ok(Ok(_)) => (Outcome::Ok, None),
                 Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
             };
-            if outcome == Outcome::Ok {
-                self.idle.put(conn);
-            }
+            self.check_in(lease, outcome == Outcome::Ok).await;
             Attempt::sent_at(sent, (outcome, error))
         })
     }
 
     fn warm_up(&self, connections: usize, deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if !self.shared.is_empty() {
+                // Opens every shared connection (each checkout of an empty slot opens it).
+                let leases = futures_util::future::join_all(
+                    self.shared.iter().map(|_| self.checkout(deadline)),
+                )
+                .await;
+                drop(leases);
+                return;
+            }
             let opened =
                 futures_util::future::join_all((0..connections).map(|_| {
                     tokio::time::timeout_at(deadline.into(), self.connect_master(deadline))
@@ -624,6 +700,14 @@ mod tests {
     /// A RESP server on 127.0.0.1 that plays both a sentinel and the master it names: enough of Redis for the
     /// load client. WAIT answers after `wait_delay` that one replica confirmed.
     async fn fake_master(wait_delay: Duration) -> u16 {
+        fake_master_counting(wait_delay, Default::default()).await
+    }
+
+    /// `fake_master` that counts the connections it accepted.
+    async fn fake_master_counting(
+        wait_delay: Duration,
+        accepted: std::sync::Arc<AtomicUsize>,
+    ) -> u16 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -632,6 +716,7 @@ mod tests {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf: Vec<u8> = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -709,7 +794,7 @@ mod tests {
             replicas: 1,
             timeout: Duration::from_millis(2000),
         };
-        let client = RedisLoadClient::new(ep, "run", Some(wait));
+        let client = RedisLoadClient::new(ep, "run", Some(wait), 4);
         let a = client
             .write(1, Instant::now() + Duration::from_secs(3))
             .await;
@@ -725,6 +810,37 @@ mod tests {
             took >= Duration::from_secs(1) && took < Duration::from_millis(1300),
             "{took:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn without_wait_operations_share_the_configured_connections() {
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let port = fake_master_counting(Duration::ZERO, accepted.clone()).await;
+        let mut member = Member::local("n1", Ipv4Addr::LOCALHOST);
+        member.ports.redis = port;
+        member.ports.sentinel = port;
+        let ep = RedisEndpoints {
+            members: vec![member.clone()],
+            sentinels: vec![member],
+            master_name: "faultline".into(),
+        };
+        let client = RedisLoadClient::new(ep, "run", None, 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        client.warm_up(2, deadline).await;
+        // Each shared connection: one sentinel connection to find the master, one to the master.
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        let attempts =
+            futures_util::future::join_all((1..=40).map(|id| client.write(id, deadline))).await;
+        assert!(
+            attempts.iter().all(|a| a.outcome == Outcome::Ok),
+            "{attempts:?}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            4,
+            "40 concurrent writes opened no further connection"
+        );
+        assert_eq!(client.last_acked.load(Ordering::SeqCst), 40);
     }
 
     #[test]
