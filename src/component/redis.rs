@@ -757,6 +757,18 @@ mod tests {
         port
     }
 
+    /// One member that is both its own sentinel and the master, on 127.0.0.1:`port`.
+    fn fake_endpoints(port: u16) -> RedisEndpoints {
+        let mut member = Member::local("n1", Ipv4Addr::LOCALHOST);
+        member.ports.redis = port;
+        member.ports.sentinel = port;
+        RedisEndpoints {
+            members: vec![member.clone()],
+            sentinels: vec![member],
+            master_name: "faultline".into(),
+        }
+    }
+
     /// One complete RESP array command at the start of `buf`: its arguments and how many bytes it took.
     fn parse_command(buf: &[u8]) -> Option<(Vec<String>, usize)> {
         let text = std::str::from_utf8(buf).ok()?;
@@ -782,14 +794,7 @@ mod tests {
     #[tokio::test]
     async fn the_scenario_deadline_bounds_redis_calls_not_a_fixed_second() {
         let port = fake_master(Duration::from_millis(1500)).await;
-        let mut member = Member::local("n1", Ipv4Addr::LOCALHOST);
-        member.ports.redis = port;
-        member.ports.sentinel = port;
-        let ep = RedisEndpoints {
-            members: vec![member.clone()],
-            sentinels: vec![member],
-            master_name: "faultline".into(),
-        };
+        let ep = fake_endpoints(port);
         let wait = RedisWait {
             replicas: 1,
             timeout: Duration::from_millis(2000),
@@ -816,14 +821,7 @@ mod tests {
     async fn without_wait_operations_share_the_configured_connections() {
         let accepted = std::sync::Arc::new(AtomicUsize::new(0));
         let port = fake_master_counting(Duration::ZERO, accepted.clone()).await;
-        let mut member = Member::local("n1", Ipv4Addr::LOCALHOST);
-        member.ports.redis = port;
-        member.ports.sentinel = port;
-        let ep = RedisEndpoints {
-            members: vec![member.clone()],
-            sentinels: vec![member],
-            master_name: "faultline".into(),
-        };
+        let ep = fake_endpoints(port);
         let client = RedisLoadClient::new(ep, "run", None, 2);
         let deadline = Instant::now() + Duration::from_secs(5);
         client.warm_up(2, deadline).await;

@@ -40,12 +40,10 @@ pub fn apply(
         stack.wait_gone(n, process, Duration::from_secs(3));
     }
     // Effective once cgroup.kill has returned and the processes are gone.
-    let effective_at = std::time::Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         victims,
         requested_at,
-        effective_at,
     ))
 }

@@ -92,6 +92,22 @@ pub struct ActiveFault {
 }
 
 impl ActiveFault {
+    /// The applied fault whose action started at `requested_at` and has taken effect just now.
+    pub fn effective_now(
+        entry: journal::JournalEntry,
+        description: String,
+        victims: Vec<String>,
+        requested_at: std::time::Instant,
+    ) -> Self {
+        Self::new(
+            entry,
+            description,
+            victims,
+            requested_at,
+            std::time::Instant::now(),
+        )
+    }
+
     /// The applied fault for a journal entry whose action started at `requested_at` and had taken effect at
     /// `effective_at`.
     pub fn new(

@@ -76,12 +76,10 @@ pub fn apply(
         NodeLossMethod::Disconnect => {}
     }
     // Effective once every link is down and every process is gone (stop) or frozen (pause).
-    let effective_at = std::time::Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         nodes.to_vec(),
         requested_at,
-        effective_at,
     ))
 }

@@ -95,13 +95,11 @@ pub fn apply(
             .map_err(|e| TargetError::Fault(format!("cannot add partition rules on {n}: {e}")))?;
     }
     // Effective once every node's nft rules are committed.
-    let effective_at = std::time::Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         side_a.to_vec(),
         requested_at,
-        effective_at,
     ))
 }
 

@@ -35,12 +35,10 @@ pub fn apply(
         stack.signal(n, process, libc::SIGSTOP);
     }
     // Effective once SIGSTOP has been sent to every process of every member.
-    let effective_at = std::time::Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         victims,
         requested_at,
-        effective_at,
     ))
 }

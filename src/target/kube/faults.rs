@@ -421,13 +421,11 @@ async fn node_loss_kind(
         .map_err(TargetError::Fault)?;
     }
     // Effective once the engine has stopped, paused or disconnected every node container.
-    let effective_at = std::time::Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         nodes.to_vec(),
         requested_at,
-        effective_at,
     ))
 }
 

@@ -285,13 +285,11 @@ pub async fn apply(
             .map_err(|e| api_error("cannot create NetworkPolicy", e))?;
     }
     // Effective once the API server holds both policies (the CNI enforces them from there).
-    let effective_at = Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         victims,
         requested_at,
-        effective_at,
     ))
 }
 

@@ -41,13 +41,11 @@ pub async fn apply(
             .map_err(|e| api_error(&format!("cannot delete pod {p}"), e))?;
     }
     // Effective once the API server has accepted every deletion.
-    let effective_at = Instant::now();
-    Ok(ActiveFault::new(
+    Ok(ActiveFault::effective_now(
         entry,
         description,
         pods.to_vec(),
         requested_at,
-        effective_at,
     ))
 }
 
