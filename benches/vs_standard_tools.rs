@@ -40,6 +40,9 @@ struct LoadFigures {
     latency: [f64; 3],
     /// How late operations left the client, p99 (the harness's own lag).
     sent_late_p99_ms: f64,
+    /// p50 of how late operations left the client, and of sent to answered.
+    sent_late_p50_ms: f64,
+    server_p50_ms: f64,
 }
 
 async fn faultline_load(
@@ -89,11 +92,18 @@ async fn faultline_load(
         .iter()
         .filter_map(|e| e.sent.map(|s| s.secs_since(e.scheduled) * 1000.0))
         .collect();
+    let server = ok
+        .iter()
+        .filter_map(|e| e.sent.map(|s| e.done.secs_since(s) * 1000.0))
+        .collect();
+    let late = quantiles(late);
     LoadFigures {
         ok_per_s: ok.len() as f64 / (seconds as f64 - 1.0),
         not_ok: entries.len() - ok.len(),
         latency: quantiles(lat),
-        sent_late_p99_ms: quantiles(late)[2],
+        sent_late_p99_ms: late[2],
+        sent_late_p50_ms: late[0],
+        server_p50_ms: quantiles(server)[0],
     }
 }
 
@@ -211,8 +221,16 @@ fn redis_benchmark(addr: &str, connections: u32) -> (f64, [f64; 3]) {
 
 fn print_faultline(label: &str, f: &LoadFigures) {
     println!(
-        "  {label:<37}{:>7.3}  {:>7.3}  {:>7.3}   ({:.0} ok/s, {} not ok, sent late p99 {:.3} ms)",
-        f.latency[0], f.latency[1], f.latency[2], f.ok_per_s, f.not_ok, f.sent_late_p99_ms
+        "  {label:<37}{:>7.3}  {:>7.3}  {:>7.3}   ({:.0} ok/s, {} not ok; sent late p50 {:.3} / p99 {:.3} ms, \
+         sent to answered p50 {:.3} ms)",
+        f.latency[0],
+        f.latency[1],
+        f.latency[2],
+        f.ok_per_s,
+        f.not_ok,
+        f.sent_late_p50_ms,
+        f.sent_late_p99_ms,
+        f.server_p50_ms
     );
 }
 
