@@ -483,13 +483,17 @@ fn downtime_s(
     if in_span.is_empty() {
         return None;
     }
+    // Every ack of a write scheduled in the span counts, even one that came after the trial's end: it closes the
+    // gap there. The end is a boundary only when no ack came at or after it.
     let mut points: Vec<Stamp> = in_span
         .iter()
-        .filter(|w| w.outcome == Outcome::Ok && w.done <= trial_end)
+        .filter(|w| w.outcome == Outcome::Ok)
         .map(|w| w.done)
         .collect();
     points.push(baseline_start);
-    points.push(trial_end);
+    if points.iter().all(|p| *p < trial_end) {
+        points.push(trial_end);
+    }
     points.sort();
     let longest_s = points
         .windows(2)
@@ -1026,10 +1030,15 @@ mod tests {
             write(6, 19_000, 20_000, Outcome::Ok),
             write(7, 24_000, 25_000, Outcome::Ok),
             write(8, 29_000, 29_900, Outcome::Ok),
-            write(9, 29_950, 40_000, Outcome::Ok), // acked after the window: ignored
+            write(9, 30_500, 30_600, Outcome::Ok), // scheduled after the trial's end (30 s): not in the span
         ]);
-        // Gaps: 5.0 from the baseline start, 4.8, 6.5 across the fault, 0.2, 3.5, 5.0, 4.9, 0.1 to the window end.
+        // Gaps: 5.0 from the baseline start, 4.8, 6.5 across the fault, 0.2, 3.5, 5.0, 4.9, 0.1 to the trial end.
         approx(f.run().value(Metric::DowntimeS), 6.5);
+
+        // A write scheduled before the end and acknowledged 10 s later: nothing was acknowledged for 10.1 s.
+        let mut f = f;
+        f.ledger.push(write(10, 29_950, 40_000, Outcome::Ok));
+        approx(f.run().value(Metric::DowntimeS), 10.1);
     }
 
     #[test]
@@ -1070,6 +1079,22 @@ mod tests {
             m.lower_bounds.is_empty(),
             "writes succeeded again at the end"
         );
+    }
+
+    /// The defect this guards against (found in review): acks after the trial's end were left out, so an outage
+    /// that writes scheduled near the end closed only after it read as ending exactly at the end, unflagged.
+    #[test]
+    fn an_ack_after_the_trial_end_closes_the_gap_where_it_came() {
+        let mut f = Fixture::new(vec![
+            write(1, 9_900, 10_000, Outcome::Ok),
+            write(2, 12_000, 14_000, Outcome::Unknown),
+            // Scheduled before the end (30 s), acknowledged after it, at 31 s.
+            write(3, 29_900, 31_000, Outcome::Ok),
+        ]);
+        f.trial_end = ms(30_000);
+        let m = f.run();
+        approx(m.value(Metric::DowntimeS), 21.0);
+        assert!(m.lower_bounds.is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::clock::{Clock, Stamp};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::pool::Idle;
-use crate::load::{Attempt, BoxFuture, LoadClient};
+use crate::load::{past_deadline, Attempt, BoxFuture, LoadClient};
 use crate::scenario::ComponentKind;
 use crate::secret::Secret;
 use crate::settings::DcsApi;
@@ -758,6 +758,10 @@ impl PostgresLoadClient {
             Ok(c) => c,
             Err(e) => return Attempt::failed_unsent(e),
         };
+        if let Some(late) = past_deadline(deadline) {
+            self.idle.put(conn);
+            return late;
+        }
         conn.commit_warning.store(false, Ordering::SeqCst);
         let sent = Instant::now();
         let statement = async {

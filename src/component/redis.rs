@@ -16,7 +16,7 @@ use super::{retry_each_within, retry_until, Member, READ_BACK_ATTEMPT};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::pool::Idle;
-use crate::load::{Attempt, BoxFuture, LoadClient};
+use crate::load::{past_deadline, Attempt, BoxFuture, LoadClient};
 use crate::scenario::{ComponentKind, RedisWait};
 
 #[derive(Clone, Debug)]
@@ -453,15 +453,18 @@ impl RedisLoadClient {
     }
 
     /// After the operation: a connection that just worked stays in use; any other is dropped.
-    async fn check_in(&self, lease: Lease, ok: bool) {
+    fn check_in(&self, lease: Lease, ok: bool) {
         match lease.shared {
             None if ok => self.idle.put(lease.conn),
             None => {}
             Some(_) if ok => {}
             Some((i, generation)) => {
-                let mut slot = self.shared[i].lock().await;
-                if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-                    *slot = None;
+                // Never waits: a slot that is busy is being reopened (or cloned) by another operation, and the
+                // generation check below is what keeps a replacement safe anyway.
+                if let Ok(mut slot) = self.shared[i].try_lock() {
+                    if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+                        *slot = None;
+                    }
                 }
             }
         }
@@ -510,6 +513,10 @@ impl LoadClient for RedisLoadClient {
                 Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
+            if let Some(late) = past_deadline(deadline) {
+                self.check_in(lease, true);
+                return late;
+            }
             let sent = Instant::now();
             let key = format!("{}{id}", self.prefix);
             let wait = self.wait.clone();
@@ -543,7 +550,7 @@ impl LoadClient for RedisLoadClient {
             // After a WAIT that confirmed too few replicas the next operation asks Sentinel again, as a client that
             // cares about WAIT would: the master it holds may be cut off from its replicas (and from the Sentinel
             // majority that is promoting another).
-            self.check_in(lease, outcome == Outcome::Ok).await;
+            self.check_in(lease, outcome == Outcome::Ok);
             if outcome == Outcome::Ok {
                 self.last_acked.fetch_max(id, Ordering::Relaxed);
             }
@@ -557,6 +564,10 @@ impl LoadClient for RedisLoadClient {
                 Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
+            if let Some(late) = past_deadline(deadline) {
+                self.check_in(lease, true);
+                return late;
+            }
             let sent = Instant::now();
             // GET of the newest acknowledged key (or of a key that does not exist yet): a read that exercises the
             // same master the writes go to.
@@ -573,7 +584,7 @@ impl LoadClient for RedisLoadClient {
                 Ok(Ok(_)) => (Outcome::Ok, None),
                 Ok(Err(e)) => (Outcome::Failed, Some(e.to_string())),
             };
-            self.check_in(lease, outcome == Outcome::Ok).await;
+            self.check_in(lease, outcome == Outcome::Ok);
             Attempt::sent_at(sent, (outcome, error))
         })
     }

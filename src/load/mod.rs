@@ -55,6 +55,12 @@ impl Attempt {
     }
 }
 
+/// What a client returns for an operation whose connection came only at (or after) its deadline: it was not sent.
+pub fn past_deadline(deadline: Instant) -> Option<Attempt> {
+    (Instant::now() >= deadline)
+        .then(|| Attempt::failed_unsent("not sent: a connection came only at the deadline"))
+}
+
 /// A component's load client, shared by every operation in flight. Implementations keep a pool of connections
 /// (see `pool::Idle`), give each operation one of its own, re-resolve the primary after errors, and stop at
 /// `deadline`, an absolute instant counted from the operation's scheduled time (client side; never a server-side
@@ -230,6 +236,12 @@ async fn run_op(mut guard: OpGuard) {
             },
         };
         guard.slot = Some(Instant::now());
+        if Instant::now() >= job.deadline {
+            guard.finish(Attempt::failed_unsent(
+                "not sent: its slot came free only at its deadline",
+            ));
+            return;
+        }
         let client = shared.client.as_ref();
         let attempt = match job.op {
             OpKind::Write => client.write(job.id, job.deadline).await,
@@ -283,7 +295,14 @@ impl OpGuard {
         }
     }
 
+    /// Records the attempt. An answer that arrived after the deadline is not an acknowledgement: a client with
+    /// that deadline had given up (the runtime's timers fire a little late, and a reply can win that race).
     fn finish(&mut self, attempt: Attempt) {
+        if attempt.outcome == Outcome::Ok && Instant::now() > self.job.deadline {
+            let error = Some("answered after the client deadline".to_string());
+            self.record(attempt.sent, Outcome::Unknown, error);
+            return;
+        }
         self.record(attempt.sent, attempt.outcome, attempt.error);
     }
 

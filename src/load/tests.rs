@@ -13,6 +13,8 @@ struct Scripted {
     hang: AtomicBool,
     /// Ignore the deadline and take the whole service time (a client that holds its slot).
     overrun: bool,
+    /// Ignore the deadline and answer ok after the whole service time.
+    late_ok: bool,
 }
 
 impl Scripted {
@@ -23,6 +25,7 @@ impl Scripted {
             down: 0..0,
             hang: AtomicBool::new(false),
             overrun: false,
+            late_ok: false,
         }
     }
 
@@ -34,6 +37,10 @@ impl Scripted {
         if self.overrun {
             tokio::time::sleep(service).await;
             return Attempt::sent_at(sent, (Outcome::Unknown, Some("overran".into())));
+        }
+        if self.late_ok {
+            tokio::time::sleep(service).await;
+            return Attempt::sent_at(sent, (Outcome::Ok, None));
         }
         match tokio::time::timeout_at(deadline.into(), tokio::time::sleep(service)).await {
             Ok(()) => Attempt::sent_at(sent, (Outcome::Ok, None)),
@@ -254,5 +261,27 @@ async fn the_slot_wait_is_recorded_apart_from_the_server_time() {
         let server = e.done.0 - sent;
         assert!(server >= Duration::from_millis(30), "{}", ms(server));
         assert!(server < Duration::from_millis(45), "{}", ms(server));
+    }
+}
+
+/// Found in review: a reply that won the race against the deadline's timer (which fires late) was counted ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_the_deadline_is_not_an_acknowledgement() {
+    let mut client = Scripted::new(Duration::from_millis(80), Duration::ZERO);
+    client.late_ok = true;
+    let entries = run_for(
+        &profile(50, 0, 64, 50),
+        client,
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(entries.len() >= 8);
+    for e in &entries {
+        assert_eq!(e.outcome, Outcome::Unknown, "{e:?}");
+        assert_eq!(
+            e.error.as_deref(),
+            Some("answered after the client deadline")
+        );
     }
 }
