@@ -187,7 +187,7 @@ pub fn start(
     let ids = next_write_id.clone();
     let dispatch_shared = shared.clone();
     let mut read_id = 0u64;
-    let pacer = pacer::Pacer::start(streams, move |op, scheduled| {
+    let pacer = pacer::Pacer::start(streams, profile.arrivals, move |op, scheduled| {
         let id = match op {
             OpKind::Write => ids.fetch_add(1, Ordering::SeqCst),
             OpKind::Read | OpKind::Search => {

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::ledger::OpKind;
+use crate::scenario::Arrivals;
 
 /// How long the pacer sleeps at most before looking at the stop flag again.
 const STOP_CHECK: Duration = Duration::from_millis(20);
@@ -23,24 +24,76 @@ pub(super) struct Pacer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// One open-loop stream: operations of `op` at `rate` per second, the n-th at `start + n / rate`.
+/// One open-loop stream: operations of `op` at `rate` per second. Uniform: the n-th at `start + n / rate` (no
+/// drift). Poisson: exponential gaps of mean 1 / rate from a seeded generator.
 struct Stream {
     op: OpKind,
     period: Duration,
     n: u64,
+    /// Poisson only: the generator and the offset of the next operation from `start`.
+    poisson: Option<(XorShift, Duration)>,
 }
 
 impl Stream {
     fn due(&self, start: Instant) -> Instant {
-        start + self.period.mul_f64(self.n as f64)
+        match &self.poisson {
+            None => start + self.period.mul_f64(self.n as f64),
+            Some((_, offset)) => start + *offset,
+        }
     }
+
+    fn advance(&mut self) {
+        self.n += 1;
+        if let Some((rng, offset)) = &mut self.poisson {
+            *offset += self.period.mul_f64(rng.exponential());
+        }
+    }
+}
+
+/// xorshift64*: a small seeded generator, so a Poisson schedule is the same in every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f64(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        // 53 random bits in (0, 1].
+        ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// An exponential variate of mean 1.
+    fn exponential(&mut self) -> f64 {
+        -self.next_f64().ln()
+    }
+}
+
+/// The gaps of a Poisson stream of `rate`/s, for tests: the first `n` offsets from the start.
+#[cfg(test)]
+pub(super) fn poisson_offsets(rate: u32, seed: u64, n: usize) -> Vec<Duration> {
+    let mut s = Stream {
+        op: OpKind::Write,
+        period: Duration::from_secs_f64(1.0 / rate as f64),
+        n: 0,
+        poisson: Some((XorShift(seed), Duration::ZERO)),
+    };
+    let start = Instant::now();
+    (0..n)
+        .map(|_| {
+            let d = s.due(start) - start;
+            s.advance();
+            d
+        })
+        .collect()
 }
 
 impl Pacer {
     /// Calls `dispatch(op, scheduled)` for every operation at its scheduled instant, the streams interleaved in
     /// time order, until stopped. A late wake-up dispatches everything that has come due, each with its own
     /// scheduled instant (latency counts from there).
-    pub fn start<F>(streams: Vec<(OpKind, u32)>, mut dispatch: F) -> Pacer
+    pub fn start<F>(streams: Vec<(OpKind, u32)>, arrivals: Arrivals, mut dispatch: F) -> Pacer
     where
         F: FnMut(OpKind, Instant) + Send + 'static,
     {
@@ -53,10 +106,17 @@ impl Pacer {
                 let start = Instant::now();
                 let mut streams: Vec<Stream> = streams
                     .into_iter()
-                    .map(|(op, rate)| Stream {
+                    .enumerate()
+                    .map(|(i, (op, rate))| Stream {
                         op,
                         period: Duration::from_secs_f64(1.0 / rate as f64),
                         n: 0,
+                        poisson: (arrivals == Arrivals::Poisson).then(|| {
+                            (
+                                XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1)),
+                                Duration::ZERO,
+                            )
+                        }),
                     })
                     .collect();
                 while !flag.load(Ordering::Relaxed) {
@@ -69,7 +129,7 @@ impl Pacer {
                         std::thread::sleep((due - now).clamp(MIN_SLEEP, STOP_CHECK));
                         continue;
                     }
-                    next.n += 1;
+                    next.advance();
                     dispatch(next.op, due);
                 }
             })

@@ -285,3 +285,21 @@ async fn an_answer_after_the_deadline_is_not_an_acknowledgement() {
         );
     }
 }
+
+#[test]
+fn poisson_arrivals_keep_the_mean_rate_with_exponential_gaps() {
+    let offsets = super::pacer::poisson_offsets(1000, 7, 20_001);
+    let total = offsets.last().unwrap().as_secs_f64();
+    // 20,000 gaps of mean 1 ms: 20 s within 2 %.
+    assert!((19.6..20.4).contains(&total), "{total}");
+    let gaps: Vec<f64> = offsets
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        .collect();
+    // Exponential: about 63.2 % of the gaps are shorter than the mean, and some are much longer.
+    let short = gaps.iter().filter(|g| **g < 1.0).count() as f64 / gaps.len() as f64;
+    assert!((0.61..0.65).contains(&short), "{short}");
+    assert!(gaps.iter().any(|g| *g > 5.0));
+    // Seeded: the same schedule every run.
+    assert_eq!(offsets, super::pacer::poisson_offsets(1000, 7, 20_001));
+}

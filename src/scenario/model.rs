@@ -214,6 +214,18 @@ pub struct RedisWait {
     pub timeout: Duration,
 }
 
+/// How operations are spaced in time, at the same average rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrivals {
+    /// Evenly spaced: the n-th operation at n / rate.
+    #[default]
+    Uniform,
+    /// A Poisson process (exponential gaps, seeded so every run is the same schedule), as `pgbench -R` and real
+    /// client populations send: bursts and lulls at the same average rate.
+    Poisson,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LoadProfile {
     /// Writes per second, open loop.
@@ -229,6 +241,8 @@ pub struct LoadProfile {
     pub max_in_flight: u32,
     /// Client-side deadline per operation; past it the outcome is unknown.
     pub deadline: Duration,
+    /// How the operations of each stream are spaced.
+    pub arrivals: Arrivals,
     /// Redis only: `WAIT replicas timeout` after every write.
     pub redis_wait: Option<RedisWait>,
     /// RTO = fault to the first of this many consecutive successful writes.
@@ -243,6 +257,7 @@ impl Default for LoadProfile {
             search_rate: 0,
             connections: 4,
             max_in_flight: 64,
+            arrivals: Arrivals::Uniform,
             deadline: Duration::from_secs(2),
             redis_wait: None,
             rto_consecutive: 3,

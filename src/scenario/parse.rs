@@ -13,7 +13,7 @@ use super::document::{
 };
 use super::duration::{format_duration, parse_duration};
 use super::model::{
-    ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite, Threshold,
+    Arrivals, ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite, Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
 use super::threshold::parse_threshold;
@@ -55,6 +55,7 @@ struct RawLoad {
     deadline: Option<String>,
     rto_consecutive: Option<i64>,
     redis_wait: Option<RawRedisWait>,
+    arrivals: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +468,17 @@ fn load_profile(
         4096,
         defaults.max_in_flight,
     );
+    let arrivals = match raw.arrivals.as_deref() {
+        None | Some("uniform") => Some(Arrivals::Uniform),
+        Some("poisson") => Some(Arrivals::Poisson),
+        Some(other) => {
+            d.at(
+                "load.arrivals",
+                format!("unknown load.arrivals `{other}`; use uniform or poisson"),
+            );
+            None
+        }
+    };
     if let (Some(c), Some(m)) = (connections, max_in_flight) {
         if c > m {
             d.at(
@@ -515,6 +527,7 @@ fn load_profile(
         connections: connections?,
         max_in_flight: max_in_flight?,
         deadline: deadline?,
+        arrivals: arrivals?,
         redis_wait: redis_wait?,
         rto_consecutive: rto_consecutive?,
     })
