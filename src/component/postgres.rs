@@ -20,7 +20,7 @@ use crate::clock::{Clock, Stamp};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::pool::Idle;
-use crate::load::{past_deadline, Attempt, BoxFuture, LoadClient};
+use crate::load::{Attempt, BoxFuture, LoadClient, CONNECTION_AT_DEADLINE};
 use crate::scenario::ComponentKind;
 use crate::secret::Secret;
 use crate::settings::DcsApi;
@@ -740,16 +740,19 @@ impl PostgresLoadClient {
 
     /// An idle open connection, or a new one if it can be had before `deadline`.
     async fn checkout(&self, deadline: Instant) -> Result<PrimaryConnection, String> {
-        while let Some(c) = self.idle.take() {
-            if !c.client.is_closed() {
-                return Ok(c);
-            }
+        let conn = match std::iter::from_fn(|| self.idle.take()).find(|c| !c.client.is_closed()) {
+            Some(c) => c,
+            None => tokio::time::timeout_at(deadline.into(), connect_primary(&self.ep))
+                .await
+                .map_err(|_| {
+                    "not sent: no read-write primary reachable before the deadline".to_string()
+                })??,
+        };
+        if Instant::now() >= deadline {
+            self.idle.put(conn);
+            return Err(CONNECTION_AT_DEADLINE.into());
         }
-        tokio::time::timeout_at(deadline.into(), connect_primary(&self.ep))
-            .await
-            .map_err(|_| {
-                "not sent: no read-write primary reachable before the deadline".to_string()
-            })?
+        Ok(conn)
     }
 
     /// Runs one statement on a connection of its own; the connection goes back to the pool only after success.
@@ -758,10 +761,6 @@ impl PostgresLoadClient {
             Ok(c) => c,
             Err(e) => return Attempt::failed_unsent(e),
         };
-        if let Some(late) = past_deadline(deadline) {
-            self.idle.put(conn);
-            return late;
-        }
         conn.commit_warning.store(false, Ordering::SeqCst);
         let sent = Instant::now();
         let statement = async {

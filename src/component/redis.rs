@@ -16,7 +16,7 @@ use super::{retry_each_within, retry_until, Member, READ_BACK_ATTEMPT};
 use crate::events::{EventKind, EventLog};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::pool::Idle;
-use crate::load::{past_deadline, Attempt, BoxFuture, LoadClient};
+use crate::load::{Attempt, BoxFuture, LoadClient, CONNECTION_AT_DEADLINE};
 use crate::scenario::{ComponentKind, RedisWait};
 
 #[derive(Clone, Debug)]
@@ -420,6 +420,15 @@ impl RedisLoadClient {
 
     /// A connection for one operation, if one can be had before `deadline`.
     async fn checkout(&self, deadline: Instant) -> Result<Lease, String> {
+        let lease = self.lease(deadline).await?;
+        if Instant::now() >= deadline {
+            self.check_in(lease, true);
+            return Err(CONNECTION_AT_DEADLINE.into());
+        }
+        Ok(lease)
+    }
+
+    async fn lease(&self, deadline: Instant) -> Result<Lease, String> {
         let late = || "not sent: no master reachable before the deadline".to_string();
         if self.shared.is_empty() {
             if let Some(conn) = self.idle.take() {
@@ -513,10 +522,6 @@ impl LoadClient for RedisLoadClient {
                 Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
-            if let Some(late) = past_deadline(deadline) {
-                self.check_in(lease, true);
-                return late;
-            }
             let sent = Instant::now();
             let key = format!("{}{id}", self.prefix);
             let wait = self.wait.clone();
@@ -564,10 +569,6 @@ impl LoadClient for RedisLoadClient {
                 Ok(l) => l,
                 Err(e) => return Attempt::failed_unsent(e),
             };
-            if let Some(late) = past_deadline(deadline) {
-                self.check_in(lease, true);
-                return late;
-            }
             let sent = Instant::now();
             // GET of the newest acknowledged key (or of a key that does not exist yet): a read that exercises the
             // same master the writes go to.

@@ -55,11 +55,9 @@ impl Attempt {
     }
 }
 
-/// What a client returns for an operation whose connection came only at (or after) its deadline: it was not sent.
-pub fn past_deadline(deadline: Instant) -> Option<Attempt> {
-    (Instant::now() >= deadline)
-        .then(|| Attempt::failed_unsent("not sent: a connection came only at the deadline"))
-}
+/// Why an operation whose connection came only at (or after) its deadline was not sent; clients' checkouts
+/// give the connection back and report this.
+pub const CONNECTION_AT_DEADLINE: &str = "not sent: a connection came only at the deadline";
 
 /// A component's load client, shared by every operation in flight. Implementations keep a pool of connections
 /// (see `pool::Idle`), give each operation one of its own, re-resolve the primary after errors, and stop at

@@ -25,17 +25,4 @@ impl<C> Idle<C> {
     pub fn put(&self, conn: C) {
         self.idle.lock().unwrap().push(conn);
     }
-
-    /// Drops every idle connection (e.g. after a failover, so no operation picks up one to the old primary).
-    pub fn clear(&self) {
-        self.idle.lock().unwrap().clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.idle.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

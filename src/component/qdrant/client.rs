@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::component::{http_client, READ_BACK_ATTEMPT};
 use crate::ledger::{Outcome, ReadBack};
 use crate::load::pool::Idle;
-use crate::load::{past_deadline, Attempt, BoxFuture, LoadClient};
+use crate::load::{Attempt, BoxFuture, LoadClient, CONNECTION_AT_DEADLINE};
 
 /// Connects a gRPC channel to one peer within `timeout` (the request has not been sent if this fails).
 async fn connect(peer: &QdrantPeer, timeout: Duration) -> Result<Channel, String> {
@@ -136,6 +136,15 @@ impl QdrantLoadClient {
 
     /// An idle channel, or a new one to the first peer that answers before `deadline`.
     async fn checkout(&self, deadline: Instant) -> Result<PointsClient<Channel>, String> {
+        let channel = self.channel(deadline).await?;
+        if Instant::now() >= deadline {
+            self.idle.put(channel);
+            return Err(CONNECTION_AT_DEADLINE.into());
+        }
+        Ok(channel)
+    }
+
+    async fn channel(&self, deadline: Instant) -> Result<PointsClient<Channel>, String> {
         if let Some(c) = self.idle.take() {
             return Ok(c);
         }
@@ -207,10 +216,6 @@ impl LoadClient for QdrantLoadClient {
                 Ok(c) => c,
                 Err(e) => return Attempt::failed_unsent(e),
             };
-            if let Some(late) = past_deadline(deadline) {
-                self.idle.put(client);
-                return late;
-            }
             let point = PointStruct::new(
                 id,
                 point_vector(self.ep.seed, id, self.vector_size()),
@@ -253,10 +258,6 @@ impl LoadClient for QdrantLoadClient {
                 Ok(c) => c,
                 Err(e) => return Attempt::failed_unsent(e),
             };
-            if let Some(late) = past_deadline(deadline) {
-                self.idle.put(client);
-                return late;
-            }
             // The newest id seen acknowledged (or one that does not exist yet): a point read by id.
             let id = self.last_acked.load(Ordering::Relaxed);
             let request =
@@ -278,10 +279,6 @@ impl LoadClient for QdrantLoadClient {
                 Ok(c) => c,
                 Err(e) => return Attempt::failed_unsent(e),
             };
-            if let Some(late) = past_deadline(deadline) {
-                self.idle.put(client);
-                return late;
-            }
             let n = self.searches.fetch_add(1, Ordering::Relaxed) + 1;
             let vector = query_vector(self.ep.seed, n, self.vector_size());
             let request = QueryPointsBuilder::new(self.ep.collection.name.clone())
