@@ -553,17 +553,40 @@ async fn revert_one<T: Target>(target: &T, journal: &Journal, events: &EventLog,
     }
 }
 
-/// Reverts every fault still applied (journal entries that are already closed are skipped).
+/// Reverts every fault still applied (journal entries that are already closed are skipped), then every journal
+/// entry this process opened that is still open: a fault that failed part-way through being applied never became
+/// an `ActiveFault`, yet what it did apply is undone here, from its journaled steps (which are idempotent).
 async fn revert_all<T: Target>(
     target: &T,
     journal: &Journal,
     events: &EventLog,
     active: &mut Vec<ActiveFault>,
 ) {
-    let open: BTreeSet<String> = journal.open_entries().into_iter().map(|e| e.id).collect();
+    let open = journal.open_entries();
+    let open_ids: BTreeSet<&str> = open.iter().map(|e| e.id.as_str()).collect();
+    let active_ids: BTreeSet<String> = active.iter().map(|f| f.journal_id.clone()).collect();
     for f in active.drain(..).rev() {
-        if open.contains(&f.journal_id) {
+        if open_ids.contains(f.journal_id.as_str()) {
             revert_one(target, journal, events, &f).await;
+        }
+    }
+    let half_applied = open
+        .iter()
+        .filter(|e| e.pid == std::process::id() && !active_ids.contains(&e.id));
+    for e in half_applied {
+        match target.revert(&e.steps).await {
+            Ok(()) => {
+                let _ = journal.close(&e.id, "reverted after it failed while being applied");
+                events.emit(EventKind::FaultReverted {
+                    fault: e.description.clone(),
+                });
+            }
+            Err(error) => {
+                events.emit(EventKind::FaultRevertFailed {
+                    fault: e.description.clone(),
+                    error,
+                });
+            }
         }
     }
 }

@@ -37,6 +37,8 @@ struct Script {
     final_read_back_fails: bool,
     /// The server logs its promotion this many ms after the harness sees it (negative: before).
     log_skew_ms: i64,
+    /// Applying the fault takes the primary down, then fails before it returns.
+    apply_fails: bool,
 }
 
 impl Default for Script {
@@ -47,6 +49,7 @@ impl Default for Script {
             forget: BTreeSet::new(),
             final_read_back_fails: false,
             log_skew_ms: 20,
+            apply_fails: false,
         }
     }
 }
@@ -58,6 +61,8 @@ struct Store {
     read_backs: AtomicU64,
     /// Wall time of the server's own "promoted" line.
     promoted_log: Mutex<Option<SystemTime>>,
+    /// Revert steps the target executed.
+    reverted: Mutex<Vec<RevertStep>>,
 }
 
 struct Fake {
@@ -240,10 +245,16 @@ impl Target for Fake {
         journal: &Journal,
         fault: &FaultKind,
     ) -> Result<ActiveFault, TargetError> {
-        let entry = journal_before_applying(journal, fault.name(), "fake outage", Vec::new())?;
+        let steps = vec![RevertStep::LinkUp { node: "n1".into() }];
+        let entry = journal_before_applying(journal, fault.name(), "fake outage", steps)?;
         let requested_at = Instant::now();
         tokio::time::sleep(self.script.take_effect).await;
         self.store.down.store(true, Ordering::SeqCst);
+        if self.script.apply_fails {
+            return Err(TargetError::Fault(
+                "the second half of the fault failed".into(),
+            ));
+        }
         let effective_at = Instant::now();
         if let Some(outage) = self.script.outage {
             let store = self.store.clone();
@@ -260,7 +271,9 @@ impl Target for Fake {
             effective_at,
         ))
     }
-    async fn revert(&self, _: &[RevertStep]) -> Result<(), String> {
+    /// Records the steps; the scripted outage ends on its own schedule.
+    async fn revert(&self, steps: &[RevertStep]) -> Result<(), String> {
+        self.store.reverted.lock().unwrap().extend_from_slice(steps);
         Ok(())
     }
     async fn server_log_lines(&self, _: ComponentKind, _: &str) -> Vec<(SystemTime, String)> {
@@ -290,6 +303,12 @@ thresholds:
 ";
 
 async fn run(script: Script, scenario: &str) -> (RunReport, Fake) {
+    let (report, fake, _dir) = run_in_dir(script, scenario).await;
+    (report, fake)
+}
+
+/// Runs the scenario with reports and the fault journal in a temporary directory, returned for inspection.
+async fn run_in_dir(script: Script, scenario: &str) -> (RunReport, Fake, tempfile::TempDir) {
     let fake = Fake::new(script);
     let scenario = parse_scenario(scenario, Path::new("fake.yaml"), Some(&fake.topology)).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -299,7 +318,7 @@ async fn run(script: Script, scenario: &str) -> (RunReport, Fake) {
     };
     let (_tx, intr) = watch::channel(0u32);
     let outcome = run_scenario(&fake, &scenario, &opts, intr).await.unwrap();
-    (outcome.report, fake)
+    (outcome.report, fake, dir)
 }
 
 fn metric(r: &RunReport, name: &str) -> Option<f64> {
@@ -440,4 +459,31 @@ async fn forgotten_acknowledged_writes_and_a_skewed_log_fail_their_thresholds() 
         .map(|t| t.metric.name())
         .collect();
     assert_eq!(failed, ["lost_acked_writes", "log_agreement_max_s"]);
+}
+
+/// Found in review: a fault that failed part-way through being applied never became an active fault, so what it
+/// had applied stayed applied (and its journal entry open) until someone ran `faultline recover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_that_fails_while_being_applied_is_reverted_from_its_journal() {
+    let script = Script {
+        apply_fails: true,
+        ..Script::default()
+    };
+    let (r, fake, dir) = run_in_dir(script, SCENARIO).await;
+    let journal = Journal::new(dir.path().join("journal"));
+    assert_eq!(r.verdict, Verdict::Incomplete);
+    assert_eq!(r.exit_code, exit::ENVIRONMENT);
+    assert_eq!(
+        *fake.store.reverted.lock().unwrap(),
+        vec![RevertStep::LinkUp { node: "n1".into() }]
+    );
+    assert!(
+        journal.open_entries().is_empty(),
+        "{:?}",
+        journal.open_entries()
+    );
+    assert!(r
+        .timeline
+        .iter()
+        .any(|e| e.event["type"] == "fault_reverted"));
 }
