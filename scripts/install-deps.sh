@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 3
 fi
 
-packages=(etcd-server etcd-client patroni postgresql postgresql-contrib redis-server redis-sentinel
+packages=(etcd-server etcd-client patroni postgresql postgresql-contrib redis-server redis-sentinel pgbackrest
           iproute2 nftables iptables procps util-linux ca-certificates)
 missing=()
 for p in "${packages[@]}"; do

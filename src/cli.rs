@@ -94,6 +94,15 @@ enum Command {
         #[command(flatten)]
         on: TargetArgs,
     },
+    /// Take a backup now: a pgBackRest backup of PostgreSQL into the repository on the backup node, and a Redis
+    /// RDB snapshot copied into the backup node's store.
+    Backup {
+        /// pgBackRest backup type.
+        #[arg(long = "type", value_enum, default_value = "full")]
+        kind: crate::backup::BackupType,
+        #[command(flatten)]
+        on: TargetArgs,
+    },
     /// Revert every fault still open in the journal, clean up residue, and bring every member back.
     Recover {
         #[command(flatten)]
@@ -161,6 +170,7 @@ async fn dispatch(cli: Cli) -> i32 {
         | Command::Status { on }
         | Command::Run { on, .. }
         | Command::Suite { on, .. }
+        | Command::Backup { on, .. }
         | Command::Recover { on } => Some(on.clone()),
         Command::Validate { .. } => None,
     };
@@ -249,6 +259,46 @@ async fn dispatch(cli: Cli) -> i32 {
             run_many(dir, s.scenarios, Some(name), settings, reports_dir, None).await
         }
         Command::Recover { .. } => recover(dir).await,
+        Command::Backup { kind, .. } => match take_lock(&dir) {
+            Err(code) => code,
+            Ok(_lock) => backup(dir, kind).await,
+        },
+    }
+}
+
+async fn backup(dir: StateDir, kind: crate::backup::BackupType) -> i32 {
+    let stack = match LocalStack::open(dir.clone()) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "error: no stack is recorded in {}; run `faultline up` first",
+                dir.root.display()
+            );
+            return exit::ENVIRONMENT;
+        }
+        Err(e) => return report_env(e),
+    };
+    match stack.backup(kind).await {
+        Ok(b) => {
+            println!(
+                "postgres: {} backup {} in {} ({:.1} s)",
+                kind.name(),
+                b.postgres.as_deref().unwrap_or("-"),
+                stack.repository_label(),
+                b.postgres_seconds
+            );
+            if let Some(r) = &b.redis {
+                println!(
+                    "redis: {} from {} ({} keys, {} bytes)",
+                    r.file, r.source, r.keys, r.bytes
+                );
+            }
+            exit::PASS
+        }
+        Err(e) => {
+            eprintln!("error: backup failed: {e}");
+            exit::ENVIRONMENT
+        }
     }
 }
 
@@ -312,6 +362,14 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
             }
         },
         Command::Validate { files } => validate(&files),
+        Command::Backup { .. } => {
+            eprintln!(
+                "error: `faultline backup` runs on the local stack only: on Kubernetes, backups belong to the \
+                 cluster's operator (pgBackRest or WAL-G sidecars, Redis and Qdrant snapshots to object storage), \
+                 which faultline does not deploy"
+            );
+            exit::ENVIRONMENT
+        }
     }
 }
 
@@ -761,6 +819,11 @@ async fn status(dir: StateDir) -> i32 {
     }
     if let QdrantPresence::Absent { reason } = &stack.state.qdrant {
         println!("qdrant: absent ({reason})");
+    }
+    if let Some(b) = stack.backup_health().await {
+        for line in b.lines() {
+            println!("backups: {line}");
+        }
     }
     match stack.health_once().await {
         Ok(h) => {

@@ -1,6 +1,7 @@
 //! faultline: provisions an HA data stack, drives load, injects faults and measures failover on one clock.
 
 pub mod analysis;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod component;

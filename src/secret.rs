@@ -16,7 +16,12 @@ impl Secret {
 
     /// A random 24-hex-digit password from the kernel's generator.
     pub fn generate() -> std::io::Result<Self> {
-        let mut buf = [0u8; 12];
+        Self::generate_bytes(12)
+    }
+
+    /// `n` random bytes, hex-encoded (a repository cipher passphrase wants 32).
+    pub fn generate_bytes(n: usize) -> std::io::Result<Self> {
+        let mut buf = vec![0u8; n];
         use std::io::Read;
         std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
         Ok(Secret(buf.iter().map(|b| format!("{b:02x}")).collect()))

@@ -56,6 +56,89 @@ pub struct StackSettings {
     pub qdrant_write_consistency_factor: u32,
     /// Seed of the point and query vectors (same seed, same data in every run).
     pub qdrant_seed: u64,
+    /// Backups: pgBackRest's repository, its encryption and retention, the WAL archive's timeout.
+    pub backup: BackupSettings,
+}
+
+/// Encryption of the pgBackRest repository (`repo1-cipher-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cipher {
+    #[serde(rename = "aes-256-cbc")]
+    Aes256Cbc,
+    #[serde(rename = "none")]
+    None,
+}
+
+impl Cipher {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::Aes256Cbc => "aes-256-cbc",
+            Cipher::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    pub pgbackrest_bin: PathBuf,
+    /// pgBackRest's stanza: the name of the cluster in the repository.
+    pub stanza: String,
+    /// The repository's encryption; on by default (the spec asks for AES-256). The passphrase is generated into
+    /// the stack's secrets file.
+    pub cipher: Cipher,
+    /// Full backups kept for this many days (`repo1-retention-full-type=time`); WAL older than the oldest kept
+    /// full backup is expired with it. 7 days = the spec's "any point in the last 7 days".
+    pub retention_full_days: u32,
+    /// PostgreSQL's `archive_timeout`: the longest an idle database's newest transactions wait before their WAL
+    /// segment is switched and archived, i.e. the RPO bound of the archive when writes are rare.
+    pub archive_timeout: String,
+    /// Keep the repository in an S3 bucket instead of on the backup node's disk. The repository host still runs
+    /// on the backup node and talks to S3; the credentials come from FAULTLINE_S3_KEY and
+    /// FAULTLINE_S3_KEY_SECRET (never from a file that could end up in a report).
+    pub s3: Option<S3Repository>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Repository {
+    pub bucket: String,
+    /// e.g. s3.eu-central-1.amazonaws.com, or a MinIO host.
+    pub endpoint: String,
+    pub region: String,
+    /// The repository's path inside the bucket.
+    #[serde(default = "S3Repository::default_path")]
+    pub path: String,
+    /// `host` (virtual-hosted, AWS) or `path` (MinIO and most other S3 servers).
+    #[serde(default = "S3Repository::default_uri_style")]
+    pub uri_style: String,
+    #[serde(default = "S3Repository::default_verify_tls")]
+    pub verify_tls: bool,
+}
+
+impl S3Repository {
+    fn default_path() -> String {
+        "/faultline".into()
+    }
+    fn default_uri_style() -> String {
+        "host".into()
+    }
+    fn default_verify_tls() -> bool {
+        true
+    }
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            pgbackrest_bin: "/usr/bin/pgbackrest".into(),
+            stanza: "faultline".into(),
+            cipher: Cipher::Aes256Cbc,
+            retention_full_days: 7,
+            archive_timeout: "60s".into(),
+            s3: None,
+        }
+    }
 }
 
 impl Default for StackSettings {
@@ -89,6 +172,7 @@ impl Default for StackSettings {
             qdrant_replication_factor: 2,
             qdrant_write_consistency_factor: 1,
             qdrant_seed: 42,
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -197,6 +281,35 @@ impl StackSettings {
                 "qdrant_collection `{}` is not valid: use letters, digits, `_` and `-`",
                 self.qdrant_collection
             ));
+        }
+        let stanza_ok = !self.backup.stanza.is_empty()
+            && self
+                .backup
+                .stanza
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stanza_ok {
+            return Err(format!(
+                "backup.stanza `{}` is not valid: use letters, digits, `_` and `-`",
+                self.backup.stanza
+            ));
+        }
+        if self.backup.retention_full_days == 0 {
+            return Err("backup.retention_full_days must be at least 1".into());
+        }
+        if humantime::parse_duration(&self.backup.archive_timeout).is_err() {
+            return Err(format!(
+                "backup.archive_timeout `{}` is not a duration (e.g. 60s)",
+                self.backup.archive_timeout
+            ));
+        }
+        if let Some(s3) = &self.backup.s3 {
+            if !["host", "path"].contains(&s3.uri_style.as_str()) {
+                return Err(format!(
+                    "backup.s3.uri_style `{}` is not one of host, path",
+                    s3.uri_style
+                ));
+            }
         }
         if self.qdrant_version.is_empty() || self.qdrant_version.contains(['/', ' ']) {
             return Err(format!(

@@ -640,6 +640,57 @@ async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::C
     Ok(client)
 }
 
+/// The primary's WAL archiver, from `pg_stat_archiver` (all times in Unix seconds, as the server sees them).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ArchiverStatus {
+    pub member: String,
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<f64>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<f64>,
+    /// The segment the primary is writing now.
+    pub current_wal: String,
+    /// The server's clock when it answered.
+    pub now: f64,
+}
+
+/// Zeroes the primary's `pg_stat_archiver` counters.
+pub async fn reset_archiver_stats(ep: &PostgresEndpoints) -> Result<(), String> {
+    let client = connect_primary_raw(ep).await?;
+    client
+        .batch_execute("SELECT pg_stat_reset_shared('archiver')")
+        .await
+        .map_err(|e| format!("cannot reset pg_stat_archiver: {e}"))
+}
+
+/// Reads the current primary's archiver statistics.
+pub async fn archiver_status(ep: &PostgresEndpoints) -> Result<ArchiverStatus, String> {
+    let client = connect_primary_raw(ep).await?;
+    let row = client
+        .query_one(
+            "SELECT archived_count, last_archived_wal, extract(epoch FROM last_archived_time)::float8, \
+             failed_count, last_failed_wal, extract(epoch FROM last_failed_time)::float8, \
+             pg_walfile_name(pg_current_wal_lsn()), extract(epoch FROM clock_timestamp())::float8 \
+             FROM pg_stat_archiver",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ArchiverStatus {
+        member: server_member(ep, &client).await?,
+        archived_count: row.get(0),
+        last_archived_wal: row.get(1),
+        last_archived_time: row.get(2),
+        failed_count: row.get(3),
+        last_failed_wal: row.get(4),
+        last_failed_time: row.get(5),
+        current_wal: row.get(6),
+        now: row.get(7),
+    })
+}
+
 /// Proves the primary accepts writes: one committed INSERT through the same path clients use.
 pub async fn write_probe(ep: &PostgresEndpoints, deadline: Duration) -> Result<String, String> {
     retry_until(deadline, || async {

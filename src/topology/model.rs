@@ -47,6 +47,11 @@ pub struct Placement {
     /// Empty in state files written before Qdrant support.
     #[serde(default)]
     pub qdrant: Vec<String>,
+    /// The backup repository's node: pgBackRest's repository host and the store for Redis RDB and Qdrant
+    /// snapshots. Defaults to the topology's last node; put it in another region than the primaries so a region
+    /// loss leaves the backups reachable. Empty in state files written before backups were part of the stack.
+    #[serde(default)]
+    pub backup: String,
 }
 
 impl Node {

@@ -55,6 +55,7 @@ struct RawPlacement {
     redis: Option<Vec<String>>,
     sentinel: Option<Vec<String>>,
     qdrant: Option<Vec<String>>,
+    backup: Option<String>,
 }
 
 /// Parses a topology; `path` names the file in errors and becomes [`Topology::source`].
@@ -347,9 +348,9 @@ fn placement(
     raw: Option<RawPlacement>,
     names: &[&str],
 ) -> Option<Placement> {
-    let (etcd, postgres, redis, sentinel, qdrant) = match raw {
-        Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel, p.qdrant),
-        None => (None, None, None, None, None),
+    let (etcd, postgres, redis, sentinel, qdrant, backup) = match raw {
+        Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel, p.qdrant, p.backup),
+        None => (None, None, None, None, None, None),
     };
     let etcd = members(d, etcd, "etcd", names, |n| {
         (n % 2 == 1).then_some(()).ok_or_else(|| {
@@ -378,7 +379,22 @@ fn placement(
             "qdrant needs at least 2 peers to hold replication factor 2",
         )
     });
+    let backup = match backup {
+        None => names.last().map(|n| n.to_string()),
+        Some(n) if names.contains(&n.as_str()) => Some(n),
+        Some(n) => {
+            d.at(
+                "placement.backup",
+                format!(
+                    "placement.backup names node `{n}`, which is not in this topology (nodes: {})",
+                    names.join(", ")
+                ),
+            );
+            None
+        }
+    };
     Some(Placement {
+        backup: backup?,
         etcd: etcd?,
         postgres: postgres?,
         redis: redis?,

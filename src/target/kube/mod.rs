@@ -456,6 +456,8 @@ fn topology_from(
             redis: placed(&selectors.redis),
             sentinel: placed(&selectors.sentinel),
             qdrant: placed(&selectors.qdrant),
+            // Backups on Kubernetes are not run by faultline (drills are refused there).
+            backup: String::new(),
         },
     }
 }

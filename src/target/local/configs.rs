@@ -59,6 +59,8 @@ pub struct PatroniPaths<'a> {
     pub data_dir: &'a str,
     pub socket_dir: &'a str,
     pub pgpass: &'a str,
+    /// Continuous archiving: `postgresql.parameters` entries and the `restore_command` (None = no archive).
+    pub archive: Option<&'a (Vec<(&'static str, String)>, String)>,
 }
 
 /// Patroni's YAML. Passwords are written only here (file mode 0600, owned by the postgres user).
@@ -87,6 +89,13 @@ pub fn patroni_yaml(
         topology.network.host_addr, topology.network.prefix_len
     );
     let s = settings;
+    let mut archive = String::new();
+    if let Some((params, restore)) = paths.archive {
+        for (k, v) in params {
+            archive += &format!("    {k}: {v}\n");
+        }
+        archive += &format!("  recovery_conf:\n    restore_command: '{restore}'\n");
+    }
     format!(
         r#"scope: {scope}
 namespace: /service/
@@ -136,7 +145,7 @@ postgresql:
       password: '{replication_password}'
   parameters:
     unix_socket_directories: '{socket_dir}'
-  pg_hba:
+{archive}  pg_hba:
     - local all all trust
     - host replication replicator {net} scram-sha-256
     - host all all {net} scram-sha-256

@@ -2,6 +2,7 @@
 //! and Sentinel processes from the distribution's packages, and Qdrant peers where a Qdrant executable is
 //! available, each member in its own cgroup.
 
+pub mod backups;
 pub mod configs;
 pub mod lock;
 pub mod netns;
@@ -246,9 +247,14 @@ impl LocalStack {
                 }
             }
         }
+        self.write_backup_pki()?;
         let etcd_nodes = t.placement.etcd.clone();
         for n in &etcd_nodes {
             self.start(n, ProcessKind::Etcd, None)?;
+        }
+        // The repository host listens before any primary tries to archive.
+        for n in self.pgbackrest_nodes() {
+            self.start(&n, ProcessKind::Pgbackrest, None)?;
         }
         let http = http_client(Duration::from_millis(500));
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -296,6 +302,12 @@ impl LocalStack {
                     self.dir.root.join("nodes").display()
                 ))
             })?;
+        self.init_backups().await.map_err(|e| {
+            env_err(format!(
+                "the stack is up but its backups are not working: {e} (pgBackRest logs under {})",
+                self.dir.root.join("nodes/*/pgbackrest/logs").display()
+            ))
+        })?;
         Ok(())
     }
 
@@ -374,8 +386,10 @@ impl LocalStack {
             &no_qdrant
         };
         let mut v = Vec::new();
+        let pgbackrest = self.pgbackrest_nodes();
         for (kind, nodes) in [
             (ProcessKind::Etcd, &p.etcd),
+            (ProcessKind::Pgbackrest, &pgbackrest),
             (ProcessKind::Patroni, &p.postgres),
             (ProcessKind::Redis, &p.redis),
             (ProcessKind::Sentinel, &p.sentinel),
@@ -443,6 +457,7 @@ impl LocalStack {
             ProcessKind::Patroni => {
                 let run = dir.join("run").display().to_string();
                 let pgpass = dir.join("pgpass").display().to_string();
+                let archive = self.archive_settings(node);
                 let yaml = patroni_yaml(
                     t,
                     s,
@@ -451,6 +466,7 @@ impl LocalStack {
                         data_dir: &data_s,
                         socket_dir: &run,
                         pgpass: &pgpass,
+                        archive: archive.as_ref(),
                     },
                     self.secrets.postgres_superuser.expose(),
                     self.secrets.postgres_replication.expose(),
@@ -493,6 +509,14 @@ impl LocalStack {
                     s.redis_sentinel_bin.clone(),
                     vec![config.display().to_string()],
                     None,
+                )
+            }
+            ProcessKind::Pgbackrest => {
+                self.write_pgbackrest_confs(node)?;
+                (
+                    s.backup.pgbackrest_bin.clone(),
+                    self.pgbackrest_server_args(node),
+                    Some(s.postgres_os_user.as_str()),
                 )
             }
             ProcessKind::Qdrant => {
@@ -714,6 +738,10 @@ impl LocalStack {
             process::signal_cgroup(&cg, libc::SIGCONT);
             process::kill_cgroup(&cg);
         }
+        // Operator commands (a backup or restore in progress when faultline died) go too.
+        for node in &stack.topology().nodes {
+            process::kill_cgroup(&stack.ops_cgroup(&node.name));
+        }
         for (n, k) in stack.members() {
             if !stack.wait_gone(&n, k, Duration::from_secs(5)) {
                 notes.push(format!("{} on {n} did not exit within 5 s", k.name()));
@@ -755,6 +783,7 @@ impl LocalStack {
         );
         versions.insert("etcd", version(&s.etcd_bin, "--version"));
         versions.insert("redis", version(&s.redis_server_bin, "--version"));
+        versions.insert("pgbackrest", version(&s.backup.pgbackrest_bin, "version"));
         let qdrant = match &self.state.qdrant {
             QdrantPresence::Present { bin, version } => {
                 versions.insert("qdrant", version.clone());
@@ -785,6 +814,13 @@ impl LocalStack {
                 "qdrant_replication_factor": s.qdrant_replication_factor,
                 "qdrant_write_consistency_factor": s.qdrant_write_consistency_factor,
                 "qdrant_seed": s.qdrant_seed,
+                "backup": {
+                    "node": self.backup_node(),
+                    "repository": self.repository_label(),
+                    "cipher": s.backup.cipher.name(),
+                    "retention_full_days": s.backup.retention_full_days,
+                    "archive_timeout": s.backup.archive_timeout,
+                },
             },
             "qdrant": qdrant,
         })
@@ -825,6 +861,7 @@ mod tests {
             secrets: state::Secrets {
                 postgres_superuser: Secret::new("x"),
                 postgres_replication: Secret::new("y"),
+                backup_cipher: None,
             },
         }
     }

@@ -185,6 +185,100 @@ pub fn launch(l: &Launch) -> io::Result<u32> {
     Ok(pid)
 }
 
+/// A one-off command of the operator's (a backup, a restore): run to completion inside a node's namespace, as
+/// `user`, in `cgroup` so `down` and `recover` can find and stop it if faultline dies meanwhile. Past `timeout`
+/// every process of the cgroup is killed and the command is an error. Returns stdout; a non-zero exit is an
+/// error carrying the last lines of stderr (or stdout).
+pub async fn run_operator_command(
+    namespace: &str,
+    cgroup: &Path,
+    user: Option<&str>,
+    program: &Path,
+    args: &[String],
+    timeout: Duration,
+) -> Result<String, String> {
+    fs::create_dir_all(cgroup).map_err(|e| format!("cannot create {}: {e}", cgroup.display()))?;
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", namespace]);
+    if let Some(user) = user {
+        cmd.args([
+            "setpriv",
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ]);
+    }
+    cmd.arg(program)
+        .args(args)
+        .env("TZ", "UTC")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .map_err(|e| e.to_string())?;
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let what = format!(
+        "{name} {}",
+        args.iter()
+            .filter(|a| !a.starts_with("--config"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start `{what}`: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            kill_cgroup(cgroup);
+            wait_cgroup_empty(cgroup, Duration::from_secs(5));
+            Err(format!(
+                "`{what}` did not finish within {} s and was killed",
+                timeout.as_secs()
+            ))
+        }
+        Ok(Err(e)) => Err(format!("`{what}`: {e}")),
+        Ok(Ok(out)) if out.status.success() => {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Ok(Ok(out)) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let text = if err.trim().is_empty() {
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            } else {
+                err.into_owned()
+            };
+            let tail: Vec<&str> = text.lines().rev().take(4).collect();
+            Err(format!(
+                "`{what}` failed ({}): {}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            ))
+        }
+    }
+}
+
 /// Runs a short command to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(program: &str, args: &[&str]) -> io::Result<String> {
     let out = Command::new(program).args(args).output()?;

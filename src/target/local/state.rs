@@ -28,15 +28,18 @@ pub enum ProcessKind {
     Redis,
     Sentinel,
     Qdrant,
+    /// `pgbackrest server` (TLS) on every PostgreSQL node and on the backup node.
+    Pgbackrest,
 }
 
 impl ProcessKind {
-    pub const ALL: [ProcessKind; 5] = [
+    pub const ALL: [ProcessKind; 6] = [
         ProcessKind::Etcd,
         ProcessKind::Patroni,
         ProcessKind::Redis,
         ProcessKind::Sentinel,
         ProcessKind::Qdrant,
+        ProcessKind::Pgbackrest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl ProcessKind {
             ProcessKind::Redis => "redis",
             ProcessKind::Sentinel => "sentinel",
             ProcessKind::Qdrant => "qdrant",
+            ProcessKind::Pgbackrest => "pgbackrest",
         }
     }
 
@@ -102,6 +106,10 @@ pub struct StackState {
 pub struct Secrets {
     pub postgres_superuser: Secret,
     pub postgres_replication: Secret,
+    /// The pgBackRest repository's passphrase (`repo1-cipher-pass`). Absent in secrets files written before
+    /// backups were part of the stack; generated then.
+    #[serde(default)]
+    pub backup_cipher: Option<Secret>,
 }
 
 /// Paths inside the state directory.
@@ -143,6 +151,11 @@ impl StateDir {
     }
 
     /// Downloaded release executables (kept across `down`, reused by the next `up`).
+    /// Where a node keeps backups of Redis and Qdrant (on the backup node: the store drills restore from).
+    pub fn backup_store(&self, node: &str) -> PathBuf {
+        self.root.join("nodes").join(node).join("backups")
+    }
+
     pub fn downloads_dir(&self) -> PathBuf {
         self.root.join("downloads")
     }
@@ -225,7 +238,11 @@ impl StateDir {
     pub fn load_or_create_secrets(&self) -> io::Result<Secrets> {
         let path = self.secrets_file();
         if let Ok(text) = fs::read_to_string(&path) {
-            if let Ok(s) = serde_json::from_str(&text) {
+            if let Ok(mut s) = serde_json::from_str::<Secrets>(&text) {
+                if s.backup_cipher.is_none() {
+                    s.backup_cipher = Some(Secret::generate_bytes(32)?);
+                    write_atomic(&path, serde_json::to_string(&s)?.as_bytes(), 0o600)?;
+                }
                 return Ok(s);
             }
         }
@@ -235,6 +252,7 @@ impl StateDir {
                 _ => Secret::generate()?,
             },
             postgres_replication: Secret::generate()?,
+            backup_cipher: Some(Secret::generate_bytes(32)?),
         };
         fs::create_dir_all(&self.root)?;
         write_atomic(&path, serde_json::to_string(&s)?.as_bytes(), 0o600)?;
