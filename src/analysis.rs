@@ -54,6 +54,9 @@ pub struct TrialMeasurements {
     /// them cannot pass.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub lower_bounds: BTreeSet<Metric>,
+    /// A drill's integrity checks of what its restore left (empty outside drills).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub integrity: Vec<crate::drill::integrity::IntegrityCheck>,
 }
 
 impl TrialMeasurements {
@@ -306,6 +309,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         latency_buckets: latency_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
         notes: notes.into_iter().chain(pods_note).collect(),
         lower_bounds,
+        integrity: Vec::new(),
     }
 }
 
@@ -445,11 +449,23 @@ fn pods_ready_s(input: &TrialInput) -> (Option<f64>, Option<String>) {
 /// Fault to the ack of the first of `consecutive` successful writes, in scheduled order, scheduled at or after
 /// the fault. A count of 0 is read as 1: zero writes would prove nothing.
 fn rto_s(writes: &[&LedgerEntry], fault_at: Stamp, consecutive: u32) -> Option<f64> {
+    rto_s_from(writes, fault_at, fault_at, consecutive)
+}
+
+/// RTO counted from `fault_at`, with only writes scheduled from `from` on able to end it (a drill: writes that
+/// succeeded on the cluster the restore then replaced were not service).
+pub fn rto_s_from(
+    writes: &[&LedgerEntry],
+    fault_at: Stamp,
+    from: Stamp,
+    consecutive: u32,
+) -> Option<f64> {
     let n = consecutive.max(1) as usize;
+    let from = from.max(fault_at);
     let mut after: Vec<&LedgerEntry> = writes
         .iter()
         .copied()
-        .filter(|w| w.scheduled >= fault_at)
+        .filter(|w| w.scheduled >= from)
         .collect();
     after.sort_by_key(|w| (w.scheduled, w.id));
     after

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use crate::analysis::{self, TrialInput, TrialMeasurements};
 use crate::clock::{rfc3339_millis, Clock, Stamp};
 use crate::component::Component;
+use crate::drill::integrity::{judge_restore, PostgresAfter, RestoreJudgement};
+use crate::drill::runner::{run_steps, StepsRun};
 use crate::events::{Event, EventKind, EventLog};
 use crate::exit;
 use crate::fault::journal::Journal;
@@ -47,6 +49,12 @@ struct TrialWindow {
     trial: u32,
     baseline: (Stamp, Stamp),
     fault_at: Option<Stamp>,
+    /// When the first fault was requested (a point-in-time target "before the fault" is this instant).
+    fault_requested: Option<Stamp>,
+    /// A drill's recovery steps, when the scenario has any.
+    drill: Option<StepsRun>,
+    /// The restored PostgreSQL cluster as found at the end of the trial (drills with a restore).
+    postgres_after: Option<PostgresAfter>,
     window_end: Stamp,
     /// When the trial's load was told to stop.
     trial_end: Stamp,
@@ -219,7 +227,7 @@ pub async fn run_scenario<T: Target>(
             .filter(|e| e.trial == w.trial)
             .cloned()
             .collect();
-        measurements.push(analysis::analyze(&TrialInput {
+        let mut m = analysis::analyze(&TrialInput {
             component: scenario.component,
             trial: w.trial,
             events: &trial_events,
@@ -231,7 +239,28 @@ pub async fn run_scenario<T: Target>(
             window_end: w.window_end,
             trial_end: w.trial_end,
             rto_consecutive: scenario.load.rto_consecutive,
-        }));
+        });
+        if let Some(restore) = w.drill.as_ref().and_then(|d| d.restore.as_ref()) {
+            let writes: Vec<&crate::ledger::LedgerEntry> = trial_entries
+                .iter()
+                .filter(|e| e.op == crate::ledger::OpKind::Write)
+                .collect();
+            judge_restore(
+                &mut m,
+                &RestoreJudgement {
+                    writes: &writes,
+                    present: &present,
+                    fault_at: w.fault_at,
+                    restore,
+                    after: w.postgres_after.as_ref(),
+                    rto_consecutive: scenario.load.rto_consecutive,
+                },
+            );
+        }
+        if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {
+            m.notes.push(format!("the drill's recovery stopped: {why}"));
+        }
+        measurements.push(m);
     }
 
     let spans: Vec<TrialSpan> = windows
@@ -367,18 +396,78 @@ async fn run_trial<T: Target>(
     // Warm-up: connections are established (SCRAM, primary discovery) before the baseline window opens, so the
     // baseline measures steady state. Operations of the warm-up are in the ledger all the same.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // A drill's preparation (a backup to restore from) runs under load, before the baseline.
+    let prepared = if scenario.prepare.is_empty() {
+        Ok(())
+    } else {
+        let signals = intr.clone();
+        run_steps(
+            target,
+            journal,
+            events,
+            &scenario.prepare,
+            None,
+            async move {
+                let mut s = signals;
+                signalled(&mut s, 1).await
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|r| r.failed.unwrap_or_default())
+    };
 
     let baseline_start = events.emit(EventKind::BaselineStarted);
     let mut window = TrialWindow {
         trial,
         baseline: (baseline_start, baseline_start + scenario.baseline),
         fault_at: None,
+        fault_requested: None,
+        drill: None,
+        postgres_after: None,
         window_end: baseline_start + scenario.baseline,
         trial_end: baseline_start + scenario.baseline,
         read_back: None,
         read_back_error: None,
     };
-    let result = fault_window(target, scenario, journal, events, active, intr, &mut window).await;
+    let result = match prepared {
+        Ok(()) => fault_window(target, scenario, journal, events, active, intr, &mut window).await,
+        Err(why) if *intr.borrow() > 0 => {
+            let _ = why;
+            Err(Stop::Interrupted)
+        }
+        Err(why) => Err(Stop::Failed(
+            format!("a prepare step failed, so the drill cannot run: {why}"),
+            exit::ENVIRONMENT,
+        )),
+    };
+    // A drill's recovery: the operator's runbook, step by step, before anything is reverted. A failed step is the
+    // drill's result (its metrics are not observed, its checks fail), not an error of the harness.
+    let result = match result {
+        Ok(()) if !scenario.recovery.is_empty() => {
+            let signals = intr.clone();
+            let run = run_steps(
+                target,
+                journal,
+                events,
+                &scenario.recovery,
+                window.fault_requested,
+                async move {
+                    let mut s = signals;
+                    signalled(&mut s, 1).await
+                },
+            )
+            .await;
+            let run = run.unwrap_or_else(|r| r);
+            window.drill = Some(run);
+            if *intr.borrow() > 0 {
+                Err(Stop::Interrupted)
+            } else {
+                Ok(())
+            }
+        }
+        other => other,
+    };
     // Revert before healing, whatever happened in the window.
     revert_all(target, journal, events, active).await;
     let result = match result {
@@ -431,6 +520,13 @@ async fn run_trial<T: Target>(
     })
     .await;
     ledger.flush();
+    if window.drill.as_ref().is_some_and(|d| d.restore.is_some()) {
+        let corruption = scenario.faults.iter().find_map(|f| match f.kind {
+            crate::scenario::FaultKind::Corruption { how, .. } => Some(how),
+            _ => None,
+        });
+        window.postgres_after = Some(target.postgres_after(corruption).await);
+    }
     match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
     {
         Ok(r) => window.read_back = Some(r),
@@ -502,6 +598,9 @@ async fn fault_window<T: Target>(
                             },
                         );
                         window.fault_at.get_or_insert(at);
+                        window
+                            .fault_requested
+                            .get_or_insert(clock.stamp_of(f.requested_at));
                         let due = spec.duration.map(|d| f.effective_at + d);
                         active.push(f);
                         applied.push((active.len() - 1, due));

@@ -78,6 +78,21 @@ pub enum EventKind {
     FirstWriteAfterFault {
         ok: bool,
     },
+    /// A drill step (operator action or wait) began.
+    StepStarted {
+        step: String,
+    },
+    /// A named moment inside a drill step (e.g. "pgbackrest restore ended", "restored primary accepts writes").
+    StepPhase {
+        step: String,
+        phase: String,
+    },
+    /// A drill step ended: completed (`ok`) or failed / past its deadline, with the reason.
+    StepFinished {
+        step: String,
+        ok: bool,
+        detail: String,
+    },
     HealStarted,
     HealComplete {
         healthy: bool,

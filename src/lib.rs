@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod component;
+pub mod drill;
 pub mod engine;
 pub mod events;
 pub mod exit;

@@ -248,6 +248,7 @@ mod tests {
             latency_buckets: Vec::new(),
             notes: Vec::new(),
             lower_bounds: Default::default(),
+            integrity: Vec::new(),
         }
     }
 

@@ -191,6 +191,51 @@ pub async fn leader_key_owner(
     Err(last_err)
 }
 
+/// Removes the cluster's keys from the DCS (`/service/<scope>/`), as an operator does before bootstrapping a
+/// cluster anew from a backup: with the old `initialize` key in place Patroni would never bootstrap.
+pub async fn wipe_dcs(ep: &PostgresEndpoints) -> Result<(), String> {
+    let http = http_client(Duration::from_secs(3));
+    let prefix = format!("/service/{}", ep.scope);
+    let mut last_err = String::from("no etcd member configured");
+    for addr in &ep.etcd {
+        let result = match ep.dcs_api {
+            DcsApi::Etcd2 => {
+                let url = format!(
+                    "http://{addr}:{}/v2/keys{prefix}?recursive=true&dir=true",
+                    ep.etcd_port
+                );
+                match http.delete(url).send().await {
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => Ok(()),
+                    Ok(r) => Err(format!("etcd {addr}: HTTP {}", r.status())),
+                    Err(e) => Err(format!("etcd {addr}: {e}")),
+                }
+            }
+            DcsApi::Etcd3 => {
+                let start = format!("{prefix}/");
+                // range_end = the prefix with its last byte incremented: every key under it.
+                let end = format!("{prefix}0");
+                let url = format!("http://{addr}:{}/v3/kv/deleterange", ep.etcd_port);
+                let body = serde_json::json!({
+                    "key": base64_encode(start.as_bytes()),
+                    "range_end": base64_encode(end.as_bytes()),
+                });
+                match http.post(url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("etcd {addr}: HTTP {}", r.status())),
+                    Err(e) => Err(format!("etcd {addr}: {e}")),
+                }
+            }
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(format!(
+        "cannot remove the cluster's keys from the DCS: {last_err}"
+    ))
+}
+
 /// Healthy = every member's /cluster view lists all members running with one agreed leader, the leader's own
 /// /primary answers 200 (HA-FACTS pitfall 6), and with synchronous_mode a sync standby exists.
 pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String, String> {
@@ -654,6 +699,77 @@ pub struct ArchiverStatus {
     pub current_wal: String,
     /// The server's clock when it answered.
     pub now: f64,
+}
+
+/// Commits a corruption of the ledger table through the primary; returns the member that committed it.
+pub async fn corrupt(
+    ep: &PostgresEndpoints,
+    how: crate::scenario::CorruptionKind,
+) -> Result<String, String> {
+    let client = connect_primary_raw(ep).await?;
+    let member = server_member(ep, &client).await?;
+    let sql = match how {
+        crate::scenario::CorruptionKind::UpdateAll => {
+            "UPDATE faultline_ledger SET written_at = 'epoch'"
+        }
+        crate::scenario::CorruptionKind::DropTable => "DROP TABLE faultline_ledger",
+    };
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| format!("the corruption was not committed: {e}"))?;
+    Ok(member)
+}
+
+/// Whether the corruption is in the primary's data (rows marked with the epoch, or the table missing).
+pub async fn corruption_present(
+    ep: &PostgresEndpoints,
+    how: crate::scenario::CorruptionKind,
+) -> Result<bool, String> {
+    let client = connect_primary_raw(ep).await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('faultline_ledger') IS NOT NULL", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    match how {
+        crate::scenario::CorruptionKind::DropTable => Ok(!exists),
+        crate::scenario::CorruptionKind::UpdateAll => {
+            if !exists {
+                return Ok(true);
+            }
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM faultline_ledger WHERE written_at = 'epoch'",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            Ok(n > 0)
+        }
+    }
+}
+
+/// The primary's timeline and the replicas streaming from it (`pg_stat_replication`, state `streaming`).
+pub async fn timeline_and_streaming(ep: &PostgresEndpoints) -> Result<(i64, Vec<String>), String> {
+    let client = connect_primary_raw(ep).await?;
+    let tl: i32 = client
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    let rows = client
+        .query(
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        tl as i64,
+        rows.iter().map(|r| r.get::<_, String>(0)).collect(),
+    ))
 }
 
 /// Zeroes the primary's `pg_stat_archiver` counters.

@@ -1,6 +1,7 @@
 //! Faults: each kind plans its revert steps, journals them, then applies itself to the target. Revert steps are
 //! data, so a crashed run's faults can be reverted by `faultline recover` from the journal alone.
 
+pub mod corruption;
 pub mod drain;
 pub mod journal;
 pub mod kill;
@@ -29,6 +30,12 @@ pub enum RevertStep {
     Thaw { node: String, process: ProcessKind },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
+    /// A drill's PostgreSQL restore that did not complete: run it again to completion (bootstrap on `node` from
+    /// the repository, to `target` in pgBackRest's form, or to the end of the archive).
+    CompletePostgresRestore {
+        node: String,
+        target: Option<String>,
+    },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
     /// Kubernetes: mark the node schedulable again.

@@ -57,6 +57,10 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 "move roles away, then SIGTERM every process on {}",
                 nodes(target, std::slice::from_ref(s)).await?
             ),
+            FaultKind::Corruption { component, how } => format!(
+                "commit a corruption of the {component} ledger ({}) through the primary",
+                how.name()
+            ),
         };
         lines.push(format!(
             "at +{}: {}: {what}",

@@ -63,6 +63,9 @@ pub struct TrialReport {
     pub latency_buckets: Vec<LatencyBucket>,
     /// Why a measurement of this trial is missing where the value alone cannot say.
     pub notes: Vec<String>,
+    /// A drill's integrity checks of its restore.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub integrity: Vec<crate::drill::integrity::IntegrityCheck>,
 }
 
 impl From<&TrialMeasurements> for TrialReport {
@@ -73,6 +76,7 @@ impl From<&TrialMeasurements> for TrialReport {
             writes: m.writes.clone(),
             latency_buckets: m.latency_buckets.clone(),
             notes: m.notes.clone(),
+            integrity: m.integrity.clone(),
         }
     }
 }
@@ -340,6 +344,7 @@ pub(crate) mod fixtures {
                 writes: WriteClassification::default(),
                 latency_buckets: Vec::new(),
                 notes: Vec::new(),
+                integrity: Vec::new(),
             }],
             distribution: BTreeMap::new(),
             availability: Availability::default(),

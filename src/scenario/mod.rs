@@ -3,6 +3,7 @@ mod duration;
 mod model;
 mod parse;
 mod parse_fault;
+mod parse_step;
 pub mod source_map;
 mod threshold;
 

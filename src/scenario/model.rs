@@ -183,6 +183,102 @@ pub enum FaultKind {
     },
     /// Graceful: switch over away from the node where the component supports it, then SIGTERM its processes.
     NodeDrain { target: NodeSelector },
+    /// Data corruption through the primary, committed like any other write: nothing reverts it; a drill's
+    /// recovery (a point-in-time restore to before it) is what undoes it.
+    Corruption {
+        component: ComponentKind,
+        how: CorruptionKind,
+    },
+}
+
+/// What a corruption does to the ledger table of the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CorruptionKind {
+    /// Every row's `written_at` overwritten with the epoch: every row still there, every row wrong.
+    #[default]
+    UpdateAll,
+    /// The ledger table dropped.
+    DropTable,
+}
+
+impl CorruptionKind {
+    pub const NAMES: [&'static str; 2] = ["update-all", "drop-table"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CorruptionKind::UpdateAll => "update-all",
+            CorruptionKind::DropTable => "drop-table",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "update-all" => Some(CorruptionKind::UpdateAll),
+            "drop-table" => Some(CorruptionKind::DropTable),
+            _ => None,
+        }
+    }
+}
+
+/// The point a PostgreSQL restore recovers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryTarget {
+    /// The newest backup plus every archived WAL segment: the end of the archive.
+    Latest,
+    /// Just before the trial's first fault was requested (a corruption's transaction is not replayed).
+    BeforeFault,
+    /// An absolute instant, RFC 3339 with an explicit offset (a time without one would be read as local time).
+    Time(String),
+}
+
+/// An operator action of a drill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// pgBackRest backup of the given type and a Redis RDB copy into the backup store.
+    Backup { kind: crate::backup::BackupType },
+    /// Stop the Patroni cluster, restore it from the repository to the target, bootstrap Patroni from it and
+    /// re-create the replicas from the new leader.
+    RestorePostgres { target: RecoveryTarget },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Backup { .. } => "backup",
+            Action::RestorePostgres { .. } => "restore-postgres",
+        }
+    }
+}
+
+/// One step of a drill: an operator action with its deadline, or a pause.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    Action { action: Action, deadline: Duration },
+    Wait(Duration),
+}
+
+impl Step {
+    /// How the step is named on the timeline.
+    pub fn label(&self) -> String {
+        match self {
+            Step::Action { action, .. } => match action {
+                Action::Backup { kind } => format!("backup ({})", kind.name()),
+                Action::RestorePostgres { target } => format!(
+                    "restore-postgres (to {})",
+                    match target {
+                        RecoveryTarget::Latest => "latest".to_string(),
+                        RecoveryTarget::BeforeFault => "before-fault".to_string(),
+                        RecoveryTarget::Time(t) => t.clone(),
+                    }
+                ),
+            },
+            Step::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
+        }
+    }
 }
 
 impl FaultKind {
@@ -195,6 +291,7 @@ impl FaultKind {
             FaultKind::ZoneLoss { .. } => "zone-loss",
             FaultKind::RegionLoss { .. } => "region-loss",
             FaultKind::NodeDrain { .. } => "node-drain",
+            FaultKind::Corruption { .. } => "corruption",
         }
     }
 }
@@ -365,6 +462,16 @@ pub enum Metric {
     AvailabilityPct,
     /// The largest |server log time - harness stamp| over the trial's paired events (see `log_agreement`).
     LogAgreementMaxS,
+    /// A drill's `restore-postgres` step: start to the restored primary accepting writes.
+    PgRestoreS,
+    /// The same, for a restore to a point in time (not `latest`).
+    PitrS,
+    /// Newest minus oldest instant the repository could restore to, read before the drill's restore.
+    RecoverableWindowS,
+    /// Acknowledged writes sent after a restore's recovery target that the restore removed, as it must.
+    DiscardedWrites,
+    /// Integrity checks of a drill's restore that failed (each is listed in the report).
+    IntegrityFailures,
     /// `[op_]latency_pXX_{baseline,fault}_ms`; for a single op class `write_p99_fault_ms`.
     Latency(OpClass, Quantile, Window),
     /// Successful operations per second in the window: `[op_]throughput_{baseline,fault}_per_s`.
@@ -400,6 +507,11 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::FailedQueries,
         Metric::AvailabilityPct,
         Metric::LogAgreementMaxS,
+        Metric::PgRestoreS,
+        Metric::PitrS,
+        Metric::RecoverableWindowS,
+        Metric::DiscardedWrites,
+        Metric::IntegrityFailures,
     ];
     for op in OpClass::ALL {
         for w in [Window::Baseline, Window::Fault] {
@@ -450,6 +562,11 @@ impl Metric {
             Metric::FailedQueries => "failed_queries".into(),
             Metric::AvailabilityPct => "availability_pct".into(),
             Metric::LogAgreementMaxS => "log_agreement_max_s".into(),
+            Metric::PgRestoreS => "pg_restore_s".into(),
+            Metric::PitrS => "pitr_s".into(),
+            Metric::RecoverableWindowS => "recoverable_window_s".into(),
+            Metric::DiscardedWrites => "discarded_writes".into(),
+            Metric::IntegrityFailures => "integrity_failures".into(),
             Metric::Latency(OpClass::All, q, w) => {
                 format!("latency_{}_{}_ms", q.label(), window(w))
             }
@@ -485,7 +602,10 @@ impl Metric {
     pub fn larger_is_better(self) -> bool {
         matches!(
             self,
-            Metric::AckedWrites | Metric::AvailabilityPct | Metric::Throughput(..)
+            Metric::AckedWrites
+                | Metric::AvailabilityPct
+                | Metric::Throughput(..)
+                | Metric::RecoverableWindowS
         )
     }
 }
@@ -629,8 +749,13 @@ pub struct Scenario {
     pub load: LoadProfile,
     pub baseline: Duration,
     pub faults: Vec<FaultSpec>,
-    /// The fault window: from the end of the baseline until faults are reverted and the heal starts.
+    /// The fault window: from the end of the baseline until faults are reverted and the heal starts (in a drill:
+    /// until the recovery steps start).
     pub observe: Duration,
+    /// Drill steps run in order under load before the baseline window (a backup to restore from, say).
+    pub prepare: Vec<Step>,
+    /// Drill steps run in order when the fault window ends, each a timed phase: the operator's runbook.
+    pub recovery: Vec<Step>,
     pub heal: HealSpec,
     pub thresholds: Vec<Threshold>,
     pub trials: u32,

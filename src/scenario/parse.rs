@@ -16,6 +16,7 @@ use super::model::{
     Arrivals, ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite, Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
+use super::parse_step::{step_list, RawStep, StepContext};
 use super::threshold::parse_threshold;
 use crate::input_error::InputErrors;
 use crate::topology::{parse_topology, Topology};
@@ -40,6 +41,8 @@ struct RawScenario {
     baseline: Option<String>,
     faults: Option<Vec<RawFault>>,
     observe: Option<String>,
+    prepare: Option<Vec<RawStep>>,
+    recovery: Option<Vec<RawStep>>,
     heal: Option<RawHeal>,
     thresholds: Option<Vec<String>>,
 }
@@ -244,6 +247,7 @@ fn build_scenario(
         .and_then(|o| duration_in(d, &o, "observe", "observe", SECOND, 24 * HOUR));
     let heal = heal_spec(d, raw.heal);
 
+    let has_faults = raw.faults.as_ref().is_some_and(|f| !f.is_empty());
     let faults = d
         .require(
             raw.faults,
@@ -258,6 +262,18 @@ fn build_scenario(
             };
             fault_list(d, &faults, &ctx)
         });
+    let step_ctx = StepContext {
+        component,
+        has_faults,
+    };
+    let prepare = match &raw.prepare {
+        None => Some(Vec::new()),
+        Some(steps) => step_list(d, "prepare", steps, &step_ctx),
+    };
+    let recovery = match &raw.recovery {
+        None => Some(Vec::new()),
+        Some(steps) => step_list(d, "recovery", steps, &step_ctx),
+    };
     let thresholds = d
         .require(
             raw.thresholds,
@@ -280,6 +296,8 @@ fn build_scenario(
             Some(faults),
             Some(thresholds),
         ) => Some(Scenario {
+            prepare: prepare?,
+            recovery: recovery?,
             name,
             description: raw.description.unwrap_or_default(),
             source: file.to_path_buf(),

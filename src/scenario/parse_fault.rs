@@ -7,12 +7,13 @@ use serde::Deserialize;
 use super::document::{did_you_mean, Diagnostics};
 use super::duration::format_duration;
 use super::model::{
-    ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
+    ComponentKind, CorruptionKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector,
+    PartitionDirection, Role,
 };
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 7] = [
+const FAULT_KINDS: [&str; 8] = [
     "process-kill",
     "process-pause",
     "partition",
@@ -20,6 +21,7 @@ const FAULT_KINDS: [&str; 7] = [
     "zone-loss",
     "region-loss",
     "node-drain",
+    "corruption",
 ];
 const MAX_FAULTS: usize = 16;
 
@@ -36,6 +38,7 @@ pub(super) struct RawFault {
     side_b: Option<Vec<RawSelector>>,
     direction: Option<String>,
     method: Option<String>,
+    how: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +257,14 @@ fn fault_kind(
         );
     }
 
+    if kind != "corruption" {
+        misplaced(
+            raw.how.is_some(),
+            "how",
+            "only a corruption takes `how` (update-all or drop-table)",
+        );
+    }
+
     let fault_component = match (&raw.component, is_process) {
         (Some(c), true) => component(d, c, &format!("{path}.component")),
         _ => Some(ctx.component),
@@ -262,6 +273,9 @@ fn fault_kind(
 
     if is_partition {
         return partition(d, path, label, raw, default_component, ctx.topology);
+    }
+    if kind == "corruption" {
+        return corruption(d, path, label, raw, ctx.component);
     }
 
     let target_path = format!("{path}.target");
@@ -322,6 +336,57 @@ fn fault_kind(
         }
         _ => None,
     }
+}
+
+/// A corruption of the scenario's component's data through its primary.
+fn corruption(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: &RawFault,
+    component: ComponentKind,
+) -> Option<FaultKind> {
+    if raw.target.is_some() {
+        d.at_key(
+            &format!("{path}.target"),
+            format!("{label} does not take `target`: it is written through the current primary"),
+        );
+        return None;
+    }
+    if raw.duration.is_some() {
+        d.at_key(
+            &format!("{path}.duration"),
+            format!("{label} does not take `duration`: a committed corruption is not reverted, it is restored away"),
+        );
+        return None;
+    }
+    if component != ComponentKind::Postgres {
+        d.at(
+            path,
+            format!("{label}: corruption is implemented for postgres only (the scenario's component is {component})"),
+        );
+        return None;
+    }
+    let how = match raw.how.as_deref() {
+        None => CorruptionKind::default(),
+        Some(h) => match CorruptionKind::parse(h) {
+            Some(k) => k,
+            None => {
+                let hint = did_you_mean(h, &CorruptionKind::NAMES)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                d.at(
+                    &format!("{path}.how"),
+                    format!(
+                        "{label} has unknown `how: {h}`{hint}; use {}",
+                        CorruptionKind::NAMES.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(FaultKind::Corruption { component, how })
 }
 
 /// `method:` of a node, zone or region loss; `stop` when absent.

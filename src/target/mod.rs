@@ -43,6 +43,7 @@ pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
             | FaultKind::ZoneLoss { target, .. }
             | FaultKind::RegionLoss { target, .. }
             | FaultKind::NodeDrain { target } => found.push(target.component()),
+            FaultKind::Corruption { component, .. } => found.push(Some(*component)),
         }
     }
     let mut out: Vec<ComponentKind> = Vec::new();
@@ -79,6 +80,33 @@ pub trait Target {
         component: ComponentKind,
         event: &str,
     ) -> impl Future<Output = Vec<(std::time::SystemTime, String)>>;
+    /// Carries out a drill's operator action within `deadline`, journaling what must be completed if it is cut
+    /// short. Drills run on the local stack only.
+    fn run_action(
+        &self,
+        _journal: &Journal,
+        action: &crate::drill::ActionRequest,
+        _deadline: Duration,
+    ) -> impl Future<Output = Result<crate::drill::ActionOutcome, String>> {
+        let what = format!("{action:?}");
+        async move {
+            Err(format!(
+                "{what}: drills (operator actions) run on the local stack only: faultline does not run backups or                  restores on Kubernetes"
+            ))
+        }
+    }
+    /// The restored PostgreSQL cluster's facts for a drill's integrity checks.
+    fn postgres_after(
+        &self,
+        _corruption: Option<crate::scenario::CorruptionKind>,
+    ) -> impl Future<Output = crate::drill::integrity::PostgresAfter> {
+        async {
+            crate::drill::integrity::PostgresAfter {
+                error: Some("drills run on the local stack only".into()),
+                ..Default::default()
+            }
+        }
+    }
     /// Starts watching what the platform itself reports about the stack (on Kubernetes: pod readiness and the
     /// namespace's Events) onto the trial's timeline; it stops when `stop` turns true. None where the platform
     /// has nothing of its own to report (the local stack), so the engine runs only the component probe there.

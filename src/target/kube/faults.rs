@@ -173,6 +173,9 @@ impl KubeTarget {
                  use process-kill, partition or node faults"
                     .into(),
             )),
+            FaultKind::Corruption { .. } => Err(TargetError::Fault(
+                "corruption is a drill fault, and drills run on the local stack only".into(),
+            )),
             FaultKind::Partition { side_a, side_b, direction } => {
                 let a_nodes = self.resolve_all(side_a).await?;
                 let (a, rest) = self.pods_split(&a_nodes).await?;
@@ -297,7 +300,7 @@ impl KubeTarget {
                     "delete pod(s) {} (grace period 0)",
                     self.process_pods(*component, target).await?.join(", ")
                 ),
-                FaultKind::ProcessPause { .. } => {
+                FaultKind::ProcessPause { .. } | FaultKind::Corruption { .. } => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()
                 }
                 FaultKind::Partition {

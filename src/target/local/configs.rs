@@ -61,6 +61,8 @@ pub struct PatroniPaths<'a> {
     pub pgpass: &'a str,
     /// Continuous archiving: `postgresql.parameters` entries and the `restore_command` (None = no archive).
     pub archive: Option<&'a (Vec<(&'static str, String)>, String)>,
+    /// Bootstrap a new cluster from a backup with this command (pgBackRest restore) instead of initdb.
+    pub bootstrap_from_backup: Option<&'a str>,
 }
 
 /// Patroni's YAML. Passwords are written only here (file mode 0600, owned by the postgres user).
@@ -96,6 +98,16 @@ pub fn patroni_yaml(
         }
         archive += &format!("  recovery_conf:\n    restore_command: '{restore}'\n");
     }
+    // A custom bootstrap (Patroni docs, "Building replicas" / "Bootstrap"): the command creates the data directory;
+    // keep_existing_recovery_conf keeps pgBackRest's recovery target (Patroni would erase it otherwise);
+    // no_params because pgBackRest takes no --scope/--datadir.
+    let bootstrap_method = match paths.bootstrap_from_backup {
+        Some(cmd) => format!(
+            "  method: pgbackrest\n  pgbackrest:\n    command: '{}'\n    keep_existing_recovery_conf: true\n    no_params: true\n",
+            cmd.replace('\'', "''")
+        ),
+        None => String::new(),
+    };
     format!(
         r#"scope: {scope}
 namespace: /service/
@@ -109,7 +121,7 @@ restapi:
 {dcs_section}:
   hosts: {hosts}
 bootstrap:
-  dcs:
+{bootstrap_method}  dcs:
     ttl: {ttl}
     loop_wait: {loop_wait}
     retry_timeout: {retry_timeout}

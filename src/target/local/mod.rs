@@ -8,6 +8,7 @@ pub mod lock;
 pub mod netns;
 pub mod process;
 pub mod qdrant_install;
+pub mod restore_postgres;
 pub mod state;
 mod target_impl;
 
@@ -440,6 +441,18 @@ impl LocalStack {
         kind: ProcessKind,
         master: Option<Ipv4Addr>,
     ) -> Result<u32, TargetError> {
+        self.start_with(node, kind, master, None)
+    }
+
+    /// `start`, with Patroni bootstrapping a new cluster from a backup by `bootstrap_from_backup` (a restore
+    /// command) when it wins the DCS `initialize` key.
+    pub fn start_with(
+        &self,
+        node: &str,
+        kind: ProcessKind,
+        master: Option<Ipv4Addr>,
+        bootstrap_from_backup: Option<&str>,
+    ) -> Result<u32, TargetError> {
         let t = self.topology();
         let s = self.settings();
         let dir = self.dir.member_dir(node, kind);
@@ -467,6 +480,7 @@ impl LocalStack {
                         socket_dir: &run,
                         pgpass: &pgpass,
                         archive: archive.as_ref(),
+                        bootstrap_from_backup,
                     },
                     self.secrets.postgres_superuser.expose(),
                     self.secrets.postgres_replication.expose(),

@@ -6,9 +6,11 @@ use super::{netns, process, LocalStack, ProcessKind};
 use crate::component::postgres;
 use crate::component::redis as redis_component;
 use crate::component::{Component, PostgresComponent, QdrantComponent, RedisComponent};
+use crate::drill::integrity::PostgresAfter;
+use crate::drill::{ActionOutcome, ActionRequest};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
-use crate::scenario::{ComponentKind, FaultKind, NodeSelector};
+use crate::scenario::{ComponentKind, CorruptionKind, FaultKind, NodeSelector};
 use crate::target::{Target, TargetError};
 use crate::topology::Topology;
 
@@ -92,6 +94,9 @@ impl Target for LocalStack {
                 let nodes = fault::resolve(self, target).await?;
                 fault::drain::apply(self, journal, &nodes).await
             }
+            FaultKind::Corruption { how, .. } => {
+                fault::corruption::apply(self, journal, *how).await
+            }
         }
     }
 
@@ -114,6 +119,9 @@ impl Target for LocalStack {
                     process::freeze_cgroup(&self.cgroup(node, *p), false, Duration::ZERO)
                         .map_err(|e| e.to_string())
                 }
+                RevertStep::CompletePostgresRestore { node, target } => {
+                    self.complete_postgres_restore(node, target.as_deref()).await
+                }
                 RevertStep::Restart { node, process: p } => {
                     // A member SIGKILLed moments ago may still be leaving its cgroup (pitfall 2).
                     process::wait_cgroup_empty(&self.cgroup(node, *p), Duration::from_secs(3));
@@ -132,6 +140,79 @@ impl Target for LocalStack {
             Ok(())
         } else {
             Err(errors.join("; "))
+        }
+    }
+
+    async fn run_action(
+        &self,
+        journal: &Journal,
+        action: &ActionRequest,
+        deadline: Duration,
+    ) -> Result<ActionOutcome, String> {
+        match action {
+            ActionRequest::Backup { kind } => {
+                let label = tokio::time::timeout(deadline, self.backup_postgres(*kind))
+                    .await
+                    .map_err(|_| {
+                        format!("the backup did not finish within {} s", deadline.as_secs())
+                    })??;
+                let done = std::time::Instant::now();
+                let rdb = tokio::time::timeout(deadline, self.backup_redis())
+                    .await
+                    .map_err(|_| "the Redis BGSAVE did not finish in time".to_string())??;
+                Ok(ActionOutcome {
+                    phases: vec![
+                        (format!("pgbackrest backup {label} complete"), done),
+                        (
+                            format!("redis RDB {} stored", rdb.file),
+                            std::time::Instant::now(),
+                        ),
+                    ],
+                    notes: vec![format!(
+                        "postgres backup {label}; redis {} ({} keys)",
+                        rdb.file, rdb.keys
+                    )],
+                    ..ActionOutcome::default()
+                })
+            }
+            ActionRequest::RestorePostgres { target } => {
+                self.restore_postgres(journal, *target, deadline).await
+            }
+        }
+    }
+
+    async fn postgres_after(&self, corruption: Option<CorruptionKind>) -> PostgresAfter {
+        let ep = self.postgres_endpoints();
+        let expected_replicas = self.topology().placement.postgres.len().saturating_sub(1);
+        let (timeline, streaming) = match postgres::timeline_and_streaming(&ep).await {
+            Ok(v) => v,
+            Err(e) => {
+                return PostgresAfter {
+                    expected_replicas,
+                    error: Some(format!("cannot read the restored primary: {e}")),
+                    ..PostgresAfter::default()
+                }
+            }
+        };
+        let corruption_present = match corruption {
+            None => None,
+            Some(how) => match postgres::corruption_present(&ep, how).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    return PostgresAfter {
+                        expected_replicas,
+                        error: Some(format!("cannot look for the corruption: {e}")),
+                        ..PostgresAfter::default()
+                    }
+                }
+            },
+        };
+        PostgresAfter {
+            timeline: Some(timeline),
+            streaming_replicas: streaming,
+            expected_replicas,
+            corruption_present,
+            error: None,
         }
     }
 

@@ -1,0 +1,406 @@
+//! Integrity of a drill's restore, judged against the ledger: which acknowledged writes had to survive, which
+//! had to be discarded (sent after a point-in-time target), and the checks a restore must pass before service
+//! counts as resumed. A restore that "succeeds" with missing data fails the drill.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::clock::Stamp;
+use crate::ledger::{LedgerEntry, OpKind, Outcome};
+
+/// What the ledger says about a restore.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RestoredWrites {
+    /// Acknowledged writes that had to survive and are missing: acknowledged at or before the recovery point, or
+    /// sent after the replaced cluster had stopped (so acknowledged by the restored one).
+    pub lost: Vec<u64>,
+    /// Acknowledged writes sent after the recovery target and before the replaced cluster stopped, absent as the
+    /// target demands.
+    pub discarded: u64,
+    /// Writes sent after the recovery target to the replaced cluster that are still present: the restore did not
+    /// stop at its target.
+    pub present_after_target: Vec<u64>,
+    /// The recovery point the restore reached: the newest surviving write acknowledged at or before the target
+    /// (or the fault), in seconds before it. None without such a write.
+    pub recovery_point_gap_s: Option<f64>,
+    /// Span of acknowledged time lost (the first lost write to the last, from the last good one before them).
+    pub rpo_s: f64,
+}
+
+pub struct RestoreInput<'a> {
+    pub writes: &'a [&'a LedgerEntry],
+    pub present: &'a BTreeSet<u64>,
+    /// The point-in-time target; None = restored to the end of the archive.
+    pub target: Option<Stamp>,
+    /// The first fault (the incident); the reference instant when there is no target.
+    pub fault_at: Option<Stamp>,
+    /// When the cluster the restore replaced had stopped: writes sent later reached the restored cluster.
+    pub replaced_at: Option<Stamp>,
+}
+
+pub fn classify(input: &RestoreInput) -> RestoredWrites {
+    let mut out = RestoredWrites::default();
+    let acked = || {
+        input
+            .writes
+            .iter()
+            .filter(|w| w.op == OpKind::Write && w.outcome == Outcome::Ok)
+    };
+    let replaced = input.replaced_at;
+    let mut must_survive: Vec<&LedgerEntry> = Vec::new();
+    for w in acked() {
+        let sent = w.sent.unwrap_or(w.scheduled);
+        let after_serving = replaced.is_some_and(|s| sent >= s);
+        match input.target {
+            Some(t) if !after_serving && sent >= t => {
+                if input.present.contains(&w.id) {
+                    out.present_after_target.push(w.id);
+                } else {
+                    out.discarded += 1;
+                }
+            }
+            // In flight across the target: the restore may or may not hold it; neither outcome is wrong.
+            Some(t) if !after_serving && w.done > t => {}
+            _ => must_survive.push(w),
+        }
+    }
+    for w in &must_survive {
+        if !input.present.contains(&w.id) {
+            out.lost.push(w.id);
+        }
+    }
+    out.lost.sort_unstable();
+    out.present_after_target.sort_unstable();
+    let reference = input.target.or(input.fault_at);
+    if let Some(r) = reference {
+        out.recovery_point_gap_s = must_survive
+            .iter()
+            .filter(|w| w.done <= r && input.present.contains(&w.id))
+            .map(|w| w.done)
+            .max()
+            .map(|d| r.secs_since(d));
+    }
+    let lost: Vec<&&LedgerEntry> = must_survive
+        .iter()
+        .filter(|w| !input.present.contains(&w.id))
+        .collect();
+    if let (Some(first), Some(last)) = (
+        lost.iter().map(|w| w.done).min(),
+        lost.iter().map(|w| w.done).max(),
+    ) {
+        let last_good = must_survive
+            .iter()
+            .filter(|w| input.present.contains(&w.id) && w.done < first)
+            .map(|w| w.done)
+            .max()
+            .unwrap_or(first);
+        out.rpo_s = last.secs_since(last_good);
+    }
+    out
+}
+
+/// One integrity check of a restore.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IntegrityCheck {
+    pub component: String,
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What the restored PostgreSQL cluster looked like at the end of the trial.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PostgresAfter {
+    pub timeline: Option<i64>,
+    pub streaming_replicas: Vec<String>,
+    pub expected_replicas: usize,
+    /// Whether the scenario's corruption is still in the data (None: no corruption in the scenario).
+    pub corruption_present: Option<bool>,
+    /// Why the facts could not be read, if they could not.
+    pub error: Option<String>,
+}
+
+fn ids(v: &[u64]) -> String {
+    let shown: Vec<String> = v.iter().take(20).map(u64::to_string).collect();
+    if v.len() > 20 {
+        format!("{} … ({} in all)", shown.join(", "), v.len())
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// The checks of a PostgreSQL restore.
+pub fn postgres_checks(
+    writes: &RestoredWrites,
+    has_target: bool,
+    timeline_before: Option<i64>,
+    after: &PostgresAfter,
+) -> Vec<IntegrityCheck> {
+    let c = |check: &str, ok: bool, detail: String| IntegrityCheck {
+        component: "postgres".into(),
+        check: check.into(),
+        ok,
+        detail,
+    };
+    let mut v = vec![c(
+        "acknowledged writes that had to survive are present",
+        writes.lost.is_empty(),
+        if writes.lost.is_empty() {
+            match writes.recovery_point_gap_s {
+                Some(g) => format!("none lost; the newest surviving write was acknowledged {g:.3} s before the recovery point"),
+                None => "none lost".into(),
+            }
+        } else {
+            format!("{} lost: {}", writes.lost.len(), ids(&writes.lost))
+        },
+    )];
+    if has_target {
+        v.push(c(
+            "writes sent after the recovery target are absent",
+            writes.present_after_target.is_empty(),
+            if writes.present_after_target.is_empty() {
+                format!(
+                    "{} acknowledged write(s) discarded, as the target demands",
+                    writes.discarded
+                )
+            } else {
+                format!(
+                    "{} still present: the restore did not stop at its target: {}",
+                    writes.present_after_target.len(),
+                    ids(&writes.present_after_target)
+                )
+            },
+        ));
+    }
+    if let Some(e) = &after.error {
+        v.push(c("restored cluster readable", false, e.clone()));
+        return v;
+    }
+    if let Some(present) = after.corruption_present {
+        v.push(c(
+            "the corruption is absent",
+            !present,
+            if present {
+                "the corruption is still in the restored data".into()
+            } else {
+                "no corrupted row and the table is there".into()
+            },
+        ));
+    }
+    match (timeline_before, after.timeline) {
+        (Some(b), Some(a)) => v.push(c(
+            "the restored cluster runs on a new timeline",
+            a > b,
+            format!("timeline {b} before, {a} after"),
+        )),
+        (_, a) => v.push(c(
+            "the restored cluster runs on a new timeline",
+            false,
+            format!("timeline before unknown, after {a:?}"),
+        )),
+    }
+    v.push(c(
+        "replicas re-created and streaming",
+        after.streaming_replicas.len() >= after.expected_replicas,
+        format!(
+            "{} of {} streaming ({})",
+            after.streaming_replicas.len(),
+            after.expected_replicas,
+            after.streaming_replicas.join(", ")
+        ),
+    ));
+    v
+}
+
+/// Everything a trial's restore is judged on.
+pub struct RestoreJudgement<'a> {
+    pub writes: &'a [&'a LedgerEntry],
+    pub present: &'a BTreeSet<u64>,
+    pub fault_at: Option<Stamp>,
+    pub restore: &'a super::runner::RestoreRecord,
+    pub after: Option<&'a PostgresAfter>,
+    pub rto_consecutive: u32,
+}
+
+/// Sets a drill's restore metrics and integrity checks on the trial's measurements. Loss and RPO are the
+/// restore's: acknowledged writes a point-in-time target removes on purpose are counted as discarded, not lost.
+pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudgement) {
+    use crate::scenario::Metric;
+    let r = j.restore;
+    let mut set = |metric: Metric, v: Option<f64>| {
+        m.values.insert(metric, v);
+    };
+    let restore_s = r
+        .served_at
+        .filter(|_| r.ok)
+        .map(|s| s.secs_since(r.started));
+    set(Metric::PgRestoreS, restore_s);
+    set(Metric::PitrS, restore_s.filter(|_| r.target.is_some()));
+    set(
+        Metric::RecoverableWindowS,
+        r.before.window.map(|(a, b)| b - a),
+    );
+    set(
+        Metric::RtoS,
+        j.fault_at
+            .and_then(|f| crate::analysis::rto_s_from(j.writes, f, r.started, j.rto_consecutive)),
+    );
+    let writes = classify(&RestoreInput {
+        writes: j.writes,
+        present: j.present,
+        target: r.target,
+        fault_at: j.fault_at,
+        replaced_at: r.replaced_at,
+    });
+    set(Metric::LostAckedWrites, Some(writes.lost.len() as f64));
+    set(Metric::RpoS, Some(writes.rpo_s));
+    set(Metric::DiscardedWrites, Some(writes.discarded as f64));
+    let after = match j.after {
+        Some(a) => a.clone(),
+        None => PostgresAfter {
+            error: Some("the restored cluster was not examined (the trial ended early)".into()),
+            ..PostgresAfter::default()
+        },
+    };
+    let checks = if r.ok {
+        postgres_checks(&writes, r.target.is_some(), r.before.timeline, &after)
+    } else {
+        vec![IntegrityCheck {
+            component: "postgres".into(),
+            check: "the restore completed".into(),
+            ok: false,
+            detail: "the restore step failed; see its StepFinished event".into(),
+        }]
+    };
+    let failures = checks.iter().filter(|c| !c.ok).count();
+    m.values
+        .insert(Metric::IntegrityFailures, Some(failures as f64));
+    if let Some((a, b)) = r.before.window {
+        if b - a < 7.0 * 86_400.0 {
+            m.notes.push(format!(
+                "recoverable_window_s is {:.0} s: the repository's oldest backup is that recent (a fresh stack); \
+                 a long-lived environment holds 7 days (604800 s)",
+                b - a
+            ));
+        }
+    }
+    if r.target.is_none() {
+        m.notes.push(
+            "restored to the end of the archive: every acknowledged write had to survive".into(),
+        );
+    }
+    m.integrity = checks;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn w(id: u64, sent_ms: u64, done_ms: u64, ok: bool) -> LedgerEntry {
+        LedgerEntry {
+            id,
+            op: OpKind::Write,
+            trial: 1,
+            scheduled: Stamp(Duration::from_millis(sent_ms)),
+            slot: None,
+            sent: Some(Stamp(Duration::from_millis(sent_ms))),
+            done: Stamp(Duration::from_millis(done_ms)),
+            outcome: if ok { Outcome::Ok } else { Outcome::Failed },
+            error: None,
+        }
+    }
+
+    fn ms(v: u64) -> Stamp {
+        Stamp(Duration::from_millis(v))
+    }
+
+    #[test]
+    fn a_point_in_time_restore_keeps_what_came_before_and_drops_what_came_after() {
+        let ledger = [
+            w(1, 100, 110, true),
+            w(2, 900, 910, true),
+            w(3, 995, 1005, true), // in flight across the target (1000): either way is right
+            w(4, 1100, 1110, true), // after the target: must be gone
+            w(5, 1200, 1210, true), // after the target: must be gone
+            w(6, 1300, 1310, false), // failed: not judged
+            w(7, 5000, 5010, true), // after the old cluster stopped (4000): the restored one took it
+        ];
+        let writes: Vec<&LedgerEntry> = ledger.iter().collect();
+        let present: BTreeSet<u64> = [1, 2, 7].into();
+        let input = RestoreInput {
+            writes: &writes,
+            present: &present,
+            target: Some(ms(1000)),
+            fault_at: Some(ms(1000)),
+            replaced_at: Some(ms(4000)),
+        };
+        let r = classify(&input);
+        assert!(r.lost.is_empty(), "{r:?}");
+        assert_eq!(r.discarded, 2);
+        assert!(r.present_after_target.is_empty());
+        assert!((r.recovery_point_gap_s.unwrap() - 0.09).abs() < 1e-9);
+        assert_eq!(r.rpo_s, 0.0);
+
+        // A restore that went too far keeps a write sent after the target; one that stopped short loses one.
+        let present: BTreeSet<u64> = [1, 4, 7].into();
+        let r = classify(&RestoreInput {
+            present: &present,
+            ..input
+        });
+        assert_eq!(r.present_after_target, vec![4]);
+        assert_eq!(r.lost, vec![2]);
+        // The acknowledged time lost runs from the last good write (done at 110 ms) to the lost one (910 ms).
+        assert!((r.rpo_s - 0.8).abs() < 1e-9, "{r:?}");
+        let checks = postgres_checks(&r, true, Some(1), &PostgresAfter::default());
+        assert!(
+            !checks[0].ok && checks[0].detail.contains("1 lost: 2"),
+            "{checks:?}"
+        );
+        assert!(!checks[1].ok && checks[1].detail.contains("did not stop at its target: 4"));
+    }
+
+    #[test]
+    fn a_restore_to_the_end_of_the_archive_must_keep_every_acknowledged_write() {
+        let ledger = [
+            w(1, 100, 110, true),
+            w(2, 200, 210, true),
+            w(3, 300, 310, true),
+        ];
+        let writes: Vec<&LedgerEntry> = ledger.iter().collect();
+        let present: BTreeSet<u64> = [1].into();
+        let r = classify(&RestoreInput {
+            writes: &writes,
+            present: &present,
+            target: None,
+            fault_at: Some(ms(400)),
+            replaced_at: Some(ms(4000)),
+        });
+        assert_eq!(r.lost, vec![2, 3]);
+        assert_eq!(r.discarded, 0);
+        assert!((r.rpo_s - 0.2).abs() < 1e-9, "{r:?}");
+        let after = PostgresAfter {
+            timeline: Some(3),
+            streaming_replicas: vec!["n2".into(), "n3".into()],
+            expected_replicas: 2,
+            corruption_present: Some(false),
+            error: None,
+        };
+        let checks = postgres_checks(&r, false, Some(2), &after);
+        assert_eq!(checks.len(), 4, "{checks:?}");
+        assert!(checks[1..].iter().all(|c| c.ok), "{checks:?}");
+        let stale = PostgresAfter {
+            timeline: Some(2),
+            ..after
+        };
+        let checks = postgres_checks(&r, false, Some(2), &stale);
+        assert!(
+            !checks
+                .iter()
+                .find(|c| c.check.contains("timeline"))
+                .unwrap()
+                .ok
+        );
+    }
+}

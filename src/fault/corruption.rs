@@ -1,0 +1,31 @@
+//! corruption: a committed change that ruins the data, written through the primary like any client write. There
+//! is nothing to revert (a replica copies it within milliseconds): a drill's point-in-time restore to before it
+//! is what undoes it, and the journal entry says so.
+
+use super::journal::Journal;
+use super::{journal_before_applying, ActiveFault};
+use crate::component::postgres;
+use crate::scenario::CorruptionKind;
+use crate::target::local::LocalStack;
+use crate::target::TargetError;
+
+pub async fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    how: CorruptionKind,
+) -> Result<ActiveFault, TargetError> {
+    let description = format!("corrupt the postgres ledger ({})", how.name());
+    // No revert steps: the committed change is the fault; recovery restores it away.
+    let entry = journal_before_applying(journal, "corruption", &description, Vec::new())?;
+    let requested_at = std::time::Instant::now();
+    let member = postgres::corrupt(&stack.postgres_endpoints(), how)
+        .await
+        .map_err(TargetError::Fault)?;
+    // Effective when the commit was acknowledged.
+    Ok(ActiveFault::effective_now(
+        entry,
+        description,
+        vec![format!("postgres on {member}")],
+        requested_at,
+    ))
+}

@@ -1,0 +1,297 @@
+//! The `prepare:` and `recovery:` steps of a drill: operator actions with deadlines, and pauses.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::document::{did_you_mean, Diagnostics};
+use super::model::{Action, ComponentKind, RecoveryTarget, Step};
+use super::parse::{duration_in, HOUR};
+use crate::backup::BackupType;
+
+const ACTIONS: [&str; 2] = ["backup", "restore-postgres"];
+const MAX_STEPS: usize = 32;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    action: Option<String>,
+    wait: Option<String>,
+    deadline: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    to: Option<String>,
+}
+
+pub(super) struct StepContext {
+    pub component: Option<ComponentKind>,
+    /// Whether the scenario has any fault (`to: before-fault` needs one).
+    pub has_faults: bool,
+}
+
+/// Parses one list (`prepare` or `recovery`).
+pub(super) fn step_list(
+    d: &mut Diagnostics<'_>,
+    key: &str,
+    raw: &[RawStep],
+    ctx: &StepContext,
+) -> Option<Vec<Step>> {
+    if raw.is_empty() {
+        d.at(
+            key,
+            format!(
+                "`{key}` is empty; leave it out or list at least one step, e.g. `- action: backup`"
+            ),
+        );
+        return None;
+    }
+    if raw.len() > MAX_STEPS {
+        d.at(
+            &format!("{key}[{MAX_STEPS}]"),
+            format!(
+                "`{key}` has at most {MAX_STEPS} steps; this one has {}",
+                raw.len()
+            ),
+        );
+        return None;
+    }
+    let steps: Vec<Option<Step>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, s)| step(d, &format!("{key}[{i}]"), i + 1, key, s, ctx))
+        .collect();
+    steps.into_iter().collect()
+}
+
+fn step(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    n: usize,
+    list: &str,
+    raw: &RawStep,
+    ctx: &StepContext,
+) -> Option<Step> {
+    let label = format!("{list} step {n}");
+    match (&raw.action, &raw.wait) {
+        (Some(_), Some(_)) => {
+            d.at(
+                path,
+                format!("{label} has both `action` and `wait`; a step is one or the other"),
+            );
+            None
+        }
+        (None, None) => {
+            d.at(
+                path,
+                format!(
+                    "{label} has neither `action` nor `wait`; actions: {}",
+                    ACTIONS.join(", ")
+                ),
+            );
+            None
+        }
+        (None, Some(w)) => {
+            for (present, key) in [
+                (raw.deadline.is_some(), "deadline"),
+                (raw.kind.is_some(), "type"),
+                (raw.to.is_some(), "to"),
+            ] {
+                if present {
+                    d.at_key(
+                        &format!("{path}.{key}"),
+                        format!("{label} is a wait and does not take `{key}`"),
+                    );
+                    return None;
+                }
+            }
+            duration_in(
+                d,
+                w,
+                &format!("{path}.wait"),
+                &format!("{label} wait"),
+                Duration::from_millis(1),
+                24 * HOUR,
+            )
+            .map(Step::Wait)
+        }
+        (Some(a), None) => action(d, path, &label, a, raw, ctx),
+    }
+}
+
+fn action(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    name: &str,
+    raw: &RawStep,
+    ctx: &StepContext,
+) -> Option<Step> {
+    if !ACTIONS.contains(&name) {
+        let hint = did_you_mean(name, &ACTIONS)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        d.at(
+            &format!("{path}.action"),
+            format!(
+                "{label}: unknown action `{name}`{hint}; known actions: {}",
+                ACTIONS.join(", ")
+            ),
+        );
+        return None;
+    }
+    let label = format!("{label} ({name})");
+    let misplaced = |d: &mut Diagnostics<'_>, present: bool, key: &str, why: &str| {
+        if present {
+            d.at_key(
+                &format!("{path}.{key}"),
+                format!("{label} does not take `{key}`; {why}"),
+            );
+        }
+        !present
+    };
+    let default_deadline = match name {
+        "backup" => Duration::from_secs(600),
+        _ => Duration::from_secs(1800),
+    };
+    let deadline = match &raw.deadline {
+        None => Some(default_deadline),
+        Some(t) => duration_in(
+            d,
+            t,
+            &format!("{path}.deadline"),
+            &format!("{label} deadline"),
+            Duration::from_secs(1),
+            24 * HOUR,
+        ),
+    };
+    let action = match name {
+        "backup" => {
+            let ok = misplaced(
+                d,
+                raw.to.is_some(),
+                "to",
+                "only restore-postgres takes a recovery target",
+            );
+            let kind = match raw.kind.as_deref() {
+                None | Some("full") => Some(BackupType::Full),
+                Some("diff") => Some(BackupType::Diff),
+                Some("incr") => Some(BackupType::Incr),
+                Some(other) => {
+                    d.at(
+                        &format!("{path}.type"),
+                        format!("{label} has unknown `type: {other}`; use full, diff or incr"),
+                    );
+                    None
+                }
+            };
+            kind.filter(|_| ok).map(|kind| Action::Backup { kind })
+        }
+        _ => {
+            let ok = misplaced(
+                d,
+                raw.kind.is_some(),
+                "type",
+                "only a backup takes a backup type",
+            );
+            if ctx.component.is_some_and(|c| c != ComponentKind::Postgres) {
+                d.at(
+                    &format!("{path}.action"),
+                    format!(
+                        "{label} restores PostgreSQL, but the scenario's component is not postgres"
+                    ),
+                );
+                return None;
+            }
+            let target = recovery_target(d, &format!("{path}.to"), &label, raw.to.as_deref(), ctx);
+            target
+                .filter(|_| ok)
+                .map(|target| Action::RestorePostgres { target })
+        }
+    };
+    Some(Step::Action {
+        action: action?,
+        deadline: deadline?,
+    })
+}
+
+fn recovery_target(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: Option<&str>,
+    ctx: &StepContext,
+) -> Option<RecoveryTarget> {
+    match raw {
+        None | Some("latest") => Some(RecoveryTarget::Latest),
+        Some("before-fault") => {
+            if ctx.has_faults {
+                Some(RecoveryTarget::BeforeFault)
+            } else {
+                d.at(
+                    path,
+                    format!("{label} restores to before the fault, but the scenario has no fault"),
+                );
+                None
+            }
+        }
+        Some(t) => match explicit_offset_time(t) {
+            Ok(()) => Some(RecoveryTarget::Time(t.to_string())),
+            Err(why) => {
+                d.at(
+                    path,
+                    format!(
+                        "{label}: `to: {t}` is not latest, before-fault or a time: {why} (e.g. \
+                         2026-11-30T01:02:03.456+00:00)"
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// An RFC 3339 time that carries its offset (`Z` or `+HH:MM`): pgBackRest and PostgreSQL read a time without
+/// one as the server's local time, and a malformed target silently restores the latest (HA-FACTS).
+fn explicit_offset_time(t: &str) -> Result<(), String> {
+    let (stamp, _offset) = if let Some(s) = t.strip_suffix('Z') {
+        (s, "Z")
+    } else {
+        let i = t
+            .rfind(['+', '-'])
+            .filter(|i| *i >= 19)
+            .ok_or("it has no UTC offset (`Z` or `+HH:MM`)")?;
+        let off = &t[i + 1..];
+        let ok = off.len() == 5
+            && off.as_bytes()[2] == b':'
+            && off
+                .bytes()
+                .enumerate()
+                .all(|(k, b)| k == 2 || b.is_ascii_digit());
+        if !ok {
+            return Err(format!("its offset `{}` is not ±HH:MM", &t[i..]));
+        }
+        (&t[..i], &t[i..])
+    };
+    humantime::parse_rfc3339_weak(&stamp.replace('T', " "))
+        .map(|_| ())
+        .map_err(|e| format!("the date and time do not parse ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_time_must_carry_its_offset() {
+        assert!(explicit_offset_time("2026-11-30T01:02:03.456+00:00").is_ok());
+        assert!(explicit_offset_time("2026-11-30T01:02:03Z").is_ok());
+        assert!(explicit_offset_time("2026-11-30T01:02:03-05:30").is_ok());
+        assert!(explicit_offset_time("2026-11-30T01:02:03")
+            .unwrap_err()
+            .contains("no UTC offset"));
+        assert!(explicit_offset_time("2026-11-30T01:02:03+0000")
+            .unwrap_err()
+            .contains("not ±HH:MM"));
+        assert!(explicit_offset_time("2026-13-30T01:02:03Z").is_err());
+    }
+}
