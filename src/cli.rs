@@ -567,6 +567,21 @@ async fn run_many(
     on: Option<&TargetArgs>,
 ) -> i32 {
     let reports_dir = reports_dir.unwrap_or_else(engine::default_reports_dir);
+    if on.is_some() {
+        // Refused before anything is touched: a drill half-run on a cluster faultline cannot restore would leave
+        // it broken.
+        if let Some(sc) = scenarios.iter().find(|s| s.is_drill()) {
+            eprintln!(
+                "error: {}: scenario `{}` is a disaster-recovery drill, and drills run on the local stack only. On \
+                 Kubernetes faultline has no backup repository it provisions (pgBackRest repository host, WAL \
+                 archive, RDB and snapshot stores), no restore procedure for the operator's manifests (Patroni \
+                 bootstrap from a backup, replica re-creation) and no corruption fault; run it with --target local",
+                sc.source.display(),
+                sc.name
+            );
+            return exit::ENVIRONMENT;
+        }
+    }
     if let Err(e) = dir.check_ownership() {
         return report_env(e);
     }

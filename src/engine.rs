@@ -49,8 +49,10 @@ struct TrialWindow {
     trial: u32,
     baseline: (Stamp, Stamp),
     fault_at: Option<Stamp>,
-    /// When the first fault was requested (a point-in-time target "before the fault" is this instant).
+    /// When the first fault was requested; a point-in-time target "before the fault" is this instant, or the
+    /// corruption's when the scenario has one (`corruption_requested`).
     fault_requested: Option<Stamp>,
+    corruption_requested: Option<Stamp>,
     /// A drill's recovery steps, when the scenario has any.
     drill: Option<StepsRun>,
     /// The restored PostgreSQL cluster as found at the end of the trial (drills with a restore).
@@ -423,6 +425,7 @@ async fn run_trial<T: Target>(
         baseline: (baseline_start, baseline_start + scenario.baseline),
         fault_at: None,
         fault_requested: None,
+        corruption_requested: None,
         drill: None,
         postgres_after: None,
         window_end: baseline_start + scenario.baseline,
@@ -451,7 +454,7 @@ async fn run_trial<T: Target>(
                 journal,
                 events,
                 &scenario.recovery,
-                window.fault_requested,
+                window.corruption_requested.or(window.fault_requested),
                 async move {
                     let mut s = signals;
                     signalled(&mut s, 1).await
@@ -601,6 +604,11 @@ async fn fault_window<T: Target>(
                         window
                             .fault_requested
                             .get_or_insert(clock.stamp_of(f.requested_at));
+                        if matches!(spec.kind, crate::scenario::FaultKind::Corruption { .. }) {
+                            window
+                                .corruption_requested
+                                .get_or_insert(clock.stamp_of(f.requested_at));
+                        }
                         let due = spec.duration.map(|d| f.effective_at + d);
                         active.push(f);
                         applied.push((active.len() - 1, due));

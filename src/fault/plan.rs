@@ -57,6 +57,9 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 "move roles away, then SIGTERM every process on {}",
                 nodes(target, std::slice::from_ref(s)).await?
             ),
+            FaultKind::RepositoryOutage => {
+                "SIGKILL the backup repository's pgbackrest server (WAL archiving and restores fail)".to_string()
+            }
             FaultKind::Corruption { component, how } => format!(
                 "commit a corruption of the {component} ledger ({}) through the primary",
                 how.name()

@@ -102,6 +102,8 @@ pub fn terminal_summary(report: &RunReport) -> String {
         agreement += &format!("log agreement not checked: {u}\n");
     }
 
+    let drill = drill_steps(report);
+
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
     let verdict = match report.verdict {
@@ -117,9 +119,75 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{paired}{spread}{notes}{agreement}{read_backs}{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{drill}{notes}{agreement}{read_backs}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
+}
+
+/// A drill's steps with their times and phases (seconds from the fault), then each trial's integrity checks.
+fn drill_steps(report: &RunReport) -> String {
+    let mut out = String::new();
+    let mut started: Vec<(u32, String, Option<f64>)> = Vec::new();
+    for e in &report.timeline {
+        let kind = e.event["type"].as_str().unwrap_or_default();
+        let step = e.event["step"].as_str().unwrap_or_default().to_string();
+        let t = e.t_s;
+        let at = |t: Option<f64>| {
+            t.map(|t| format!("{t:+.1} s"))
+                .unwrap_or_else(|| e.at.clone())
+        };
+        match kind {
+            "step_started" => {
+                out += &format!("step, trial {}: {step} started at {}\n", e.trial, at(t));
+                started.push((e.trial, step, t));
+            }
+            "step_phase" => {
+                out += &format!(
+                    "  {}  {}\n",
+                    at(t),
+                    e.event["phase"].as_str().unwrap_or_default()
+                )
+            }
+            "step_finished" => {
+                let began = started
+                    .iter()
+                    .rev()
+                    .find(|(tr, s, _)| *tr == e.trial && *s == step)
+                    .and_then(|(_, _, b)| *b);
+                let took = match (began, t) {
+                    (Some(b), Some(f)) => format!(" in {:.1} s", f - b),
+                    _ => String::new(),
+                };
+                let ok = e.event["ok"].as_bool().unwrap_or(false);
+                let detail = e.event["detail"].as_str().unwrap_or_default();
+                out += &format!(
+                    "step, trial {}: {step} {} at {}{took}{}\n",
+                    e.trial,
+                    if ok { "done" } else { "FAILED" },
+                    at(t),
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    }
+                );
+            }
+            _ => {}
+        }
+    }
+    for t in &report.trials {
+        for c in &t.integrity {
+            out += &format!(
+                "integrity, trial {}: {} {}: {} ({})\n",
+                t.trial,
+                c.component,
+                if c.ok { "ok" } else { "FAILED" },
+                c.check,
+                c.detail
+            );
+        }
+    }
+    out
 }
 
 /// Baseline vs fault window per operation class that had load: throughput and p50/p95/p99 latency, and how much

@@ -183,6 +183,9 @@ pub enum FaultKind {
     },
     /// Graceful: switch over away from the node where the component supports it, then SIGTERM its processes.
     NodeDrain { target: NodeSelector },
+    /// The backup repository becomes unreachable: its host's pgBackRest server is killed, so WAL archiving fails
+    /// and nothing can be restored until it is back (reverted by starting it again).
+    RepositoryOutage,
     /// Data corruption through the primary, committed like any other write: nothing reverts it; a drill's
     /// recovery (a point-in-time restore to before it) is what undoes it.
     Corruption {
@@ -227,7 +230,8 @@ impl CorruptionKind {
 pub enum RecoveryTarget {
     /// The newest backup plus every archived WAL segment: the end of the archive.
     Latest,
-    /// Just before the trial's first fault was requested (a corruption's transaction is not replayed).
+    /// Just before the trial's corruption was requested (its transaction is not replayed), or its first fault
+    /// when it has no corruption.
     BeforeFault,
     /// An absolute instant, RFC 3339 with an explicit offset (a time without one would be read as local time).
     Time(String),
@@ -292,6 +296,7 @@ impl FaultKind {
             FaultKind::RegionLoss { .. } => "region-loss",
             FaultKind::NodeDrain { .. } => "node-drain",
             FaultKind::Corruption { .. } => "corruption",
+            FaultKind::RepositoryOutage => "repository-outage",
         }
     }
 }
@@ -759,6 +764,20 @@ pub struct Scenario {
     pub heal: HealSpec,
     pub thresholds: Vec<Threshold>,
     pub trials: u32,
+}
+
+impl Scenario {
+    /// A disaster-recovery drill: operator steps or a fault only a restore undoes.
+    pub fn is_drill(&self) -> bool {
+        !self.prepare.is_empty()
+            || !self.recovery.is_empty()
+            || self.faults.iter().any(|f| {
+                matches!(
+                    f.kind,
+                    FaultKind::Corruption { .. } | FaultKind::RepositoryOutage
+                )
+            })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

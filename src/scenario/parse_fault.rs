@@ -13,7 +13,7 @@ use super::model::{
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 8] = [
+const FAULT_KINDS: [&str; 9] = [
     "process-kill",
     "process-pause",
     "partition",
@@ -22,6 +22,7 @@ const FAULT_KINDS: [&str; 8] = [
     "region-loss",
     "node-drain",
     "corruption",
+    "repository-outage",
 ];
 const MAX_FAULTS: usize = 16;
 
@@ -276,6 +277,16 @@ fn fault_kind(
     }
     if kind == "corruption" {
         return corruption(d, path, label, raw, ctx.component);
+    }
+    if kind == "repository-outage" {
+        if raw.target.is_some() {
+            d.at_key(
+                &format!("{path}.target"),
+                format!("{label} does not take `target`: it hits the topology's backup node"),
+            );
+            return None;
+        }
+        return Some(FaultKind::RepositoryOutage);
     }
 
     let target_path = format!("{path}.target");

@@ -44,6 +44,7 @@ pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
             | FaultKind::RegionLoss { target, .. }
             | FaultKind::NodeDrain { target } => found.push(target.component()),
             FaultKind::Corruption { component, .. } => found.push(Some(*component)),
+            FaultKind::RepositoryOutage => {}
         }
     }
     let mut out: Vec<ComponentKind> = Vec::new();

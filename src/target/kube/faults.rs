@@ -173,7 +173,7 @@ impl KubeTarget {
                  use process-kill, partition or node faults"
                     .into(),
             )),
-            FaultKind::Corruption { .. } => Err(TargetError::Fault(
+            FaultKind::Corruption { .. } | FaultKind::RepositoryOutage => Err(TargetError::Fault(
                 "corruption is a drill fault, and drills run on the local stack only".into(),
             )),
             FaultKind::Partition { side_a, side_b, direction } => {
@@ -300,7 +300,9 @@ impl KubeTarget {
                     "delete pod(s) {} (grace period 0)",
                     self.process_pods(*component, target).await?.join(", ")
                 ),
-                FaultKind::ProcessPause { .. } | FaultKind::Corruption { .. } => {
+                FaultKind::ProcessPause { .. }
+                | FaultKind::Corruption { .. }
+                | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()
                 }
                 FaultKind::Partition {

@@ -87,6 +87,16 @@ impl LocalStack {
             }
         }
         let node = self.bootstrap_node()?;
+        // The node that will restore must reach the repository, or stopping the cluster would leave nothing.
+        let client_conf = self.client_conf(&node);
+        self.pgbackrest(&node, &client_conf, &["info"], Duration::from_secs(30))
+            .await
+            .map_err(|e| {
+                format!(
+                    "the repository is unreachable from {node}, the node that would restore; the cluster was left \
+                     running: {e}"
+                )
+            })?;
         // While the primary still runs, its newest WAL goes to the archive first (`check` switches the segment and
         // waits for it to be archived): otherwise the transactions since the last switch exist nowhere the
         // restore can read, and recovery would end before the target. A primary that is gone keeps them: that
@@ -95,10 +105,28 @@ impl LocalStack {
             Ok(()) => out
                 .phases
                 .push(("newest WAL archived".into(), Instant::now())),
-            Err(e) => out.notes.push(format!(
-                "the newest WAL could not be archived before the restore ({e}); transactions after the last \
-                 archived segment cannot be recovered"
-            )),
+            Err(e) => {
+                let archived = postgres::archiver_status(&self.postgres_endpoints())
+                    .await
+                    .ok()
+                    .and_then(|a| a.last_archived_time);
+                if let (Some(t), Some(a)) = (target, archived) {
+                    if target_time::unix(t) > a {
+                        return Err(format!(
+                            "the WAL archive stops at {} ({e}), before the recovery target {}: a restore cannot \
+                             reach it, so the cluster was left running",
+                            target_time::for_pgbackrest(
+                                std::time::UNIX_EPOCH + Duration::from_secs_f64(a)
+                            ),
+                            target_text.as_deref().unwrap_or_default()
+                        ));
+                    }
+                }
+                out.notes.push(format!(
+                    "the newest WAL could not be archived before the restore ({e}); transactions after the last \
+                     archived segment cannot be recovered"
+                ))
+            }
         }
         out.notes.push(format!(
             "bootstrapping on {node} from {} (newest backup {})",
@@ -180,6 +208,9 @@ impl LocalStack {
             Instant::now(),
         ));
 
+        let log_offset = fs::metadata(self.dir.log_file(node, ProcessKind::Patroni))
+            .map(|m| m.len())
+            .unwrap_or(0);
         let cmd = self.restore_command(node, target);
         self.start_with(node, ProcessKind::Patroni, None, Some(&cmd))
             .map_err(|e| e.to_string())?;
@@ -195,7 +226,7 @@ impl LocalStack {
                     if self.pids(node, ProcessKind::Patroni).is_empty() {
                         return Err(format!(
                             "Patroni gave up bootstrapping from the backup: {} (see {} and {})",
-                            bootstrap_failure(&log),
+                            bootstrap_failure(&log, &self.pgbackrest_log_dir(node), log_offset),
                             log.display(),
                             self.pgbackrest_log_dir(node).display()
                         ));
@@ -283,9 +314,23 @@ impl LocalStack {
     }
 }
 
-/// The line that says why PostgreSQL's recovery failed, from the member's log.
-fn bootstrap_failure(log: &std::path::Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
+/// Why the bootstrap failed: pgBackRest's ERROR from its restore log, else PostgreSQL's FATAL line written since
+/// the bootstrap started (`offset` = the member log's length then).
+fn bootstrap_failure(
+    log: &std::path::Path,
+    pgbackrest_logs: &std::path::Path,
+    offset: u64,
+) -> String {
+    let restore_log =
+        fs::read_to_string(pgbackrest_logs.join("faultline-restore.log")).unwrap_or_default();
+    let last_run = restore_log
+        .rfind("restore command begin")
+        .map_or("", |i| &restore_log[i..]);
+    if let Some(l) = last_run.lines().find(|l| l.contains(" ERROR: ")) {
+        return format!("pgbackrest restore: {}", l.trim());
+    }
+    let text = fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(offset as usize..).unwrap_or_default());
     text.lines()
         .rev()
         .find(|l| l.contains("FATAL:") && !l.contains("the database system is"))
@@ -295,7 +340,7 @@ fn bootstrap_failure(log: &std::path::Path) -> String {
                 .find(|l| l.contains("PatroniFatalException"))
         })
         .map(|l| l.trim().to_string())
-        .unwrap_or_else(|| "no FATAL line in the log".into())
+        .unwrap_or_else(|| "no FATAL line in the log since the bootstrap began".into())
 }
 
 /// How long completing an interrupted restore may take.

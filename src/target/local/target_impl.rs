@@ -97,6 +97,12 @@ impl Target for LocalStack {
             FaultKind::Corruption { how, .. } => {
                 fault::corruption::apply(self, journal, *how).await
             }
+            FaultKind::RepositoryOutage => {
+                let node = self.backup_node().ok_or_else(|| {
+                    TargetError::Environment("this stack has no backup node".into())
+                })?;
+                fault::kill::apply(self, journal, &[node.to_string()], ProcessKind::Pgbackrest)
+            }
         }
     }
 
