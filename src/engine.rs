@@ -528,7 +528,7 @@ async fn run_trial<T: Target>(
             crate::scenario::FaultKind::Corruption { how, .. } => Some(how),
             _ => None,
         });
-        window.postgres_after = Some(target.postgres_after(corruption).await);
+        window.postgres_after = Some(target.postgres_after(corruption, run_id).await);
     }
     match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
     {

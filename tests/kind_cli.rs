@@ -122,3 +122,28 @@ async fn kind_cluster_lifecycle_through_the_kind_and_docker_executables() {
 
     std::env::set_var("PATH", old_path);
 }
+
+/// A drill on Kubernetes is refused before any cluster is contacted, naming what is missing there.
+#[test]
+fn drills_are_refused_on_kubernetes_before_anything_happens() {
+    let state = tempfile::tempdir().unwrap();
+    for target in ["kind", "kube"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+            .args(["--state-dir", state.path().to_str().unwrap()])
+            .args(["run", "--target", target, "scenarios/pitr.yaml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains("scenario `pitr` is a disaster-recovery drill"),
+            "{err}"
+        );
+        assert!(err.contains("backup repository"), "{err}");
+        assert!(
+            !state.path().join("lock").exists(),
+            "refused before taking the run lock"
+        );
+    }
+}

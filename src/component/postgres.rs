@@ -721,10 +721,12 @@ pub async fn corrupt(
     Ok(member)
 }
 
-/// Whether the corruption is in the primary's data (rows marked with the epoch, or the table missing).
+/// Whether the corruption is in the primary's data: the table missing, or rows of this run marked with the epoch
+/// (rows of earlier runs on a long-lived stack may carry an earlier drill's corruption; they are not this one's).
 pub async fn corruption_present(
     ep: &PostgresEndpoints,
     how: crate::scenario::CorruptionKind,
+    run_id: &str,
 ) -> Result<bool, String> {
     let client = connect_primary_raw(ep).await?;
     let exists: bool = client
@@ -740,8 +742,8 @@ pub async fn corruption_present(
             }
             let n: i64 = client
                 .query_one(
-                    "SELECT count(*) FROM faultline_ledger WHERE written_at = 'epoch'",
-                    &[],
+                    "SELECT count(*) FROM faultline_ledger WHERE run_id = $1 AND written_at = 'epoch'",
+                    &[&run_id],
                 )
                 .await
                 .map_err(|e| e.to_string())?

@@ -100,6 +100,7 @@ pub trait Target {
     fn postgres_after(
         &self,
         _corruption: Option<crate::scenario::CorruptionKind>,
+        _run_id: &str,
     ) -> impl Future<Output = crate::drill::integrity::PostgresAfter> {
         async {
             crate::drill::integrity::PostgresAfter {

@@ -187,7 +187,11 @@ impl Target for LocalStack {
         }
     }
 
-    async fn postgres_after(&self, corruption: Option<CorruptionKind>) -> PostgresAfter {
+    async fn postgres_after(
+        &self,
+        corruption: Option<CorruptionKind>,
+        run_id: &str,
+    ) -> PostgresAfter {
         let ep = self.postgres_endpoints();
         let expected_replicas = self.topology().placement.postgres.len().saturating_sub(1);
         let (timeline, streaming) = match postgres::timeline_and_streaming(&ep).await {
@@ -202,7 +206,7 @@ impl Target for LocalStack {
         };
         let corruption_present = match corruption {
             None => None,
-            Some(how) => match postgres::corruption_present(&ep, how).await {
+            Some(how) => match postgres::corruption_present(&ep, how, run_id).await {
                 Ok(p) => Some(p),
                 Err(e) => {
                     return PostgresAfter {
