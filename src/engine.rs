@@ -57,6 +57,8 @@ struct TrialWindow {
     drill: Option<StepsRun>,
     /// The restored PostgreSQL cluster as found at the end of the trial (drills with a restore).
     postgres_after: Option<PostgresAfter>,
+    /// The tools' own log lines about the trial's restore.
+    restore_lines: Vec<crate::drill::tool_logs::ToolLine>,
     window_end: Stamp,
     /// When the trial's load was told to stop.
     trial_end: Stamp,
@@ -258,6 +260,19 @@ pub async fn run_scenario<T: Target>(
                     rto_consecutive: scenario.load.rto_consecutive,
                 },
             );
+            if let Some(t) = restore
+                .target
+                .filter(|_| restore.ok && restore.point_in_time)
+            {
+                m.integrity
+                    .push(crate::drill::integrity::recovery_point_check(
+                        clock.wall(t),
+                        &w.restore_lines,
+                    ));
+                let failures = m.integrity.iter().filter(|c| !c.ok).count();
+                m.values
+                    .insert(Metric::IntegrityFailures, Some(failures as f64));
+            }
         }
         if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {
             m.notes.push(format!("the drill's recovery stopped: {why}"));
@@ -275,8 +290,20 @@ pub async fn run_scenario<T: Target>(
             })
         })
         .collect();
-    let log_agreement =
+    let mut log_agreement =
         log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
+    for w in &windows {
+        let restore = w.drill.as_ref().and_then(|d| d.restore.as_ref());
+        if let Some(r) = restore.filter(|r| r.component == crate::scenario::ComponentKind::Postgres)
+        {
+            log_agreement.push(crate::drill::integrity::restore_agreement(
+                w.trial,
+                &clock,
+                r,
+                &w.restore_lines,
+            ));
+        }
+    }
     for m in &mut measurements {
         let rows: Vec<LogAgreement> = log_agreement
             .iter()
@@ -428,6 +455,7 @@ async fn run_trial<T: Target>(
         corruption_requested: None,
         drill: None,
         postgres_after: None,
+        restore_lines: Vec::new(),
         window_end: baseline_start + scenario.baseline,
         trial_end: baseline_start + scenario.baseline,
         read_back: None,
@@ -529,6 +557,27 @@ async fn run_trial<T: Target>(
             _ => None,
         });
         window.postgres_after = Some(target.postgres_after(corruption, run_id).await);
+        if let Some(r) = window.drill.as_ref().and_then(|d| d.restore.as_ref()) {
+            let (from, to) = (clock.wall(r.started), clock.wall(clock.now()));
+            window.restore_lines = target
+                .restore_tool_lines(from)
+                .await
+                .into_iter()
+                .filter(|l| l.at <= to)
+                .collect();
+            for l in &window.restore_lines {
+                if let Some(at) = clock.stamp_of_wall(l.at) {
+                    events.emit_at(
+                        at,
+                        EventKind::ServerObservation {
+                            component: crate::scenario::ComponentKind::Postgres,
+                            source: l.source.clone(),
+                            message: l.line.clone(),
+                        },
+                    );
+                }
+            }
+        }
     }
     match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
     {

@@ -175,11 +175,6 @@ pub fn archive_parameters(
     ]
 }
 
-/// The command that fetches WAL from the repository during recovery (Patroni's `recovery_conf`).
-pub fn restore_command(pgbackrest_bin: &str, client_conf: &str, stanza: &str) -> String {
-    format!("{pgbackrest_bin} --config={client_conf} --stanza={stanza} archive-get %f \"%p\"")
-}
-
 // ---- `pgbackrest info --output=json` ----
 
 #[derive(Clone, Debug, Deserialize)]

@@ -676,10 +676,14 @@ pub async fn prepare(ep: &PostgresEndpoints, deadline: Duration) -> Result<(), S
     .map_err(|e| format!("cannot create the ledger table on the primary: {e}"))
 }
 
+/// How long establishing a connection may take in all (TCP, startup, SCRAM): a frozen server completes the TCP
+/// handshake from its kernel and then answers nothing, which `connect_timeout` alone does not bound.
+const CONNECT_BOUND: Duration = Duration::from_secs(5);
+
 async fn connect_primary_raw(ep: &PostgresEndpoints) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = pg_config(ep)
-        .connect(NoTls)
+    let (client, connection) = tokio::time::timeout(CONNECT_BOUND, pg_config(ep).connect(NoTls))
         .await
+        .map_err(|_| format!("no primary answered within {} s", CONNECT_BOUND.as_secs()))?
         .map_err(|e| ep.password.redact(&e.to_string()))?;
     tokio::spawn(connection);
     Ok(client)
@@ -713,6 +717,9 @@ pub async fn corrupt(
             "UPDATE faultline_ledger SET written_at = 'epoch'"
         }
         crate::scenario::CorruptionKind::DropTable => "DROP TABLE faultline_ledger",
+        crate::scenario::CorruptionKind::Flushall => {
+            return Err("flushall is a Redis corruption".into())
+        }
     };
     client
         .batch_execute(sql)
@@ -736,6 +743,7 @@ pub async fn corruption_present(
         .get(0);
     match how {
         crate::scenario::CorruptionKind::DropTable => Ok(!exists),
+        crate::scenario::CorruptionKind::Flushall => Ok(false),
         crate::scenario::CorruptionKind::UpdateAll => {
             if !exists {
                 return Ok(true);
@@ -772,6 +780,31 @@ pub async fn timeline_and_streaming(ep: &PostgresEndpoints) -> Result<(i64, Vec<
         tl as i64,
         rows.iter().map(|r| r.get::<_, String>(0)).collect(),
     ))
+}
+
+/// Removes recovery settings a restore left in postgresql.auto.conf (ALTER SYSTEM RESET) and reloads.
+pub async fn reset_recovery_settings(ep: &PostgresEndpoints) -> Result<(), String> {
+    let client = connect_primary_raw(ep).await?;
+    for p in [
+        "restore_command",
+        "recovery_target_time",
+        "recovery_target_action",
+        "recovery_target",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_xid",
+        "recovery_target_timeline",
+        "recovery_target_inclusive",
+    ] {
+        client
+            .batch_execute(&format!("ALTER SYSTEM RESET {p}"))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Zeroes the primary's `pg_stat_archiver` counters.

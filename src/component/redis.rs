@@ -81,6 +81,43 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Keys in a member's database 0.
+pub async fn dbsize(m: &Member) -> Result<u64, String> {
+    let mut c = connect(m.addr, m.ports.redis, Duration::from_millis(800))
+        .await
+        .map_err(|e| format!("redis {}: {e}", m.node))?;
+    redis::cmd("DBSIZE")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| format!("redis {}: {e}", m.node))
+}
+
+/// One SET on a member (a write probe that does not go through Sentinel).
+pub async fn set_probe(m: &Member) -> Result<(), String> {
+    let mut c = connect(m.addr, m.ports.redis, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("redis {}: {e}", m.node))?;
+    redis::cmd("SET")
+        .arg("faultline:probe")
+        .arg("1")
+        .query_async::<()>(&mut c)
+        .await
+        .map_err(|e| format!("redis {}: {e}", m.node))
+}
+
+/// FLUSHALL on the master Sentinel names (a committed corruption: the replicas copy it at once). Returns the node.
+pub async fn flushall(ep: &RedisEndpoints) -> Result<String, String> {
+    let m = discover_master(ep, Duration::from_secs(2)).await?;
+    let mut c = connect(m.addr, m.ports.redis, Duration::from_secs(2))
+        .await
+        .map_err(|e| format!("redis {}: {e}", m.node))?;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut c)
+        .await
+        .map_err(|e| format!("redis {}: FLUSHALL: {e}", m.node))?;
+    Ok(m.node)
+}
+
 /// What one sentinel says the master is: the address the master announces.
 pub async fn sentinel_master(
     s: &Member,

@@ -235,8 +235,13 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
         .served_at
         .filter(|_| r.ok)
         .map(|s| s.secs_since(r.started));
-    set(Metric::PgRestoreS, restore_s);
-    set(Metric::PitrS, restore_s.filter(|_| r.target.is_some()));
+    match r.component {
+        crate::scenario::ComponentKind::Redis => set(Metric::RedisRestoreS, restore_s),
+        _ => {
+            set(Metric::PgRestoreS, restore_s);
+            set(Metric::PitrS, restore_s.filter(|_| r.point_in_time));
+        }
+    }
     set(
         Metric::RecoverableWindowS,
         r.before.window.map(|(a, b)| b - a),
@@ -263,11 +268,22 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             ..PostgresAfter::default()
         },
     };
-    let checks = if r.ok {
+    let checks = if r.ok && r.component == crate::scenario::ComponentKind::Redis {
+        // Writes acknowledged before the RDB copy was taken are in it: losing one of those is an integrity
+        // failure; losing those acknowledged between the copy and the incident is the snapshot's RPO.
+        let before_copy: Vec<u64> = j
+            .writes
+            .iter()
+            .filter(|w| writes.lost.binary_search(&w.id).is_ok())
+            .filter(|w| r.snapshot.is_some_and(|s| w.done <= s))
+            .map(|w| w.id)
+            .collect();
+        redis_checks(&writes, &before_copy, r, j.fault_at)
+    } else if r.ok {
         postgres_checks(&writes, r.target.is_some(), r.before.timeline, &after)
     } else {
         vec![IntegrityCheck {
-            component: "postgres".into(),
+            component: r.component.name().into(),
             check: "the restore completed".into(),
             ok: false,
             detail: "the restore step failed; see its StepFinished event".into(),
@@ -285,12 +301,132 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             ));
         }
     }
-    if r.target.is_none() {
+    if r.component == crate::scenario::ComponentKind::Postgres && r.target.is_none() {
         m.notes.push(
             "restored to the end of the archive: every acknowledged write had to survive".into(),
         );
     }
     m.integrity = checks;
+}
+
+/// The checks of a Redis restore from an RDB copy.
+fn redis_checks(
+    writes: &RestoredWrites,
+    lost_before_copy: &[u64],
+    r: &super::runner::RestoreRecord,
+    fault_at: Option<Stamp>,
+) -> Vec<IntegrityCheck> {
+    let c = |check: &str, ok: bool, detail: String| IntegrityCheck {
+        component: "redis".into(),
+        check: check.into(),
+        ok,
+        detail,
+    };
+    let age = match (r.snapshot, r.target.or(fault_at)) {
+        (Some(s), Some(t)) => format!(
+            "the RDB copy's data is from {:.3} s before the incident",
+            t.secs_since(s)
+        ),
+        _ => "the RDB copy's age at the incident is unknown".into(),
+    };
+    vec![
+        c(
+            "acknowledged writes from before the RDB copy are present",
+            lost_before_copy.is_empty(),
+            if lost_before_copy.is_empty() {
+                format!(
+                    "none lost; {age}, so the {} acknowledged after it are lost (the snapshot's RPO, in \
+                     lost_acked_writes and rpo_s)",
+                    writes.lost.len()
+                )
+            } else {
+                format!(
+                    "{} lost that the copy should hold: {}",
+                    lost_before_copy.len(),
+                    ids(lost_before_copy)
+                )
+            },
+        ),
+        c(
+            "writes sent after the incident are absent",
+            writes.present_after_target.is_empty(),
+            if writes.present_after_target.is_empty() {
+                format!("{} acknowledged write(s) discarded with the replaced data", writes.discarded)
+            } else {
+                format!(
+                    "{} still present: the restore did not replace the data: {}",
+                    writes.present_after_target.len(),
+                    ids(&writes.present_after_target)
+                )
+            },
+        ),
+        c(
+            "sentinels agree on the restored master and every replica is linked",
+            r.ok,
+            "checked before the step completed (every sentinel names it, knows the others, sees every replica online)"
+                .into(),
+        ),
+    ]
+}
+
+/// The restore's log-agreement pair: the harness's "restored primary accepts writes" against PostgreSQL's own
+/// "database system is ready to accept connections".
+pub fn restore_agreement(
+    trial: u32,
+    clock: &crate::clock::Clock,
+    r: &super::runner::RestoreRecord,
+    lines: &[super::tool_logs::ToolLine],
+) -> crate::log_agreement::LogAgreement {
+    use crate::clock::rfc3339_millis;
+    let harness = r.served_at.map(|s| clock.wall(s));
+    let server = super::tool_logs::ready(lines);
+    crate::log_agreement::LogAgreement {
+        trial,
+        event: "restore: restored primary serving (PostgreSQL: ready to accept connections)".into(),
+        harness_at: harness.map(rfc3339_millis),
+        server_log_at: server.map(|l| rfc3339_millis(l.at)),
+        server_log_line: server.map(|l| format!("{}: {}", l.source, l.line)),
+        delta_s: match (server, harness) {
+            (Some(l), Some(h)) => Some(match l.at.duration_since(h) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// PostgreSQL's own recovery point must not be after the target: "last completed transaction was at log time".
+pub fn recovery_point_check(
+    target: std::time::SystemTime,
+    lines: &[super::tool_logs::ToolLine],
+) -> IntegrityCheck {
+    let c = |ok: bool, detail: String| IntegrityCheck {
+        component: "postgres".into(),
+        check: "PostgreSQL's recovery point is not after the target".into(),
+        ok,
+        detail,
+    };
+    let t = crate::clock::rfc3339_millis(target);
+    match super::tool_logs::recovery_point(lines) {
+        None => c(
+            false,
+            format!("PostgreSQL logged no \"last completed transaction was at log time\" for this restore (target {t})"),
+        ),
+        Some(rp) => {
+            let (ok, gap) = match target.duration_since(rp) {
+                Ok(d) => (true, d.as_secs_f64()),
+                Err(e) => (false, -e.duration().as_secs_f64()),
+            };
+            c(
+                ok,
+                format!(
+                    "last replayed transaction committed at {} ({gap:.3} s before the target {t})",
+                    humantime::format_rfc3339_micros(rp)
+                ),
+            )
+        }
+    }
 }
 
 #[cfg(test)]

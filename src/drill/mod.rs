@@ -5,6 +5,7 @@
 pub mod integrity;
 pub mod runner;
 pub mod target_time;
+pub mod tool_logs;
 
 use std::time::{Instant, SystemTime};
 
@@ -22,6 +23,8 @@ pub enum ActionRequest {
     RestorePostgres {
         target: Option<SystemTime>,
     },
+    /// From the newest RDB copy in the backup store.
+    RestoreRedis,
 }
 
 /// What an action did, for the timeline and the analysis.
@@ -34,6 +37,9 @@ pub struct ActionOutcome {
     /// When the cluster being replaced had stopped (restores only): a write sent after it can only have been
     /// acknowledged by the restored cluster.
     pub replaced_at: Option<Instant>,
+    /// The instant the restored data is from, when the restore decides it (an RDB copy's snapshot instant, Unix
+    /// seconds): the restore's recovery point.
+    pub restored_point: Option<f64>,
     /// Facts read before the restore changed anything.
     pub before: RestoreFacts,
     /// Human-readable lines (the backup set restored, the node bootstrapped, ...).

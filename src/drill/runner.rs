@@ -8,20 +8,26 @@ use super::{ActionRequest, RestoreFacts};
 use crate::clock::Stamp;
 use crate::events::{EventKind, EventLog};
 use crate::fault::journal::Journal;
-use crate::scenario::{Action, RecoveryTarget, Step};
+use crate::scenario::{Action, ComponentKind, RecoveryTarget, Step};
 use crate::target::Target;
 
 /// A restore step as the analysis needs it.
 #[derive(Clone, Debug)]
 pub struct RestoreRecord {
+    pub component: ComponentKind,
     pub started: Stamp,
     pub finished: Stamp,
     /// When the restored primary first accepted a write.
     pub served_at: Option<Stamp>,
     /// When the replaced cluster had stopped.
     pub replaced_at: Option<Stamp>,
-    /// The point-in-time target on the run's clock; None = latest.
+    /// The recovery point on the run's clock: the point-in-time target, or the instant a snapshot restore's data
+    /// is from; None = the end of the archive.
     pub target: Option<Stamp>,
+    /// Whether the target was asked for (a point in time) rather than given by the backup (a snapshot).
+    pub point_in_time: bool,
+    /// The instant a snapshot restore's data is from (an RDB copy's).
+    pub snapshot: Option<Stamp>,
     pub ok: bool,
     pub before: RestoreFacts,
 }
@@ -61,6 +67,13 @@ pub async fn run_steps<T: Target>(
             Step::Action { action, deadline } => {
                 let (request, target_at) = match action {
                     Action::Backup { kind } => (ActionRequest::Backup { kind: *kind }, None),
+                    // A snapshot restore's writes are judged against the incident: those acknowledged before it had
+                    // to survive (losing them is the snapshot's RPO), those sent after it to the replaced server are
+                    // discarded with it.
+                    Action::RestoreRedis => (
+                        ActionRequest::RestoreRedis,
+                        Some(fault_requested.map(|f| clock.wall(f))),
+                    ),
                     Action::RestorePostgres { target: t } => {
                         let at = match t {
                             RecoveryTarget::Latest => None,
@@ -89,6 +102,15 @@ pub async fn run_steps<T: Target>(
                 };
                 let finished = clock.now();
                 if let Some(target_at) = target_at {
+                    let component = match action {
+                        Action::RestoreRedis => ComponentKind::Redis,
+                        _ => ComponentKind::Postgres,
+                    };
+                    let snapshot_point = outcome
+                        .as_ref()
+                        .ok()
+                        .and_then(|o| o.restored_point)
+                        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs_f64(s));
                     let served = outcome
                         .as_ref()
                         .ok()
@@ -100,11 +122,17 @@ pub async fn run_steps<T: Target>(
                         .and_then(|o| o.replaced_at)
                         .map(|i| clock.stamp_of(i));
                     run.restore = Some(RestoreRecord {
+                        component,
+                        point_in_time: matches!(
+                            action,
+                            Action::RestorePostgres { target: t } if *t != RecoveryTarget::Latest
+                        ),
                         started,
                         finished,
                         served_at: served,
                         replaced_at: replaced,
                         target: target_at.and_then(|w| clock.stamp_of_wall(w)),
+                        snapshot: snapshot_point.and_then(|w| clock.stamp_of_wall(w)),
                         ok: outcome.is_ok(),
                         before: outcome
                             .as_ref()

@@ -14,18 +14,27 @@ pub async fn apply(
     journal: &Journal,
     how: CorruptionKind,
 ) -> Result<ActiveFault, TargetError> {
-    let description = format!("corrupt the postgres ledger ({})", how.name());
+    let component = if how == CorruptionKind::Flushall {
+        "redis"
+    } else {
+        "postgres"
+    };
+    let description = format!("corrupt the {component} ledger ({})", how.name());
     // No revert steps: the committed change is the fault; recovery restores it away.
     let entry = journal_before_applying(journal, "corruption", &description, Vec::new())?;
     let requested_at = std::time::Instant::now();
-    let member = postgres::corrupt(&stack.postgres_endpoints(), how)
-        .await
-        .map_err(TargetError::Fault)?;
+    let member = match how {
+        CorruptionKind::Flushall => {
+            crate::component::redis::flushall(&stack.redis_endpoints()).await
+        }
+        _ => postgres::corrupt(&stack.postgres_endpoints(), how).await,
+    }
+    .map_err(TargetError::Fault)?;
     // Effective when the commit was acknowledged.
     Ok(ActiveFault::effective_now(
         entry,
         description,
-        vec![format!("postgres on {member}")],
+        vec![format!("{component} on {member}")],
         requested_at,
     ))
 }

@@ -36,6 +36,8 @@ pub enum RevertStep {
         node: String,
         target: Option<String>,
     },
+    /// A drill's Redis restore that did not complete: run it again from the same RDB copy onto `node`.
+    CompleteRedisRestore { node: String, file: String },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
     /// Kubernetes: mark the node schedulable again.

@@ -203,15 +203,18 @@ pub enum CorruptionKind {
     UpdateAll,
     /// The ledger table dropped.
     DropTable,
+    /// Redis: every key of every database removed (`FLUSHALL`).
+    Flushall,
 }
 
 impl CorruptionKind {
-    pub const NAMES: [&'static str; 2] = ["update-all", "drop-table"];
+    pub const NAMES: [&'static str; 3] = ["update-all", "drop-table", "flushall"];
 
     pub fn name(self) -> &'static str {
         match self {
             CorruptionKind::UpdateAll => "update-all",
             CorruptionKind::DropTable => "drop-table",
+            CorruptionKind::Flushall => "flushall",
         }
     }
 
@@ -219,6 +222,7 @@ impl CorruptionKind {
         match s {
             "update-all" => Some(CorruptionKind::UpdateAll),
             "drop-table" => Some(CorruptionKind::DropTable),
+            "flushall" => Some(CorruptionKind::Flushall),
             _ => None,
         }
     }
@@ -246,6 +250,8 @@ pub enum Action {
     /// Stop the Patroni cluster, restore it from the repository to the target, bootstrap Patroni from it and
     /// re-create the replicas from the new leader.
     RestorePostgres { target: RecoveryTarget },
+    /// Bring Redis back from the newest RDB copy in the backup store, with its replicas and fresh sentinels.
+    RestoreRedis,
 }
 
 impl Action {
@@ -253,6 +259,7 @@ impl Action {
         match self {
             Action::Backup { .. } => "backup",
             Action::RestorePostgres { .. } => "restore-postgres",
+            Action::RestoreRedis => "restore-redis",
         }
     }
 }
@@ -274,11 +281,12 @@ impl Step {
                 Action::RestorePostgres { target } => format!(
                     "restore-postgres (to {})",
                     match target {
-                        RecoveryTarget::Latest => "latest".to_string(),
-                        RecoveryTarget::BeforeFault => "before-fault".to_string(),
-                        RecoveryTarget::Time(t) => t.clone(),
+                        RecoveryTarget::Latest => "latest",
+                        RecoveryTarget::BeforeFault => "before-fault",
+                        RecoveryTarget::Time(t) => t.as_str(),
                     }
                 ),
+                Action::RestoreRedis => "restore-redis (newest RDB)".into(),
             },
             Step::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
         }
@@ -471,6 +479,8 @@ pub enum Metric {
     PgRestoreS,
     /// The same, for a restore to a point in time (not `latest`).
     PitrS,
+    /// A drill's `restore-redis` step: start to the restored master holding the RDB's keys and accepting writes.
+    RedisRestoreS,
     /// Newest minus oldest instant the repository could restore to, read before the drill's restore.
     RecoverableWindowS,
     /// Acknowledged writes sent after a restore's recovery target that the restore removed, as it must.
@@ -514,6 +524,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::LogAgreementMaxS,
         Metric::PgRestoreS,
         Metric::PitrS,
+        Metric::RedisRestoreS,
         Metric::RecoverableWindowS,
         Metric::DiscardedWrites,
         Metric::IntegrityFailures,
@@ -569,6 +580,7 @@ impl Metric {
             Metric::LogAgreementMaxS => "log_agreement_max_s".into(),
             Metric::PgRestoreS => "pg_restore_s".into(),
             Metric::PitrS => "pitr_s".into(),
+            Metric::RedisRestoreS => "redis_restore_s".into(),
             Metric::RecoverableWindowS => "recoverable_window_s".into(),
             Metric::DiscardedWrites => "discarded_writes".into(),
             Metric::IntegrityFailures => "integrity_failures".into(),

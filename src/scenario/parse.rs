@@ -639,8 +639,8 @@ fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Thresho
 pub(super) mod tests {
     use super::*;
     use crate::scenario::{
-        FaultKind, FaultSpec, Metric, NodeLossMethod, NodeSelector, Op, PartitionDirection,
-        Statistic,
+        Action, CorruptionKind, FaultKind, FaultSpec, Metric, NodeLossMethod, NodeSelector, Op,
+        PartitionDirection, RecoveryTarget, Statistic, Step,
     };
     use crate::topology::{parse_topology, Topology};
 
@@ -681,6 +681,69 @@ thresholds:
             "  - kind: process-kill\n    target: {role: primary}\n",
             faults,
         )
+    }
+
+    #[test]
+    fn parses_a_drill_s_steps_and_faults() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/valid/drill-every-step.yaml");
+        let s = super::load_scenario(&path, None).unwrap();
+        assert!(s.is_drill());
+        use crate::backup::BackupType;
+        assert_eq!(
+            s.prepare,
+            vec![
+                Step::Action {
+                    action: Action::Backup {
+                        kind: BackupType::Full
+                    },
+                    deadline: Duration::from_secs(600),
+                },
+                Step::Action {
+                    action: Action::Backup {
+                        kind: BackupType::Incr
+                    },
+                    deadline: Duration::from_secs(120),
+                },
+                Step::Wait(Duration::from_secs(2)),
+            ]
+        );
+        assert_eq!(
+            s.recovery,
+            vec![
+                Step::Action {
+                    action: Action::RestorePostgres {
+                        target: RecoveryTarget::BeforeFault
+                    },
+                    deadline: Duration::from_secs(1200),
+                },
+                Step::Wait(Duration::from_secs(1)),
+                Step::Action {
+                    action: Action::RestorePostgres {
+                        target: RecoveryTarget::Latest
+                    },
+                    deadline: Duration::from_secs(1800),
+                },
+                Step::Action {
+                    action: Action::RestorePostgres {
+                        target: RecoveryTarget::Time("2026-11-30T01:02:03.456+01:00".into())
+                    },
+                    deadline: Duration::from_secs(1800),
+                },
+            ]
+        );
+        assert_eq!(s.faults[0].kind, FaultKind::RepositoryOutage);
+        assert_eq!(
+            s.faults[1].kind,
+            FaultKind::Corruption {
+                component: ComponentKind::Postgres,
+                how: CorruptionKind::DropTable
+            }
+        );
+        // A plain fault scenario is not a drill.
+        assert!(!parse_scenario(VALID, Path::new("s.yaml"), None)
+            .unwrap()
+            .is_drill());
     }
 
     #[test]

@@ -371,14 +371,15 @@ fn corruption(
         );
         return None;
     }
-    if component != ComponentKind::Postgres {
+    if component == ComponentKind::Qdrant {
         d.at(
             path,
-            format!("{label}: corruption is implemented for postgres only (the scenario's component is {component})"),
+            format!("{label}: corruption is implemented for postgres and redis (the scenario's component is {component})"),
         );
         return None;
     }
     let how = match raw.how.as_deref() {
+        None if component == ComponentKind::Redis => CorruptionKind::Flushall,
         None => CorruptionKind::default(),
         Some(h) => match CorruptionKind::parse(h) {
             Some(k) => k,
@@ -397,6 +398,20 @@ fn corruption(
             }
         },
     };
+    let fits = match component {
+        ComponentKind::Redis => how == CorruptionKind::Flushall,
+        _ => how != CorruptionKind::Flushall,
+    };
+    if !fits {
+        d.at(
+            &format!("{path}.how"),
+            format!(
+                "{label}: `how: {}` does not apply to {component} (postgres: update-all, drop-table; redis: flushall)",
+                how.name()
+            ),
+        );
+        return None;
+    }
     Some(FaultKind::Corruption { component, how })
 }
 

@@ -9,7 +9,7 @@ use super::model::{Action, ComponentKind, RecoveryTarget, Step};
 use super::parse::{duration_in, HOUR};
 use crate::backup::BackupType;
 
-const ACTIONS: [&str; 2] = ["backup", "restore-postgres"];
+const ACTIONS: [&str; 3] = ["backup", "restore-postgres", "restore-redis"];
 const MAX_STEPS: usize = 32;
 
 #[derive(Deserialize)]
@@ -150,7 +150,7 @@ fn action(
         !present
     };
     let default_deadline = match name {
-        "backup" => Duration::from_secs(600),
+        "backup" | "restore-redis" => Duration::from_secs(600),
         _ => Duration::from_secs(1800),
     };
     let deadline = match &raw.deadline {
@@ -185,6 +185,12 @@ fn action(
                 }
             };
             kind.filter(|_| ok).map(|kind| Action::Backup { kind })
+        }
+        "restore-redis" => {
+            let why = "restore-redis restores the newest RDB copy in the backup store";
+            let ok = misplaced(d, raw.kind.is_some(), "type", why)
+                & misplaced(d, raw.to.is_some(), "to", why);
+            ok.then_some(Action::RestoreRedis)
         }
         _ => {
             let ok = misplaced(

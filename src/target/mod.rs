@@ -109,6 +109,14 @@ pub trait Target {
             }
         }
     }
+    /// The tools' log lines about a restore that began at `since` (pgBackRest, PostgreSQL), for the timeline
+    /// and the restore's log agreement.
+    fn restore_tool_lines(
+        &self,
+        _since: std::time::SystemTime,
+    ) -> impl Future<Output = Vec<crate::drill::tool_logs::ToolLine>> {
+        async { Vec::new() }
+    }
     /// Starts watching what the platform itself reports about the stack (on Kubernetes: pod readiness and the
     /// namespace's Events) onto the trial's timeline; it stops when `stop` turns true. None where the platform
     /// has nothing of its own to report (the local stack), so the engine runs only the component probe there.

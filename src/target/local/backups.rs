@@ -111,14 +111,15 @@ impl LocalStack {
         }
     }
 
-    /// Patroni's archive parameters and restore command for a PostgreSQL node; None without a backup node.
-    pub fn archive_settings(&self, node: &str) -> Option<(Vec<(&'static str, String)>, String)> {
+    /// Patroni's archive parameters for a PostgreSQL node; None without a backup node.
+    pub fn archive_settings(&self, node: &str) -> Option<Vec<(&'static str, String)>> {
         self.backup_node()?;
         let bin = self.settings().backup.pgbackrest_bin.display().to_string();
         let conf = self.client_conf(node).display().to_string();
-        Some((
-            pgbackrest::archive_parameters(&bin, &conf, &self.settings().backup),
-            pgbackrest::restore_command(&bin, &conf, &self.settings().backup.stanza),
+        Some(pgbackrest::archive_parameters(
+            &bin,
+            &conf,
+            &self.settings().backup,
         ))
     }
 
@@ -329,6 +330,21 @@ impl LocalStack {
         Ok(newest.label.clone())
     }
 
+    /// The primary's `pg_stat_archiver`, within `bound`.
+    pub async fn archiver_status(
+        &self,
+        bound: Duration,
+    ) -> Result<postgres::ArchiverStatus, String> {
+        tokio::time::timeout(bound, postgres::archiver_status(&self.postgres_endpoints()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the primary did not answer within {} s",
+                    bound.as_secs()
+                ))
+            })
+    }
+
     pub async fn repo_info(&self) -> Result<StanzaInfo, String> {
         let json = self
             .on_repository(&["--output=json", "info"], SHORT_COMMAND)
@@ -377,10 +393,14 @@ impl LocalStack {
         })
     }
 
+    /// Backup health, each source bounded (a frozen or cut-off node must not hang `faultline status`).
     pub async fn backup_health(&self) -> Option<BackupHealth> {
         self.backup_node()?;
-        let info = self.repo_info().await;
-        let archiver = postgres::archiver_status(&self.postgres_endpoints()).await;
+        let bound = Duration::from_secs(5);
+        let info = tokio::time::timeout(bound, self.repo_info())
+            .await
+            .unwrap_or_else(|_| Err("pgbackrest info did not answer within 5 s".into()));
+        let archiver = self.archiver_status(bound).await;
         let rdb = self.redis_backups().pop().map(|(_, b)| b);
         Some(BackupHealth::assemble(
             self.repository_label(),

@@ -59,8 +59,10 @@ pub struct PatroniPaths<'a> {
     pub data_dir: &'a str,
     pub socket_dir: &'a str,
     pub pgpass: &'a str,
-    /// Continuous archiving: `postgresql.parameters` entries and the `restore_command` (None = no archive).
-    pub archive: Option<&'a (Vec<(&'static str, String)>, String)>,
+    /// Continuous archiving: `postgresql.parameters` entries (None = no archive). No `restore_command` for the
+    /// members: replicas stream. A standby that also read the archive was seen here stuck re-reading one archived
+    /// segment after repeated failovers and rewinds; restores get theirs from pgBackRest.
+    pub archive: Option<&'a [(&'static str, String)]>,
     /// Bootstrap a new cluster from a backup with this command (pgBackRest restore) instead of initdb.
     pub bootstrap_from_backup: Option<&'a str>,
 }
@@ -92,11 +94,8 @@ pub fn patroni_yaml(
     );
     let s = settings;
     let mut archive = String::new();
-    if let Some((params, restore)) = paths.archive {
-        for (k, v) in params {
-            archive += &format!("    {k}: {v}\n");
-        }
-        archive += &format!("  recovery_conf:\n    restore_command: '{restore}'\n");
+    for (k, v) in paths.archive.unwrap_or_default() {
+        archive += &format!("    {k}: {v}\n");
     }
     // A custom bootstrap (Patroni docs, "Building replicas" / "Bootstrap"): the command creates the data directory;
     // keep_existing_recovery_conf keeps pgBackRest's recovery target (Patroni would erase it otherwise);

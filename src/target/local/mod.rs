@@ -9,6 +9,7 @@ pub mod netns;
 pub mod process;
 pub mod qdrant_install;
 pub mod restore_postgres;
+pub mod restore_redis;
 pub mod state;
 mod target_impl;
 
@@ -479,7 +480,7 @@ impl LocalStack {
                         data_dir: &data_s,
                         socket_dir: &run,
                         pgpass: &pgpass,
-                        archive: archive.as_ref(),
+                        archive: archive.as_deref(),
                         bootstrap_from_backup,
                     },
                     self.secrets.postgres_superuser.expose(),

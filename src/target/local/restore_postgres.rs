@@ -56,9 +56,7 @@ impl LocalStack {
 
         // 1. Before touching anything: what the repository can restore to.
         let info = self.repo_info().await?;
-        let archiver = postgres::archiver_status(&self.postgres_endpoints())
-            .await
-            .ok();
+        let archiver = self.archiver_status(Duration::from_secs(5)).await.ok();
         let oldest = info.oldest_recoverable().ok_or(
             "the repository holds no complete backup: there is nothing to restore from (take one with `faultline \
              backup` or a `prepare: [{action: backup}]` step)",
@@ -68,10 +66,14 @@ impl LocalStack {
             .and_then(|a| a.last_archived_time)
             .unwrap_or(oldest as f64);
         out.before = RestoreFacts {
-            timeline: postgres::timeline_and_streaming(&self.postgres_endpoints())
-                .await
-                .ok()
-                .map(|(tl, _)| tl),
+            timeline: tokio::time::timeout(
+                Duration::from_secs(5),
+                postgres::timeline_and_streaming(&self.postgres_endpoints()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(tl, _)| tl),
             window: Some((oldest as f64, newest.max(oldest as f64))),
         };
         if let Some(t) = target {
@@ -106,7 +108,8 @@ impl LocalStack {
                 .phases
                 .push(("newest WAL archived".into(), Instant::now())),
             Err(e) => {
-                let archived = postgres::archiver_status(&self.postgres_endpoints())
+                let archived = self
+                    .archiver_status(Duration::from_secs(5))
                     .await
                     .ok()
                     .and_then(|a| a.last_archived_time);
@@ -242,6 +245,11 @@ impl LocalStack {
         };
         let served_at = Instant::now();
         out.served_at = Some(served_at);
+        // pgBackRest wrote its recovery settings into postgresql.auto.conf; a restored cluster must not carry a
+        // recovery target into its future (a later demotion would recover towards it again).
+        postgres::reset_recovery_settings(&ep)
+            .await
+            .map_err(|e| format!("cannot clear the restore's recovery settings: {e}"))?;
         out.phases.push((
             format!("restored primary on {served} accepts writes"),
             served_at,

@@ -7,6 +7,7 @@ use crate::component::postgres;
 use crate::component::redis as redis_component;
 use crate::component::{Component, PostgresComponent, QdrantComponent, RedisComponent};
 use crate::drill::integrity::PostgresAfter;
+use crate::drill::tool_logs::{self, ToolLine};
 use crate::drill::{ActionOutcome, ActionRequest};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
@@ -128,6 +129,9 @@ impl Target for LocalStack {
                 RevertStep::CompletePostgresRestore { node, target } => {
                     self.complete_postgres_restore(node, target.as_deref()).await
                 }
+                RevertStep::CompleteRedisRestore { node, file } => {
+                    self.complete_redis_restore(node, file).await
+                }
                 RevertStep::Restart { node, process: p } => {
                     // A member SIGKILLed moments ago may still be leaving its cgroup (pitfall 2).
                     process::wait_cgroup_empty(&self.cgroup(node, *p), Duration::from_secs(3));
@@ -184,6 +188,7 @@ impl Target for LocalStack {
             ActionRequest::RestorePostgres { target } => {
                 self.restore_postgres(journal, *target, deadline).await
             }
+            ActionRequest::RestoreRedis => self.restore_redis(journal, deadline).await,
         }
     }
 
@@ -224,6 +229,35 @@ impl Target for LocalStack {
             corruption_present,
             error: None,
         }
+    }
+
+    async fn restore_tool_lines(&self, since: SystemTime) -> Vec<ToolLine> {
+        let mut out = Vec::new();
+        for n in self.pgbackrest_nodes() {
+            let text = std::fs::read_to_string(
+                self.pgbackrest_log_dir(&n)
+                    .join(format!("{}-restore.log", self.settings().backup.stanza)),
+            )
+            .unwrap_or_default();
+            out.extend(tool_logs::matching(
+                &format!("pgbackrest {n}"),
+                &text,
+                &tool_logs::PGBACKREST_NEEDLES,
+                since,
+            ));
+        }
+        for n in &self.topology().placement.postgres {
+            let text = std::fs::read_to_string(self.dir.log_file(n, ProcessKind::Patroni))
+                .unwrap_or_default();
+            out.extend(tool_logs::matching(
+                &format!("postgresql {n}"),
+                &text,
+                &tool_logs::POSTGRES_NEEDLES,
+                since,
+            ));
+        }
+        out.sort_by_key(|l| l.at);
+        out
     }
 
     async fn server_log_lines(
