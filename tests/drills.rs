@@ -105,6 +105,16 @@ fn a_point_in_time_recovery_restores_to_just_before_the_corruption_and_proves_it
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
     let restore = step_finished(&r, "restore-postgres");
     assert_eq!(restore["ok"], true, "{restore}");
+    // The restore's served stamp agrees with PostgreSQL's own log, and the tools' lines are on the timeline.
+    assert_log_agreement(&r, &["restore: restored primary serving"]);
+    let timeline = serde_json::to_string(&r["timeline"]).unwrap();
+    for line in [
+        "restore command end",
+        "last completed transaction was at log time",
+        "archive recovery complete",
+    ] {
+        assert!(timeline.contains(line), "no `{line}` on the timeline");
+    }
     // The write ledger after the drill: the table is back with the rows acknowledged before T.
     let leader = r["read_backs"][0]["from_member"]
         .as_str()

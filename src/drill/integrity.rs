@@ -379,7 +379,7 @@ pub fn restore_agreement(
 ) -> crate::log_agreement::LogAgreement {
     use crate::clock::rfc3339_millis;
     let harness = r.served_at.map(|s| clock.wall(s));
-    let server = super::tool_logs::ready(lines);
+    let server = super::tool_logs::ready(lines, harness);
     crate::log_agreement::LogAgreement {
         trial,
         event: "restore: restored primary serving (PostgreSQL: ready to accept connections)".into(),

@@ -67,15 +67,24 @@ pub fn recovery_point(lines: &[ToolLine]) -> Option<SystemTime> {
     })
 }
 
-/// The first "ready to accept connections" line: the restored server's own moment of serving.
-pub fn ready(lines: &[ToolLine]) -> Option<&ToolLine> {
-    lines
-        .iter()
-        .filter(|l| {
+/// The "ready to accept connections" line of the server start that served: the last one at or before the
+/// harness saw writes accepted (0.5 s of slack for the log's rounding), else the first. After a custom bootstrap
+/// Patroni restarts PostgreSQL: its first start, at the end of recovery, served no client (seen here: ready at
+/// +8.9 s, restarted, ready again at +11.6 s, the first client write acknowledged 14 ms later).
+pub fn ready(lines: &[ToolLine], served: Option<SystemTime>) -> Option<&ToolLine> {
+    let ready = || {
+        lines.iter().filter(|l| {
             l.line
                 .contains("database system is ready to accept connections")
         })
-        .min_by_key(|l| l.at)
+    };
+    served
+        .and_then(|h| {
+            ready()
+                .filter(|l| l.at <= h + Duration::from_millis(500))
+                .max_by_key(|l| l.at)
+        })
+        .or_else(|| ready().min_by_key(|l| l.at))
 }
 
 #[cfg(test)]
@@ -99,11 +108,24 @@ mod tests {
             humantime::format_rfc3339_micros(rp).to_string(),
             "2026-11-30T04:40:15.299783Z"
         );
-        let r = ready(&lines).unwrap();
+        let r = ready(&lines, None).unwrap();
         assert_eq!(
             humantime::format_rfc3339_millis(r.at).to_string(),
             "2026-11-30T04:40:33.010Z"
         );
+        // Restarted by Patroni after the bootstrap: the start that served is the one before the harness saw it.
+        let mut restarted = lines.clone();
+        let again = humantime::parse_rfc3339_weak("2026-11-30 04:40:36.000").unwrap();
+        restarted.push(ToolLine {
+            source: "postgresql n1".into(),
+            at: again,
+            line: "2026-11-30 04:40:36.000 UTC [1] LOG:  database system is ready to accept connections".into(),
+        });
+        let served = humantime::parse_rfc3339_weak("2026-11-30 04:40:36.150").unwrap();
+        assert_eq!(ready(&restarted, Some(served)).unwrap().at, again);
+        // A harness stamp before any ready line pairs with the first one (and shows the disagreement).
+        let early = humantime::parse_rfc3339_weak("2026-11-30 04:40:20").unwrap();
+        assert_eq!(ready(&restarted, Some(early)).unwrap().at, r.at);
         // Lines before the restore began are not its account.
         let later = humantime::parse_rfc3339_weak("2026-11-30 04:40:33").unwrap();
         assert_eq!(
