@@ -280,13 +280,20 @@ pub async fn run_scenario<T: Target>(
         measurements.push(m);
     }
 
+    // A drill's restore replaces the cluster: the component's failover pairs (Patroni's "promoted self to leader",
+    // Sentinel's events) apply up to the restore; the restore's own pair covers its new primary.
     let spans: Vec<TrialSpan> = windows
         .iter()
         .filter_map(|w| {
+            let restore_started = w
+                .drill
+                .as_ref()
+                .and_then(|d| d.restore.as_ref())
+                .map(|r| r.started);
             w.fault_at.map(|fault_at| TrialSpan {
                 trial: w.trial,
                 fault_at,
-                end: w.trial_end,
+                end: restore_started.map_or(w.trial_end, |r| r.min(w.trial_end)),
             })
         })
         .collect();
@@ -294,8 +301,7 @@ pub async fn run_scenario<T: Target>(
         log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
     for w in &windows {
         let restore = w.drill.as_ref().and_then(|d| d.restore.as_ref());
-        if let Some(r) = restore.filter(|r| r.component == crate::scenario::ComponentKind::Postgres)
-        {
+        if let Some(r) = restore {
             log_agreement.push(crate::drill::integrity::restore_agreement(
                 w.trial,
                 &clock,
@@ -557,25 +563,25 @@ async fn run_trial<T: Target>(
             _ => None,
         });
         window.postgres_after = Some(target.postgres_after(corruption, run_id).await);
-        if let Some(r) = window.drill.as_ref().and_then(|d| d.restore.as_ref()) {
-            let (from, to) = (clock.wall(r.started), clock.wall(clock.now()));
-            window.restore_lines = target
-                .restore_tool_lines(from)
-                .await
-                .into_iter()
-                .filter(|l| l.at <= to)
-                .collect();
-            for l in &window.restore_lines {
-                if let Some(at) = clock.stamp_of_wall(l.at) {
-                    events.emit_at(
-                        at,
-                        EventKind::ServerObservation {
-                            component: crate::scenario::ComponentKind::Postgres,
-                            source: l.source.clone(),
-                            message: l.line.clone(),
-                        },
-                    );
-                }
+    }
+    if let Some(r) = window.drill.as_ref().and_then(|d| d.restore.as_ref()) {
+        let (from, to) = (clock.wall(r.started), clock.wall(clock.now()));
+        window.restore_lines = target
+            .restore_tool_lines(from)
+            .await
+            .into_iter()
+            .filter(|l| l.at <= to)
+            .collect();
+        for l in &window.restore_lines {
+            if let Some(at) = clock.stamp_of_wall(l.at) {
+                events.emit_at(
+                    at,
+                    EventKind::ServerObservation {
+                        component: r.component,
+                        source: l.source.clone(),
+                        message: l.line.clone(),
+                    },
+                );
             }
         }
     }

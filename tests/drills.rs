@@ -263,5 +263,22 @@ fn redis_is_restored_from_its_newest_rdb_copy_and_the_snapshot_rpo_is_reported()
             .contains("the snapshot's RPO"),
         "{checks:#?}"
     );
+    // The served stamp agrees with Redis's own "DB loaded from disk" line.
+    let row = r["log_agreement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["event"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("restore: restored master serving")
+        })
+        .unwrap_or_else(|| panic!("no restore agreement row: {:#?}", r["log_agreement"]))
+        .clone();
+    let delta = row["delta_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{row:#?}"));
+    assert!(delta.abs() <= 0.5, "{row:#?}");
     healthy_and_nothing_open();
 }

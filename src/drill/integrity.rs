@@ -379,10 +379,27 @@ pub fn restore_agreement(
 ) -> crate::log_agreement::LogAgreement {
     use crate::clock::rfc3339_millis;
     let harness = r.served_at.map(|s| clock.wall(s));
-    let server = super::tool_logs::ready(lines, harness);
+    let (event, needle, source) = match r.component {
+        crate::scenario::ComponentKind::Redis => (
+            "restore: restored master serving (Redis: DB loaded from disk)",
+            "DB loaded from disk",
+            "redis ",
+        ),
+        _ => (
+            "restore: restored primary serving (PostgreSQL: ready to accept connections)",
+            "database system is ready to accept connections",
+            "postgresql ",
+        ),
+    };
+    let own: Vec<super::tool_logs::ToolLine> = lines
+        .iter()
+        .filter(|l| l.source.starts_with(source))
+        .cloned()
+        .collect();
+    let server = super::tool_logs::serving_line(&own, needle, harness);
     crate::log_agreement::LogAgreement {
         trial,
-        event: "restore: restored primary serving (PostgreSQL: ready to accept connections)".into(),
+        event: event.into(),
         harness_at: harness.map(rfc3339_millis),
         server_log_at: server.map(|l| rfc3339_millis(l.at)),
         server_log_line: server.map(|l| format!("{}: {}", l.source, l.line)),

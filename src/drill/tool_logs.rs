@@ -29,6 +29,27 @@ pub const POSTGRES_NEEDLES: [&str; 6] = [
     "database system is ready to accept connections",
 ];
 
+/// Redis's account of loading an RDB (Redis 7): the data's own age, the keys, the moment it serves.
+pub const REDIS_NEEDLES: [&str; 3] = ["RDB age", "Done loading RDB", "DB loaded from disk"];
+
+/// `PID:R 30 Nov 2026 06:00:25.700 * ...` (Redis's log format; UTC, faultline runs Redis with TZ=UTC).
+pub fn redis_line_time(line: &str) -> Option<SystemTime> {
+    let mut f = line.split_whitespace();
+    let _pid_role = f.next()?;
+    let (day, month, year, time) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| *x == month)? + 1;
+    let day: u32 = day.parse().ok()?;
+    humantime::parse_rfc3339_weak(&format!("{year}-{m:02}-{day:02} {time}")).ok()
+}
+
+/// Like `matching`, for Redis's log format.
+pub fn matching_redis(source: &str, text: &str, since: SystemTime) -> Vec<ToolLine> {
+    matching_with(source, text, &REDIS_NEEDLES, since, redis_line_time)
+}
+
 /// `YYYY-MM-DD HH:MM:SS.mmm` at the start of a pgBackRest or PostgreSQL log line (UTC: faultline runs both with
 /// TZ=UTC and PostgreSQL's `log_timezone` defaults to it there).
 pub fn line_time(line: &str) -> Option<SystemTime> {
@@ -36,12 +57,22 @@ pub fn line_time(line: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(ts).ok()
 }
 
-/// The lines of `text` containing one of `needles`, dated, at or after `since`.
+/// The lines of `text` containing one of `needles`, dated, at or after `since` (pgBackRest and PostgreSQL).
 pub fn matching(source: &str, text: &str, needles: &[&str], since: SystemTime) -> Vec<ToolLine> {
+    matching_with(source, text, needles, since, line_time)
+}
+
+fn matching_with(
+    source: &str,
+    text: &str,
+    needles: &[&str],
+    since: SystemTime,
+    time_of: fn(&str) -> Option<SystemTime>,
+) -> Vec<ToolLine> {
     text.lines()
         .filter(|l| needles.iter().any(|n| l.contains(n)))
         .filter_map(|l| {
-            let at = line_time(l)?;
+            let at = time_of(l)?;
             (at >= since).then(|| ToolLine {
                 source: source.to_string(),
                 at,
@@ -72,12 +103,20 @@ pub fn recovery_point(lines: &[ToolLine]) -> Option<SystemTime> {
 /// Patroni restarts PostgreSQL: its first start, at the end of recovery, served no client (seen here: ready at
 /// +8.9 s, restarted, ready again at +11.6 s, the first client write acknowledged 14 ms later).
 pub fn ready(lines: &[ToolLine], served: Option<SystemTime>) -> Option<&ToolLine> {
-    let ready = || {
-        lines.iter().filter(|l| {
-            l.line
-                .contains("database system is ready to accept connections")
-        })
-    };
+    serving_line(
+        lines,
+        "database system is ready to accept connections",
+        served,
+    )
+}
+
+/// The line with `needle` of the start that served (see `ready`).
+pub fn serving_line<'a>(
+    lines: &'a [ToolLine],
+    needle: &str,
+    served: Option<SystemTime>,
+) -> Option<&'a ToolLine> {
+    let ready = || lines.iter().filter(|l| l.line.contains(needle));
     served
         .and_then(|h| {
             ready()
@@ -97,6 +136,22 @@ mod tests {
 2026-11-30 04:40:33.010 UTC [29093] LOG:  database system is ready to accept connections
 2026-11-30 04:40:31,616 INFO: Lock owner: None; I am n1
 ";
+
+    #[test]
+    fn reads_redis_s_account_of_loading_an_rdb() {
+        let log = "11285:M 30 Nov 2026 06:00:25.700 * RDB age 5 seconds\n\
+                   11285:M 30 Nov 2026 06:00:25.701 * Done loading RDB, keys loaded: 515, keys expired: 0.\n\
+                   11285:M 30 Nov 2026 06:00:25.702 * DB loaded from disk: 0.002 seconds\n\
+                   11285:M 30 Nov 2026 06:00:25.703 * Ready to accept connections tcp\n";
+        let since = humantime::parse_rfc3339_weak("2026-11-30 06:00:00").unwrap();
+        let lines = matching_redis("redis n1", log, since);
+        assert_eq!(lines.len(), 3);
+        let loaded = serving_line(&lines, "DB loaded from disk", None).unwrap();
+        assert_eq!(
+            humantime::format_rfc3339_millis(loaded.at).to_string(),
+            "2026-11-30T06:00:25.702Z"
+        );
+    }
 
     #[test]
     fn reads_the_recovery_point_and_the_moment_of_serving() {

@@ -256,6 +256,15 @@ impl Target for LocalStack {
                 since,
             ));
         }
+        for n in &self.topology().placement.redis {
+            let text = std::fs::read_to_string(self.dir.log_file(n, ProcessKind::Redis))
+                .unwrap_or_default();
+            out.extend(tool_logs::matching_redis(
+                &format!("redis {n}"),
+                &text,
+                since,
+            ));
+        }
         out.sort_by_key(|l| l.at);
         out
     }
