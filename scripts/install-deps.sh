@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the local stack needs from Debian's packages: etcd, Patroni, PostgreSQL 15, Redis + Sentinel,
+# Installs what the local stack needs from Debian's packages: etcd, Patroni, PostgreSQL 15, Redis + Sentinel, pgBackRest,
 # iproute2, nftables, iptables. Idempotent; needs root. Debian's postinst scripts may start default
 # PostgreSQL/Redis instances where an init system runs; they are stopped so they do not hold faultline's ports
 # (faultline's servers listen on the namespaces' own addresses anyway).
