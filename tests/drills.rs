@@ -282,3 +282,44 @@ fn redis_is_restored_from_its_newest_rdb_copy_and_the_snapshot_rpo_is_reported()
     assert!(delta.abs() <= 0.5, "{row:#?}");
     healthy_and_nothing_open();
 }
+
+#[test]
+fn a_restore_past_its_deadline_fails_the_drill_and_is_completed_not_left_half_done() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let pitr = std::fs::read_to_string(repo("scenarios/pitr.yaml")).unwrap();
+    let topology = repo("fixtures/topologies/three-node.yaml");
+    let scenario = pitr
+        .replace("name: pitr", "name: pitr-deadline")
+        .replace(
+            "topology: ../fixtures/topologies/three-node.yaml",
+            &format!("topology: {}", topology.display()),
+        )
+        .replace("    deadline: 30m", "    deadline: 2s");
+    assert!(scenario.contains("deadline: 2s"), "{scenario}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pitr-deadline.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let started = Instant::now();
+    let o = faultline(&["run", file.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "it must not hang"
+    );
+    let (_, r) = report_of(&o);
+    assert!(measured(&r, "pitr_s").is_none());
+    let restore = step_finished(&r, "restore-postgres");
+    assert_eq!(restore["ok"], false);
+    assert!(
+        restore["detail"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{restore}"
+    );
+    // The interrupted restore was completed by the revert: the stack serves, the journal is closed.
+    healthy_and_nothing_open();
+}
