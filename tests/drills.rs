@@ -314,10 +314,7 @@ fn a_restore_past_its_deadline_fails_the_drill_and_is_completed_not_left_half_do
     let restore = step_finished(&r, "restore-postgres");
     assert_eq!(restore["ok"], false);
     assert!(
-        restore["detail"]
-            .as_str()
-            .unwrap()
-            .contains("deadline"),
+        restore["detail"].as_str().unwrap().contains("deadline"),
         "{restore}"
     );
     // The interrupted restore was completed by the revert: the stack serves, the journal is closed.
