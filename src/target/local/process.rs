@@ -118,6 +118,46 @@ pub fn remove_cgroup_tree(path: &Path) {
     let _ = fs::remove_dir(path);
 }
 
+/// `ip netns exec NS [setpriv --reuid=U --regid=U --init-groups --]`: what runs a member or an operator command
+/// inside a node, as `user` when given.
+fn in_node(namespace: &str, user: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = vec!["netns".into(), "exec".into(), namespace.into()];
+    if let Some(user) = user {
+        args.extend([
+            "setpriv".into(),
+            format!("--reuid={user}"),
+            format!("--regid={user}"),
+            "--init-groups".into(),
+            "--".into(),
+        ]);
+    }
+    args
+}
+
+/// The path of a cgroup's `cgroup.procs`, ready for `join_cgroup` in a child between fork and exec.
+fn procs_file(cgroup: &Path) -> io::Result<CString> {
+    CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Moves the calling process into the cgroup ("0" = the writer itself). Only async-signal-safe calls (open,
+/// write, close): it runs between fork and exec.
+fn join_cgroup(procs: &CString) -> io::Result<()> {
+    // SAFETY: open/write/close on a valid C string path; no allocation.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+        libc::close(fd);
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// What to run for one member.
 pub struct Launch<'a> {
     pub namespace: &'a str,
@@ -140,16 +180,7 @@ pub fn launch(l: &Launch) -> io::Result<u32> {
         .append(true)
         .open(l.log)?;
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", l.namespace]);
-    if let Some(user) = l.user {
-        cmd.args([
-            "setpriv",
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            "--",
-        ]);
-    }
+    cmd.args(in_node(l.namespace, l.user));
     cmd.arg(l.program)
         .args(&l.args)
         .current_dir(l.workdir)
@@ -158,23 +189,12 @@ pub fn launch(l: &Launch) -> io::Result<u32> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    let procs = CString::new(l.cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: only async-signal-safe calls (setsid, open, write, close) between fork and exec.
+    let procs = procs_file(l.cgroup)?;
+    // SAFETY: only async-signal-safe calls (setsid, then join_cgroup's open/write/close) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // "0" moves the writing process itself into the cgroup.
-            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            libc::close(fd);
-            if !ok {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
+            join_cgroup(&procs)
         });
     }
     let mut child = cmd.spawn()?;
@@ -199,16 +219,7 @@ pub async fn run_operator_command(
 ) -> Result<String, String> {
     fs::create_dir_all(cgroup).map_err(|e| format!("cannot create {}: {e}", cgroup.display()))?;
     let mut cmd = tokio::process::Command::new("ip");
-    cmd.args(["netns", "exec", namespace]);
-    if let Some(user) = user {
-        cmd.args([
-            "setpriv",
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            "--",
-        ]);
-    }
+    cmd.args(in_node(namespace, user));
     cmd.arg(program)
         .args(args)
         .env("TZ", "UTC")
@@ -217,22 +228,10 @@ pub async fn run_operator_command(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
-        .map_err(|e| e.to_string())?;
-    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+    let procs = procs_file(cgroup).map_err(|e| e.to_string())?;
+    // SAFETY: join_cgroup makes only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            libc::close(fd);
-            if !ok {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || join_cgroup(&procs));
     }
     let name = program
         .file_name()
