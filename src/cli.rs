@@ -283,16 +283,15 @@ async fn backup(dir: StateDir, kind: crate::backup::BackupType) -> i32 {
             println!(
                 "postgres: {} backup {} in {} ({:.1} s)",
                 kind.name(),
-                b.postgres.as_deref().unwrap_or("-"),
+                b.postgres,
                 stack.repository_label(),
                 b.postgres_seconds
             );
-            if let Some(r) = &b.redis {
-                println!(
-                    "redis: {} from {} ({} keys, {} bytes)",
-                    r.file, r.source, r.keys, r.bytes
-                );
-            }
+            let r = &b.redis;
+            println!(
+                "redis: {} from {} ({} keys, {} bytes)",
+                r.file, r.source, r.keys, r.bytes
+            );
             exit::PASS
         }
         Err(e) => {

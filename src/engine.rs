@@ -258,21 +258,10 @@ pub async fn run_scenario<T: Target>(
                     restore,
                     after: w.postgres_after.as_ref(),
                     rto_consecutive: scenario.load.rto_consecutive,
+                    target_wall: restore.target.map(|t| clock.wall(t)),
+                    tool_lines: &w.restore_lines,
                 },
             );
-            if let Some(t) = restore
-                .target
-                .filter(|_| restore.ok && restore.point_in_time)
-            {
-                m.integrity
-                    .push(crate::drill::integrity::recovery_point_check(
-                        clock.wall(t),
-                        &w.restore_lines,
-                    ));
-                let failures = m.integrity.iter().filter(|c| !c.ok).count();
-                m.values
-                    .insert(Metric::IntegrityFailures, Some(failures as f64));
-            }
         }
         if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {
             m.notes.push(format!("the drill's recovery stopped: {why}"));
@@ -469,10 +458,7 @@ async fn run_trial<T: Target>(
     };
     let result = match prepared {
         Ok(()) => fault_window(target, scenario, journal, events, active, intr, &mut window).await,
-        Err(why) if *intr.borrow() > 0 => {
-            let _ = why;
-            Err(Stop::Interrupted)
-        }
+        Err(_) if *intr.borrow() > 0 => Err(Stop::Interrupted),
         Err(why) => Err(Stop::Failed(
             format!("a prepare step failed, so the drill cannot run: {why}"),
             exit::ENVIRONMENT,
@@ -557,7 +543,12 @@ async fn run_trial<T: Target>(
     })
     .await;
     ledger.flush();
-    if window.drill.as_ref().is_some_and(|d| d.restore.is_some()) {
+    let restored = window
+        .drill
+        .as_ref()
+        .and_then(|d| d.restore.as_ref())
+        .map(|r| r.component);
+    if restored == Some(crate::scenario::ComponentKind::Postgres) {
         let corruption = scenario.faults.iter().find_map(|f| match f.kind {
             crate::scenario::FaultKind::Corruption { how, .. } => Some(how),
             _ => None,
@@ -567,7 +558,7 @@ async fn run_trial<T: Target>(
     if let Some(r) = window.drill.as_ref().and_then(|d| d.restore.as_ref()) {
         let (from, to) = (clock.wall(r.started), clock.wall(clock.now()));
         window.restore_lines = target
-            .restore_tool_lines(from)
+            .restore_tool_lines(r.component, from)
             .await
             .into_iter()
             .filter(|l| l.at <= to)

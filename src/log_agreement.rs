@@ -115,7 +115,7 @@ pub fn max_delta(rows: &[LogAgreement]) -> (Option<f64>, Option<String>) {
     (max, None)
 }
 
-fn signed_secs(a: SystemTime, b: SystemTime) -> f64 {
+pub(crate) fn signed_secs(a: SystemTime, b: SystemTime) -> f64 {
     match a.duration_since(b) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),

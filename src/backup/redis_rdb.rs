@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::redis::connect;
+use crate::component::redis::{connect, info_field as field};
 use crate::component::Member;
+use crate::drill::target_time::unix;
 
 /// One RDB file in the backup store, described by the JSON file written beside it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,18 +29,6 @@ impl RdbBackup {
     pub fn age_s(&self, now: SystemTime) -> f64 {
         unix(now) - self.taken_at
     }
-}
-
-pub fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-        .map(str::trim)
 }
 
 /// Asks the master for a BGSAVE and waits until it has finished. Returns (snapshot instant, keys).

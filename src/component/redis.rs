@@ -75,7 +75,7 @@ async fn info_replication(m: &Member) -> Result<String, String> {
         .map_err(|e| format!("redis {node}: {e}"))
 }
 
-fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines()
         .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .map(str::trim)

@@ -221,6 +221,9 @@ pub struct RestoreJudgement<'a> {
     pub restore: &'a super::runner::RestoreRecord,
     pub after: Option<&'a PostgresAfter>,
     pub rto_consecutive: u32,
+    /// The restore target as a wall-clock instant, and the tools' log lines about the restore.
+    pub target_wall: Option<std::time::SystemTime>,
+    pub tool_lines: &'a [super::tool_logs::ToolLine],
 }
 
 /// Sets a drill's restore metrics and integrity checks on the trial's measurements. Loss and RPO are the
@@ -268,7 +271,7 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             ..PostgresAfter::default()
         },
     };
-    let checks = if r.ok && r.component == crate::scenario::ComponentKind::Redis {
+    let mut checks = if r.ok && r.component == crate::scenario::ComponentKind::Redis {
         // Writes acknowledged before the RDB copy was taken are in it: losing one of those is an integrity
         // failure; losing those acknowledged between the copy and the incident is the snapshot's RPO.
         let before_copy: Vec<u64> = j
@@ -289,6 +292,9 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             detail: "the restore step failed; see its StepFinished event".into(),
         }]
     };
+    if let Some(t) = j.target_wall.filter(|_| r.ok && r.point_in_time) {
+        checks.push(recovery_point_check(t, j.tool_lines));
+    }
     let failures = checks.iter().filter(|c| !c.ok).count();
     m.values
         .insert(Metric::IntegrityFailures, Some(failures as f64));
@@ -404,10 +410,7 @@ pub fn restore_agreement(
         server_log_at: server.map(|l| rfc3339_millis(l.at)),
         server_log_line: server.map(|l| format!("{}: {}", l.source, l.line)),
         delta_s: match (server, harness) {
-            (Some(l), Some(h)) => Some(match l.at.duration_since(h) {
-                Ok(d) => d.as_secs_f64(),
-                Err(e) => -e.duration().as_secs_f64(),
-            }),
+            (Some(l), Some(h)) => Some(crate::log_agreement::signed_secs(l.at, h)),
             _ => None,
         },
     }
@@ -431,10 +434,8 @@ pub fn recovery_point_check(
             format!("PostgreSQL logged no \"last completed transaction was at log time\" for this restore (target {t})"),
         ),
         Some(rp) => {
-            let (ok, gap) = match target.duration_since(rp) {
-                Ok(d) => (true, d.as_secs_f64()),
-                Err(e) => (false, -e.duration().as_secs_f64()),
-            };
+            let gap = crate::log_agreement::signed_secs(target, rp);
+            let ok = gap >= 0.0;
             c(
                 ok,
                 format!(

@@ -88,7 +88,7 @@ pub async fn run_steps<T: Target>(
                                     return Err(run);
                                 }
                             },
-                            RecoveryTarget::Time(text) => super::target_time::parse(text),
+                            RecoveryTarget::Time { at, .. } => Some(*at),
                         };
                         (ActionRequest::RestorePostgres { target: at }, Some(at))
                     }

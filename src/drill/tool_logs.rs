@@ -32,22 +32,15 @@ pub const POSTGRES_NEEDLES: [&str; 6] = [
 /// Redis's account of loading an RDB (Redis 7): the data's own age, the keys, the moment it serves.
 pub const REDIS_NEEDLES: [&str; 3] = ["RDB age", "Done loading RDB", "DB loaded from disk"];
 
-/// `PID:R 30 Nov 2026 06:00:25.700 * ...` (Redis's log format; UTC, faultline runs Redis with TZ=UTC).
-pub fn redis_line_time(line: &str) -> Option<SystemTime> {
-    let mut f = line.split_whitespace();
-    let _pid_role = f.next()?;
-    let (day, month, year, time) = (f.next()?, f.next()?, f.next()?, f.next()?);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|x| *x == month)? + 1;
-    let day: u32 = day.parse().ok()?;
-    humantime::parse_rfc3339_weak(&format!("{year}-{m:02}-{day:02} {time}")).ok()
-}
-
 /// Like `matching`, for Redis's log format.
 pub fn matching_redis(source: &str, text: &str, since: SystemTime) -> Vec<ToolLine> {
-    matching_with(source, text, &REDIS_NEEDLES, since, redis_line_time)
+    matching_with(
+        source,
+        text,
+        &REDIS_NEEDLES,
+        since,
+        crate::component::parse_redis_time,
+    )
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` at the start of a pgBackRest or PostgreSQL log line (UTC: faultline runs both with

@@ -237,8 +237,12 @@ pub enum RecoveryTarget {
     /// Just before the trial's corruption was requested (its transaction is not replayed), or its first fault
     /// when it has no corruption.
     BeforeFault,
-    /// An absolute instant, RFC 3339 with an explicit offset (a time without one would be read as local time).
-    Time(String),
+    /// An absolute instant, written in RFC 3339 with an explicit offset (a time without one would be read as
+    /// local time); parsed once, when the scenario is read.
+    Time {
+        text: String,
+        at: std::time::SystemTime,
+    },
 }
 
 /// An operator action of a drill.
@@ -283,7 +287,7 @@ impl Step {
                     match target {
                         RecoveryTarget::Latest => "latest",
                         RecoveryTarget::BeforeFault => "before-fault",
-                        RecoveryTarget::Time(t) => t.as_str(),
+                        RecoveryTarget::Time { text, .. } => text.as_str(),
                     }
                 ),
                 Action::RestoreRedis => "restore-redis (newest RDB)".into(),

@@ -726,7 +726,11 @@ thresholds:
                 },
                 Step::Action {
                     action: Action::RestorePostgres {
-                        target: RecoveryTarget::Time("2026-11-30T01:02:03.456+01:00".into())
+                        target: RecoveryTarget::Time {
+                            text: "2026-11-30T01:02:03.456+01:00".into(),
+                            at: crate::drill::target_time::parse("2026-11-30T00:02:03.456Z")
+                                .unwrap(),
+                        }
                     },
                     deadline: Duration::from_secs(1800),
                 },

@@ -240,8 +240,11 @@ fn recovery_target(
                 None
             }
         }
-        Some(t) => match explicit_offset_time(t) {
-            Ok(()) => Some(RecoveryTarget::Time(t.to_string())),
+        Some(t) => match crate::drill::target_time::parse(t) {
+            Ok(at) => Some(RecoveryTarget::Time {
+                text: t.to_string(),
+                at,
+            }),
             Err(why) => {
                 d.at(
                     path,
@@ -253,51 +256,5 @@ fn recovery_target(
                 None
             }
         },
-    }
-}
-
-/// An RFC 3339 time that carries its offset (`Z` or `+HH:MM`): pgBackRest and PostgreSQL read a time without
-/// one as the server's local time, and a malformed target silently restores the latest (HA-FACTS).
-fn explicit_offset_time(t: &str) -> Result<(), String> {
-    let (stamp, _offset) = if let Some(s) = t.strip_suffix('Z') {
-        (s, "Z")
-    } else {
-        let i = t
-            .rfind(['+', '-'])
-            .filter(|i| *i >= 19)
-            .ok_or("it has no UTC offset (`Z` or `+HH:MM`)")?;
-        let off = &t[i + 1..];
-        let ok = off.len() == 5
-            && off.as_bytes()[2] == b':'
-            && off
-                .bytes()
-                .enumerate()
-                .all(|(k, b)| k == 2 || b.is_ascii_digit());
-        if !ok {
-            return Err(format!("its offset `{}` is not ±HH:MM", &t[i..]));
-        }
-        (&t[..i], &t[i..])
-    };
-    humantime::parse_rfc3339_weak(&stamp.replace('T', " "))
-        .map(|_| ())
-        .map_err(|e| format!("the date and time do not parse ({e})"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_target_time_must_carry_its_offset() {
-        assert!(explicit_offset_time("2026-11-30T01:02:03.456+00:00").is_ok());
-        assert!(explicit_offset_time("2026-11-30T01:02:03Z").is_ok());
-        assert!(explicit_offset_time("2026-11-30T01:02:03-05:30").is_ok());
-        assert!(explicit_offset_time("2026-11-30T01:02:03")
-            .unwrap_err()
-            .contains("no UTC offset"));
-        assert!(explicit_offset_time("2026-11-30T01:02:03+0000")
-            .unwrap_err()
-            .contains("not ±HH:MM"));
-        assert!(explicit_offset_time("2026-13-30T01:02:03Z").is_err());
     }
 }

@@ -113,6 +113,7 @@ pub trait Target {
     /// and the restore's log agreement.
     fn restore_tool_lines(
         &self,
+        _component: ComponentKind,
         _since: std::time::SystemTime,
     ) -> impl Future<Output = Vec<crate::drill::tool_logs::ToolLine>> {
         async { Vec::new() }

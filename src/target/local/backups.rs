@@ -23,9 +23,14 @@ const SHORT_COMMAND: Duration = Duration::from_secs(60);
 /// What `faultline backup` made.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BackupsTaken {
-    pub postgres: Option<String>,
+    /// The pgBackRest backup's label.
+    pub postgres: String,
     pub postgres_seconds: f64,
-    pub redis: Option<RdbBackup>,
+    #[serde(skip)]
+    pub postgres_done: Option<std::time::Instant>,
+    pub redis: RdbBackup,
+    #[serde(skip)]
+    pub redis_done: Option<std::time::Instant>,
 }
 
 impl LocalStack {
@@ -383,13 +388,16 @@ impl LocalStack {
     /// `faultline backup`: a pgBackRest backup of the given type and a Redis RDB copy.
     pub async fn backup(&self, kind: BackupType) -> Result<BackupsTaken, String> {
         let t = std::time::Instant::now();
-        let label = self.backup_postgres(kind).await?;
+        let postgres = self.backup_postgres(kind).await?;
         let postgres_seconds = t.elapsed().as_secs_f64();
+        let postgres_done = Some(std::time::Instant::now());
         let redis = self.backup_redis().await?;
         Ok(BackupsTaken {
-            postgres: Some(label),
+            postgres,
             postgres_seconds,
-            redis: Some(redis),
+            postgres_done,
+            redis,
+            redis_done: Some(std::time::Instant::now()),
         })
     }
 
@@ -407,7 +415,7 @@ impl LocalStack {
             info,
             archiver,
             rdb,
-            redis_rdb::unix(SystemTime::now()),
+            crate::drill::target_time::unix(SystemTime::now()),
         ))
     }
 }

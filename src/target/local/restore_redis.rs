@@ -205,11 +205,8 @@ impl LocalStack {
         node: &str,
         file: &str,
     ) -> Result<(), String> {
-        let store = self
-            .backup_node()
-            .map(|b| self.dir.backup_store(b).join("redis"))
-            .ok_or("no backup node")?;
-        let (path, backup) = crate::backup::redis_rdb::list(&store)
+        let (path, backup) = self
+            .redis_backups()
             .into_iter()
             .find(|(_, b)| b.file == file)
             .ok_or_else(|| format!("the RDB copy {file} is gone from the backup store"))?;

@@ -161,26 +161,26 @@ impl Target for LocalStack {
     ) -> Result<ActionOutcome, String> {
         match action {
             ActionRequest::Backup { kind } => {
-                let label = tokio::time::timeout(deadline, self.backup_postgres(*kind))
+                let b = tokio::time::timeout(deadline, self.backup(*kind))
                     .await
                     .map_err(|_| {
                         format!("the backup did not finish within {} s", deadline.as_secs())
                     })??;
-                let done = std::time::Instant::now();
-                let rdb = tokio::time::timeout(deadline, self.backup_redis())
-                    .await
-                    .map_err(|_| "the Redis BGSAVE did not finish in time".to_string())??;
+                let phases = [
+                    (
+                        format!("pgbackrest backup {} complete", b.postgres),
+                        b.postgres_done,
+                    ),
+                    (format!("redis RDB {} stored", b.redis.file), b.redis_done),
+                ];
                 Ok(ActionOutcome {
-                    phases: vec![
-                        (format!("pgbackrest backup {label} complete"), done),
-                        (
-                            format!("redis RDB {} stored", rdb.file),
-                            std::time::Instant::now(),
-                        ),
-                    ],
+                    phases: phases
+                        .into_iter()
+                        .filter_map(|(p, at)| at.map(|at| (p, at)))
+                        .collect(),
                     notes: vec![format!(
-                        "postgres backup {label}; redis {} ({} keys)",
-                        rdb.file, rdb.keys
+                        "postgres backup {}; redis {} ({} keys)",
+                        b.postgres, b.redis.file, b.redis.keys
                     )],
                     ..ActionOutcome::default()
                 })
@@ -231,39 +231,47 @@ impl Target for LocalStack {
         }
     }
 
-    async fn restore_tool_lines(&self, since: SystemTime) -> Vec<ToolLine> {
+    /// The restored component's own tools: pgBackRest and PostgreSQL for a PostgreSQL restore, Redis for a
+    /// Redis restore.
+    async fn restore_tool_lines(
+        &self,
+        component: ComponentKind,
+        since: SystemTime,
+    ) -> Vec<ToolLine> {
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
         let mut out = Vec::new();
-        for n in self.pgbackrest_nodes() {
-            let text = std::fs::read_to_string(
-                self.pgbackrest_log_dir(&n)
-                    .join(format!("{}-restore.log", self.settings().backup.stanza)),
-            )
-            .unwrap_or_default();
-            out.extend(tool_logs::matching(
-                &format!("pgbackrest {n}"),
-                &text,
-                &tool_logs::PGBACKREST_NEEDLES,
-                since,
-            ));
-        }
-        for n in &self.topology().placement.postgres {
-            let text = std::fs::read_to_string(self.dir.log_file(n, ProcessKind::Patroni))
-                .unwrap_or_default();
-            out.extend(tool_logs::matching(
-                &format!("postgresql {n}"),
-                &text,
-                &tool_logs::POSTGRES_NEEDLES,
-                since,
-            ));
-        }
-        for n in &self.topology().placement.redis {
-            let text = std::fs::read_to_string(self.dir.log_file(n, ProcessKind::Redis))
-                .unwrap_or_default();
-            out.extend(tool_logs::matching_redis(
-                &format!("redis {n}"),
-                &text,
-                since,
-            ));
+        match component {
+            ComponentKind::Postgres => {
+                for n in self.pgbackrest_nodes() {
+                    let log = self
+                        .pgbackrest_log_dir(&n)
+                        .join(format!("{}-restore.log", self.settings().backup.stanza));
+                    out.extend(tool_logs::matching(
+                        &format!("pgbackrest {n}"),
+                        &read(log),
+                        &tool_logs::PGBACKREST_NEEDLES,
+                        since,
+                    ));
+                }
+                for n in &self.topology().placement.postgres {
+                    out.extend(tool_logs::matching(
+                        &format!("postgresql {n}"),
+                        &read(self.dir.log_file(n, ProcessKind::Patroni)),
+                        &tool_logs::POSTGRES_NEEDLES,
+                        since,
+                    ));
+                }
+            }
+            ComponentKind::Redis => {
+                for n in &self.topology().placement.redis {
+                    out.extend(tool_logs::matching_redis(
+                        &format!("redis {n}"),
+                        &read(self.dir.log_file(n, ProcessKind::Redis)),
+                        since,
+                    ));
+                }
+            }
+            ComponentKind::Qdrant => {}
         }
         out.sort_by_key(|l| l.at);
         out
