@@ -816,6 +816,14 @@ async fn status(dir: StateDir) -> i32 {
             procs.join(", ")
         );
     }
+    let lost = stack.lost_nodes();
+    if !lost.is_empty() {
+        println!(
+            "lost nodes (destroyed; the stack runs in its surviving layout until `faultline recover` rebuilds \
+             them): {}",
+            lost.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     let open = Journal::new(dir.journal_dir()).open_entries();
     if open.is_empty() {
         println!("fault journal: no open entry");

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use crate::analysis::{self, TrialInput, TrialMeasurements};
 use crate::clock::{rfc3339_millis, Clock, Stamp};
 use crate::component::Component;
-use crate::drill::integrity::{judge_restore, PostgresAfter, RestoreJudgement};
+use crate::drill::integrity::{
+    judge_other_restore, judge_restore, PostgresAfter, RestoreJudgement,
+};
 use crate::drill::runner::{run_steps, StepsRun};
 use crate::events::{Event, EventKind, EventLog};
 use crate::exit;
@@ -244,7 +246,14 @@ pub async fn run_scenario<T: Target>(
             trial_end: w.trial_end,
             rto_consecutive: scenario.load.rto_consecutive,
         });
-        if let Some(restore) = w.drill.as_ref().and_then(|d| d.restore.as_ref()) {
+        let restores = w.drill.as_ref().map_or(&[][..], |d| &d.restores[..]);
+        // The scenario's component is judged from its ledger; another component's restore (a region-loss runbook
+        // restores every component) by its own checks, which the step ran before it completed.
+        for restore in restores
+            .iter()
+            .filter(|r| r.component == scenario.component)
+            .take(1)
+        {
             let writes: Vec<&crate::ledger::LedgerEntry> = trial_entries
                 .iter()
                 .filter(|e| e.op == crate::ledger::OpKind::Write)
@@ -263,6 +272,12 @@ pub async fn run_scenario<T: Target>(
                 },
             );
         }
+        for restore in restores
+            .iter()
+            .filter(|r| r.component != scenario.component)
+        {
+            judge_other_restore(&mut m, restore);
+        }
         if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {
             m.notes.push(format!("the drill's recovery stopped: {why}"));
         }
@@ -274,11 +289,7 @@ pub async fn run_scenario<T: Target>(
     let spans: Vec<TrialSpan> = windows
         .iter()
         .filter_map(|w| {
-            let restore_started = w
-                .drill
-                .as_ref()
-                .and_then(|d| d.restore.as_ref())
-                .map(|r| r.started);
+            let restore_started = w.drill.as_ref().and_then(StepsRun::first_restore_started);
             w.fault_at.map(|fault_at| TrialSpan {
                 trial: w.trial,
                 fault_at,
@@ -289,8 +300,7 @@ pub async fn run_scenario<T: Target>(
     let mut log_agreement =
         log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
     for w in &windows {
-        let restore = w.drill.as_ref().and_then(|d| d.restore.as_ref());
-        if let Some(r) = restore {
+        for r in w.drill.iter().flat_map(|d| &d.restores) {
             log_agreement.push(crate::drill::integrity::restore_agreement(
                 w.trial,
                 &clock,
@@ -492,8 +502,20 @@ async fn run_trial<T: Target>(
         other => other,
     };
     // Revert before healing, whatever happened in the window.
-    revert_all(target, journal, events, active).await;
+    let mut revert_errors = revert_all(target, journal, events, active).await;
+    if !revert_errors.is_empty() {
+        // Revert steps are idempotent: one more pass over what is still open before the trial is given up.
+        revert_errors = revert_all(target, journal, events, &mut Vec::new()).await;
+    }
     let result = match result {
+        Ok(()) if !revert_errors.is_empty() => Err(Stop::Failed(
+            format!(
+                "the faults could not be reverted (their journal entries stay open; `faultline recover` runs them \
+                 again): {}",
+                revert_errors.join("; ")
+            ),
+            exit::ENVIRONMENT,
+        )),
         Ok(()) => {
             events.emit(EventKind::HealStarted);
             let heal = tokio::select! {
@@ -543,27 +565,36 @@ async fn run_trial<T: Target>(
     })
     .await;
     ledger.flush();
-    let restored = window
+    let restores = window
         .drill
         .as_ref()
-        .and_then(|d| d.restore.as_ref())
-        .map(|r| r.component);
-    if restored == Some(crate::scenario::ComponentKind::Postgres) {
+        .map(|d| d.restores.clone())
+        .unwrap_or_default();
+    if restores
+        .iter()
+        .any(|r| r.component == crate::scenario::ComponentKind::Postgres)
+    {
         let corruption = scenario.faults.iter().find_map(|f| match f.kind {
             crate::scenario::FaultKind::Corruption { how, .. } => Some(how),
             _ => None,
         });
         window.postgres_after = Some(target.postgres_after(corruption, run_id).await);
     }
-    if let Some(r) = window.drill.as_ref().and_then(|d| d.restore.as_ref()) {
+    let mut read_for = Vec::new();
+    for r in &restores {
+        // Each component's tools once, from its first restore on.
+        if read_for.contains(&r.component) {
+            continue;
+        }
+        read_for.push(r.component);
         let (from, to) = (clock.wall(r.started), clock.wall(clock.now()));
-        window.restore_lines = target
+        let lines: Vec<crate::drill::tool_logs::ToolLine> = target
             .restore_tool_lines(r.component, from)
             .await
             .into_iter()
             .filter(|l| l.at <= to)
             .collect();
-        for l in &window.restore_lines {
+        for l in &lines {
             if let Some(at) = clock.stamp_of_wall(l.at) {
                 events.emit_at(
                     at,
@@ -575,7 +606,9 @@ async fn run_trial<T: Target>(
                 );
             }
         }
+        window.restore_lines.extend(lines);
     }
+    window.restore_lines.sort_by_key(|l| l.at);
     match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
     {
         Ok(r) => window.read_back = Some(r),
@@ -624,7 +657,8 @@ async fn fault_window<T: Target>(
             if due.is_some_and(|d| d <= now) {
                 *due = None;
                 let f = active[*idx].clone();
-                revert_one(target, journal, events, &f).await;
+                // A failed revert leaves its journal entry open: the trial's revert_all runs it again.
+                let _ = revert_one(target, journal, events, &f).await;
             }
         }
         if let Some((_, spec)) = pending.peek() {
@@ -689,19 +723,26 @@ async fn fault_window<T: Target>(
     }
 }
 
-async fn revert_one<T: Target>(target: &T, journal: &Journal, events: &EventLog, f: &ActiveFault) {
+async fn revert_one<T: Target>(
+    target: &T,
+    journal: &Journal,
+    events: &EventLog,
+    f: &ActiveFault,
+) -> Result<(), String> {
     match target.revert(&f.steps).await {
         Ok(()) => {
             let _ = journal.close(&f.journal_id, "reverted");
             events.emit(EventKind::FaultReverted {
                 fault: f.description.clone(),
             });
+            Ok(())
         }
         Err(e) => {
             events.emit(EventKind::FaultRevertFailed {
                 fault: f.description.clone(),
-                error: e,
+                error: e.clone(),
             });
+            Err(format!("{}: {e}", f.description))
         }
     }
 }
@@ -714,13 +755,14 @@ async fn revert_all<T: Target>(
     journal: &Journal,
     events: &EventLog,
     active: &mut Vec<ActiveFault>,
-) {
+) -> Vec<String> {
+    let mut errors = Vec::new();
     let open = journal.open_entries();
     let open_ids: BTreeSet<&str> = open.iter().map(|e| e.id.as_str()).collect();
     let active_ids: BTreeSet<String> = active.iter().map(|f| f.journal_id.clone()).collect();
     for f in active.drain(..).rev() {
         if open_ids.contains(f.journal_id.as_str()) {
-            revert_one(target, journal, events, &f).await;
+            errors.extend(revert_one(target, journal, events, &f).await.err());
         }
     }
     let half_applied = open
@@ -735,6 +777,7 @@ async fn revert_all<T: Target>(
                 });
             }
             Err(error) => {
+                errors.push(format!("{}: {error}", e.description));
                 events.emit(EventKind::FaultRevertFailed {
                     fault: e.description.clone(),
                     error,
@@ -742,6 +785,7 @@ async fn revert_all<T: Target>(
             }
         }
     }
+    errors
 }
 
 /// Read-back, bounded: after a first signal it gets 10 s at most; a second signal skips it (faults are already

@@ -262,6 +262,14 @@ impl StanzaInfo {
     pub fn newest_wal(&self) -> Option<&str> {
         self.archive.last().and_then(|a| a.max.as_deref())
     }
+
+    /// The timeline of the newest archived WAL segment (its name's first 8 hex digits): the timeline the cluster
+    /// the archive came from was on, readable when every member of it is gone.
+    pub fn newest_timeline(&self) -> Option<i64> {
+        self.newest_wal()
+            .and_then(|w| w.get(..8))
+            .and_then(|t| i64::from_str_radix(t, 16).ok())
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +395,7 @@ mod tests {
         assert_eq!(i.newest_backup().unwrap().label, "20261130-042358F");
         assert_eq!(i.oldest_recoverable(), Some(1796012641));
         assert_eq!(i.newest_wal(), Some("000000010000000000000006"));
+        assert_eq!(i.newest_timeline(), Some(1));
         assert!(parse_info(INFO, "other")
             .unwrap_err()
             .contains("no stanza `other`"));

@@ -25,6 +25,10 @@ pub enum ActionRequest {
     },
     /// From the newest RDB copy in the backup store.
     RestoreRedis,
+    /// The PostgreSQL primary and the Redis master onto nodes of this region or zone.
+    MoveRoles {
+        to: String,
+    },
 }
 
 /// What an action did, for the timeline and the analysis.

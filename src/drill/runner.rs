@@ -34,9 +34,17 @@ pub struct RestoreRecord {
 
 #[derive(Clone, Debug, Default)]
 pub struct StepsRun {
-    pub restore: Option<RestoreRecord>,
+    /// Every restore step, in the order they ran.
+    pub restores: Vec<RestoreRecord>,
     /// Why the steps stopped early.
     pub failed: Option<String>,
+}
+
+impl StepsRun {
+    /// When the first restore began: the replaced clusters' own failover events count only until then.
+    pub fn first_restore_started(&self) -> Option<Stamp> {
+        self.restores.iter().map(|r| r.started).min()
+    }
 }
 
 /// Runs `steps`; `fault_requested` resolves `to: before-fault`. `interrupted` resolves when the run is told to
@@ -67,6 +75,7 @@ pub async fn run_steps<T: Target>(
             Step::Action { action, deadline } => {
                 let (request, target_at) = match action {
                     Action::Backup { kind } => (ActionRequest::Backup { kind: *kind }, None),
+                    Action::MoveRoles { to } => (ActionRequest::MoveRoles { to: to.clone() }, None),
                     // A snapshot restore's writes are judged against the incident: those acknowledged before it had
                     // to survive (losing them is the snapshot's RPO), those sent after it to the replaced server are
                     // discarded with it.
@@ -121,7 +130,7 @@ pub async fn run_steps<T: Target>(
                         .ok()
                         .and_then(|o| o.replaced_at)
                         .map(|i| clock.stamp_of(i));
-                    run.restore = Some(RestoreRecord {
+                    run.restores.push(RestoreRecord {
                         component,
                         point_in_time: matches!(
                             action,

@@ -1,6 +1,6 @@
 //! node-drain: the graceful path. Roles move away first where the component supports it (Patroni switchover to a
-//! synchronous standby, SENTINEL FAILOVER), then every process of the node gets SIGTERM. Reverted by starting the
-//! members again.
+//! synchronous standby, SENTINEL FAILOVER; the drill action `move-roles` moves roles the same way), then every
+//! process of the node gets SIGTERM. Reverted by starting the members again.
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub async fn apply(
     ))
 }
 
-async fn switchover_postgres(
+pub(crate) async fn switchover_postgres(
     stack: &LocalStack,
     leader: &str,
     draining: &[String],
@@ -107,7 +107,7 @@ async fn switchover_postgres(
     wait_role_moves(stack, ComponentKind::Postgres, leader).await
 }
 
-async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetError> {
+pub(crate) async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetError> {
     let ep = stack.redis_endpoints();
     let mut last = String::new();
     for s in &ep.sentinels {

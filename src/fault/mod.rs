@@ -38,6 +38,11 @@ pub enum RevertStep {
     },
     /// A drill's Redis restore that did not complete: run it again from the same RDB copy onto `node`.
     CompleteRedisRestore { node: String, file: String },
+    /// Nodes a `destroy` removed come back empty: links up, the surviving clusters made to serve if no restore
+    /// did it (etcd formed anew from the survivors, PostgreSQL restored from the repository, Redis re-seated on a
+    /// survivor), then each node rejoins them (etcd member add, Patroni replicas from the leader, Redis replicas,
+    /// sentinels afresh), so the stack has its default layout again.
+    RebuildLostNodes { nodes: Vec<String> },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
     /// Kubernetes: mark the node schedulable again.

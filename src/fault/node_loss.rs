@@ -3,6 +3,10 @@
 //!   of the node is killed; reverted by bringing the link up and starting every member again.
 //! - pause: every member's cgroup is frozen (what `docker pause` does to a kind node); reverted by thawing.
 //! - disconnect: only the link goes down; the processes keep running; reverted by bringing the link up.
+//! - destroy: as stop, then every member's data directory on the nodes is removed (and the backup store, when the
+//!   backup node is among them); the nodes are recorded as lost, so health, endpoints and restores follow the
+//!   surviving layout. Reverted by rebuilding the nodes empty into the clusters that run then
+//!   (`RevertStep::RebuildLostNodes`). Logs stay, as evidence.
 
 use std::time::Duration;
 
@@ -28,7 +32,11 @@ pub fn apply(
     };
     let link_down = method != NodeLossMethod::Pause;
     let mut steps: Vec<RevertStep> = Vec::new();
-    if link_down {
+    if method == NodeLossMethod::Destroy {
+        steps.push(RevertStep::RebuildLostNodes {
+            nodes: nodes.to_vec(),
+        });
+    } else if link_down {
         steps.extend(nodes.iter().map(|n| RevertStep::LinkUp { node: n.clone() }));
     }
     steps.extend(
@@ -38,17 +46,27 @@ pub fn apply(
             .filter_map(|(node, process)| match method {
                 NodeLossMethod::Stop => Some(RevertStep::Restart { node, process }),
                 NodeLossMethod::Pause => Some(RevertStep::Thaw { node, process }),
-                NodeLossMethod::Disconnect => None,
+                NodeLossMethod::Disconnect | NodeLossMethod::Destroy => None,
             }),
     );
     let what = match method {
         NodeLossMethod::Stop => "link down and every process killed",
         NodeLossMethod::Pause => "every process frozen (cgroup.freeze), link up",
         NodeLossMethod::Disconnect => "link down, processes left running",
+        NodeLossMethod::Destroy => "link down, every process killed, data directories removed",
     };
     let description = format!("{name} ({}): {what} on {}", method.name(), nodes.join(", "));
     let entry = journal_before_applying(journal, name, &description, steps)?;
     let requested_at = std::time::Instant::now();
+    if method == NodeLossMethod::Destroy {
+        // Recorded before anything is destroyed: from here on the stack is the surviving layout.
+        let mut lost = stack.lost_nodes();
+        lost.extend(nodes.iter().cloned());
+        stack
+            .dir
+            .save_lost_nodes(&lost)
+            .map_err(|e| TargetError::Fault(format!("cannot record the lost nodes: {e}")))?;
+    }
     if link_down {
         for n in nodes {
             netns::set_link(stack.topology(), n, false).map_err(|e| {
@@ -57,12 +75,17 @@ pub fn apply(
         }
     }
     match method {
-        NodeLossMethod::Stop => {
+        NodeLossMethod::Stop | NodeLossMethod::Destroy => {
             for (n, p) in nodes.iter().flat_map(members) {
                 stack.kill(&n, p);
             }
             for (n, p) in nodes.iter().flat_map(members) {
                 stack.wait_gone(&n, p, Duration::from_secs(3));
+            }
+            if method == NodeLossMethod::Destroy {
+                for n in nodes {
+                    stack.remove_node_data(n).map_err(TargetError::Fault)?;
+                }
             }
         }
         NodeLossMethod::Pause => {

@@ -50,6 +50,9 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                     NodeLossMethod::Stop => "kill every process and take the link down",
                     NodeLossMethod::Pause => "freeze every process (link stays up)",
                     NodeLossMethod::Disconnect => "take the link down (processes keep running)",
+                    NodeLossMethod::Destroy => {
+                        "take the link down, kill every process and remove the data directories"
+                    }
                 };
                 format!("{how} on {}", nodes(target, std::slice::from_ref(s)).await?)
             }

@@ -113,16 +113,21 @@ pub enum NodeLossMethod {
     Pause,
     /// Cut off: processes keep running, the network gone (kind: `docker network disconnect`).
     Disconnect,
+    /// Gone for good (local stack only): the link down, every process killed and the nodes' data directories
+    /// removed, so nothing on them can be used again; only a restore brings service back. Reverted by rebuilding
+    /// the nodes empty and joining them to the clusters that run then.
+    Destroy,
 }
 
 impl NodeLossMethod {
-    pub const NAMES: [&'static str; 3] = ["stop", "pause", "disconnect"];
+    pub const NAMES: [&'static str; 4] = ["stop", "pause", "disconnect", "destroy"];
 
     pub fn name(self) -> &'static str {
         match self {
             NodeLossMethod::Stop => "stop",
             NodeLossMethod::Pause => "pause",
             NodeLossMethod::Disconnect => "disconnect",
+            NodeLossMethod::Destroy => "destroy",
         }
     }
 
@@ -131,6 +136,7 @@ impl NodeLossMethod {
             "stop" => Some(NodeLossMethod::Stop),
             "pause" => Some(NodeLossMethod::Pause),
             "disconnect" => Some(NodeLossMethod::Disconnect),
+            "destroy" => Some(NodeLossMethod::Destroy),
             _ => None,
         }
     }
@@ -256,6 +262,9 @@ pub enum Action {
     RestorePostgres { target: RecoveryTarget },
     /// Bring Redis back from the newest RDB copy in the backup store, with its replicas and fresh sentinels.
     RestoreRedis,
+    /// Put the PostgreSQL primary and the Redis master on nodes of a region or zone (Patroni switchover,
+    /// Sentinel failover), so a drill starts from the layout it was written for.
+    MoveRoles { to: String },
 }
 
 impl Action {
@@ -264,6 +273,7 @@ impl Action {
             Action::Backup { .. } => "backup",
             Action::RestorePostgres { .. } => "restore-postgres",
             Action::RestoreRedis => "restore-redis",
+            Action::MoveRoles { .. } => "move-roles",
         }
     }
 }
@@ -291,6 +301,7 @@ impl Step {
                     }
                 ),
                 Action::RestoreRedis => "restore-redis (newest RDB)".into(),
+                Action::MoveRoles { to } => format!("move-roles (to {to})"),
             },
             Step::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
         }
@@ -790,7 +801,20 @@ impl Scenario {
             || self.faults.iter().any(|f| {
                 matches!(
                     f.kind,
-                    FaultKind::Corruption { .. } | FaultKind::RepositoryOutage
+                    FaultKind::Corruption { .. }
+                        | FaultKind::RepositoryOutage
+                        | FaultKind::NodeLoss {
+                            method: NodeLossMethod::Destroy,
+                            ..
+                        }
+                        | FaultKind::ZoneLoss {
+                            method: NodeLossMethod::Destroy,
+                            ..
+                        }
+                        | FaultKind::RegionLoss {
+                            method: NodeLossMethod::Destroy,
+                            ..
+                        }
                 )
             })
     }

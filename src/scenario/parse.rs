@@ -262,10 +262,7 @@ fn build_scenario(
             };
             fault_list(d, &faults, &ctx)
         });
-    let step_ctx = StepContext {
-        component,
-        has_faults,
-    };
+    let step_ctx = StepContext { has_faults };
     let prepare = match &raw.prepare {
         None => Some(Vec::new()),
         Some(steps) => step_list(d, "prepare", steps, &step_ctx),

@@ -5,11 +5,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::document::{did_you_mean, Diagnostics};
-use super::model::{Action, ComponentKind, RecoveryTarget, Step};
+use super::model::{Action, RecoveryTarget, Step};
 use super::parse::{duration_in, HOUR};
 use crate::backup::BackupType;
 
-const ACTIONS: [&str; 3] = ["backup", "restore-postgres", "restore-redis"];
+const ACTIONS: [&str; 4] = ["backup", "move-roles", "restore-postgres", "restore-redis"];
 const MAX_STEPS: usize = 32;
 
 #[derive(Deserialize)]
@@ -24,7 +24,6 @@ pub(super) struct RawStep {
 }
 
 pub(super) struct StepContext {
-    pub component: Option<ComponentKind>,
     /// Whether the scenario has any fault (`to: before-fault` needs one).
     pub has_faults: bool,
 }
@@ -151,6 +150,7 @@ fn action(
     };
     let default_deadline = match name {
         "backup" | "restore-redis" => Duration::from_secs(600),
+        "move-roles" => Duration::from_secs(120),
         _ => Duration::from_secs(1800),
     };
     let deadline = match &raw.deadline {
@@ -186,6 +186,29 @@ fn action(
             };
             kind.filter(|_| ok).map(|kind| Action::Backup { kind })
         }
+        "move-roles" => {
+            let ok = misplaced(
+                d,
+                raw.kind.is_some(),
+                "type",
+                "only a backup takes a backup type",
+            );
+            match raw.to.as_deref() {
+                Some(area) if !area.trim().is_empty() => ok.then(|| Action::MoveRoles {
+                    to: area.trim().to_string(),
+                }),
+                _ => {
+                    d.at_key(
+                        &format!("{path}.action"),
+                        format!(
+                            "{label} needs `to:` the region or zone that must hold the PostgreSQL primary and \
+                             the Redis master"
+                        ),
+                    );
+                    None
+                }
+            }
+        }
         "restore-redis" => {
             let why = "restore-redis restores the newest RDB copy in the backup store";
             let ok = misplaced(d, raw.kind.is_some(), "type", why)
@@ -199,15 +222,8 @@ fn action(
                 "type",
                 "only a backup takes a backup type",
             );
-            if ctx.component.is_some_and(|c| c != ComponentKind::Postgres) {
-                d.at(
-                    &format!("{path}.action"),
-                    format!(
-                        "{label} restores PostgreSQL, but the scenario's component is not postgres"
-                    ),
-                );
-                return None;
-            }
+            // Any scenario may restore PostgreSQL (a region-loss runbook restores every component); the
+            // scenario's own component is judged from its data, another by the restore's own checks.
             let target = recovery_target(d, &format!("{path}.to"), &label, raw.to.as_deref(), ctx);
             target
                 .filter(|_| ok)

@@ -190,6 +190,9 @@ impl KubeTarget {
             FaultKind::NodeLoss { target, method }
             | FaultKind::ZoneLoss { target, method }
             | FaultKind::RegionLoss { target, method } => {
+                if *method == NodeLossMethod::Destroy {
+                    return Err(TargetError::Environment(DESTROY_REFUSED.into()));
+                }
                 let nodes = self.resolve(target).await?;
                 match &self.cluster {
                     Cluster::Kind { docker } => {
@@ -364,12 +367,17 @@ impl KubeTarget {
     }
 }
 
+/// Why `method: destroy` does not run on Kubernetes.
+const DESTROY_REFUSED: &str = "method destroy removes nodes' data directories and needs a restore to bring service \
+     back; faultline runs it only on the local stack (on Kubernetes, write the region loss with method stop)";
+
 /// What a loss method does to kind node containers, as the docker command that does the same.
 fn kind_loss_command(method: NodeLossMethod) -> String {
     match method {
         NodeLossMethod::Stop => "docker stop -t 0".into(),
         NodeLossMethod::Pause => "docker pause".into(),
         NodeLossMethod::Disconnect => format!("docker network disconnect --force {KIND_NETWORK}"),
+        NodeLossMethod::Destroy => "(refused: destroy is a local-stack method)".into(),
     }
 }
 
@@ -399,6 +407,9 @@ async fn node_loss_kind(
         steps.push(match method {
             NodeLossMethod::Stop => RevertStep::DockerStart { container },
             NodeLossMethod::Pause => RevertStep::DockerUnpause { container },
+            NodeLossMethod::Destroy => {
+                return Err(TargetError::Environment(DESTROY_REFUSED.into()))
+            }
             NodeLossMethod::Disconnect => {
                 // The addresses are read before anything changes, so the revert can give them back.
                 let addrs = docker
@@ -422,6 +433,7 @@ async fn node_loss_kind(
             NodeLossMethod::Stop => docker.stop(n).await,
             NodeLossMethod::Pause => docker.pause(n).await,
             NodeLossMethod::Disconnect => docker.disconnect(n, KIND_NETWORK).await,
+            NodeLossMethod::Destroy => Err(DESTROY_REFUSED.into()),
         }
         .map_err(TargetError::Fault)?;
     }

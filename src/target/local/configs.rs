@@ -26,6 +26,7 @@ pub fn etcd_args(
     settings: &StackSettings,
     node: &str,
     data_dir: &str,
+    join_existing: bool,
 ) -> Vec<String> {
     let me = addr(topology, node);
     let cluster = topology
@@ -43,7 +44,10 @@ pub fn etcd_args(
         format!("--listen-peer-urls=http://{me}:{ETCD_PEER_PORT}"),
         format!("--initial-advertise-peer-urls=http://{me}:{ETCD_PEER_PORT}"),
         format!("--initial-cluster={cluster}"),
-        "--initial-cluster-state=new".into(),
+        format!(
+            "--initial-cluster-state={}",
+            if join_existing { "existing" } else { "new" }
+        ),
         format!("--initial-cluster-token=faultline-{}", topology.name),
         "--heartbeat-interval=100".into(),
         "--election-timeout=1000".into(),
@@ -196,11 +200,11 @@ pub fn sentinel_conf(
     me: Ipv4Addr,
     data_dir: &str,
     master: Ipv4Addr,
+    quorum: u32,
 ) -> String {
     let name = &settings.sentinel_master_name;
     format!(
         "bind {me} 127.0.0.1\nport {SENTINEL_PORT}\nprotected-mode no\ndaemonize no\ndir {data_dir}\nlogfile \"\"\nsentinel announce-ip {me}\nsentinel monitor {name} {master} {REDIS_PORT} {quorum}\nsentinel down-after-milliseconds {name} {down}\nsentinel failover-timeout {name} {fto}\nsentinel parallel-syncs {name} 1\n",
-        quorum = settings.sentinel_quorum,
         down = settings.sentinel_down_after_ms,
         fto = settings.sentinel_failover_timeout_ms,
     )

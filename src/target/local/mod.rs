@@ -8,12 +8,14 @@ pub mod lock;
 pub mod netns;
 pub mod process;
 pub mod qdrant_install;
+pub mod rebuild;
 pub mod restore_postgres;
 pub mod restore_redis;
+pub mod roles;
 pub mod state;
 mod target_impl;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::net::Ipv4Addr;
@@ -38,6 +40,19 @@ pub struct LocalStack {
     pub dir: StateDir,
     pub state: StackState,
     secrets: state::Secrets,
+}
+
+/// How `start_with` starts a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartHow<'a> {
+    /// With its configuration generated from the live layout (an etcd member with data rejoins its cluster; one
+    /// without data forms a new cluster with the live etcd nodes).
+    Normal,
+    /// Patroni bootstraps a new cluster with this command (a pgBackRest restore) when it wins the DCS
+    /// `initialize` key.
+    BootstrapFromBackup(&'a str),
+    /// etcd joins the running cluster it was just added to (`--initial-cluster-state=existing`).
+    JoinEtcd,
 }
 
 /// What `wait_healthy` found: the current primary/master of each component.
@@ -179,6 +194,36 @@ impl LocalStack {
 
     pub fn settings(&self) -> &StackSettings {
         &self.state.settings
+    }
+
+    /// The nodes a `destroy` fault removed and that have not been rebuilt yet.
+    pub fn lost_nodes(&self) -> BTreeSet<String> {
+        self.dir.lost_nodes()
+    }
+
+    /// The layout that exists now: the topology's placement without the lost nodes. Health, endpoints, restores
+    /// and every new configuration follow it, so after a region is destroyed the stack is the surviving region
+    /// (an etcd started now forms its cluster from the surviving etcd nodes).
+    pub fn live_topology(&self) -> Topology {
+        let lost = self.lost_nodes();
+        let mut t = self.topology().clone();
+        if lost.is_empty() {
+            return t;
+        }
+        let p = &mut t.placement;
+        for list in [
+            &mut p.etcd,
+            &mut p.postgres,
+            &mut p.redis,
+            &mut p.sentinel,
+            &mut p.qdrant,
+        ] {
+            list.retain(|n| !lost.contains(n));
+        }
+        if lost.contains(&p.backup) {
+            p.backup.clear();
+        }
+        t
     }
 
     /// Brings the stack up from nothing (or finds it already up and healthy). State is recorded before anything
@@ -442,19 +487,23 @@ impl LocalStack {
         kind: ProcessKind,
         master: Option<Ipv4Addr>,
     ) -> Result<u32, TargetError> {
-        self.start_with(node, kind, master, None)
+        self.start_with(node, kind, master, StartHow::Normal)
     }
 
-    /// `start`, with Patroni bootstrapping a new cluster from a backup by `bootstrap_from_backup` (a restore
-    /// command) when it wins the DCS `initialize` key.
+    /// `start`, with a way of starting other than the usual one (see `StartHow`).
     pub fn start_with(
         &self,
         node: &str,
         kind: ProcessKind,
         master: Option<Ipv4Addr>,
-        bootstrap_from_backup: Option<&str>,
+        how: StartHow,
     ) -> Result<u32, TargetError> {
-        let t = self.topology();
+        let bootstrap_from_backup = match how {
+            StartHow::BootstrapFromBackup(cmd) => Some(cmd),
+            _ => None,
+        };
+        let live = self.live_topology();
+        let t = &live;
         let s = self.settings();
         let dir = self.dir.member_dir(node, kind);
         let data = dir.join("data");
@@ -467,7 +516,11 @@ impl LocalStack {
         let data_s = data.display().to_string();
         let mut env: Vec<(&str, &str)> = Vec::new();
         let (program, args, user): (PathBuf, Vec<String>, Option<&str>) = match kind {
-            ProcessKind::Etcd => (s.etcd_bin.clone(), etcd_args(t, s, node, &data_s), None),
+            ProcessKind::Etcd => (
+                s.etcd_bin.clone(),
+                etcd_args(t, s, node, &data_s, how == StartHow::JoinEtcd),
+                None,
+            ),
             ProcessKind::Patroni => {
                 let run = dir.join("run").display().to_string();
                 let pgpass = dir.join("pgpass").display().to_string();
@@ -517,8 +570,16 @@ impl LocalStack {
             }
             ProcessKind::Sentinel => {
                 fs::create_dir_all(&data).map_err(|e| io_err("mkdir", e))?;
-                let m = master.unwrap_or_else(|| self.addr(&t.placement.redis[0]));
-                fs::write(&config, sentinel_conf(s, me, &data_s, m))
+                let first = t.placement.redis.first();
+                let m = master.unwrap_or_else(|| {
+                    self.addr(first.unwrap_or(&self.topology().placement.redis[0]))
+                });
+                // A surviving region may hold fewer sentinels than the quorum: the quorum follows, or they could
+                // never agree that the master failed.
+                let quorum = s
+                    .sentinel_quorum
+                    .min(t.placement.sentinel.len().max(1) as u32);
+                fs::write(&config, sentinel_conf(s, me, &data_s, m, quorum))
                     .map_err(|e| io_err("cannot write sentinel config", e))?;
                 (
                     s.redis_sentinel_bin.clone(),
@@ -608,7 +669,7 @@ impl LocalStack {
     }
 
     pub fn postgres_endpoints(&self) -> PostgresEndpoints {
-        let t = self.topology();
+        let t = &self.live_topology();
         PostgresEndpoints {
             members: t
                 .placement
@@ -626,7 +687,7 @@ impl LocalStack {
     }
 
     pub fn redis_endpoints(&self) -> RedisEndpoints {
-        let t = self.topology();
+        let t = &self.live_topology();
         let m = |nodes: &[String]| {
             nodes
                 .iter()
@@ -644,7 +705,7 @@ impl LocalStack {
         let s = self.settings();
         QdrantEndpoints {
             peers: self
-                .topology()
+                .live_topology()
                 .placement
                 .qdrant
                 .iter()
@@ -668,9 +729,9 @@ impl LocalStack {
         }
     }
 
-    async fn etcd_health(&self) -> Result<(), String> {
+    pub(super) async fn etcd_health(&self) -> Result<(), String> {
         let http = http_client(Duration::from_millis(800));
-        for n in &self.topology().placement.etcd {
+        for n in &self.live_topology().placement.etcd {
             let addr = self.addr(n);
             let ok = match http
                 .get(format!("http://{addr}:{ETCD_CLIENT_PORT}/health"))
@@ -691,7 +752,12 @@ impl LocalStack {
     /// Patroni and Redis/Sentinel healthy by their own views, and (when the stack runs it) Qdrant: one raft
     /// leader and every replica of every shard Active on every peer.
     pub async fn health_once(&self) -> Result<Health, String> {
-        for (n, k) in self.members() {
+        let lost = self.lost_nodes();
+        for (n, k) in self
+            .members()
+            .into_iter()
+            .filter(|(n, _)| !lost.contains(n))
+        {
             if self.pids(&n, k).is_empty() {
                 return Err(format!("{} on {n} is not running", k.name()));
             }
@@ -699,7 +765,12 @@ impl LocalStack {
                 return Err(format!("{} on {n} is stopped (paused)", k.name()));
             }
         }
-        for node in &self.topology().nodes {
+        for node in self
+            .topology()
+            .nodes
+            .iter()
+            .filter(|n| !lost.contains(&n.name))
+        {
             if !netns::link_is_up(self.topology(), &node.name) {
                 return Err(format!("the link of {} is down", node.name));
             }
@@ -765,6 +836,7 @@ impl LocalStack {
         process::remove_cgroup_tree(&stack.state.cgroup_root);
         notes.extend(netns::delete_network(stack.topology()));
         let _ = fs::remove_dir_all(dir.root.join("nodes"));
+        let _ = fs::remove_file(dir.lost_nodes_file());
         crate::fault::journal::Journal::new(dir.journal_dir())
             .close_all("stack torn down by `faultline down`");
         dir.remove_state()

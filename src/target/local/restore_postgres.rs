@@ -15,9 +15,9 @@ use crate::fault::journal::Journal;
 use crate::fault::RevertStep;
 
 impl LocalStack {
-    /// The node a restore bootstraps on: the first PostgreSQL node whose network is there and up.
+    /// The node a restore bootstraps on: the first PostgreSQL node of the live layout whose link is up.
     fn bootstrap_node(&self) -> Result<String, String> {
-        self.topology()
+        self.live_topology()
             .placement
             .postgres
             .iter()
@@ -56,7 +56,16 @@ impl LocalStack {
 
         // 1. Before touching anything: what the repository can restore to.
         let info = self.repo_info().await?;
-        let archiver = self.archiver_status(Duration::from_secs(5)).await.ok();
+        // A region loss takes the primary with it: then nothing more can be archived, and what it had not archived
+        // is the drill's loss (its RPO), not a reason to refuse.
+        let primary_up = postgres::write_probe(&self.postgres_endpoints(), Duration::from_secs(2))
+            .await
+            .is_ok();
+        let archiver = if primary_up {
+            self.archiver_status(Duration::from_secs(5)).await.ok()
+        } else {
+            None
+        };
         let oldest = info.oldest_recoverable().ok_or(
             "the repository holds no complete backup: there is nothing to restore from (take one with `faultline \
              backup` or a `prepare: [{action: backup}]` step)",
@@ -73,7 +82,9 @@ impl LocalStack {
             .await
             .ok()
             .and_then(Result::ok)
-            .map(|(tl, _)| tl),
+            .map(|(tl, _)| tl)
+            // No primary (a region loss took it): the timeline its archive ends on.
+            .or_else(|| info.newest_timeline()),
             window: Some((oldest as f64, newest.max(oldest as f64))),
         };
         if let Some(t) = target {
@@ -103,7 +114,12 @@ impl LocalStack {
         // waits for it to be archived): otherwise the transactions since the last switch exist nowhere the
         // restore can read, and recovery would end before the target. A primary that is gone keeps them: that
         // loss is the drill's RPO.
-        match self.archive_current_wal().await {
+        let archived = if primary_up {
+            self.archive_current_wal().await
+        } else {
+            Err("no primary is reachable".into())
+        };
+        match archived {
             Ok(()) => out
                 .phases
                 .push(("newest WAL archived".into(), Instant::now())),
@@ -172,7 +188,7 @@ impl LocalStack {
         out: &mut ActionOutcome,
     ) -> Result<(), String> {
         let left = || end.saturating_duration_since(Instant::now());
-        let members = self.topology().placement.postgres.clone();
+        let members = self.live_topology().placement.postgres;
         for n in &members {
             self.kill(n, ProcessKind::Patroni);
         }
@@ -184,6 +200,9 @@ impl LocalStack {
         let stopped = Instant::now();
         out.replaced_at = Some(stopped);
         out.phases.push(("cluster stopped".into(), stopped));
+        if let Some(what) = self.form_etcd_on_survivors().await? {
+            out.phases.push((what, Instant::now()));
+        }
         postgres::wipe_dcs(&self.postgres_endpoints()).await?;
         for n in &members {
             let dir = self.dir.member_dir(n, ProcessKind::Patroni);
@@ -215,8 +234,13 @@ impl LocalStack {
             .map(|m| m.len())
             .unwrap_or(0);
         let cmd = self.restore_command(node, target);
-        self.start_with(node, ProcessKind::Patroni, None, Some(&cmd))
-            .map_err(|e| e.to_string())?;
+        self.start_with(
+            node,
+            ProcessKind::Patroni,
+            None,
+            super::StartHow::BootstrapFromBackup(&cmd),
+        )
+        .map_err(|e| e.to_string())?;
         // Service resumed = the bootstrapped leader accepts a write. Patroni exits when the bootstrap fails
         // ("Failed to bootstrap cluster"): that ends the wait at once, with PostgreSQL's reason.
         let ep = self.postgres_endpoints();
@@ -259,7 +283,8 @@ impl LocalStack {
             self.start(n, ProcessKind::Patroni, None)
                 .map_err(|e| e.to_string())?;
         }
-        let sync = self.settings().synchronous_mode;
+        // A surviving layout of one member has no replica to re-create, and no synchronous standby to wait for.
+        let sync = self.settings().synchronous_mode && members.len() > 1;
         loop {
             let Err(last) = postgres::health(&ep, sync).await else {
                 break;
@@ -271,8 +296,13 @@ impl LocalStack {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        out.phases
-            .push(("replicas re-created and streaming".into(), Instant::now()));
+        out.phases.push((
+            match members.len() {
+                1 => "no replica to re-create: the layout has one PostgreSQL member".into(),
+                n => format!("{} replicas re-created and streaming", n - 1),
+            },
+            Instant::now(),
+        ));
         Ok(())
     }
 

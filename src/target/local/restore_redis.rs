@@ -16,9 +16,10 @@ use crate::fault::journal::Journal;
 use crate::fault::RevertStep;
 
 impl LocalStack {
-    /// The node a Redis restore brings the master up on: the first Redis node whose link is up.
+    /// The node a Redis restore brings the master up on: the first Redis node of the live layout whose link is
+    /// up.
     fn redis_restore_node(&self) -> Result<String, String> {
-        self.topology()
+        self.live_topology()
             .placement
             .redis
             .iter()
@@ -96,7 +97,7 @@ impl LocalStack {
         end: Instant,
         out: &mut ActionOutcome,
     ) -> Result<(), String> {
-        let t = self.topology().clone();
+        let t = self.live_topology();
         // Sentinels forget everything they knew by being replaced with fresh ones at the end; stopping them first
         // keeps them from promoting anything while the members are down.
         for n in &t.placement.sentinel {
@@ -197,6 +198,24 @@ impl LocalStack {
             Instant::now(),
         ));
         Ok(())
+    }
+
+    /// Redis restored from the newest RDB copy onto the live layout (the revert of a `destroy` that nothing
+    /// restored from).
+    pub(super) async fn complete_newest_redis_restore(&self) -> Result<(), String> {
+        let (path, backup) = self
+            .redis_backups()
+            .pop()
+            .ok_or("the backup store holds no Redis RDB copy to restore from")?;
+        let node = self.redis_restore_node()?;
+        self.restore_redis_steps(
+            &node,
+            &path,
+            backup.keys,
+            Instant::now() + Duration::from_secs(300),
+            &mut ActionOutcome::default(),
+        )
+        .await
     }
 
     /// The revert of an interrupted Redis restore: run it again from the same copy.

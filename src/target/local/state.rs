@@ -4,6 +4,7 @@
 //! Layout: `<dir>/state.json`, `<dir>/secrets.json` (0600), `<dir>/nodes/<node>/<process>/{config,data,log}`,
 //! `<dir>/journal/` (fault journal).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -142,6 +143,32 @@ impl StateDir {
         self.root.join("journal")
     }
 
+    /// The nodes a `destroy` fault removed and that have not been rebuilt yet (one name per line).
+    pub fn lost_nodes_file(&self) -> PathBuf {
+        self.root.join("lost-nodes")
+    }
+
+    pub fn lost_nodes(&self) -> BTreeSet<String> {
+        fs::read_to_string(self.lost_nodes_file())
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn save_lost_nodes(&self, nodes: &BTreeSet<String>) -> io::Result<()> {
+        if nodes.is_empty() {
+            return match fs::remove_file(self.lost_nodes_file()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let text: String = nodes.iter().map(|n| format!("{n}\n")).collect();
+        write_atomic(&self.lost_nodes_file(), text.as_bytes(), 0o644)
+    }
+
     pub fn member_dir(&self, node: &str, kind: ProcessKind) -> PathBuf {
         self.root.join("nodes").join(node).join(kind.name())
     }
@@ -188,6 +215,8 @@ impl StateDir {
                     && n != "lock"
                     && n != "secrets.json"
                     && n != "downloads"
+                    && n != "lost-nodes"
+                    && n != "lost-nodes.tmp"
                     // Left by a crash between writing and renaming (write_atomic).
                     && n != "state.tmp"
                     && n != "secrets.tmp"

@@ -129,6 +129,7 @@ impl Target for LocalStack {
                 RevertStep::CompletePostgresRestore { node, target } => {
                     self.complete_postgres_restore(node, target.as_deref()).await
                 }
+                RevertStep::RebuildLostNodes { nodes } => self.rebuild_lost_nodes(nodes).await,
                 RevertStep::CompleteRedisRestore { node, file } => {
                     self.complete_redis_restore(node, file).await
                 }
@@ -189,6 +190,9 @@ impl Target for LocalStack {
                 self.restore_postgres(journal, *target, deadline).await
             }
             ActionRequest::RestoreRedis => self.restore_redis(journal, deadline).await,
+            ActionRequest::MoveRoles { to } => tokio::time::timeout(deadline, self.move_roles(to))
+                .await
+                .map_err(|_| format!("the roles did not move within {} s", deadline.as_secs()))?,
         }
     }
 
