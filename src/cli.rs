@@ -528,22 +528,49 @@ fn install_signal_handlers() -> watch::Receiver<u32> {
     rx
 }
 
+/// The local stack a scenario runs on. A stack of another topology is an error for `run`; a suite (whose
+/// scenarios may need different topologies, like the monthly drills) replaces it, saying so, when nothing of it
+/// is left to revert.
 async fn ensure_stack(
     dir: &StateDir,
     topo: Topology,
     settings: Option<PathBuf>,
+    replace_other_topology: bool,
 ) -> Result<LocalStack, i32> {
     let settings = match StackSettings::load(settings.as_deref()) {
         Ok(s) => s,
         Err(e) => return Err(report_input(&e)),
     };
     match LocalStack::open(dir.clone()) {
-        Ok(Some(stack)) if stack.topology().name != topo.name => Err(report_env(format!(
-            "the stack in {} runs topology `{}` but the scenario needs `{}`; run `faultline down` first",
-            dir.root.display(),
-            stack.topology().name,
-            topo.name
-        ))),
+        Ok(Some(stack)) if stack.topology().name != topo.name => {
+            let open = Journal::new(dir.journal_dir()).open_entries();
+            if !replace_other_topology || !open.is_empty() {
+                return Err(report_env(format!(
+                    "the stack in {} runs topology `{}` but the scenario needs `{}`; run `faultline down` first{}",
+                    dir.root.display(),
+                    stack.topology().name,
+                    topo.name,
+                    if open.is_empty() {
+                        ""
+                    } else {
+                        " (after `faultline recover`: its fault journal has open entries)"
+                    }
+                )));
+            }
+            eprintln!(
+                "the suite's next scenario needs topology `{}`: taking the `{}` stack down (its data and backups \
+                 with it) and bringing `{}` up",
+                topo.name,
+                stack.topology().name,
+                topo.name
+            );
+            LocalStack::down(dir.clone()).await.map_err(report_env)?;
+            let stack = LocalStack::up(dir.clone(), topo, settings)
+                .await
+                .map_err(report_env)?;
+            say_if_qdrant_absent(&stack);
+            Ok(stack)
+        }
         Ok(Some(stack)) if stack.any_process_running() => Ok(stack),
         Ok(_) => {
             eprintln!("bringing the local stack `{}` up...", topo.name);
@@ -661,7 +688,7 @@ async fn run_locked(
                 },
                 None => default_topology(),
             };
-            let stack = match ensure_stack(&dir, topo, settings.clone()).await {
+            let stack = match ensure_stack(&dir, topo, settings.clone(), suite.is_some()).await {
                 Ok(s) => s,
                 Err(code) => return code,
             };

@@ -239,8 +239,12 @@ impl LocalStack {
         // The Redis master, named by the surviving sentinels (before the rebuilt nodes count towards their
         // majority).
         let mut redis_master = None;
-        if !self.live_topology().placement.redis.is_empty() {
-            redis_master = redis_component::agreed_master(&self.redis_endpoints()).await;
+        let live_redis = self.live_topology().placement.redis;
+        if !live_redis.is_empty() {
+            // Surviving sentinels still name a lost master when nothing restored Redis: that one is gone.
+            redis_master = redis_component::agreed_master(&self.redis_endpoints())
+                .await
+                .filter(|m| live_redis.contains(m));
             if redis_master.is_none() {
                 self.complete_newest_redis_restore()
                     .await
