@@ -292,6 +292,12 @@ async fn backup(dir: StateDir, kind: crate::backup::BackupType) -> i32 {
                 "redis: {} from {} ({} keys, {} bytes)",
                 r.file, r.source, r.keys, r.bytes
             );
+            for s in &b.qdrant {
+                println!(
+                    "qdrant: {} from {} ({} bytes, sha256 {})",
+                    s.file, s.peer, s.bytes, s.sha256
+                );
+            }
             exit::PASS
         }
         Err(e) => {

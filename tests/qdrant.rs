@@ -278,6 +278,72 @@ async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer
     let _ = tokio::time::timeout(Duration::from_secs(2), probe).await;
 }
 
+/// Backups of Qdrant: one snapshot per peer (a collection snapshot holds one peer's shards), each copied into the
+/// store, matching the SHA-256 Qdrant reported, described beside it, and removed from the peer.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a Qdrant executable: set QDRANT_BIN (or put qdrant on PATH), then cargo test --test qdrant -- --ignored"]
+async fn every_peer_is_snapshotted_into_the_backup_store_and_checked() {
+    use faultline::backup::qdrant_snapshots::{newest_set, sha256_file, take};
+    let Some(bin) = qdrant_bin() else { return };
+    let mut cluster = LoopbackCluster::new(bin);
+    cluster.start_all().await;
+    let ep = cluster.ep.clone();
+    let healthy_until = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = health(&ep).await {
+        assert!(Instant::now() < healthy_until, "cluster not healthy: {e}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    prepare(&ep, Duration::from_secs(30)).await.unwrap();
+    let client = QdrantLoadClient::new(ep.clone(), "snap");
+    for id in 1..=200u64 {
+        let w = client
+            .write(id, Instant::now() + Duration::from_secs(2))
+            .await;
+        assert_eq!(w.outcome, Outcome::Ok, "{w:?}");
+    }
+    let store = tempfile::tempdir().unwrap();
+    let mut taken = Vec::new();
+    for peer in &ep.peers {
+        taken.push(
+            take(
+                peer,
+                "faultline",
+                store.path(),
+                "set1",
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let set = newest_set(store.path());
+    assert_eq!(set.len(), 3, "{set:?}");
+    let http = faultline::component::http_client(Duration::from_secs(5));
+    for ((path, described), s) in set.iter().zip(&taken) {
+        assert_eq!(
+            (&described.file, &described.sha256, described.bytes),
+            (&s.file, &s.sha256, s.bytes)
+        );
+        assert!((described.taken_at - s.taken_at).abs() < 1e-3);
+        // A real snapshot of the peer's shards: a tar archive of some size, the digest Qdrant reported.
+        let len = std::fs::metadata(path).unwrap().len();
+        assert_eq!(len, s.bytes);
+        assert!(len > 10_000, "{} is {len} bytes", s.file);
+        assert_eq!(sha256_file(path).unwrap(), s.sha256);
+        // The peer's own copy is gone (lost with the peer, so not a backup).
+        let peer = ep.peer(&s.peer).unwrap();
+        let listed: serde_json::Value = http
+            .get(peer.rest_url("/collections/faultline/snapshots"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["result"], serde_json::json!([]), "{listed}");
+    }
+}
+
 #[test]
 #[ignore = "needs a Qdrant executable: set QDRANT_BIN (or put qdrant on PATH), then cargo test --test qdrant -- --ignored"]
 fn qdrant_node_kill_scenario_on_the_local_stack() {

@@ -23,8 +23,30 @@ pub struct BackupHealth {
     pub window: Option<(f64, f64)>,
     pub redis_rdb: Option<RdbBackup>,
     pub redis_rdb_age_s: Option<f64>,
+    /// The newest Qdrant snapshot set, when the stack runs Qdrant (`Some(None)`: none stored yet).
+    pub qdrant: Option<Option<QdrantSetHealth>>,
     /// Everything that makes the backups untrustworthy right now.
     pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QdrantSetHealth {
+    pub set: String,
+    /// The peers (nodes) the set has a snapshot of.
+    pub peers: Vec<String>,
+    /// Seconds since the oldest snapshot of the set was asked for.
+    pub age_s: f64,
+}
+
+impl QdrantSetHealth {
+    pub fn of(set: &[super::qdrant_snapshots::QdrantSnapshot], now: f64) -> Option<Self> {
+        let first = set.first()?;
+        Some(QdrantSetHealth {
+            set: first.set.clone(),
+            peers: set.iter().map(|s| s.peer.clone()).collect(),
+            age_s: now - set.iter().map(|s| s.taken_at).fold(f64::INFINITY, f64::min),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -188,6 +210,17 @@ impl BackupHealth {
                 r.file, r.source, r.keys, age
             )),
             _ => v.push("redis RDB: none in the backup store".into()),
+        }
+        match &self.qdrant {
+            Some(Some(q)) => v.push(format!(
+                "qdrant snapshots: set {} of {} peer(s) ({}), data {:.0} s old",
+                q.set,
+                q.peers.len(),
+                q.peers.join(", "),
+                q.age_s
+            )),
+            Some(None) => v.push("qdrant snapshots: none in the backup store".into()),
+            None => {}
         }
         for p in &self.problems {
             v.push(format!("PROBLEM: {p}"));

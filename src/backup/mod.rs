@@ -5,6 +5,7 @@
 pub mod health;
 pub mod pgbackrest;
 pub mod pki;
+pub mod qdrant_snapshots;
 pub mod redis_rdb;
 
 use serde::Serialize;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::{chown, io_err, lookup_user, process, state, LocalStack, ProcessKind};
 use crate::backup::health::BackupHealth;
 use crate::backup::pgbackrest::{self, NodeFiles, PgHost, RepoSecrets, StanzaInfo};
+use crate::backup::qdrant_snapshots::{self, QdrantSnapshot};
 use crate::backup::redis_rdb::{self, RdbBackup};
 use crate::backup::{pki, BackupType};
 use crate::component::postgres;
@@ -31,6 +32,10 @@ pub struct BackupsTaken {
     pub redis: RdbBackup,
     #[serde(skip)]
     pub redis_done: Option<std::time::Instant>,
+    /// One snapshot per Qdrant peer (empty when the stack runs no Qdrant or the collection does not exist yet).
+    pub qdrant: Vec<QdrantSnapshot>,
+    #[serde(skip)]
+    pub qdrant_done: Option<std::time::Instant>,
 }
 
 impl LocalStack {
@@ -385,19 +390,72 @@ impl LocalStack {
         }
     }
 
-    /// `faultline backup`: a pgBackRest backup of the given type and a Redis RDB copy.
+    /// A snapshot of the harness's collection on every live Qdrant peer, copied into the backup store as one
+    /// set. Nothing (and no error) when the stack runs no Qdrant or the collection does not exist yet.
+    pub async fn backup_qdrant(&self) -> Result<Vec<QdrantSnapshot>, String> {
+        let Some(store_node) = self.backup_node() else {
+            return Ok(Vec::new());
+        };
+        if !self.state.qdrant.is_present() {
+            return Ok(Vec::new());
+        }
+        let ep = self.qdrant_endpoints();
+        let collection = &ep.collection.name;
+        let Some(first) = ep.peers.first() else {
+            return Ok(Vec::new());
+        };
+        let exists = crate::component::http_client(Duration::from_secs(5))
+            .get(first.rest_url(&format!("/collections/{collection}")))
+            .send()
+            .await
+            .map_err(|e| format!("qdrant {}: {e}", first.node))?;
+        if exists.status().as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        let stamp = crate::clock::rfc3339_millis(SystemTime::now());
+        let set: String = stamp
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let store = self.qdrant_store(store_node);
+        let mut taken = Vec::new();
+        for peer in &ep.peers {
+            taken
+                .push(qdrant_snapshots::take(peer, collection, &store, &set, SHORT_COMMAND).await?);
+        }
+        Ok(taken)
+    }
+
+    fn qdrant_store(&self, backup_node: &str) -> PathBuf {
+        self.dir.backup_store(backup_node).join("qdrant")
+    }
+
+    /// The newest complete set of Qdrant snapshots in the backup node's store.
+    pub fn qdrant_backups(&self) -> Vec<(PathBuf, QdrantSnapshot)> {
+        match self.backup_node() {
+            Some(n) => qdrant_snapshots::newest_set(&self.qdrant_store(n)),
+            None => Vec::new(),
+        }
+    }
+
+    /// `faultline backup`: a pgBackRest backup of the given type, a Redis RDB copy and (when Qdrant runs) a
+    /// snapshot of every Qdrant peer.
     pub async fn backup(&self, kind: BackupType) -> Result<BackupsTaken, String> {
         let t = std::time::Instant::now();
         let postgres = self.backup_postgres(kind).await?;
         let postgres_seconds = t.elapsed().as_secs_f64();
         let postgres_done = Some(std::time::Instant::now());
         let redis = self.backup_redis().await?;
+        let redis_done = Some(std::time::Instant::now());
+        let qdrant = self.backup_qdrant().await?;
         Ok(BackupsTaken {
             postgres,
             postgres_seconds,
             postgres_done,
             redis,
-            redis_done: Some(std::time::Instant::now()),
+            redis_done,
+            qdrant_done: (!qdrant.is_empty()).then(std::time::Instant::now),
+            qdrant,
         })
     }
 
@@ -410,13 +468,14 @@ impl LocalStack {
             .unwrap_or_else(|_| Err("pgbackrest info did not answer within 5 s".into()));
         let archiver = self.archiver_status(bound).await;
         let rdb = self.redis_backups().pop().map(|(_, b)| b);
-        Some(BackupHealth::assemble(
-            self.repository_label(),
-            info,
-            archiver,
-            rdb,
-            crate::drill::target_time::unix(SystemTime::now()),
-        ))
+        let now = crate::drill::target_time::unix(SystemTime::now());
+        let mut h = BackupHealth::assemble(self.repository_label(), info, archiver, rdb, now);
+        if self.state.qdrant.is_present() {
+            let set: Vec<QdrantSnapshot> =
+                self.qdrant_backups().into_iter().map(|(_, s)| s).collect();
+            h.qdrant = Some(crate::backup::health::QdrantSetHealth::of(&set, now));
+        }
+        Some(h)
     }
 }
 

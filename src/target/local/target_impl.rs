@@ -173,6 +173,14 @@ impl Target for LocalStack {
                         b.postgres_done,
                     ),
                     (format!("redis RDB {} stored", b.redis.file), b.redis_done),
+                    (
+                        format!(
+                            "qdrant snapshots of {} peer(s) stored ({})",
+                            b.qdrant.len(),
+                            b.qdrant.first().map_or("", |s| s.set.as_str())
+                        ),
+                        b.qdrant_done,
+                    ),
                 ];
                 Ok(ActionOutcome {
                     phases: phases
