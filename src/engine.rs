@@ -301,7 +301,7 @@ pub async fn run_scenario<T: Target>(
         log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
     for w in &windows {
         for r in w.drill.iter().flat_map(|d| &d.restores) {
-            log_agreement.push(crate::drill::integrity::restore_agreement(
+            log_agreement.extend(crate::drill::integrity::restore_agreement(
                 w.trial,
                 &clock,
                 r,

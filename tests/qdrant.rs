@@ -51,6 +51,9 @@ fn qdrant_bin() -> Option<PathBuf> {
 }
 
 /// Three peers on 127.0.0.1: peer i has REST 26333+10i, gRPC 26334+10i, p2p 26335+10i.
+/// The loopback clusters use fixed ports: one at a time.
+static LOOPBACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct LoopbackCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
@@ -177,6 +180,7 @@ impl Drop for LoopbackCluster {
 #[ignore = "needs a Qdrant executable: set QDRANT_BIN (or put qdrant on PATH), then cargo test --test qdrant -- --ignored"]
 async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer_dies() {
     let Some(bin) = qdrant_bin() else { return };
+    let _one = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = LoopbackCluster::new(bin);
     cluster.start_all().await;
     let ep = cluster.ep.clone();
@@ -285,6 +289,7 @@ async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer
 async fn every_peer_is_snapshotted_into_the_backup_store_and_checked() {
     use faultline::backup::qdrant_snapshots::{newest_set, sha256_file, take};
     let Some(bin) = qdrant_bin() else { return };
+    let _one = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = LoopbackCluster::new(bin);
     cluster.start_all().await;
     let ep = cluster.ep.clone();
@@ -342,6 +347,48 @@ async fn every_peer_is_snapshotted_into_the_backup_store_and_checked() {
             .unwrap();
         assert_eq!(listed["result"], serde_json::json!([]), "{listed}");
     }
+
+    // After the snapshots: 50 more points (the snapshot's RPO), then points 1..100 deleted (the incident).
+    for id in 201..=250u64 {
+        let w = client
+            .write(id, Instant::now() + Duration::from_secs(2))
+            .await;
+        assert_eq!(w.outcome, Outcome::Ok, "{w:?}");
+    }
+    let del = http
+        .post(ep.peers[0].rest_url("/collections/faultline/points/delete?wait=true"))
+        .json(&serde_json::json!({"points": (1..=100u64).collect::<Vec<_>>()}))
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success(), "{:?}", del.text().await);
+    // Each peer recovers its own snapshot (priority snapshot).
+    for ((path, described), peer) in set.iter().zip(&ep.peers) {
+        faultline::backup::qdrant_snapshots::recover(
+            peer,
+            described,
+            path,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    }
+    let healthy_until = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = health(&ep).await {
+        assert!(
+            Instant::now() < healthy_until,
+            "cluster stuck after recovery: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (rb, _) = read_back_ledger(&ep, "snap", Duration::from_secs(10), Clock::start())
+        .await
+        .unwrap();
+    let want: std::collections::BTreeSet<u64> = (1..=200).collect();
+    assert_eq!(
+        rb.present, want,
+        "the restored collection is the snapshot's data"
+    );
 }
 
 #[test]
@@ -378,6 +425,58 @@ fn qdrant_node_kill_scenario_on_the_local_stack() {
     );
     assert!(measured(&r, "detection_s").is_some());
     assert!(measured(&r, "recovered_s").is_some());
+    assert_no_residue();
+}
+
+/// The Qdrant restore drill on the local stack: every point deleted under load, every peer recovered from its
+/// snapshot of the backup, the data proven against the ledger (nothing from before the snapshots lost, the points
+/// acknowledged after them reported as the snapshot's RPO, the writes after the incident gone).
+#[test]
+#[ignore = "needs a Qdrant executable: set QDRANT_BIN (or put qdrant on PATH), then cargo test --test qdrant -- --ignored"]
+fn qdrant_snapshot_restore_drill_on_the_local_stack() {
+    needs_root!();
+    let Some(bin) = qdrant_bin() else { return };
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let state = std::fs::read_to_string("/var/tmp/faultline/state.json").unwrap_or_default();
+    if !state.contains("\"status\": \"present\"") {
+        let o = faultline(&["down"]);
+        assert_eq!(o.status.code(), Some(0), "down failed:\n{}", text(&o));
+    }
+    let o = with_qdrant(&bin, &["up"]);
+    assert_eq!(o.status.code(), Some(0), "up failed:\n{}", text(&o));
+    let o = with_qdrant(&bin, &["run", "scenarios/qdrant-snapshot-restore.yaml"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let (_dir, r) = report_of(&o);
+    let m = |k: &str| measured(&r, k).unwrap_or_else(|| panic!("{k} not observed: {out}"));
+    let restore = m("qdrant_restore_s");
+    assert!(
+        (0.05..300.0).contains(&restore),
+        "qdrant_restore_s = {restore}"
+    );
+    // ~5 s of upserts at 50/s landed between the snapshots and the incident: lost, and said so.
+    assert!(m("lost_acked_writes") >= 100.0, "{out}");
+    let rpo = m("rpo_s");
+    assert!((2.0..30.0).contains(&rpo), "rpo_s = {rpo}");
+    // Upserts after the incident went into the emptied collection; the restore replaced them.
+    assert!(m("discarded_writes") > 0.0, "{out}");
+    assert_eq!(m("integrity_failures"), 0.0, "{out}");
+    let checks = r["trials"][0]["integrity"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{checks:#?}");
+    assert!(checks
+        .iter()
+        .all(|c| c["ok"] == true && c["component"] == "qdrant"));
+    // One recover per peer, then the cluster unstuck, then a write: each a phase on the timeline.
+    let timeline = serde_json::to_string(&r["timeline"]).unwrap();
+    for phase in [
+        "n1 recovered from",
+        "n2 recovered from",
+        "n3 recovered from",
+        "every shard replica Active",
+        "restored collection accepts writes",
+    ] {
+        assert!(timeline.contains(phase), "no `{phase}` on the timeline");
+    }
     assert_no_residue();
 }
 

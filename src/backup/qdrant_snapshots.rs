@@ -125,6 +125,55 @@ pub async fn take(
     Ok(s)
 }
 
+/// Recovers `collection` on `peer` from a snapshot in the store, uploaded to it (`POST
+/// /collections/{c}/snapshots/upload`: a `file://` location must lie inside the peer's own snapshots directory,
+/// and the upload works the same for a peer on another machine), with `priority: snapshot`: the snapshot's data
+/// replaces the peer's shards (the default, `replica`, would take the other replicas' data, and into an emptied
+/// cluster gives an empty collection; HA-FACTS). The file is checked against its recorded SHA-256 first. The
+/// snapshot is read into memory for the upload.
+pub async fn recover(
+    peer: &QdrantPeer,
+    snapshot: &QdrantSnapshot,
+    path: &Path,
+    timeout: Duration,
+) -> Result<(), String> {
+    let node = &peer.node;
+    let data = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut h = Sha256::new();
+    h.update(&data);
+    let actual = hex(&h.finalize());
+    if actual != snapshot.sha256 {
+        return Err(format!(
+            "{} has SHA-256 {actual}, {} when it was stored: the copy is damaged",
+            path.display(),
+            snapshot.sha256
+        ));
+    }
+    let form = reqwest::multipart::Form::new().part(
+        "snapshot",
+        reqwest::multipart::Part::bytes(data).file_name(snapshot.file.clone()),
+    );
+    let r = http_client(timeout)
+        .post(peer.rest_url(&format!(
+            "/collections/{}/snapshots/upload?priority=snapshot&wait=true",
+            snapshot.collection
+        )))
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| format!("qdrant {node}: recover from {}: {e}", snapshot.file))?;
+    if !r.status().is_success() {
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        return Err(format!(
+            "qdrant {node}: recover from {}: HTTP {status}: {}",
+            snapshot.file,
+            text.chars().take(500).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 /// Every snapshot in the store, oldest set first (peers in name order within a set).
 pub fn list(store: &Path) -> Vec<(PathBuf, QdrantSnapshot)> {
     let mut v: Vec<(PathBuf, QdrantSnapshot)> = std::fs::read_dir(store)

@@ -717,8 +717,9 @@ pub async fn corrupt(
             "UPDATE faultline_ledger SET written_at = 'epoch'"
         }
         crate::scenario::CorruptionKind::DropTable => "DROP TABLE faultline_ledger",
-        crate::scenario::CorruptionKind::Flushall => {
-            return Err("flushall is a Redis corruption".into())
+        crate::scenario::CorruptionKind::Flushall
+        | crate::scenario::CorruptionKind::DeletePoints => {
+            return Err(format!("{} is not a PostgreSQL corruption", how.name()))
         }
     };
     client
@@ -743,7 +744,8 @@ pub async fn corruption_present(
         .get(0);
     match how {
         crate::scenario::CorruptionKind::DropTable => Ok(!exists),
-        crate::scenario::CorruptionKind::Flushall => Ok(false),
+        crate::scenario::CorruptionKind::Flushall
+        | crate::scenario::CorruptionKind::DeletePoints => Ok(false),
         crate::scenario::CorruptionKind::UpdateAll => {
             if !exists {
                 return Ok(true);

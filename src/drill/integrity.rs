@@ -287,6 +287,7 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
         .map(|s| s.secs_since(r.started));
     match r.component {
         crate::scenario::ComponentKind::Redis => set(Metric::RedisRestoreS, restore_s),
+        crate::scenario::ComponentKind::Qdrant => set(Metric::QdrantRestoreS, restore_s),
         _ => {
             set(Metric::PgRestoreS, restore_s);
             set(Metric::PitrS, restore_s.filter(|_| r.point_in_time));
@@ -318,7 +319,11 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             ..PostgresAfter::default()
         },
     };
-    let mut checks = if r.ok && r.component == crate::scenario::ComponentKind::Redis {
+    let snapshot_restore = matches!(
+        r.component,
+        crate::scenario::ComponentKind::Redis | crate::scenario::ComponentKind::Qdrant
+    );
+    let mut checks = if r.ok && snapshot_restore {
         // Writes acknowledged before the RDB copy was taken are in it: losing one of those is an integrity
         // failure; losing those acknowledged between the copy and the incident is the snapshot's RPO.
         let before_copy: Vec<u64> = j
@@ -328,7 +333,7 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             .filter(|w| r.snapshot.is_some_and(|s| w.done <= s))
             .map(|w| w.id)
             .collect();
-        redis_checks(&writes, &before_copy, r, j.fault_at)
+        snapshot_checks(&writes, &before_copy, r, j.fault_at)
     } else if r.ok {
         postgres_checks(&writes, r.target.is_some(), r.before.timeline, &after)
     } else {
@@ -379,6 +384,7 @@ pub fn judge_other_restore(
         .map(|s| s.secs_since(r.started));
     let metric = match r.component {
         ComponentKind::Redis => Metric::RedisRestoreS,
+        ComponentKind::Qdrant => Metric::QdrantRestoreS,
         _ => Metric::PgRestoreS,
     };
     m.values.insert(metric, restore_s);
@@ -399,29 +405,43 @@ pub fn judge_other_restore(
         .insert(Metric::IntegrityFailures, Some(failures as f64));
 }
 
-/// The checks of a Redis restore from an RDB copy.
-fn redis_checks(
+/// The checks of a restore from a snapshot (a Redis RDB copy, a Qdrant snapshot set): neither has a
+/// point-in-time restore, so the snapshot is the recovery point.
+fn snapshot_checks(
     writes: &RestoredWrites,
     lost_before_copy: &[u64],
     r: &super::runner::RestoreRecord,
     fault_at: Option<Stamp>,
 ) -> Vec<IntegrityCheck> {
+    let qdrant = r.component == crate::scenario::ComponentKind::Qdrant;
+    let copy = if qdrant { "snapshot set" } else { "RDB copy" };
     let c = |check: &str, ok: bool, detail: String| IntegrityCheck {
-        component: "redis".into(),
+        component: r.component.name().into(),
         check: check.into(),
         ok,
         detail,
     };
     let age = match (r.snapshot, r.target.or(fault_at)) {
         (Some(s), Some(t)) => format!(
-            "the RDB copy's data is from {:.3} s before the incident",
+            "the {copy}'s data is from {:.3} s before the incident",
             t.secs_since(s)
         ),
-        _ => "the RDB copy's age at the incident is unknown".into(),
+        _ => format!("the {copy}'s age at the incident is unknown"),
+    };
+    let (members_check, members_detail) = if qdrant {
+        (
+            "every shard replica is Active on every peer (the cluster is not stuck)",
+            "checked before the step completed (every peer's view of every shard replica Active, a write accepted)",
+        )
+    } else {
+        (
+            "sentinels agree on the restored master and every replica is linked",
+            "checked before the step completed (every sentinel names it, knows the others, sees every replica online)",
+        )
     };
     vec![
         c(
-            "acknowledged writes from before the RDB copy are present",
+            &format!("acknowledged writes from before the {copy} are present"),
             lost_before_copy.is_empty(),
             if lost_before_copy.is_empty() {
                 format!(
@@ -441,7 +461,10 @@ fn redis_checks(
             "writes sent after the incident are absent",
             writes.present_after_target.is_empty(),
             if writes.present_after_target.is_empty() {
-                format!("{} acknowledged write(s) discarded with the replaced data", writes.discarded)
+                format!(
+                    "{} acknowledged write(s) discarded with the replaced data",
+                    writes.discarded
+                )
             } else {
                 format!(
                     "{} still present: the restore did not replace the data: {}",
@@ -450,12 +473,7 @@ fn redis_checks(
                 )
             },
         ),
-        c(
-            "sentinels agree on the restored master and every replica is linked",
-            r.ok,
-            "checked before the step completed (every sentinel names it, knows the others, sees every replica online)"
-                .into(),
-        ),
+        c(members_check, r.ok, members_detail.into()),
     ]
 }
 
@@ -466,7 +484,12 @@ pub fn restore_agreement(
     clock: &crate::clock::Clock,
     r: &super::runner::RestoreRecord,
     lines: &[super::tool_logs::ToolLine],
-) -> crate::log_agreement::LogAgreement {
+) -> Option<crate::log_agreement::LogAgreement> {
+    // Qdrant logs no line for a recovered snapshot: its own account is the recover call's answer, which the step
+    // waited for (a phase per peer).
+    if r.component == crate::scenario::ComponentKind::Qdrant {
+        return None;
+    }
     use crate::clock::rfc3339_millis;
     let harness = r.served_at.map(|s| clock.wall(s));
     let (event, needle, source) = match r.component {
@@ -487,7 +510,7 @@ pub fn restore_agreement(
         .cloned()
         .collect();
     let server = super::tool_logs::serving_line(&own, needle, harness);
-    crate::log_agreement::LogAgreement {
+    Some(crate::log_agreement::LogAgreement {
         trial,
         event: event.into(),
         harness_at: harness.map(rfc3339_millis),
@@ -497,7 +520,7 @@ pub fn restore_agreement(
             (Some(l), Some(h)) => Some(crate::log_agreement::signed_secs(l.at, h)),
             _ => None,
         },
-    }
+    })
 }
 
 /// PostgreSQL's own recovery point must not be after the target: "last completed transaction was at log time".

@@ -25,6 +25,8 @@ pub enum ActionRequest {
     },
     /// From the newest RDB copy in the backup store.
     RestoreRedis,
+    /// From the newest Qdrant snapshot set in the backup store.
+    RestoreQdrant,
     /// The PostgreSQL primary and the Redis master onto nodes of this region or zone.
     MoveRoles {
         to: String,

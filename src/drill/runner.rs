@@ -83,6 +83,11 @@ pub async fn run_steps<T: Target>(
                         ActionRequest::RestoreRedis,
                         Some(fault_requested.map(|f| clock.wall(f))),
                     ),
+                    // Like an RDB copy: Qdrant has no point-in-time restore, the snapshot is the recovery point.
+                    Action::RestoreQdrant => (
+                        ActionRequest::RestoreQdrant,
+                        Some(fault_requested.map(|f| clock.wall(f))),
+                    ),
                     Action::RestorePostgres { target: t } => {
                         let at = match t {
                             RecoveryTarget::Latest => None,
@@ -113,6 +118,7 @@ pub async fn run_steps<T: Target>(
                 if let Some(target_at) = target_at {
                     let component = match action {
                         Action::RestoreRedis => ComponentKind::Redis,
+                        Action::RestoreQdrant => ComponentKind::Qdrant,
                         _ => ComponentKind::Postgres,
                     };
                     let snapshot_point = outcome

@@ -14,10 +14,10 @@ pub async fn apply(
     journal: &Journal,
     how: CorruptionKind,
 ) -> Result<ActiveFault, TargetError> {
-    let component = if how == CorruptionKind::Flushall {
-        "redis"
-    } else {
-        "postgres"
+    let component = match how {
+        CorruptionKind::Flushall => "redis",
+        CorruptionKind::DeletePoints => "qdrant",
+        _ => "postgres",
     };
     let description = format!("corrupt the {component} ledger ({})", how.name());
     // No revert steps: the committed change is the fault; recovery restores it away.
@@ -26,6 +26,9 @@ pub async fn apply(
     let member = match how {
         CorruptionKind::Flushall => {
             crate::component::redis::flushall(&stack.redis_endpoints()).await
+        }
+        CorruptionKind::DeletePoints => {
+            crate::component::qdrant::delete_all_points(&stack.qdrant_endpoints()).await
         }
         _ => postgres::corrupt(&stack.postgres_endpoints(), how).await,
     }

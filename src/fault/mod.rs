@@ -43,6 +43,8 @@ pub enum RevertStep {
     /// survivor), then each node rejoins them (etcd member add, Patroni replicas from the leader, Redis replicas,
     /// sentinels afresh), so the stack has its default layout again.
     RebuildLostNodes { nodes: Vec<String> },
+    /// A drill's Qdrant restore that did not complete: recover every peer from the same snapshot set again.
+    CompleteQdrantRestore { set: String },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
     /// Kubernetes: mark the node schedulable again.

@@ -211,16 +211,19 @@ pub enum CorruptionKind {
     DropTable,
     /// Redis: every key of every database removed (`FLUSHALL`).
     Flushall,
+    /// Qdrant: every point of the harness's collection deleted.
+    DeletePoints,
 }
 
 impl CorruptionKind {
-    pub const NAMES: [&'static str; 3] = ["update-all", "drop-table", "flushall"];
+    pub const NAMES: [&'static str; 4] = ["update-all", "drop-table", "flushall", "delete-points"];
 
     pub fn name(self) -> &'static str {
         match self {
             CorruptionKind::UpdateAll => "update-all",
             CorruptionKind::DropTable => "drop-table",
             CorruptionKind::Flushall => "flushall",
+            CorruptionKind::DeletePoints => "delete-points",
         }
     }
 
@@ -229,6 +232,7 @@ impl CorruptionKind {
             "update-all" => Some(CorruptionKind::UpdateAll),
             "drop-table" => Some(CorruptionKind::DropTable),
             "flushall" => Some(CorruptionKind::Flushall),
+            "delete-points" => Some(CorruptionKind::DeletePoints),
             _ => None,
         }
     }
@@ -262,6 +266,8 @@ pub enum Action {
     RestorePostgres { target: RecoveryTarget },
     /// Bring Redis back from the newest RDB copy in the backup store, with its replicas and fresh sentinels.
     RestoreRedis,
+    /// Recover every Qdrant peer from its snapshot of the newest set in the backup store (priority `snapshot`).
+    RestoreQdrant,
     /// Put the PostgreSQL primary and the Redis master on nodes of a region or zone (Patroni switchover,
     /// Sentinel failover), so a drill starts from the layout it was written for.
     MoveRoles { to: String },
@@ -273,6 +279,7 @@ impl Action {
             Action::Backup { .. } => "backup",
             Action::RestorePostgres { .. } => "restore-postgres",
             Action::RestoreRedis => "restore-redis",
+            Action::RestoreQdrant => "restore-qdrant",
             Action::MoveRoles { .. } => "move-roles",
         }
     }
@@ -301,6 +308,7 @@ impl Step {
                     }
                 ),
                 Action::RestoreRedis => "restore-redis (newest RDB)".into(),
+                Action::RestoreQdrant => "restore-qdrant (newest snapshots)".into(),
                 Action::MoveRoles { to } => format!("move-roles (to {to})"),
             },
             Step::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
@@ -496,6 +504,8 @@ pub enum Metric {
     PitrS,
     /// A drill's `restore-redis` step: start to the restored master holding the RDB's keys and accepting writes.
     RedisRestoreS,
+    /// A drill's `restore-qdrant` step: start to every peer recovered, every shard Active and a write accepted.
+    QdrantRestoreS,
     /// Newest minus oldest instant the repository could restore to, read before the drill's restore.
     RecoverableWindowS,
     /// Acknowledged writes sent after a restore's recovery target that the restore removed, as it must.
@@ -540,6 +550,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::PgRestoreS,
         Metric::PitrS,
         Metric::RedisRestoreS,
+        Metric::QdrantRestoreS,
         Metric::RecoverableWindowS,
         Metric::DiscardedWrites,
         Metric::IntegrityFailures,
@@ -596,6 +607,7 @@ impl Metric {
             Metric::PgRestoreS => "pg_restore_s".into(),
             Metric::PitrS => "pitr_s".into(),
             Metric::RedisRestoreS => "redis_restore_s".into(),
+            Metric::QdrantRestoreS => "qdrant_restore_s".into(),
             Metric::RecoverableWindowS => "recoverable_window_s".into(),
             Metric::DiscardedWrites => "discarded_writes".into(),
             Metric::IntegrityFailures => "integrity_failures".into(),

@@ -371,15 +371,9 @@ fn corruption(
         );
         return None;
     }
-    if component == ComponentKind::Qdrant {
-        d.at(
-            path,
-            format!("{label}: corruption is implemented for postgres and redis (the scenario's component is {component})"),
-        );
-        return None;
-    }
     let how = match raw.how.as_deref() {
         None if component == ComponentKind::Redis => CorruptionKind::Flushall,
+        None if component == ComponentKind::Qdrant => CorruptionKind::DeletePoints,
         None => CorruptionKind::default(),
         Some(h) => match CorruptionKind::parse(h) {
             Some(k) => k,
@@ -400,13 +394,14 @@ fn corruption(
     };
     let fits = match component {
         ComponentKind::Redis => how == CorruptionKind::Flushall,
-        _ => how != CorruptionKind::Flushall,
+        ComponentKind::Qdrant => how == CorruptionKind::DeletePoints,
+        _ => !matches!(how, CorruptionKind::Flushall | CorruptionKind::DeletePoints),
     };
     if !fits {
         d.at(
             &format!("{path}.how"),
             format!(
-                "{label}: `how: {}` does not apply to {component} (postgres: update-all, drop-table; redis: flushall)",
+                "{label}: `how: {}` does not apply to {component} (postgres: update-all, drop-table; redis: flushall; qdrant: delete-points)",
                 how.name()
             ),
         );

@@ -9,7 +9,13 @@ use super::model::{Action, RecoveryTarget, Step};
 use super::parse::{duration_in, HOUR};
 use crate::backup::BackupType;
 
-const ACTIONS: [&str; 4] = ["backup", "move-roles", "restore-postgres", "restore-redis"];
+const ACTIONS: [&str; 5] = [
+    "backup",
+    "move-roles",
+    "restore-postgres",
+    "restore-qdrant",
+    "restore-redis",
+];
 const MAX_STEPS: usize = 32;
 
 #[derive(Deserialize)]
@@ -149,7 +155,7 @@ fn action(
         !present
     };
     let default_deadline = match name {
-        "backup" | "restore-redis" => Duration::from_secs(600),
+        "backup" | "restore-redis" | "restore-qdrant" => Duration::from_secs(600),
         "move-roles" => Duration::from_secs(120),
         _ => Duration::from_secs(1800),
     };
@@ -214,6 +220,13 @@ fn action(
             let ok = misplaced(d, raw.kind.is_some(), "type", why)
                 & misplaced(d, raw.to.is_some(), "to", why);
             ok.then_some(Action::RestoreRedis)
+        }
+        "restore-qdrant" => {
+            let why = "restore-qdrant restores the newest snapshot set in the backup store (Qdrant has no \
+                       point-in-time restore)";
+            let ok = misplaced(d, raw.kind.is_some(), "type", why)
+                & misplaced(d, raw.to.is_some(), "to", why);
+            ok.then_some(Action::RestoreQdrant)
         }
         _ => {
             let ok = misplaced(

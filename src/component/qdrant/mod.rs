@@ -15,8 +15,9 @@ use std::net::Ipv4Addr;
 pub use client::{prepare, read_back_ledger, write_probe, QdrantLoadClient, ReadBackReport};
 pub use probe::{spawn_probe, ProbeState};
 pub use rest::{
-    cluster_view, collection_view, health, parse_cluster, parse_collection_cluster, raft_leader,
-    ClusterView, CollectionClusterView, Replica, SendFailure,
+    cluster_view, collection_view, delete_all_points, health, parse_cluster,
+    parse_collection_cluster, raft_leader, ClusterView, CollectionClusterView, Replica,
+    SendFailure,
 };
 pub use vectors::{point_vector, query_vector};
 

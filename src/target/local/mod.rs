@@ -10,6 +10,7 @@ pub mod process;
 pub mod qdrant_install;
 pub mod rebuild;
 pub mod restore_postgres;
+pub mod restore_qdrant;
 pub mod restore_redis;
 pub mod roles;
 pub mod state;

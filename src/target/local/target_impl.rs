@@ -130,6 +130,7 @@ impl Target for LocalStack {
                     self.complete_postgres_restore(node, target.as_deref()).await
                 }
                 RevertStep::RebuildLostNodes { nodes } => self.rebuild_lost_nodes(nodes).await,
+                RevertStep::CompleteQdrantRestore { set } => self.complete_qdrant_restore(set).await,
                 RevertStep::CompleteRedisRestore { node, file } => {
                     self.complete_redis_restore(node, file).await
                 }
@@ -198,6 +199,7 @@ impl Target for LocalStack {
                 self.restore_postgres(journal, *target, deadline).await
             }
             ActionRequest::RestoreRedis => self.restore_redis(journal, deadline).await,
+            ActionRequest::RestoreQdrant => self.restore_qdrant(journal, deadline).await,
             ActionRequest::MoveRoles { to } => tokio::time::timeout(deadline, self.move_roles(to))
                 .await
                 .map_err(|_| format!("the roles did not move within {} s", deadline.as_secs()))?,
