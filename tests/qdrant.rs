@@ -52,7 +52,7 @@ fn qdrant_bin() -> Option<PathBuf> {
 
 /// Three peers on 127.0.0.1: peer i has REST 26333+10i, gRPC 26334+10i, p2p 26335+10i.
 /// The loopback clusters use fixed ports: one at a time.
-static LOOPBACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static LOOPBACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct LoopbackCluster {
     bin: PathBuf,
@@ -180,7 +180,7 @@ impl Drop for LoopbackCluster {
 #[ignore = "needs a Qdrant executable: set QDRANT_BIN (or put qdrant on PATH), then cargo test --test qdrant -- --ignored"]
 async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer_dies() {
     let Some(bin) = qdrant_bin() else { return };
-    let _one = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = LOOPBACK.lock().await;
     let mut cluster = LoopbackCluster::new(bin);
     cluster.start_all().await;
     let ep = cluster.ep.clone();
@@ -289,7 +289,7 @@ async fn loopback_cluster_keeps_every_point_and_answers_every_search_when_a_peer
 async fn every_peer_is_snapshotted_into_the_backup_store_and_checked() {
     use faultline::backup::qdrant_snapshots::{newest_set, sha256_file, take};
     let Some(bin) = qdrant_bin() else { return };
-    let _one = LOOPBACK.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = LOOPBACK.lock().await;
     let mut cluster = LoopbackCluster::new(bin);
     cluster.start_all().await;
     let ep = cluster.ep.clone();

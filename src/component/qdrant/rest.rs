@@ -361,6 +361,31 @@ pub async fn health(ep: &QdrantEndpoints) -> Result<String, String> {
     judge_health(ep, &clusters, &collections)
 }
 
+/// The Qdrant corruption of a drill: every point of the collection deleted (`filter: {}` matches every point),
+/// through the first peer that takes it; `wait=true`, so it is applied when this returns. Returns that peer's
+/// node.
+pub async fn delete_all_points(ep: &QdrantEndpoints) -> Result<String, String> {
+    let http = http_client(Duration::from_secs(10));
+    let mut last = String::from("no Qdrant peer");
+    for p in &ep.peers {
+        let url = p.rest_url(&format!(
+            "/collections/{}/points/delete?wait=true",
+            ep.collection.name
+        ));
+        match http
+            .post(url)
+            .json(&serde_json::json!({"filter": {}}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(_) => return Ok(p.node.clone()),
+            Err(e) => last = format!("qdrant {}: delete every point: {e}", p.node),
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::net::Ipv4Addr;
@@ -559,29 +584,4 @@ pub(crate) mod tests {
             "one peer of three is no majority"
         );
     }
-}
-
-/// The Qdrant corruption of a drill: every point of the collection deleted (`filter: {}` matches every point),
-/// through the first peer that takes it; `wait=true`, so it is applied when this returns. Returns that peer's
-/// node.
-pub async fn delete_all_points(ep: &QdrantEndpoints) -> Result<String, String> {
-    let http = http_client(Duration::from_secs(10));
-    let mut last = String::from("no Qdrant peer");
-    for p in &ep.peers {
-        let url = p.rest_url(&format!(
-            "/collections/{}/points/delete?wait=true",
-            ep.collection.name
-        ));
-        match http
-            .post(url)
-            .json(&serde_json::json!({"filter": {}}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-        {
-            Ok(_) => return Ok(p.node.clone()),
-            Err(e) => last = format!("qdrant {}: delete every point: {e}", p.node),
-        }
-    }
-    Err(last)
 }
