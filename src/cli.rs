@@ -698,6 +698,16 @@ async fn run_locked(
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            // A stack with destroyed nodes is not the layout any scenario was written for: its health would count
+            // only the survivors.
+            let lost = stack.lost_nodes();
+            if !lost.is_empty() {
+                return report_env(format!(
+                    "nodes {} of the stack are lost (destroyed by a run that did not finish); run `faultline \
+                     recover` to rebuild them first",
+                    lost.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
             // Before anything is applied: a scenario that needs a component the stack does not run.
             if let Err(e) = stack.check_components(&components_needed(sc)) {
                 return report_env(format!("scenario `{}`: {e}", sc.name));

@@ -180,26 +180,9 @@ fn recover_completes_a_restore_cut_short_by_a_crash() {
         .spawn()
         .unwrap();
     // Wait until the restore has stopped the cluster (its journal entry is open and Patroni is down).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let journal = Path::new(STATE).join("journal");
-    loop {
-        let open_restore = std::fs::read_dir(&journal).unwrap().flatten().any(|e| {
-            e.file_name().to_string_lossy().contains("restore-postgres")
-                && std::fs::read_to_string(e.path())
-                    .is_ok_and(|t| t.contains("\"closed_at\": null"))
-        });
-        if open_restore {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the restore never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_open_restore(Path::new(STATE), "postgres");
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling the child this test spawned.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    crash(&mut child);
     let s = text(&faultline(&["status"]));
     assert!(
         s.contains("fault journal: OPEN") && s.contains("restore postgres"),
@@ -214,6 +197,62 @@ fn recover_completes_a_restore_cut_short_by_a_crash() {
     );
     healthy_and_nothing_open();
     // Restored from the repository, not re-initialised empty: the ledger's rows are there.
+    let status = text(&faultline(&["status"]));
+    let leader = status
+        .lines()
+        .find_map(|l| l.split("postgres leader ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(ledger_rows(&leader).is_some_and(|n| n > 0), "{status}");
+}
+
+/// Waits until a restore of `component` has an open journal entry in `state` (it has begun replacing the
+/// cluster).
+fn wait_open_restore(state: &Path, component: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let journal = state.join("journal");
+    loop {
+        let open_restore = std::fs::read_dir(&journal).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("restore-{component}"))
+                && std::fs::read_to_string(e.path())
+                    .is_ok_and(|t| t.contains("\"closed_at\": null"))
+        });
+        if open_restore {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the restore never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_restore_completes_it_before_faultline_exits() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let child = Command::new(bin())
+        .args(["run", "scenarios/pitr.yaml"])
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_open_restore(Path::new(STATE), "postgres");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling the child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o);
+    // Interrupted (exit 4), and the abandoned restore was completed by the revert before faultline exited: the
+    // stack serves with the ledger's rows, and no journal entry is left for `recover`.
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    healthy_and_nothing_open();
     let status = text(&faultline(&["status"]));
     let leader = status
         .lines()
@@ -447,17 +486,21 @@ fn a_region_loss_is_restored_in_the_surviving_region_and_the_lost_region_rebuilt
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1000));
-    // SAFETY: signalling the child this test spawned.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    let _ = child.wait();
+    crash(&mut child);
     let s = text(&faultline_two_region(&["status"]));
     assert!(
         s.contains("lost nodes") && s.contains("n1, n2, n3, n4"),
         "{s}"
     );
     assert!(s.contains("health: NOT healthy"), "{s}");
+    // No scenario runs on a stack with lost nodes (its health would count only the survivors).
+    let o = faultline_two_region(&["run", "scenarios/dr-region-loss.yaml"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("are lost") && out.contains("faultline recover"),
+        "{out}"
+    );
     let o = faultline_two_region(&["recover"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");

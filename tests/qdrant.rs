@@ -389,6 +389,11 @@ async fn every_peer_is_snapshotted_into_the_backup_store_and_checked() {
         rb.present, want,
         "the restored collection is the snapshot's data"
     );
+    // The vectors came back too: a point searched with its own vector is its own nearest neighbour.
+    let id = faultline::component::qdrant::known_vector_search(&ep)
+        .await
+        .unwrap();
+    assert!(want.contains(&id), "{id}");
 }
 
 #[test]
@@ -397,14 +402,7 @@ fn qdrant_node_kill_scenario_on_the_local_stack() {
     needs_root!();
     let Some(bin) = qdrant_bin() else { return };
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
-    let state = std::fs::read_to_string("/var/tmp/faultline/state.json").unwrap_or_default();
-    if !state.contains("\"status\": \"present\"") {
-        // The running stack was brought up without Qdrant: re-create it with the executable.
-        let o = faultline(&["down"]);
-        assert_eq!(o.status.code(), Some(0), "down failed:\n{}", text(&o));
-    }
-    let o = with_qdrant(&bin, &["up"]);
-    assert_eq!(o.status.code(), Some(0), "up failed:\n{}", text(&o));
+    up_with_qdrant(&bin);
     let o = with_qdrant(&bin, &["run", "scenarios/qdrant-node-kill.yaml"]);
     let code = o.status.code();
     assert!(
@@ -437,13 +435,7 @@ fn qdrant_snapshot_restore_drill_on_the_local_stack() {
     needs_root!();
     let Some(bin) = qdrant_bin() else { return };
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
-    let state = std::fs::read_to_string("/var/tmp/faultline/state.json").unwrap_or_default();
-    if !state.contains("\"status\": \"present\"") {
-        let o = faultline(&["down"]);
-        assert_eq!(o.status.code(), Some(0), "down failed:\n{}", text(&o));
-    }
-    let o = with_qdrant(&bin, &["up"]);
-    assert_eq!(o.status.code(), Some(0), "up failed:\n{}", text(&o));
+    up_with_qdrant(&bin);
     let o = with_qdrant(&bin, &["run", "scenarios/qdrant-snapshot-restore.yaml"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
@@ -473,11 +465,23 @@ fn qdrant_snapshot_restore_drill_on_the_local_stack() {
         "n2 recovered from",
         "n3 recovered from",
         "every shard replica Active",
+        "known-vector search finds point",
         "restored collection accepts writes",
     ] {
         assert!(timeline.contains(phase), "no `{phase}` on the timeline");
     }
     assert_no_residue();
+}
+
+/// The local stack, with Qdrant: a running stack brought up without it is re-created with the executable.
+fn up_with_qdrant(bin: &Path) {
+    let state = std::fs::read_to_string("/var/tmp/faultline/state.json").unwrap_or_default();
+    if !state.contains("\"status\": \"present\"") {
+        let o = faultline(&["down"]);
+        assert_eq!(o.status.code(), Some(0), "down failed:\n{}", text(&o));
+    }
+    let o = with_qdrant(bin, &["up"]);
+    assert_eq!(o.status.code(), Some(0), "up failed:\n{}", text(&o));
 }
 
 fn with_qdrant(bin: &Path, args: &[&str]) -> std::process::Output {

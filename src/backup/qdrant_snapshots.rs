@@ -196,10 +196,27 @@ pub fn list(store: &Path) -> Vec<(PathBuf, QdrantSnapshot)> {
     v
 }
 
-/// The newest complete set: the newest set name with its snapshots.
+/// The newest set: the newest set name with its snapshots.
 pub fn newest_set(store: &Path) -> Vec<(PathBuf, QdrantSnapshot)> {
+    newest_set_before(store, None)
+}
+
+/// The newest set whose every snapshot was taken before `before` (Unix seconds; None = any): the snapshot a
+/// restore to before an incident uses, since Qdrant has no point-in-time restore.
+pub fn newest_set_before(store: &Path, before: Option<f64>) -> Vec<(PathBuf, QdrantSnapshot)> {
     let all = list(store);
-    let Some(set) = all.last().map(|(_, s)| s.set.clone()) else {
+    let newest_of = |set: &str| {
+        all.iter()
+            .filter(|(_, s)| s.set == set)
+            .map(|(_, s)| s.taken_at)
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let Some(set) = all
+        .iter()
+        .rev()
+        .map(|(_, s)| s.set.clone())
+        .find(|set| before.is_none_or(|b| newest_of(set) < b))
+    else {
         return Vec::new();
     };
     all.into_iter().filter(|(_, s)| s.set == set).collect()
@@ -243,6 +260,13 @@ mod tests {
             .map(|(_, s)| s.peer.clone())
             .collect();
         assert_eq!(newest, ["n2", "n1"]);
+        // Before an incident between the two sets, the older set is the one to restore.
+        let before: Vec<String> = newest_set_before(dir.path(), Some(15.0))
+            .iter()
+            .map(|(_, s)| s.set.clone())
+            .collect();
+        assert_eq!(before, ["a", "a"]);
+        assert!(newest_set_before(dir.path(), Some(5.0)).is_empty());
         // A description whose snapshot file is gone is not a backup.
         std::fs::remove_file(dir.path().join("b-n1.snapshot")).unwrap();
         assert_eq!(newest_set(dir.path()).len(), 1);

@@ -25,8 +25,11 @@ pub enum ActionRequest {
     },
     /// From the newest RDB copy in the backup store.
     RestoreRedis,
-    /// From the newest Qdrant snapshot set in the backup store.
-    RestoreQdrant,
+    /// From the newest Qdrant snapshot set in the backup store taken before `before` (the incident; None =
+    /// the newest).
+    RestoreQdrant {
+        before: Option<SystemTime>,
+    },
     /// The PostgreSQL primary and the Redis master onto nodes of this region or zone.
     MoveRoles {
         to: String,

@@ -84,10 +84,13 @@ pub async fn run_steps<T: Target>(
                         Some(fault_requested.map(|f| clock.wall(f))),
                     ),
                     // Like an RDB copy: Qdrant has no point-in-time restore, the snapshot is the recovery point.
-                    Action::RestoreQdrant => (
-                        ActionRequest::RestoreQdrant,
-                        Some(fault_requested.map(|f| clock.wall(f))),
-                    ),
+                    Action::RestoreQdrant => {
+                        let incident = fault_requested.map(|f| clock.wall(f));
+                        (
+                            ActionRequest::RestoreQdrant { before: incident },
+                            Some(incident),
+                        )
+                    }
                     Action::RestorePostgres { target: t } => {
                         let at = match t {
                             RecoveryTarget::Latest => None,

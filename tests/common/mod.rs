@@ -188,3 +188,12 @@ pub fn spawn_run(scenario: &str) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// SIGKILL for a faultline this test spawned (a crash: nothing of it runs its cleanup), and its exit reaped.
+pub fn crash(child: &mut std::process::Child) {
+    // SAFETY: signalling a child process this test spawned and has not reaped yet.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 pub use client::{prepare, read_back_ledger, write_probe, QdrantLoadClient, ReadBackReport};
 pub use probe::{spawn_probe, ProbeState};
 pub use rest::{
-    cluster_view, collection_view, delete_all_points, health, parse_cluster,
+    cluster_view, collection_view, delete_all_points, health, known_vector_search, parse_cluster,
     parse_collection_cluster, raft_leader, ClusterView, CollectionClusterView, Replica,
     SendFailure,
 };

@@ -386,6 +386,50 @@ pub async fn delete_all_points(ep: &QdrantEndpoints) -> Result<String, String> {
     Err(last)
 }
 
+/// A known-vector search: one point of the collection, searched for with its own (seeded) vector, must come back
+/// as the nearest neighbour. Proves a restored collection's vectors and index, not only its ids. Returns the id.
+pub async fn known_vector_search(ep: &QdrantEndpoints) -> Result<u64, String> {
+    let http = http_client(Duration::from_secs(5));
+    let c = &ep.collection.name;
+    let mut last = String::from("no Qdrant peer");
+    for p in &ep.peers {
+        let scrolled: Value = match http
+            .post(p.rest_url(&format!("/collections/{c}/points/scroll")))
+            .json(&serde_json::json!({"limit": 1, "with_payload": false, "with_vector": false}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(r) => r.json().await.map_err(|e| e.to_string())?,
+            Err(e) => {
+                last = format!("qdrant {}: scroll: {e}", p.node);
+                continue;
+            }
+        };
+        let id = scrolled["result"]["points"][0]["id"]
+            .as_u64()
+            .ok_or_else(|| format!("qdrant {}: the collection holds no point", p.node))?;
+        let vector = super::point_vector(ep.seed, id, ep.collection.vector_size as usize);
+        let found: Value = http
+            .post(p.rest_url(&format!("/collections/{c}/points/search")))
+            .json(&serde_json::json!({"vector": vector, "limit": 1}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("qdrant {}: search: {e}", p.node))?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        return match found["result"][0]["id"].as_u64() {
+            Some(top) if top == id => Ok(id),
+            other => Err(format!(
+                "point {id} searched with its own vector: nearest is {other:?}, not itself"
+            )),
+        };
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::net::Ipv4Addr;

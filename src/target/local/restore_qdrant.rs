@@ -1,7 +1,8 @@
 //! restore-qdrant on the local stack: every live peer recovers from its own snapshot of the newest set in the
 //! backup store (uploaded, `priority: snapshot`, checked against its SHA-256 first), then the cluster must show
 //! every shard replica Active on every peer within a bound — a cluster stuck after recovery (HA-FACTS: consensus
-//! wedged, shards left Partial) is reported as such, never waited on forever — and accept a write. Qdrant has no
+//! wedged, shards left Partial) is reported as such, never waited on forever — answer a known-vector search (a
+//! point searched with its own vector is its own nearest neighbour) and accept a write. Qdrant has no
 //! point-in-time restore: the set's oldest snapshot is the recovery point. Journaled before anything is
 //! replaced, so `faultline recover` completes it.
 
@@ -21,16 +22,26 @@ const UNSTICK_BOUND: Duration = Duration::from_secs(60);
 const RECOVER_CALL: Duration = Duration::from_secs(120);
 
 impl LocalStack {
-    /// The newest set, one snapshot per live peer, or why it cannot be restored.
+    /// The set named, or the newest taken before `before`, one snapshot per live peer, or why it cannot be
+    /// restored.
     fn qdrant_restore_set(
         &self,
         set: Option<&str>,
+        before: Option<std::time::SystemTime>,
     ) -> Result<Vec<(PathBuf, QdrantSnapshot)>, String> {
         if !self.state.qdrant.is_present() {
             return Err("this stack runs no Qdrant".into());
         }
         let all = match set {
-            None => self.qdrant_backups(),
+            None => self
+                .backup_node()
+                .map(|n| {
+                    qdrant_snapshots::newest_set_before(
+                        &self.dir.backup_store(n).join("qdrant"),
+                        before.map(crate::drill::target_time::unix),
+                    )
+                })
+                .unwrap_or_default(),
             Some(name) => self
                 .backup_node()
                 .map(|n| {
@@ -43,8 +54,8 @@ impl LocalStack {
         };
         if all.is_empty() {
             return Err(
-                "the backup store holds no Qdrant snapshot set: there is nothing to restore from (take one with \
-                 `faultline backup` or a `prepare: [{action: backup}]` step)"
+                "the backup store holds no Qdrant snapshot set taken before the incident: there is nothing to \
+                 restore from (take one with `faultline backup` or a `prepare: [{action: backup}]` step)"
                     .into(),
             );
         }
@@ -68,10 +79,11 @@ impl LocalStack {
     pub async fn restore_qdrant(
         &self,
         journal: &Journal,
+        before: Option<std::time::SystemTime>,
         deadline: Duration,
     ) -> Result<ActionOutcome, String> {
         let end = Instant::now() + deadline;
-        let set = self.qdrant_restore_set(None)?;
+        let set = self.qdrant_restore_set(None, before)?;
         let name = set[0].1.set.clone();
         let point = set
             .iter()
@@ -139,6 +151,13 @@ impl LocalStack {
         }
         out.phases
             .push(("every shard replica Active".into(), Instant::now()));
+        let id = qdrant_component::known_vector_search(&ep)
+            .await
+            .map_err(|e| format!("the restored collection fails a known-vector search: {e}"))?;
+        out.phases.push((
+            format!("known-vector search finds point {id}"),
+            Instant::now(),
+        ));
         let bound = Duration::from_secs(10).min(end.saturating_duration_since(Instant::now()));
         let node = qdrant_component::write_probe(&ep, bound)
             .await
@@ -154,7 +173,7 @@ impl LocalStack {
 
     /// The revert of an interrupted Qdrant restore: run it again from the same set.
     pub(super) async fn complete_qdrant_restore(&self, set: &str) -> Result<(), String> {
-        let snaps = self.qdrant_restore_set(Some(set))?;
+        let snaps = self.qdrant_restore_set(Some(set), None)?;
         let mut out = ActionOutcome::default();
         self.restore_qdrant_steps(&snaps, Instant::now() + Duration::from_secs(600), &mut out)
             .await

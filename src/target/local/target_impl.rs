@@ -199,7 +199,9 @@ impl Target for LocalStack {
                 self.restore_postgres(journal, *target, deadline).await
             }
             ActionRequest::RestoreRedis => self.restore_redis(journal, deadline).await,
-            ActionRequest::RestoreQdrant => self.restore_qdrant(journal, deadline).await,
+            ActionRequest::RestoreQdrant { before } => {
+                self.restore_qdrant(journal, *before, deadline).await
+            }
             ActionRequest::MoveRoles { to } => tokio::time::timeout(deadline, self.move_roles(to))
                 .await
                 .map_err(|_| format!("the roles did not move within {} s", deadline.as_secs()))?,
