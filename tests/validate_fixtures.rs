@@ -191,8 +191,8 @@ fn shipped_scenarios_load() {
         .collect();
     assert_eq!(
         qdrant.len(),
-        2,
-        "qdrant-node-kill and qdrant-node-partition"
+        3,
+        "qdrant-node-kill, qdrant-node-partition and qdrant-snapshot-restore"
     );
     for path in qdrant {
         let s = load_scenario(path, None).unwrap();
