@@ -262,7 +262,10 @@ fn build_scenario(
             };
             fault_list(d, &faults, &ctx)
         });
-    let step_ctx = StepContext { has_faults };
+    let step_ctx = StepContext {
+        has_faults,
+        topology,
+    };
     let prepare = match &raw.prepare {
         None => Some(Vec::new()),
         Some(steps) => step_list(d, "prepare", steps, &step_ctx),

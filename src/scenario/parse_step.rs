@@ -29,7 +29,9 @@ pub(super) struct RawStep {
     to: Option<String>,
 }
 
-pub(super) struct StepContext {
+pub(super) struct StepContext<'t> {
+    /// The scenario's topology, when known: `move-roles` must name one of its regions or zones.
+    pub topology: Option<&'t crate::topology::Topology>,
     /// Whether the scenario has any fault (`to: before-fault` needs one).
     pub has_faults: bool,
 }
@@ -199,10 +201,33 @@ fn action(
                 "type",
                 "only a backup takes a backup type",
             );
-            match raw.to.as_deref() {
-                Some(area) if !area.trim().is_empty() => ok.then(|| Action::MoveRoles {
-                    to: area.trim().to_string(),
-                }),
+            match raw.to.as_deref().map(str::trim) {
+                Some(area) if !area.is_empty() => {
+                    let known = ctx
+                        .topology
+                        .is_none_or(|t| t.nodes.iter().any(|n| n.region == area || n.zone == area));
+                    if !known {
+                        let t = ctx.topology.expect("checked");
+                        let mut areas: Vec<&str> = t
+                            .nodes
+                            .iter()
+                            .flat_map(|n| [n.region.as_str(), n.zone.as_str()])
+                            .collect();
+                        areas.sort_unstable();
+                        areas.dedup();
+                        d.at(
+                            &format!("{path}.to"),
+                            format!(
+                                "{label}: `{area}` is no region or zone of topology `{}` ({})",
+                                t.name,
+                                areas.join(", ")
+                            ),
+                        );
+                    }
+                    (ok && known).then(|| Action::MoveRoles {
+                        to: area.to_string(),
+                    })
+                }
                 _ => {
                     d.at_key(
                         &format!("{path}.action"),
