@@ -501,6 +501,14 @@ fn a_region_loss_is_restored_in_the_surviving_region_and_the_lost_region_rebuilt
         out.contains("are lost") && out.contains("faultline recover"),
         "{out}"
     );
+    let o = faultline_two_region(&["up", "--topology", "fixtures/topologies/two-region.yaml"]);
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "`up` must not call the survivors a stack: {out}"
+    );
+    assert!(out.contains("are lost"), "{out}");
     let o = faultline_two_region(&["recover"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");

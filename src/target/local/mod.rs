@@ -244,6 +244,16 @@ impl LocalStack {
                     dir.root.display()
                 )));
             }
+            let lost = existing.lost_nodes();
+            if !lost.is_empty() {
+                // Its survivors may pass a health check; the stack is still not the one the topology describes.
+                return Err(env_err(format!(
+                    "nodes {} of the stack in {} are lost (destroyed by a run that did not finish); run `faultline \
+                     recover` to rebuild them (or `faultline down`)",
+                    lost.into_iter().collect::<Vec<_>>().join(", "),
+                    dir.root.display()
+                )));
+            }
             if existing.any_process_running() {
                 if existing.wait_healthy(Duration::from_secs(5)).await.is_ok() {
                     return Ok(existing);
