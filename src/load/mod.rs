@@ -233,6 +233,13 @@ async fn run_op(mut guard: OpGuard) {
                 }
             },
         };
+        // A slot freed by an operation the stop cancelled may reach a waiting one before that one sees the stop
+        // (another worker thread): it must not start, or it would be counted as in flight (seen in the load tests:
+        // 3 "in flight" with 2 slots).
+        if *shared.cancel.borrow() {
+            guard.finish(Attempt::failed_unsent(STOPPED_UNSENT));
+            return;
+        }
         guard.slot = Some(Instant::now());
         if Instant::now() >= job.deadline {
             guard.finish(Attempt::failed_unsent(

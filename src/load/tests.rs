@@ -233,7 +233,15 @@ async fn operations_waiting_or_in_flight_when_the_load_stops_are_recorded() {
         .iter()
         .filter(|e| e.outcome == Outcome::Unknown)
         .count();
-    assert_eq!(in_flight, 2);
+    assert_eq!(
+        in_flight,
+        2,
+        "{:#?}",
+        entries
+            .iter()
+            .filter(|e| e.outcome == Outcome::Unknown)
+            .collect::<Vec<_>>()
+    );
     assert!(entries
         .iter()
         .filter(|e| e.outcome == Outcome::Failed)
