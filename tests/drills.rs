@@ -65,6 +65,18 @@ fn ledger_rows(node: &str) -> Option<i64> {
     String::from_utf8_lossy(&o.stdout).trim().parse().ok()
 }
 
+/// Restored from the repository, not re-initialised empty: the ledger's rows are on the current primary.
+fn assert_ledger_rows_on_the_leader() {
+    let status = text(&faultline(&["status"]));
+    let leader = status
+        .lines()
+        .find_map(|l| l.split("postgres leader ").nth(1))
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(ledger_rows(&leader).is_some_and(|n| n > 0), "{status}");
+}
+
 #[test]
 fn a_point_in_time_recovery_restores_to_just_before_the_corruption_and_proves_it() {
     needs_root!();
@@ -197,14 +209,7 @@ fn recover_completes_a_restore_cut_short_by_a_crash() {
     );
     healthy_and_nothing_open();
     // Restored from the repository, not re-initialised empty: the ledger's rows are there.
-    let status = text(&faultline(&["status"]));
-    let leader = status
-        .lines()
-        .find_map(|l| l.split("postgres leader ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .to_string();
-    assert!(ledger_rows(&leader).is_some_and(|n| n > 0), "{status}");
+    assert_ledger_rows_on_the_leader();
 }
 
 /// Waits until a restore of `component` has an open journal entry in `state` (it has begun replacing the
@@ -253,14 +258,7 @@ fn ctrl_c_in_the_middle_of_a_restore_completes_it_before_faultline_exits() {
     // stack serves with the ledger's rows, and no journal entry is left for `recover`.
     assert_eq!(o.status.code(), Some(4), "{out}");
     healthy_and_nothing_open();
-    let status = text(&faultline(&["status"]));
-    let leader = status
-        .lines()
-        .find_map(|l| l.split("postgres leader ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .to_string();
-    assert!(ledger_rows(&leader).is_some_and(|n| n > 0), "{status}");
+    assert_ledger_rows_on_the_leader();
 }
 
 #[test]

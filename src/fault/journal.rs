@@ -35,6 +35,28 @@ impl Journal {
         Journal { dir }
     }
 
+    /// A drill step that replaces a cluster: journaled before `work` starts, the entry closed when it succeeds.
+    /// On failure the entry stays open, so the engine's revert (or `faultline recover`) completes it with `steps`.
+    pub async fn around<F>(
+        &self,
+        kind: &str,
+        description: &str,
+        steps: Vec<RevertStep>,
+        work: F,
+    ) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
+        let entry = self
+            .open(kind, description, steps)
+            .map_err(|e| format!("cannot journal the {kind}: {e}"))?;
+        let result = work.await;
+        if result.is_ok() {
+            let _ = self.close(&entry.id, &format!("{kind} completed"));
+        }
+        result
+    }
+
     /// Writes and fsyncs an open entry; the fault may be applied once this returns.
     pub fn open(
         &self,

@@ -426,7 +426,7 @@ impl LocalStack {
         Ok(taken)
     }
 
-    fn qdrant_store(&self, backup_node: &str) -> PathBuf {
+    pub(super) fn qdrant_store(&self, backup_node: &str) -> PathBuf {
         self.dir.backup_store(backup_node).join("qdrant")
     }
 

@@ -17,13 +17,20 @@ use crate::fault::RevertStep;
 impl LocalStack {
     /// The node a restore bootstraps on: the first PostgreSQL node of the live layout whose link is up.
     fn bootstrap_node(&self) -> Result<String, String> {
-        self.live_topology()
-            .placement
-            .postgres
+        self.first_reachable(&self.live_topology().placement.postgres, "PostgreSQL")
+    }
+
+    /// The first of `nodes` whose link is up (where a restore brings a component back).
+    pub(super) fn first_reachable(
+        &self,
+        nodes: &[String],
+        component: &str,
+    ) -> Result<String, String> {
+        nodes
             .iter()
             .find(|n| super::netns::link_is_up(self.topology(), n))
             .cloned()
-            .ok_or_else(|| "no PostgreSQL node is reachable to restore onto".into())
+            .ok_or_else(|| format!("no {component} node is reachable to restore onto"))
     }
 
     /// The pgBackRest restore command Patroni's custom bootstrap runs.
@@ -156,8 +163,8 @@ impl LocalStack {
         ));
 
         // 2. Journaled first: from here on the cluster is down until the restore completes.
-        let entry = journal
-            .open(
+        journal
+            .around(
                 "restore-postgres",
                 &format!(
                     "restore postgres to {} on {node}",
@@ -167,16 +174,10 @@ impl LocalStack {
                     node: node.clone(),
                     target: target_text.clone(),
                 }],
+                self.restore_postgres_steps(&node, target_text.as_deref(), end, &mut out),
             )
-            .map_err(|e| format!("cannot journal the restore: {e}"))?;
-        let result = self
-            .restore_postgres_steps(&node, target_text.as_deref(), end, &mut out)
-            .await;
-        // On failure the entry stays open: the engine's revert (or `faultline recover`) completes the restore.
-        if result.is_ok() {
-            let _ = journal.close(&entry.id, "restore completed");
-        }
-        result.map(|()| out)
+            .await
+            .map(|()| out)
     }
 
     /// The restore itself; idempotent (it starts from stopping whatever runs), so a revert can run it again.

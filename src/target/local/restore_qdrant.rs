@@ -37,7 +37,7 @@ impl LocalStack {
                 .backup_node()
                 .map(|n| {
                     qdrant_snapshots::newest_set_before(
-                        &self.dir.backup_store(n).join("qdrant"),
+                        &self.qdrant_store(n),
                         before.map(crate::drill::target_time::unix),
                     )
                 })
@@ -45,7 +45,7 @@ impl LocalStack {
             Some(name) => self
                 .backup_node()
                 .map(|n| {
-                    qdrant_snapshots::list(&self.dir.backup_store(n).join("qdrant"))
+                    qdrant_snapshots::list(&self.qdrant_store(n))
                         .into_iter()
                         .filter(|(_, s)| s.set == name)
                         .collect()
@@ -100,18 +100,15 @@ impl LocalStack {
             restored_point: Some(point),
             ..ActionOutcome::default()
         };
-        let entry = journal
-            .open(
+        journal
+            .around(
                 "restore-qdrant",
                 &format!("restore qdrant from snapshot set {name}"),
                 vec![RevertStep::CompleteQdrantRestore { set: name.clone() }],
+                self.restore_qdrant_steps(&set, end, &mut out),
             )
-            .map_err(|e| format!("cannot journal the restore: {e}"))?;
-        let result = self.restore_qdrant_steps(&set, end, &mut out).await;
-        if result.is_ok() {
-            let _ = journal.close(&entry.id, "restore completed");
-        }
-        result.map(|()| out)
+            .await
+            .map(|()| out)
     }
 
     /// The restore itself; idempotent (recovering a peer from its snapshot again gives the same data).

@@ -19,13 +19,7 @@ impl LocalStack {
     /// The node a Redis restore brings the master up on: the first Redis node of the live layout whose link is
     /// up.
     fn redis_restore_node(&self) -> Result<String, String> {
-        self.live_topology()
-            .placement
-            .redis
-            .iter()
-            .find(|n| super::netns::link_is_up(self.topology(), n))
-            .cloned()
-            .ok_or_else(|| "no Redis node is reachable to restore onto".into())
+        self.first_reachable(&self.live_topology().placement.redis, "Redis")
     }
 
     pub async fn restore_redis(
@@ -69,23 +63,18 @@ impl LocalStack {
             "RDB copy validated (redis-check-rdb)".into(),
             Instant::now(),
         ));
-        let entry = journal
-            .open(
+        journal
+            .around(
                 "restore-redis",
                 &format!("restore redis from {} on {node}", backup.file),
                 vec![RevertStep::CompleteRedisRestore {
                     node: node.clone(),
                     file: backup.file.clone(),
                 }],
+                self.restore_redis_steps(&node, &file, backup.keys, end, &mut outcome),
             )
-            .map_err(|e| format!("cannot journal the restore: {e}"))?;
-        let result = self
-            .restore_redis_steps(&node, &file, backup.keys, end, &mut outcome)
-            .await;
-        if result.is_ok() {
-            let _ = journal.close(&entry.id, "restore completed");
-        }
-        result.map(|()| outcome)
+            .await
+            .map(|()| outcome)
     }
 
     /// The restore itself; idempotent, so a revert can run it again.
