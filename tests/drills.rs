@@ -291,7 +291,7 @@ fn redis_is_restored_from_its_newest_rdb_copy_and_the_snapshot_rpo_is_reported()
         "writes after the FLUSHALL went with the replaced data"
     );
     let checks = integrity(&r);
-    assert_eq!(checks.len(), 3, "{checks:#?}");
+    assert_eq!(checks.len(), 4, "{checks:#?}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
     assert!(
         checks[0]["detail"]
@@ -356,28 +356,6 @@ fn a_restore_past_its_deadline_fails_the_drill_and_is_completed_not_left_half_do
     );
     // The interrupted restore was completed by the revert: the stack serves, the journal is closed.
     healthy_and_nothing_open();
-}
-
-/// The two-region stack has its own state directory, so it runs beside the three-node stack of the other tests.
-const TWO_REGION_STATE: &str = "/var/tmp/faultline-two-region";
-
-fn faultline_two_region(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .args(args)
-        .env("FAULTLINE_STATE_DIR", TWO_REGION_STATE)
-        .env("FAULTLINE_REPORTS_DIR", reports_dir())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("faultline runs")
-}
-
-/// Takes the two-region stack down when the test ends, however it ends.
-struct TwoRegionDown;
-
-impl Drop for TwoRegionDown {
-    fn drop(&mut self) {
-        let _ = faultline_two_region(&["down"]);
-    }
 }
 
 fn check_region_loss_run(o: &std::process::Output, component: &str) -> Value {

@@ -32,8 +32,10 @@ pub struct BackupHealth {
 #[derive(Clone, Debug, Serialize)]
 pub struct QdrantSetHealth {
     pub set: String,
-    /// The peers (nodes) the set has a snapshot of.
+    /// The peers (nodes) the set has a collection snapshot of.
     pub peers: Vec<String>,
+    /// The shards the set has a shard snapshot of (what a cluster formed anew is restored from).
+    pub shards: Vec<u32>,
     /// Seconds since the oldest snapshot of the set was asked for.
     pub age_s: f64,
 }
@@ -43,7 +45,12 @@ impl QdrantSetHealth {
         let first = set.first()?;
         Some(QdrantSetHealth {
             set: first.set.clone(),
-            peers: set.iter().map(|s| s.peer.clone()).collect(),
+            peers: set
+                .iter()
+                .filter(|s| s.shard.is_none())
+                .map(|s| s.peer.clone())
+                .collect(),
+            shards: set.iter().filter_map(|s| s.shard).collect(),
             age_s: now - set.iter().map(|s| s.taken_at).fold(f64::INFINITY, f64::min),
         })
     }
@@ -139,11 +146,25 @@ impl BackupHealth {
                     _ => false,
                 };
                 if failing {
+                    let failed = a.last_failed_wal.as_deref().unwrap_or("?");
+                    let older_timeline = segment(failed)
+                        .zip(segment(&a.current_wal))
+                        .filter(|((tl_f, _), (tl_c, _))| tl_f < tl_c)
+                        .map(|((tl_f, _), (tl_c, _))| {
+                            format!(
+                                ": {failed} is from timeline {tl_f}, older than the primary's {tl_c}, a former \
+                                 primary's WAL left marked ready after pg_rewind; pgBackRest refuses a segment the \
+                                 archive holds with other contents (error 045), so the archiver retries it forever \
+                                 and every newer segment waits behind it. Compare it with the archive's copy, then \
+                                 rename pg_wal/archive_status/{failed}.ready to .done on {} (or rebuild the stack: \
+                                 `faultline down && faultline up`)",
+                                a.member
+                            )
+                        })
+                        .unwrap_or_else(|| " (see the PostgreSQL log)".into());
                     h.problems.push(format!(
-                        "archiving is failing on {}: {} failed attempt(s), last for {} (see the PostgreSQL log)",
-                        a.member,
-                        a.failed_count,
-                        a.last_failed_wal.as_deref().unwrap_or("?")
+                        "archiving is failing on {}: {} failed attempt(s), last for {failed}{older_timeline}",
+                        a.member, a.failed_count,
                     ));
                 }
                 h.archiver = Some(a);
@@ -213,10 +234,11 @@ impl BackupHealth {
         }
         match &self.qdrant {
             Some(Some(q)) => v.push(format!(
-                "qdrant snapshots: set {} of {} peer(s) ({}), data {:.0} s old",
+                "qdrant snapshots: set {} of {} peer(s) ({}) and {} shard(s), data {:.0} s old",
                 q.set,
                 q.peers.len(),
                 q.peers.join(", "),
+                q.shards.len(),
                 q.age_s
             )),
             Some(None) => v.push("qdrant snapshots: none in the backup store".into()),
@@ -273,6 +295,38 @@ mod tests {
         );
         assert_eq!(segment("0000000100000001000000FF"), Some((1, 0x1FF)));
         assert_eq!(segment("00000002.history"), None);
+    }
+
+    #[test]
+    fn a_segment_of_an_older_timeline_stuck_in_the_archiver_is_explained() {
+        let mut a = archiver(true);
+        a.last_failed_wal = Some("00000001000000000000000B".into());
+        let h = BackupHealth::assemble(
+            "n3:/repo".into(),
+            parse_info(INFO, "faultline"),
+            Ok(a),
+            None,
+            1030.0,
+        );
+        let p = h.problems.join("\n");
+        assert!(
+            p.contains("00000001000000000000000B is from timeline 1, older than the primary's 2")
+                && p.contains("error 045"),
+            "{p}"
+        );
+        // The same timeline: nothing to explain beyond the log.
+        let h = BackupHealth::assemble(
+            "n3:/repo".into(),
+            parse_info(INFO, "faultline"),
+            Ok(archiver(true)),
+            None,
+            1030.0,
+        );
+        let p = h.problems.join("\n");
+        assert!(
+            p.contains("(see the PostgreSQL log)") && !p.contains("timeline"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Qdrant backups: a collection snapshot holds one peer's shards only (HA-FACTS), so every peer is snapshotted.
-//! Each snapshot is created on its peer (`POST /collections/{c}/snapshots?wait=true`), downloaded into the
-//! backup store, checked against the SHA-256 Qdrant reports for it, and deleted from the peer. The snapshots of
-//! one backup share a set name; a JSON file beside each describes it. Qdrant has no point-in-time restore: a
-//! restore's recovery point is the newest snapshot set before the target.
+//! Qdrant backups: a collection snapshot holds one peer's shards only (HA-FACTS), so every peer is snapshotted;
+//! and every shard is snapshotted once more on its own, from a peer holding an Active replica of it, for a
+//! restore onto a cluster formed anew (a lost region took the peers, so no peer's collection snapshot fits).
+//! Each snapshot is created on its peer (`POST /collections/{c}/snapshots?wait=true`, or
+//! `/collections/{c}/shards/{s}/snapshots`), downloaded into the backup store, checked against the SHA-256
+//! Qdrant reports for it, and deleted from the peer. The snapshots of one backup share a set name; a JSON file
+//! beside each describes it. Qdrant has no point-in-time restore: a restore's recovery point is the newest
+//! snapshot set before the target.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,11 +28,28 @@ pub struct QdrantSnapshot {
     /// The node whose peer was snapshotted.
     pub peer: String,
     pub collection: String,
+    /// A shard snapshot: the shard it holds. None: the peer's collection snapshot (every shard it holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
     /// When the snapshot was asked for (Unix seconds): its data is at least this new.
     pub taken_at: f64,
     pub bytes: u64,
     /// Qdrant's SHA-256 of the snapshot, which the copy matched.
     pub sha256: String,
+}
+
+impl QdrantSnapshot {
+    /// The REST path snapshots of this kind live under.
+    fn api_base(&self) -> String {
+        api_base(&self.collection, self.shard)
+    }
+}
+
+fn api_base(collection: &str, shard: Option<u32>) -> String {
+    match shard {
+        None => format!("/collections/{collection}"),
+        Some(s) => format!("/collections/{collection}/shards/{s}"),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -50,10 +70,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Snapshots `collection` on `peer` and copies the snapshot into `store` as `<set>-<node>.snapshot`.
+/// Snapshots `collection` on `peer` (the whole of its local shards, or with `shard` that shard alone) and
+/// copies the snapshot into `store` as `<set>-<node>.snapshot` (or `<set>-shard<s>.snapshot`).
 pub async fn take(
     peer: &QdrantPeer,
     collection: &str,
+    shard: Option<u32>,
     store: &Path,
     set: &str,
     timeout: Duration,
@@ -61,8 +83,9 @@ pub async fn take(
     let node = &peer.node;
     let http = http_client(timeout);
     let asked = unix(SystemTime::now());
+    let base = api_base(collection, shard);
     let created: serde_json::Value = http
-        .post(peer.rest_url(&format!("/collections/{collection}/snapshots?wait=true")))
+        .post(peer.rest_url(&format!("{base}/snapshots?wait=true")))
         .send()
         .await
         .and_then(|r| r.error_for_status())
@@ -75,7 +98,7 @@ pub async fn take(
         .ok_or_else(|| format!("qdrant {node}: the snapshot answer names no snapshot: {created}"))?
         .to_string();
     let reported = created["result"]["checksum"].as_str().map(str::to_string);
-    let url = peer.rest_url(&format!("/collections/{collection}/snapshots/{name}"));
+    let url = peer.rest_url(&format!("{base}/snapshots/{name}"));
     let mut resp = http
         .get(&url)
         .send()
@@ -83,7 +106,10 @@ pub async fn take(
         .and_then(|r| r.error_for_status())
         .map_err(|e| format!("qdrant {node}: download {name}: {e}"))?;
     std::fs::create_dir_all(store).map_err(|e| format!("mkdir {}: {e}", store.display()))?;
-    let file = format!("{set}-{node}.snapshot");
+    let file = match shard {
+        None => format!("{set}-{node}.snapshot"),
+        Some(s) => format!("{set}-shard{s}.snapshot"),
+    };
     let path = store.join(&file);
     let mut out =
         std::fs::File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
@@ -115,6 +141,7 @@ pub async fn take(
         file,
         peer: node.clone(),
         collection: collection.to_string(),
+        shard,
         taken_at: asked,
         bytes,
         sha256,
@@ -126,11 +153,13 @@ pub async fn take(
 }
 
 /// Recovers `collection` on `peer` from a snapshot in the store, uploaded to it (`POST
-/// /collections/{c}/snapshots/upload`: a `file://` location must lie inside the peer's own snapshots directory,
-/// and the upload works the same for a peer on another machine), with `priority: snapshot`: the snapshot's data
-/// replaces the peer's shards (the default, `replica`, would take the other replicas' data, and into an emptied
-/// cluster gives an empty collection; HA-FACTS). The file is checked against its recorded SHA-256 first. The
-/// snapshot is read into memory for the upload.
+/// /collections/{c}/snapshots/upload`, or `/collections/{c}/shards/{s}/snapshots/upload` for a shard snapshot:
+/// a `file://` location must lie inside the peer's own snapshots directory, and the upload works the same for a
+/// peer on another machine), with `priority: snapshot`: the snapshot's data replaces the peer's replicas, and
+/// Qdrant marks the shard's other replicas Dead so they are rebuilt from it (the default, `replica`, would take
+/// the other replicas' data, and into an emptied cluster gives an empty collection; HA-FACTS; Qdrant
+/// src/common/snapshots.rs `recover_shard_snapshot_impl`). The file is checked against its recorded SHA-256
+/// first. The snapshot is read into memory for the upload.
 pub async fn recover(
     peer: &QdrantPeer,
     snapshot: &QdrantSnapshot,
@@ -155,23 +184,16 @@ pub async fn recover(
     );
     let r = http_client(timeout)
         .post(peer.rest_url(&format!(
-            "/collections/{}/snapshots/upload?priority=snapshot&wait=true",
-            snapshot.collection
+            "{}/snapshots/upload?priority=snapshot&wait=true",
+            snapshot.api_base()
         )))
         .multipart(form)
         .send()
         .await
         .map_err(|e| format!("qdrant {node}: recover from {}: {e}", snapshot.file))?;
-    if !r.status().is_success() {
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        return Err(format!(
-            "qdrant {node}: recover from {}: HTTP {status}: {}",
-            snapshot.file,
-            text.chars().take(500).collect::<String>()
-        ));
-    }
-    Ok(())
+    crate::component::success_or_body(r, format!("qdrant {node}: recover from {}", snapshot.file))
+        .await
+        .map(|_| ())
 }
 
 /// Every snapshot in the store, oldest set first (peers in name order within a set).
@@ -235,6 +257,7 @@ mod tests {
                 file: format!("{set}-{peer}.snapshot"),
                 peer: peer.into(),
                 collection: "c".into(),
+                shard: None,
                 taken_at: at,
                 bytes: 3,
                 sha256: String::new(),

@@ -378,6 +378,23 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("a plain HTTP client builds")
 }
 
+/// The response when its status is a success; otherwise an error naming `what` failed, the status and the start
+/// of the body (servers say why there).
+pub async fn success_or_body(
+    r: reqwest::Response,
+    what: impl std::fmt::Display,
+) -> Result<reqwest::Response, String> {
+    if r.status().is_success() {
+        return Ok(r);
+    }
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    Err(format!(
+        "{what}: HTTP {status}: {}",
+        text.chars().take(300).collect::<String>()
+    ))
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding (etcd's v3 JSON gateway encodes keys and values so).

@@ -333,7 +333,10 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
             .filter(|w| r.snapshot.is_some_and(|s| w.done <= s))
             .map(|w| w.id)
             .collect();
-        snapshot_checks(&writes, &before_copy, r, j.fault_at)
+        // A write the restored cluster acknowledged (sent once the old data was being replaced) and then lost:
+        // the restore took in writes before its data was in place.
+        let after_restore = lost_sent_from(j.writes, &writes.lost, r.replaced_at);
+        snapshot_checks(&writes, &before_copy, &after_restore, r, j.fault_at)
     } else if r.ok {
         postgres_checks(&writes, r.target.is_some(), r.before.timeline, &after)
     } else {
@@ -405,11 +408,25 @@ pub fn judge_other_restore(
         .insert(Metric::IntegrityFailures, Some(failures as f64));
 }
 
+/// The lost writes (ids sorted) that were sent at or after `from`.
+fn lost_sent_from(writes: &[&LedgerEntry], lost: &[u64], from: Option<Stamp>) -> Vec<u64> {
+    let Some(from) = from else {
+        return Vec::new();
+    };
+    writes
+        .iter()
+        .filter(|w| lost.binary_search(&w.id).is_ok())
+        .filter(|w| w.sent.unwrap_or(w.scheduled) >= from)
+        .map(|w| w.id)
+        .collect()
+}
+
 /// The checks of a restore from a snapshot (a Redis RDB copy, a Qdrant snapshot set): neither has a
 /// point-in-time restore, so the snapshot is the recovery point.
 fn snapshot_checks(
     writes: &RestoredWrites,
     lost_before_copy: &[u64],
+    lost_after_restore: &[u64],
     r: &super::runner::RestoreRecord,
     fault_at: Option<Stamp>,
 ) -> Vec<IntegrityCheck> {
@@ -470,6 +487,20 @@ fn snapshot_checks(
                     "{} still present: the restore did not replace the data: {}",
                     writes.present_after_target.len(),
                     ids(&writes.present_after_target)
+                )
+            },
+        ),
+        c(
+            "writes the restored data acknowledged are present",
+            lost_after_restore.is_empty(),
+            if lost_after_restore.is_empty() {
+                "none lost".into()
+            } else {
+                format!(
+                    "{} acknowledged after the restore began and then lost (taken in before the restored data \
+                     was in place): {}",
+                    lost_after_restore.len(),
+                    ids(lost_after_restore)
                 )
             },
         ),
@@ -620,6 +651,32 @@ mod tests {
             "{checks:?}"
         );
         assert!(!checks[1].ok && checks[1].detail.contains("did not stop at its target: 4"));
+    }
+
+    #[test]
+    fn a_snapshot_restore_that_takes_writes_in_before_its_data_is_in_place_is_caught() {
+        // Snapshot at 1000, incident at 2000, restore begins at 4000. Write 2 (after the snapshot) is the
+        // snapshot's RPO; write 4 was acknowledged into the cluster being rebuilt and then overwritten.
+        let ledger = [
+            w(1, 100, 110, true),
+            w(2, 1500, 1510, true),
+            w(3, 3000, 3010, true),
+            w(4, 4100, 4110, true),
+            w(5, 4600, 4610, true),
+        ];
+        let writes: Vec<&LedgerEntry> = ledger.iter().collect();
+        let present: BTreeSet<u64> = [1, 5].into();
+        let r = classify(&RestoreInput {
+            writes: &writes,
+            present: &present,
+            target: Some(ms(2000)),
+            fault_at: Some(ms(2000)),
+            replaced_at: Some(ms(4000)),
+        });
+        assert_eq!(r.lost, vec![2, 4]);
+        assert_eq!(r.discarded, 1);
+        assert_eq!(lost_sent_from(&writes, &r.lost, Some(ms(4000))), vec![4]);
+        assert!(lost_sent_from(&writes, &r.lost, None).is_empty());
     }
 
     #[test]

@@ -44,7 +44,13 @@ pub enum RevertStep {
     /// sentinels afresh), so the stack has its default layout again.
     RebuildLostNodes { nodes: Vec<String> },
     /// A drill's Qdrant restore that did not complete: recover every peer from the same snapshot set again.
-    CompleteQdrantRestore { set: String },
+    CompleteQdrantRestore {
+        set: String,
+        /// The restore forms a new cluster on the surviving peers (they lost their quorum) from the set's shard
+        /// snapshots, instead of recovering each peer from its own snapshot.
+        #[serde(default)]
+        new_cluster: bool,
+    },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
     /// Kubernetes: mark the node schedulable again.

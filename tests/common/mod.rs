@@ -54,6 +54,35 @@ pub fn faultline(args: &[&str]) -> Output {
         .expect("faultline runs")
 }
 
+/// The two-region stack has its own state directory, so it runs beside the three-node stack of the other tests.
+pub const TWO_REGION_STATE: &str = "/var/tmp/faultline-two-region";
+
+/// faultline on the two-region stack, with extra environment (e.g. QDRANT_BIN).
+pub fn faultline_two_region_env(env: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("FAULTLINE_STATE_DIR", TWO_REGION_STATE)
+        .env("FAULTLINE_REPORTS_DIR", reports_dir())
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("faultline runs")
+}
+
+pub fn faultline_two_region(args: &[&str]) -> Output {
+    faultline_two_region_env(&[], args)
+}
+
+/// Takes the two-region stack down when the test ends, however it ends.
+pub struct TwoRegionDown;
+
+impl Drop for TwoRegionDown {
+    fn drop(&mut self) {
+        let _ = faultline_two_region(&["down"]);
+    }
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",

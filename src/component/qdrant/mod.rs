@@ -3,6 +3,7 @@
 //! the load client (upserts, point reads and searches over gRPC through qdrant-client's generated client), the
 //! collection the harness creates, and the ledger read-back.
 
+pub mod admin;
 mod client;
 #[cfg(test)]
 mod fake;

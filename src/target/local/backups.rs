@@ -420,10 +420,51 @@ impl LocalStack {
         let store = self.qdrant_store(store_node);
         let mut taken = Vec::new();
         for peer in &ep.peers {
-            taken
-                .push(qdrant_snapshots::take(peer, collection, &store, &set, SHORT_COMMAND).await?);
+            taken.push(
+                qdrant_snapshots::take(peer, collection, None, &store, &set, SHORT_COMMAND).await?,
+            );
+        }
+        // Every shard once more, from a peer holding it Active: what a cluster formed anew is restored from.
+        for (shard, node) in self.qdrant_shard_holders().await? {
+            let peer = ep.peer(&node).expect("a holder is a live peer");
+            taken.push(
+                qdrant_snapshots::take(peer, collection, Some(shard), &store, &set, SHORT_COMMAND)
+                    .await?,
+            );
         }
         Ok(taken)
+    }
+
+    /// For every shard of the collection, a live peer holding an Active replica of it (by its own view).
+    pub(super) async fn qdrant_shard_holders(&self) -> Result<Vec<(u32, String)>, String> {
+        let ep = self.qdrant_endpoints();
+        let http = crate::component::http_client(Duration::from_secs(5));
+        let mut holders: std::collections::BTreeMap<u32, String> = Default::default();
+        let mut count = 0;
+        for peer in &ep.peers {
+            let Ok(Some(view)) =
+                crate::component::qdrant::collection_view(&http, peer, &ep.collection.name).await
+            else {
+                continue;
+            };
+            count = count.max(view.shard_count);
+            for r in view
+                .replicas
+                .iter()
+                .filter(|r| r.peer_id == view.peer_id && r.is_active())
+            {
+                holders
+                    .entry(r.shard_id)
+                    .or_insert_with(|| peer.node.clone());
+            }
+        }
+        match (0..count).find(|s| !holders.contains_key(s)) {
+            Some(s) => Err(format!(
+                "qdrant: no live peer holds an Active replica of shard {s}: the shard cannot be backed up"
+            )),
+            None if count == 0 => Err("qdrant: no live peer describes the collection's shards".into()),
+            None => Ok(holders.into_iter().collect()),
+        }
     }
 
     pub(super) fn qdrant_store(&self, backup_node: &str) -> PathBuf {

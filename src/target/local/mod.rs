@@ -390,7 +390,7 @@ impl LocalStack {
         Ok(())
     }
 
-    async fn wait_qdrant_endpoint(
+    pub(super) async fn wait_qdrant_endpoint(
         &self,
         node: &str,
         path: &str,

@@ -136,6 +136,45 @@ pub fn add_drop_rules(ns: &str, drop_out: &[Ipv4Addr], drop_in: &[Ipv4Addr]) -> 
     Ok(())
 }
 
+/// nft table that keeps clients out of a member while a restore rebuilds it (apart from the faults' table, so a
+/// fault's revert never opens it early).
+pub const NFT_CLOSED_TABLE: &str = "faultline_closed";
+
+/// Rejects new and existing TCP connections to `port` in the namespace (a reset: clients fail at once, they are
+/// never acknowledged by a member that is being rebuilt).
+pub fn close_port(ns: &str, port: u16) -> io::Result<()> {
+    let script = format!(
+        "table inet {NFT_CLOSED_TABLE} {{\n  chain input {{ type filter hook input priority -20; policy accept; \
+         tcp dport {port} reject with tcp reset; }}\n}}\n"
+    );
+    run_with_input("ip", &["netns", "exec", ns, "nft", "-f", "-"], &script)?;
+    Ok(())
+}
+
+/// Removes what `close_port` added; nothing to do when it is absent.
+pub fn open_ports(ns: &str) -> io::Result<()> {
+    let listed = run("ip", &["netns", "exec", ns, "nft", "list", "tables"])?;
+    if listed
+        .lines()
+        .any(|l| l.trim() == format!("table inet {NFT_CLOSED_TABLE}"))
+    {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                NFT_CLOSED_TABLE,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Removes faultline's nft table from the namespace; absent table = nothing to do.
 pub fn delete_rules(ns: &str) -> io::Result<bool> {
     if !has_rules(ns) {

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 use super::{netns, LocalStack, ProcessKind, StartHow};
 use crate::component::http_client;
 use crate::component::postgres;
+use crate::component::qdrant as qdrant_component;
 use crate::component::redis as redis_component;
 use crate::drill::ActionOutcome;
 use crate::target::local::configs::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 
 /// How long a rebuilt or re-formed etcd member may take to be healthy.
 const ETCD_READY: Duration = Duration::from_secs(30);
+/// How long rebuilt Qdrant peers may take to receive their replicas (seconds per shard here: HA-FACTS).
+const QDRANT_REPLICATED: Duration = Duration::from_secs(120);
 
 impl LocalStack {
     /// Removes what a destroyed node held: every member's data directory, pgBackRest's spool, and on the backup
@@ -58,19 +61,7 @@ impl LocalStack {
         if live.is_empty() {
             return Err("no etcd node survives: there is nowhere to form a DCS".into());
         }
-        for n in &live {
-            self.kill(n, ProcessKind::Etcd);
-        }
-        for n in &live {
-            if !self.wait_gone(n, ProcessKind::Etcd, Duration::from_secs(10)) {
-                return Err(format!("etcd on {n} did not stop"));
-            }
-            let data = self.dir.member_dir(n, ProcessKind::Etcd).join("data");
-            if data.exists() {
-                fs::remove_dir_all(&data)
-                    .map_err(|e| format!("cannot empty {}: {e}", data.display()))?;
-            }
-        }
+        self.stop_and_empty(&live, ProcessKind::Etcd)?;
         for n in &live {
             self.start(n, ProcessKind::Etcd, None)
                 .map_err(|e| e.to_string())?;
@@ -80,6 +71,25 @@ impl LocalStack {
             "etcd formed anew on {} (the lost nodes held its majority)",
             live.join(", ")
         )))
+    }
+
+    /// Kills `kind` on every node of `nodes`, waits until each is gone and removes its data directory: the
+    /// first step of forming a cluster anew on survivors that can never agree again.
+    pub(super) fn stop_and_empty(&self, nodes: &[String], kind: ProcessKind) -> Result<(), String> {
+        for n in nodes {
+            self.kill(n, kind);
+        }
+        for n in nodes {
+            if !self.wait_gone(n, kind, Duration::from_secs(10)) {
+                return Err(format!("{} on {n} did not stop", kind.name()));
+            }
+            let data = self.dir.member_dir(n, kind).join("data");
+            if data.exists() {
+                fs::remove_dir_all(&data)
+                    .map_err(|e| format!("cannot empty {}: {e}", data.display()))?;
+            }
+        }
+        Ok(())
     }
 
     async fn wait_etcd_healthy(&self) -> Result<(), String> {
@@ -253,6 +263,21 @@ impl LocalStack {
             }
         }
 
+        // Qdrant: survivors that lost their quorum can never serve again; they are formed into a new cluster and
+        // restored from the newest set (a drill's restore-qdrant did this already when it ran).
+        let qdrant_live =
+            self.state.qdrant.is_present() && !self.live_topology().placement.qdrant.is_empty();
+        if qdrant_live
+            && self.qdrant_survivors_lack_quorum()
+            && qdrant_component::health(&self.qdrant_endpoints())
+                .await
+                .is_err()
+        {
+            self.complete_newest_qdrant_restore(true)
+                .await
+                .map_err(|e| format!("restoring Qdrant on the surviving nodes: {e}"))?;
+        }
+
         // 2. Each node rejoins: etcd one member at a time (each addition changes the quorum).
         let etcd: BTreeSet<&String> = self.topology().placement.etcd.iter().collect();
         for n in nodes {
@@ -315,11 +340,66 @@ impl LocalStack {
             self.start(n, ProcessKind::Sentinel, Some(master_addr))
                 .map_err(|e| e.to_string())?;
         }
-        for n in nodes.iter().filter(|n| not_running(n, ProcessKind::Qdrant)) {
-            self.restart(n, ProcessKind::Qdrant)
+        if self.state.qdrant.is_present() {
+            if qdrant_live {
+                self.rejoin_qdrant(nodes).await?;
+            } else {
+                // Nothing of Qdrant survived: the rebuilt peers form a cluster and restore it.
+                self.complete_newest_qdrant_restore(true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilt Qdrant peers join the running cluster empty (an old identity at the same address removed
+    /// first), then every shard is copied to them until it has its replication factor again, and the cluster
+    /// must be healthy within a bound.
+    async fn rejoin_qdrant(&self, nodes: &[String]) -> Result<(), String> {
+        let ep = self.qdrant_endpoints();
+        let running = |n: &String| !self.pids(n, ProcessKind::Qdrant).is_empty();
+        let via = ep
+            .peers
+            .iter()
+            .find(|p| !nodes.contains(&p.node) && running(&p.node))
+            .or_else(|| ep.peers.iter().find(|p| running(&p.node)))
+            .ok_or("no Qdrant peer runs to join")?
+            .clone();
+        for n in nodes {
+            let placed = self.topology().placement.qdrant.contains(n);
+            if !placed || running(n) {
+                continue;
+            }
+            qdrant_component::admin::remove_stale_peers(&via, &ep, n, None).await?;
+            self.start(n, ProcessKind::Qdrant, Some(self.addr(&via.node)))
+                .map_err(|e| e.to_string())?;
+            self.wait_qdrant_endpoint(n, "/readyz", Duration::from_secs(60))
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        let end = Instant::now() + QDRANT_REPLICATED;
+        let mut asked: Option<Instant> = None;
+        loop {
+            let health = qdrant_component::health(&ep).await;
+            match health {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= end => {
+                    return Err(format!(
+                        "qdrant did not return to its replication factor within {} s: {e}",
+                        QDRANT_REPLICATED.as_secs()
+                    ))
+                }
+                // Asked again now and then: a transfer that failed leaves its shard short again.
+                Err(_) if asked.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) => {
+                    // Every peer must know the joined ones before replicas are placed on them.
+                    let ids = qdrant_component::admin::peer_ids(&ep).await;
+                    if ep.peers.iter().all(|p| ids.contains_key(&p.node)) {
+                        qdrant_component::admin::restore_replication(&via, &ep).await?;
+                        asked = Some(Instant::now());
+                    }
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }

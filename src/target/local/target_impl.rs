@@ -130,7 +130,9 @@ impl Target for LocalStack {
                     self.complete_postgres_restore(node, target.as_deref()).await
                 }
                 RevertStep::RebuildLostNodes { nodes } => self.rebuild_lost_nodes(nodes).await,
-                RevertStep::CompleteQdrantRestore { set } => self.complete_qdrant_restore(set).await,
+                RevertStep::CompleteQdrantRestore { set, new_cluster } => {
+                    self.complete_qdrant_restore(set, *new_cluster).await
+                }
                 RevertStep::CompleteRedisRestore { node, file } => {
                     self.complete_redis_restore(node, file).await
                 }
@@ -176,8 +178,9 @@ impl Target for LocalStack {
                     (format!("redis RDB {} stored", b.redis.file), b.redis_done),
                     (
                         format!(
-                            "qdrant snapshots of {} peer(s) stored ({})",
-                            b.qdrant.len(),
+                            "qdrant snapshots of {} peer(s) and {} shard(s) stored ({})",
+                            b.qdrant.iter().filter(|s| s.shard.is_none()).count(),
+                            b.qdrant.iter().filter(|s| s.shard.is_some()).count(),
                             b.qdrant.first().map_or("", |s| s.set.as_str())
                         ),
                         b.qdrant_done,
