@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs from Debian's packages: etcd, Patroni, PostgreSQL 15, Redis + Sentinel, pgBackRest,
-# iproute2, nftables, iptables. Idempotent; needs root. Debian's postinst scripts may start default
+# iproute2, nftables, iptables, and Chromium for the HTML report's browser test. Idempotent; needs root. Debian's postinst scripts may start default
 # PostgreSQL/Redis instances where an init system runs; they are stopped so they do not hold faultline's ports
 # (faultline's servers listen on the namespaces' own addresses anyway).
 set -euo pipefail
@@ -11,7 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(etcd-server etcd-client patroni postgresql postgresql-contrib redis-server redis-sentinel pgbackrest
-          iproute2 nftables iptables procps util-linux ca-certificates)
+          iproute2 nftables iptables procps util-linux ca-certificates
+          # The tests open the HTML report in a real headless browser.
+          chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -48,6 +48,8 @@ pub struct TrialMeasurements {
     pub values: BTreeMap<Metric, Option<f64>>,
     pub writes: WriteClassification,
     pub latency_buckets: Vec<LatencyBucket>,
+    /// The same ops in 100 ms slices with failed and unknown apart (the report's timeline chart).
+    pub op_buckets: Vec<OpBucket>,
     /// Why a measurement is missing where the value alone cannot say (e.g. which pod never came back).
     pub notes: Vec<String>,
     /// Metrics whose value is only a lower bound (an outage still open when the trial ended): an upper limit on
@@ -114,6 +116,22 @@ pub struct LatencyBucket {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
 }
+
+/// Operations in one 100 ms slice of a trial, for the report's timeline chart.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpBucket {
+    /// Slice start in seconds from the fault (or the baseline start), negative before it; by scheduled time.
+    pub t_s: f64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    /// Quantiles of the ok ops' latency; None when the slice had none.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Width of an `OpBucket`.
+pub const OP_BUCKET_MS: i64 = 100;
 
 pub fn analyze(input: &TrialInput) -> TrialMeasurements {
     let writes: Vec<&LedgerEntry> = input
@@ -307,6 +325,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         values,
         writes: writes_classified,
         latency_buckets: latency_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
+        op_buckets: op_buckets(input.ledger, input.fault_at.unwrap_or(input.baseline.0)),
         notes: notes.into_iter().chain(pods_note).collect(),
         lower_bounds,
         integrity: Vec::new(),
@@ -618,6 +637,38 @@ fn latency_buckets(ledger: &[LedgerEntry], origin: Stamp) -> Vec<LatencyBucket> 
                 t_s,
                 ops: ops.len() as u64,
                 errors: ops.iter().filter(|e| e.outcome != Outcome::Ok).count() as u64,
+                p50_ms: quantiles.map(|q| q[0]),
+                p99_ms: quantiles.map(|q| q[2]),
+            }
+        })
+        .collect()
+}
+
+/// One `OP_BUCKET_MS` slice from the first to the last op, empty slices included so a stall shows as a gap.
+fn op_buckets(ledger: &[LedgerEntry], origin: Stamp) -> Vec<OpBucket> {
+    let slice_of = |e: &LedgerEntry| {
+        (e.scheduled.secs_since(origin) * 1000.0 / OP_BUCKET_MS as f64).floor() as i64
+    };
+    let (Some(first), Some(last)) = (
+        ledger.iter().map(slice_of).min(),
+        ledger.iter().map(slice_of).max(),
+    ) else {
+        return Vec::new();
+    };
+    let mut by_slice: BTreeMap<i64, Vec<&LedgerEntry>> = BTreeMap::new();
+    for e in ledger {
+        by_slice.entry(slice_of(e)).or_default().push(e);
+    }
+    (first..=last)
+        .map(|i| {
+            let ops = by_slice.remove(&i).unwrap_or_default();
+            let quantiles = latency_quantiles(ops.iter().copied());
+            let count = |o: Outcome| ops.iter().filter(|e| e.outcome == o).count() as u64;
+            OpBucket {
+                t_s: (i * OP_BUCKET_MS) as f64 / 1000.0,
+                ok: count(Outcome::Ok),
+                failed: count(Outcome::Failed),
+                unknown: count(Outcome::Unknown),
                 p50_ms: quantiles.map(|q| q[0]),
                 p99_ms: quantiles.map(|q| q[2]),
             }
@@ -1264,5 +1315,26 @@ mod tests {
         assert_eq!((b[0].p50_ms, b[0].p99_ms), (Some(2.0), Some(4.001)));
         assert_eq!((b[1].p50_ms, b[2].p50_ms), (None, None));
         assert_eq!(b[3].p99_ms, Some(2.0));
+    }
+
+    #[test]
+    fn op_buckets_are_100_ms_slices_with_failed_and_unknown_apart() {
+        // The fixture's fault is at 10 s.
+        let f = Fixture::new(vec![
+            write(1, 9_850, 9_852, Outcome::Ok),
+            write(2, 9_990, 9_995, Outcome::Failed),
+            write(3, 10_000, 12_000, Outcome::Unknown),
+            write(4, 10_250, 10_253, Outcome::Ok),
+        ]);
+        let b = f.run().op_buckets;
+        let t: Vec<f64> = b.iter().map(|b| b.t_s).collect();
+        assert_eq!(t, vec![-0.2, -0.1, 0.0, 0.1, 0.2]);
+        let counts: Vec<(u64, u64, u64)> = b.iter().map(|b| (b.ok, b.failed, b.unknown)).collect();
+        assert_eq!(
+            counts,
+            vec![(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0), (1, 0, 0)]
+        );
+        assert_eq!(b[0].p50_ms, Some(2.0));
+        assert_eq!((b[1].p50_ms, b[3].p50_ms), (None, None));
     }
 }

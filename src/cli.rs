@@ -108,6 +108,12 @@ enum Command {
         #[command(flatten)]
         on: TargetArgs,
     },
+    /// Re-check a run directory's evidence: every file against its SHA256SUMS (exit 0 intact, 1 changed, 2 no or
+    /// malformed manifest).
+    Verify {
+        /// A run directory (reports/<run>).
+        dir: PathBuf,
+    },
 }
 
 pub fn main() -> i32 {
@@ -123,6 +129,45 @@ pub fn main() -> i32 {
         }
     };
     rt.block_on(dispatch(cli))
+}
+
+/// `faultline verify DIR`: the manifest re-checked, every difference named.
+fn verify(dir: &Path) -> i32 {
+    match report::evidence::verify(dir) {
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID_INPUT
+        }
+        Ok(v) if v.intact() => {
+            println!(
+                "{}: intact ({} files match {})",
+                dir.display(),
+                v.checked,
+                report::evidence::MANIFEST
+            );
+            exit::PASS
+        }
+        Ok(v) => {
+            for p in &v.changed {
+                println!("CHANGED  {p}");
+            }
+            for p in &v.missing {
+                println!("MISSING  {p}");
+            }
+            for p in &v.unlisted {
+                println!("ADDED    {p} (not in the manifest)");
+            }
+            println!(
+                "{}: NOT intact: {} changed, {} missing, {} added of {} listed",
+                dir.display(),
+                v.changed.len(),
+                v.missing.len(),
+                v.unlisted.len(),
+                v.checked
+            );
+            exit::THRESHOLD_FAILED
+        }
+    }
 }
 
 fn default_topology() -> Topology {
@@ -172,7 +217,7 @@ async fn dispatch(cli: Cli) -> i32 {
         | Command::Suite { on, .. }
         | Command::Backup { on, .. }
         | Command::Recover { on } => Some(on.clone()),
-        Command::Validate { .. } => None,
+        Command::Validate { .. } | Command::Verify { .. } => None,
     };
     if let Some(on) = &on {
         if let Err(e) = on.check() {
@@ -229,6 +274,7 @@ async fn dispatch(cli: Cli) -> i32 {
         },
         Command::Status { .. } => status(dir).await,
         Command::Validate { files } => validate(&files),
+        Command::Verify { dir } => verify(&dir),
         Command::Run {
             scenario,
             settings,
@@ -367,6 +413,7 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
             }
         },
         Command::Validate { files } => validate(&files),
+        Command::Verify { dir } => verify(&dir),
         Command::Backup { .. } => {
             eprintln!(
                 "error: `faultline backup` runs on the local stack only: on Kubernetes, backups belong to the \
@@ -678,6 +725,7 @@ async fn run_locked(
         let opts = RunOptions {
             reports_dir: reports_dir.clone(),
             journal: Journal::new(dir.journal_dir()),
+            settings_file: settings.clone(),
         };
         let outcome = if let Some(target) = kube_target {
             // Before anything is applied: the pods now, the namespace's opt-in, the components needed.

@@ -34,6 +34,8 @@ pub type Interrupts = watch::Receiver<u32>;
 pub struct RunOptions {
     pub reports_dir: PathBuf,
     pub journal: Journal,
+    /// The settings file the stack was configured from, for the evidence bundle.
+    pub settings_file: Option<PathBuf>,
 }
 
 pub struct RunOutcome {
@@ -371,6 +373,19 @@ pub async fn run_scenario<T: Target>(
         exit_code,
     };
     report::write_run(&run_dir, &report)?;
+    ledger.flush();
+    let evidence = report::evidence::EvidenceSources {
+        configs: [
+            Some(scenario.source.clone()),
+            scenario.topology.clone(),
+            opts.settings_file.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        secrets: target.secrets(),
+    };
+    report::evidence::write_evidence(&run_dir, &report, &evidence)?;
     Ok(RunOutcome { report, run_dir })
 }
 

@@ -246,6 +246,7 @@ mod tests {
             values: map,
             writes: WriteClassification::default(),
             latency_buckets: Vec::new(),
+            op_buckets: Vec::new(),
             notes: Vec::new(),
             lower_bounds: Default::default(),
             integrity: Vec::new(),

@@ -136,7 +136,69 @@ fn a_point_in_time_recovery_restores_to_just_before_the_corruption_and_proves_it
         ledger_rows(&leader).is_some_and(|n| n > 0),
         "no ledger rows on {leader}"
     );
+    check_evidence(&o);
     healthy_and_nothing_open();
+}
+
+/// The run's evidence bundle: a drill record naming the run, the objectives and the approval fields; no secret of
+/// the stack in any file of the run directory; `faultline verify` passes untouched and fails after one byte changes.
+fn check_evidence(o: &std::process::Output) {
+    let (dir, r) = report_of(o);
+    let record = std::fs::read_to_string(dir.join("evidence/drill-record.md")).unwrap();
+    let run_id = r["run_id"].as_str().unwrap();
+    for want in [
+        run_id,
+        "pitr_s",
+        "## Approval",
+        "ISO/IEC 27001:2022 A.8.13",
+        "restore-postgres",
+    ] {
+        assert!(
+            record.contains(want),
+            "drill record lacks `{want}`:\n{record}"
+        );
+    }
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string("/var/tmp/faultline/secrets.json").unwrap())
+            .unwrap();
+    let values: Vec<&str> = secrets
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_str)
+        .filter(|v| v.len() >= 8)
+        .collect();
+    assert!(values.len() >= 3, "{secrets}");
+    let mut files = vec![dir.clone()];
+    let mut read = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        read += 1;
+        for v in &values {
+            assert!(
+                !text.contains(v),
+                "a secret of the stack is in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(read >= 8, "only {read} files in {}", dir.display());
+    let v = faultline(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    let junit = dir.join("junit.xml");
+    let mut bytes = std::fs::read(&junit).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    std::fs::write(&junit, &bytes).unwrap();
+    let v = faultline(&["verify", dir.to_str().unwrap()]);
+    let out = text(&v);
+    assert_eq!(v.status.code(), Some(1), "{out}");
+    assert!(out.contains("CHANGED  junit.xml"), "{out}");
 }
 
 #[test]

@@ -315,6 +315,7 @@ async fn run_in_dir(script: Script, scenario: &str) -> (RunReport, Fake, tempfil
     let opts = RunOptions {
         reports_dir: dir.path().join("reports"),
         journal: Journal::new(dir.path().join("journal")),
+        settings_file: None,
     };
     let (_tx, intr) = watch::channel(0u32);
     let outcome = run_scenario(&fake, &scenario, &opts, intr).await.unwrap();
@@ -486,4 +487,159 @@ async fn a_fault_that_fails_while_being_applied_is_reverted_from_its_journal() {
         .timeline
         .iter()
         .any(|e| e.event["type"] == "fault_reverted"));
+}
+
+/// The HTML report of a real engine run, opened in Debian's Chromium (headless): the page renders, its screenshot
+/// shows the chart's colours, and the page made no network request. Every http(s) request Chromium makes is sent to
+/// a proxy this test listens on, so a request for a font, a script or an image from anywhere would be counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_renders_offline_in_a_real_browser() {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no chromium: scripts/install-deps.sh installs it"
+        );
+        eprintln!("skipped: no chromium (scripts/install-deps.sh installs it)");
+        return;
+    };
+    let (r, _fake, dir) = run_in_dir(Script::default(), SCENARIO).await;
+    let run_dir = dir.path().join("reports").join(&r.run_id);
+    let page = run_dir.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains("fake-outage"));
+
+    // The trap answers nothing: it records each request's first line and closes the connection, so a request
+    // fails at once instead of waiting.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for c in trap.incoming() {
+                let Ok(mut c) = c else { continue };
+                use std::io::Read;
+                c.set_read_timeout(Some(Duration::from_millis(500))).ok();
+                let mut head = [0u8; 200];
+                let n = c.read(&mut head).unwrap_or(0);
+                let line = String::from_utf8_lossy(&head[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                // A connection that sent nothing is Chromium preconnecting to its proxy: no request.
+                if !line.is_empty() {
+                    seen.lock().unwrap().push(line);
+                }
+            }
+        });
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("shot.png");
+    let common = |extra: &[String], page: &Path| {
+        let mut c = std::process::Command::new(chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            // Chromium's own background traffic (network time, component and extension updates, sign-in),
+            // which would otherwise reach the trap and hide what the page does.
+            "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--no-pings",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--no-default-browser-check",
+            "--allow-browser-signin=false",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--proxy-server=http://127.0.0.1:{port}"))
+        .arg("--proxy-bypass-list=<-loopback>")
+        .args(extra)
+        .arg(format!("file://{}", page.display()));
+        c.output().expect("chromium runs")
+    };
+    let o = common(
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1100,1600".into(),
+        ],
+        &page,
+    );
+    assert!(shot.exists(), "no screenshot: {o:?}");
+    let dom = common(&["--dump-dom".into()], &page);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("<svg") && dom.contains("Thresholds"), "{dom}");
+
+    // The screenshot is a page, not a blank: the chart's green bars (ok operations) are in it, and many colours.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).collect();
+    let colours: BTreeSet<[u8; 3]> = pixels.iter().map(|p| [p[0], p[1], p[2]]).collect();
+    assert!(
+        colours.len() > 20,
+        "{} colours: a blank page?",
+        colours.len()
+    );
+    let green = pixels.iter().filter(|p| p[..3] == [46, 139, 87]).count();
+    assert!(green > 100, "{green} pixels of the ok-bars' green");
+
+    // Nothing reached the trap.
+    let drain = || std::mem::take(&mut *seen.lock().unwrap());
+    let requests = drain();
+    // Chromium's own services, which it calls whatever page it shows (seen here: update and sign-in checks that
+    // the switches above do not turn off). A page's font, script or image would come from anywhere else.
+    const CHROMIUM_ITSELF: [&str; 4] = [
+        "update.googleapis.com",
+        "accounts.google.com",
+        "clients2.google.com",
+        "clients1.google.com",
+    ];
+    let from_the_page: Vec<&String> = requests
+        .iter()
+        .filter(|line| {
+            let target = line.split_whitespace().nth(1).unwrap_or("");
+            let host = target
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or("");
+            !CHROMIUM_ITSELF.contains(&host)
+        })
+        .collect();
+    assert!(
+        from_the_page.is_empty(),
+        "network requests: {from_the_page:?} (all: {requests:?})"
+    );
+
+    // The trap works: a page (without the report's policy) that loads an image from elsewhere is caught.
+    let control = dir.path().join("control.html");
+    std::fs::write(
+        &control,
+        "<html><body><img src=\"http://faultline-control.invalid/x.png\"></body></html>",
+    )
+    .unwrap();
+    common(&["--dump-dom".into()], &control);
+    std::thread::sleep(Duration::from_millis(600));
+    let caught = drain();
+    assert!(
+        caught
+            .iter()
+            .any(|l| l.contains("faultline-control.invalid")),
+        "the trap saw no request from the control page: {caught:?}"
+    );
 }

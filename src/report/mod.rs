@@ -1,6 +1,10 @@
 //! Reports. The engine assembles one `RunReport` per scenario run; every reporter (JSON, JUnit, terminal) reads
 //! only that value, never the engine, so all outputs tell the same story.
 
+mod charts;
+mod drill_record;
+pub mod evidence;
+pub mod html;
 mod json;
 mod junit;
 mod terminal;
@@ -61,6 +65,8 @@ pub struct TrialReport {
     pub measurements: BTreeMap<String, Option<f64>>,
     pub writes: WriteClassification,
     pub latency_buckets: Vec<LatencyBucket>,
+    /// Ops per 100 ms (ok, failed, unknown) and latency p50/p99 per slice: the HTML timeline chart's data.
+    pub op_buckets: Vec<crate::analysis::OpBucket>,
     /// Why a measurement of this trial is missing where the value alone cannot say.
     pub notes: Vec<String>,
     /// A drill's integrity checks of its restore.
@@ -75,6 +81,7 @@ impl From<&TrialMeasurements> for TrialReport {
             measurements: measurement_map(m),
             writes: m.writes.clone(),
             latency_buckets: m.latency_buckets.clone(),
+            op_buckets: m.op_buckets.clone(),
             notes: m.notes.clone(),
             integrity: m.integrity.clone(),
         }
@@ -248,10 +255,15 @@ pub fn suite_verdict(reports: &[&RunReport]) -> Verdict {
     }
 }
 
-/// Writes `report.json` and `junit.xml` into `dir`, each atomically.
+/// Writes `report.json`, `junit.xml` and `report.html` into `dir`, each atomically.
 pub fn write_run(dir: &Path, report: &RunReport) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     write_atomic(dir, "report.json", run_json(report)?.as_bytes())?;
+    write_atomic(
+        dir,
+        "report.html",
+        html::run_html(report).map_err(io::Error::other)?.as_bytes(),
+    )?;
     write_atomic(
         dir,
         "junit.xml",
@@ -266,6 +278,13 @@ pub fn write_run(dir: &Path, report: &RunReport) -> io::Result<()> {
 pub fn write_suite(dir: &Path, name: &str, runs: &[SuiteEntry]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     write_atomic(dir, "suite-report.json", suite_json(name, runs)?.as_bytes())?;
+    write_atomic(
+        dir,
+        "suite-report.html",
+        html::suite_html(name, runs, dir)
+            .map_err(io::Error::other)?
+            .as_bytes(),
+    )?;
     let reports: Vec<&RunReport> = runs.iter().map(|r| &r.report).collect();
     write_atomic(
         dir,
@@ -343,6 +362,7 @@ pub(crate) mod fixtures {
                 measurements,
                 writes: WriteClassification::default(),
                 latency_buckets: Vec::new(),
+                op_buckets: Vec::new(),
                 notes: Vec::new(),
                 integrity: Vec::new(),
             }],
@@ -487,7 +507,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, vec!["junit.xml", "report.json"]);
+        assert_eq!(names, vec!["junit.xml", "report.html", "report.json"]);
         let back: serde_json::Value =
             serde_json::from_slice(&fs::read(run_dir.join("report.json")).unwrap()).unwrap();
         assert_eq!(back["verdict"], "pass");
@@ -508,5 +528,7 @@ mod tests {
         );
         assert!(dir.path().join("junit.xml").exists());
         assert!(!dir.path().join("junit.xml.tmp").exists());
+        let page = fs::read_to_string(dir.path().join("suite-report.html")).unwrap();
+        assert!(page.contains("href=\"run/report.html\""), "{page}");
     }
 }

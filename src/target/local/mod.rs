@@ -712,6 +712,19 @@ impl LocalStack {
         }
     }
 
+    /// Every credential of the stack (passwords, the repository's passphrase).
+    pub fn secret_values(&self) -> Vec<crate::secret::Secret> {
+        let s = &self.secrets;
+        [
+            Some(s.postgres_superuser.clone()),
+            Some(s.postgres_replication.clone()),
+            s.backup_cipher.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     pub fn qdrant_endpoints(&self) -> QdrantEndpoints {
         let s = self.settings();
         QdrantEndpoints {

@@ -47,6 +47,10 @@ impl Target for LocalStack {
             .map(|h| h.summary())
     }
 
+    fn secrets(&self) -> Vec<crate::secret::Secret> {
+        self.secret_values()
+    }
+
     fn fingerprint(&self) -> serde_json::Value {
         LocalStack::fingerprint(self)
     }
