@@ -114,6 +114,17 @@ enum Command {
         /// A run directory (reports/<run>).
         dir: PathBuf,
     },
+    /// Each metric's trend over a scenario's last runs, from the run history in the reports directory.
+    History {
+        /// A scenario name (as in its file's `name:`); every scenario with runs when omitted.
+        scenario: Option<String>,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+        /// The reports directory [env: FAULTLINE_REPORTS_DIR, default ./reports]
+        #[arg(long)]
+        reports_dir: Option<PathBuf>,
+    },
 }
 
 pub fn main() -> i32 {
@@ -129,6 +140,79 @@ pub fn main() -> i32 {
         }
     };
     rt.block_on(dispatch(cli))
+}
+
+/// `faultline history [SCENARIO]`: per scenario, each judged metric's values over the last runs (oldest first),
+/// the latest run's comparison with the runs before it.
+fn history(scenario: Option<String>, last: usize, reports_dir: Option<PathBuf>) -> i32 {
+    use crate::history::{higher_is_better, regressions, History, MIN_RUNS};
+    let reports_dir = reports_dir.unwrap_or_else(engine::default_reports_dir);
+    if !reports_dir.join(crate::history::FILE).exists() {
+        return report_env(format!(
+            "no run history in {} (it is written by every run)",
+            reports_dir.display()
+        ));
+    }
+    let h = match History::open(&reports_dir) {
+        Ok(h) => h,
+        Err(e) => return report_env(e),
+    };
+    let scenarios = match scenario {
+        Some(s) if h.scenarios().contains(&s) => vec![s],
+        Some(s) => {
+            eprintln!(
+                "error: no run of scenario `{s}` in the history (scenarios with runs: {})",
+                h.scenarios().join(", ")
+            );
+            return exit::INVALID_INPUT;
+        }
+        None => h.scenarios(),
+    };
+    for sc in scenarios {
+        let runs = h.runs(&sc, last.max(1));
+        let Some(latest) = runs.last() else { continue };
+        println!(
+            "{sc}: {} run(s), {} to {}",
+            runs.len(),
+            runs[0].started_at,
+            latest.started_at
+        );
+        let verdicts: Vec<&str> = runs.iter().map(|r| r.verdict.as_str()).collect();
+        println!("  verdicts (oldest first): {}", verdicts.join(" "));
+        let values: std::collections::BTreeMap<String, Option<f64>> = latest
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(*v)))
+            .collect();
+        let flagged = regressions(&values, |m| {
+            h.values(&sc, m, &latest.run_id, crate::history::WINDOW)
+        });
+        let mut b = tabled::builder::Builder::default();
+        b.push_record(["metric", "values, oldest first", "latest vs earlier"]);
+        let metrics: std::collections::BTreeSet<&String> =
+            runs.iter().flat_map(|r| r.values.keys()).collect();
+        for m in metrics {
+            if higher_is_better(m).is_none() {
+                continue;
+            }
+            let trend: Vec<String> = runs
+                .iter()
+                .map(|r| r.values.get(m).map_or("-".into(), |v| format!("{v:.3}")))
+                .collect();
+            let earlier = h.values(&sc, m, &latest.run_id, crate::history::WINDOW);
+            let verdict = match flagged.iter().find(|r| &r.metric == m) {
+                Some(r) => format!(
+                    "REGRESSION (median {:.3}, spread {:.3})",
+                    r.median, r.spread
+                ),
+                None if earlier.len() < MIN_RUNS => "too few earlier runs".into(),
+                None => "ok".into(),
+            };
+            b.push_record([m.clone(), trend.join(" "), verdict]);
+        }
+        println!("{}\n", b.build().with(tabled::settings::Style::sharp()));
+    }
+    exit::PASS
 }
 
 /// `faultline verify DIR`: the manifest re-checked, every difference named.
@@ -217,7 +301,7 @@ async fn dispatch(cli: Cli) -> i32 {
         | Command::Suite { on, .. }
         | Command::Backup { on, .. }
         | Command::Recover { on } => Some(on.clone()),
-        Command::Validate { .. } | Command::Verify { .. } => None,
+        Command::Validate { .. } | Command::Verify { .. } | Command::History { .. } => None,
     };
     if let Some(on) = &on {
         if let Err(e) = on.check() {
@@ -275,6 +359,11 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Status { .. } => status(dir).await,
         Command::Validate { files } => validate(&files),
         Command::Verify { dir } => verify(&dir),
+        Command::History {
+            scenario,
+            last,
+            reports_dir,
+        } => history(scenario, last, reports_dir),
         Command::Run {
             scenario,
             settings,
@@ -414,6 +503,11 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
         },
         Command::Validate { files } => validate(&files),
         Command::Verify { dir } => verify(&dir),
+        Command::History {
+            scenario,
+            last,
+            reports_dir,
+        } => history(scenario, last, reports_dir),
         Command::Backup { .. } => {
             eprintln!(
                 "error: `faultline backup` runs on the local stack only: on Kubernetes, backups belong to the \

@@ -322,6 +322,39 @@ pub async fn run_scenario<T: Target>(
         m.notes.extend(note);
     }
 
+    // Each trial compared with the scenario's recent runs (`regressions`); never a reason to fail a run when
+    // the history cannot be read: said in the notes instead.
+    let mut history = match crate::history::History::open(&opts.reports_dir) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("warning: run history unavailable: {e}");
+            None
+        }
+    };
+    let history_runs = history
+        .as_ref()
+        .map_or(0, |h| h.count(&scenario.name, &run_id));
+    let mut regressions_by_trial = BTreeMap::new();
+    for m in &mut measurements {
+        let values = report::measurement_map(m);
+        let found = match &history {
+            Some(h) => crate::history::regressions(&values, |metric| {
+                h.values(&scenario.name, metric, &run_id, crate::history::WINDOW)
+            }),
+            None => Vec::new(),
+        };
+        m.values
+            .insert(Metric::Regressions, Some(found.len() as f64));
+        if history_runs < crate::history::MIN_RUNS {
+            m.notes.push(format!(
+                "regressions: {history_runs} earlier completed run(s) of this scenario in the history; a metric is \
+                 compared once {} have it",
+                crate::history::MIN_RUNS
+            ));
+        }
+        regressions_by_trial.insert(m.trial, found);
+    }
+
     let completed = stop.is_none() && measurements.len() == scenario.trials as usize;
     let thresholds = verdict::judge(&scenario.thresholds, &measurements);
     let verdict = verdict::overall(&thresholds, completed);
@@ -357,6 +390,10 @@ pub async fn run_scenario<T: Target>(
         incomplete_reason,
         thresholds,
         measurements: headline.map(report::measurement_map).unwrap_or_default(),
+        regressions: headline
+            .and_then(|m| regressions_by_trial.remove(&m.trial))
+            .unwrap_or_default(),
+        history_runs,
         measurements_trial: headline.map(|m| m.trial),
         trials: measurements.iter().map(TrialReport::from).collect(),
         distribution: report::distribution(&measurements),
@@ -386,6 +423,11 @@ pub async fn run_scenario<T: Target>(
         secrets: target.secrets(),
     };
     report::evidence::write_evidence(&run_dir, &report, &evidence)?;
+    if let Some(h) = history.as_mut() {
+        if let Err(e) = h.record(&report) {
+            eprintln!("warning: the run was not added to the history: {e}");
+        }
+    }
     Ok(RunOutcome { report, run_dir })
 }
 

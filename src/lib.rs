@@ -10,6 +10,7 @@ pub mod engine;
 pub mod events;
 pub mod exit;
 pub mod fault;
+pub mod history;
 pub mod input_error;
 pub mod ledger;
 pub mod load;

@@ -309,17 +309,23 @@ async fn run(script: Script, scenario: &str) -> (RunReport, Fake) {
 
 /// Runs the scenario with reports and the fault journal in a temporary directory, returned for inspection.
 async fn run_in_dir(script: Script, scenario: &str) -> (RunReport, Fake, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, fake) = run_with_dir(script, scenario, dir.path()).await;
+    (report, fake, dir)
+}
+
+/// Runs the scenario with reports (and their history) under `dir/reports`.
+async fn run_with_dir(script: Script, scenario: &str, dir: &Path) -> (RunReport, Fake) {
     let fake = Fake::new(script);
     let scenario = parse_scenario(scenario, Path::new("fake.yaml"), Some(&fake.topology)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let opts = RunOptions {
-        reports_dir: dir.path().join("reports"),
-        journal: Journal::new(dir.path().join("journal")),
+        reports_dir: dir.join("reports"),
+        journal: Journal::new(dir.join("journal")),
         settings_file: None,
     };
     let (_tx, intr) = watch::channel(0u32);
     let outcome = run_scenario(&fake, &scenario, &opts, intr).await.unwrap();
-    (outcome.report, fake, dir)
+    (outcome.report, fake)
 }
 
 fn metric(r: &RunReport, name: &str) -> Option<f64> {
@@ -642,4 +648,78 @@ async fn the_html_report_renders_offline_in_a_real_browser() {
             .any(|l| l.contains("faultline-control.invalid")),
         "the trap saw no request from the control page: {caught:?}"
     );
+}
+
+/// Run history: three runs of the same outage, then one whose outage lasts a second longer. The fourth is
+/// compared with the three before it: its downtime is flagged as a regression in report.json, the terminal and
+/// the HTML page, and `regressions == 0` fails; `faultline history` prints the trend from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_worse_than_its_history_is_flagged_as_a_regression() {
+    let scenario = format!("{SCENARIO}  - regressions == 0\n");
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        let (r, _) = run_with_dir(Script::default(), &scenario, dir.path()).await;
+        assert_eq!(r.verdict, Verdict::Pass, "run {i}: {:#?}", r.thresholds);
+        assert_eq!(r.history_runs, i);
+        assert!(r.regressions.is_empty());
+    }
+    let worse = Script {
+        outage: Some(Duration::from_millis(2500)),
+        ..Script::default()
+    };
+    let (r, _) = run_with_dir(worse, &scenario, dir.path()).await;
+    assert_eq!(r.history_runs, 3);
+    let flagged: Vec<&str> = r.regressions.iter().map(|g| g.metric.as_str()).collect();
+    assert!(flagged.contains(&"downtime_s"), "{flagged:?}");
+    let d = r
+        .regressions
+        .iter()
+        .find(|g| g.metric == "downtime_s")
+        .unwrap();
+    assert!((1.45..1.65).contains(&d.median) && d.value > 2.4, "{d:?}");
+    assert_eq!(r.verdict, Verdict::Fail);
+    let t = r
+        .thresholds
+        .iter()
+        .find(|t| t.label() == "regressions == 0")
+        .unwrap();
+    assert!(!t.pass && t.measured >= Some(1.0), "{t:?}");
+    let summary = faultline::report::terminal_summary(&r);
+    assert!(summary.contains("REGRESSION: downtime_s"), "{summary}");
+    let page = std::fs::read_to_string(
+        dir.path()
+            .join("reports")
+            .join(&r.run_id)
+            .join("report.html"),
+    )
+    .unwrap();
+    assert!(page.contains("<code>downtime_s</code>") && page.contains("regression"));
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["history", "fake-outage", "--reports-dir"])
+        .arg(dir.path().join("reports"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("fake-outage: 4 run(s)"), "{out}");
+    assert!(
+        out.contains("verdicts (oldest first): pass pass pass fail"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains(" downtime_s "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("REGRESSION"), "{line}");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["history", "no-such-scenario", "--reports-dir"])
+        .arg(dir.path().join("reports"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(exit::INVALID_INPUT));
 }

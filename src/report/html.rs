@@ -72,6 +72,7 @@ struct RunPage<'a> {
     log_agreement: Vec<AgreeRow>,
     fingerprint: String,
     version: &'static str,
+    history: String,
 }
 
 struct SuiteRow {
@@ -271,6 +272,7 @@ pub fn run_html(r: &RunReport) -> Result<String, askama::Error> {
             .collect(),
         fingerprint: serde_json::to_string_pretty(&r.fingerprint).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
+        history: super::terminal::history_lines(r).trim().to_string(),
     }
     .render()
 }

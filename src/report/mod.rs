@@ -43,6 +43,10 @@ pub struct RunReport {
     pub measurements: BTreeMap<String, Option<f64>>,
     /// Which trial `measurements` shows, so a multi-trial run never mixes values of different trials unlabelled.
     pub measurements_trial: Option<u32>,
+    /// The metrics of that trial worse than the scenario's recent runs by more than their spread.
+    pub regressions: Vec<crate::history::Regression>,
+    /// How many earlier completed runs of the scenario the history held.
+    pub history_runs: usize,
     pub trials: Vec<TrialReport>,
     /// Per metric, its distribution over the trials (only metrics observed in at least one trial).
     pub distribution: BTreeMap<String, Distribution>,
@@ -357,6 +361,8 @@ pub(crate) mod fixtures {
             thresholds,
             measurements: measurements.clone(),
             measurements_trial: Some(1),
+            regressions: Vec::new(),
+            history_runs: 0,
             trials: vec![TrialReport {
                 trial: 1,
                 measurements,

@@ -103,6 +103,7 @@ pub fn terminal_summary(report: &RunReport) -> String {
     }
 
     let drill = drill_steps(report);
+    let history = history_lines(report);
 
     let failed = report.thresholds.iter().filter(|t| !t.pass).count();
     let total = report.thresholds.len();
@@ -119,9 +120,36 @@ pub fn terminal_summary(report: &RunReport) -> String {
         ),
     };
     format!(
-        "{} ({}) run {}\n{table}\n{paired}{spread}{drill}{notes}{agreement}{read_backs}{verdict}\n",
+        "{} ({}) run {}\n{table}\n{paired}{spread}{drill}{notes}{agreement}{read_backs}{history}{verdict}\n",
         report.scenario, report.component, report.run_id
     )
+}
+
+/// The comparison with the scenario's recent runs.
+pub(super) fn history_lines(report: &RunReport) -> String {
+    if report.history_runs < crate::history::MIN_RUNS {
+        return format!(
+            "history: {} earlier run(s) of this scenario; comparisons start at {}\n",
+            report.history_runs,
+            crate::history::MIN_RUNS
+        );
+    }
+    if report.regressions.is_empty() {
+        return format!(
+            "history: no regression against the last {} run(s)\n",
+            report.history_runs.min(crate::history::WINDOW)
+        );
+    }
+    report
+        .regressions
+        .iter()
+        .map(|r| {
+            format!(
+                "REGRESSION: {} = {:.3}, median of the last {} runs {:.3}, their spread {:.3}\n",
+                r.metric, r.value, r.runs, r.median, r.spread
+            )
+        })
+        .collect()
 }
 
 /// A drill's steps with their times and phases (seconds from the fault), then each trial's integrity checks.
@@ -354,7 +382,8 @@ mod tests {
             .push("pods_ready_s not observed: qdrant-2 not Ready again".into());
         let s = terminal_summary(&report);
         assert!(
-            s.contains("trial 1: pods_ready_s not observed: qdrant-2 not Ready again\nFAIL"),
+            s.contains("trial 1: pods_ready_s not observed: qdrant-2 not Ready again\n")
+                && s.contains("\nFAIL"),
             "{s}"
         );
     }

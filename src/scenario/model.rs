@@ -512,6 +512,8 @@ pub enum Metric {
     DiscardedWrites,
     /// Integrity checks of a drill's restore that failed (each is listed in the report).
     IntegrityFailures,
+    /// Metrics of this trial worse than the scenario's recent runs by more than their spread (see `history`).
+    Regressions,
     /// `[op_]latency_pXX_{baseline,fault}_ms`; for a single op class `write_p99_fault_ms`.
     Latency(OpClass, Quantile, Window),
     /// Successful operations per second in the window: `[op_]throughput_{baseline,fault}_per_s`.
@@ -554,6 +556,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         Metric::RecoverableWindowS,
         Metric::DiscardedWrites,
         Metric::IntegrityFailures,
+        Metric::Regressions,
     ];
     for op in OpClass::ALL {
         for w in [Window::Baseline, Window::Fault] {
@@ -611,6 +614,7 @@ impl Metric {
             Metric::RecoverableWindowS => "recoverable_window_s".into(),
             Metric::DiscardedWrites => "discarded_writes".into(),
             Metric::IntegrityFailures => "integrity_failures".into(),
+            Metric::Regressions => "regressions".into(),
             Metric::Latency(OpClass::All, q, w) => {
                 format!("latency_{}_{}_ms", q.label(), window(w))
             }
