@@ -35,9 +35,18 @@ pub struct Cli {
     /// State directory of the local stack [env: FAULTLINE_STATE_DIR, default /var/tmp/faultline]
     #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
+    /// No live progress on stderr during runs (the summary and reports are unchanged).
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Live progress with the servers' own messages and every drill phase.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The live progress the command line asked for (set once in `main`).
+static PROGRESS: std::sync::OnceLock<crate::progress::Verbosity> = std::sync::OnceLock::new();
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -129,6 +138,11 @@ enum Command {
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    let _ = PROGRESS.set(match (cli.quiet, cli.verbose) {
+        (true, _) => crate::progress::Verbosity::Quiet,
+        (_, true) => crate::progress::Verbosity::Verbose,
+        _ => crate::progress::Verbosity::Normal,
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -820,6 +834,10 @@ async fn run_locked(
             reports_dir: reports_dir.clone(),
             journal: Journal::new(dir.journal_dir()),
             settings_file: settings.clone(),
+            progress: crate::progress::Progress {
+                verbosity: PROGRESS.get().copied().unwrap_or_default(),
+                sink: None,
+            },
         };
         let outcome = if let Some(target) = kube_target {
             // Before anything is applied: the pods now, the namespace's opt-in, the components needed.
@@ -861,6 +879,10 @@ async fn run_locked(
             Ok(outcome) => {
                 println!("{}", report::terminal_summary(&outcome.report));
                 println!("report: {}", outcome.run_dir.join("report.json").display());
+                report::markdown::append_step_summary(&report::markdown::run_markdown(
+                    &outcome.report,
+                    &outcome.run_dir,
+                ));
                 worst = worse(worst, outcome.report.exit_code);
                 entries.push(SuiteEntry {
                     run_dir: outcome.run_dir,
@@ -880,6 +902,13 @@ async fn run_locked(
         }
         let reports: Vec<_> = entries.iter().map(|e| e.report.clone()).collect();
         println!("{}", report::terminal_suite_summary(&reports));
+        let refs: Vec<&report::RunReport> = reports.iter().collect();
+        report::markdown::append_step_summary(&format!(
+            "## faultline suite `{name}`: **{:?}** ({} scenario(s); suite report `{}`)\n\n",
+            report::suite_verdict(&refs),
+            reports.len(),
+            suite_dir.join("suite-report.html").display()
+        ));
         println!(
             "suite report: {}",
             suite_dir.join("suite-report.json").display()

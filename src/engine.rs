@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub journal: Journal,
     /// The settings file the stack was configured from, for the evidence bundle.
     pub settings_file: Option<PathBuf>,
+    /// Live progress on stderr (quiet by default).
+    pub progress: crate::progress::Progress,
 }
 
 pub struct RunOutcome {
@@ -118,6 +120,18 @@ pub async fn run_scenario<T: Target>(
     let started_at = rfc3339_millis(SystemTime::now());
     let events = EventLog::new(clock);
     let ledger = Ledger::with_file(&run_dir.join("ledger.jsonl"))?;
+    let per_trial =
+        Duration::from_secs(1) + scenario.baseline + scenario.observe + scenario.heal.settle;
+    let progress = crate::progress::spawn(
+        &opts.progress,
+        crate::progress::RunPlan {
+            scenario: scenario.name.clone(),
+            trials: scenario.trials,
+            planned: per_trial * scenario.trials,
+        },
+        events.clone(),
+        ledger.clone(),
+    );
     let mut active: Vec<ActiveFault> = Vec::new();
     let mut windows: Vec<TrialWindow> = Vec::new();
     let mut next_id = 1u64;
@@ -355,6 +369,8 @@ pub async fn run_scenario<T: Target>(
         regressions_by_trial.insert(m.trial, found);
     }
 
+    // The last milestones printed and the status line cleared before the summary.
+    progress.finish().await;
     let completed = stop.is_none() && measurements.len() == scenario.trials as usize;
     let thresholds = verdict::judge(&scenario.thresholds, &measurements);
     let verdict = verdict::overall(&thresholds, completed);

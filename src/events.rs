@@ -154,6 +154,15 @@ impl EventLog {
         self.inner.lock().unwrap().push(Event { at, trial, kind });
     }
 
+    /// The events appended after the first `seen` (in the order they were appended), and how many there are now.
+    pub fn since(&self, seen: usize) -> (Vec<Event>, usize) {
+        let g = self.inner.lock().unwrap();
+        (
+            g.get(seen..).map(<[Event]>::to_vec).unwrap_or_default(),
+            g.len(),
+        )
+    }
+
     /// All events so far, ordered by their stamp.
     pub fn snapshot(&self) -> Vec<Event> {
         let mut v = self.inner.lock().unwrap().clone();

@@ -67,6 +67,8 @@ struct LedgerInner {
     entries: Vec<LedgerEntry>,
     sink: Option<BufWriter<File>>,
     unflushed: usize,
+    /// Operations recorded so far by outcome: ok, failed, unknown.
+    outcomes: [u64; 3],
 }
 
 impl Ledger {
@@ -97,7 +99,17 @@ impl Ledger {
                 let _ = sink.flush();
             }
         }
+        g.outcomes[match entry.outcome {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Unknown => 2,
+        }] += 1;
         g.entries.push(entry);
+    }
+
+    /// Operations recorded so far: ok, failed, unknown (cheap: for live progress).
+    pub fn outcome_counts(&self) -> [u64; 3] {
+        self.inner.lock().unwrap().outcomes
     }
 
     pub fn flush(&self) {

@@ -15,6 +15,7 @@ pub mod input_error;
 pub mod ledger;
 pub mod load;
 pub mod log_agreement;
+pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod secret;

@@ -322,6 +322,7 @@ async fn run_with_dir(script: Script, scenario: &str, dir: &Path) -> (RunReport,
         reports_dir: dir.join("reports"),
         journal: Journal::new(dir.join("journal")),
         settings_file: None,
+        progress: Default::default(),
     };
     let (_tx, intr) = watch::channel(0u32);
     let outcome = run_scenario(&fake, &scenario, &opts, intr).await.unwrap();

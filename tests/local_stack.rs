@@ -24,6 +24,17 @@ fn postgres_primary_kill_agrees_with_patroni_log() {
         "run failed:\n{}",
         text(&o)
     );
+    // Piped: live progress as plain timestamped lines on stderr, each milestone as it happened, never on stdout.
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "[postgres-primary-kill trial 1/1, fault] fault effective: SIGKILL",
+        "promotion: new primary serving (postgres)",
+        "elapsed, ",
+        "healed: ",
+    ] {
+        assert!(err.contains(want), "no `{want}` in the progress:\n{err}");
+    }
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("fault effective"));
     let (dir, r) = report_of(&o);
     let verdict = r["verdict"].as_str().unwrap();
     assert!(verdict == "pass" || verdict == "fail", "verdict {verdict}");
@@ -106,6 +117,35 @@ fn redis_master_kill_agrees_with_sentinel_log() {
         matches!(o.status.code(), Some(0) | Some(1)),
         "run failed:\n{}",
         text(&o)
+    );
+    // On a terminal (a pty from util-linux `script`, outside CI): a redrawn status line with the milestones above.
+    let cmd = format!(
+        "{} run --reports-dir {} scenarios/redis-master-kill.yaml",
+        bin(),
+        reports_dir().display()
+    );
+    let summary = tempfile::NamedTempFile::new().unwrap();
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("CI")
+        .env("GITHUB_STEP_SUMMARY", summary.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        screen.contains("\u{1b}[2K") || screen.contains('\r'),
+        "no redrawn line on the terminal:\n{screen}"
+    );
+    assert!(
+        screen.contains("fault effective") && screen.contains("ops/s ok"),
+        "{screen}"
+    );
+    // The run's Markdown summary was appended for the CI page.
+    let md = std::fs::read_to_string(summary.path()).unwrap();
+    assert!(
+        md.contains("### faultline `redis-master-kill`") && md.contains("| `detection_s"),
+        "{md}"
     );
     let (_dir, r) = report_of(&o);
     let detection = measured(&r, "detection_s").expect("+sdown observed");

@@ -120,29 +120,6 @@ fn threshold_rows(ts: &[ThresholdResult]) -> Vec<ThresholdRow> {
         .collect()
 }
 
-/// What a timeline event is called on the chart; None = not a marker.
-fn marker_label(e: &serde_json::Value) -> Option<String> {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    Some(match e["type"].as_str()? {
-        "fault_requested" => format!("fault requested: {}", s("fault")),
-        "fault_applied" => format!("fault effective: {}", s("fault")),
-        "failure_detected" => format!("failure detected ({})", s("component")),
-        "new_primary_serving" => format!("promotion: new primary serving ({})", s("component")),
-        "first_write_after_fault" if e["ok"] == true => {
-            "first successful write after the fault".into()
-        }
-        "fault_reverted" => "fault reverted".into(),
-        "heal_complete" => format!("healed: {}", s("detail")),
-        "step_started" => format!("step started: {}", s("step")),
-        "step_finished" => format!(
-            "step {}: {}",
-            if e["ok"] == true { "done" } else { "FAILED" },
-            s("step")
-        ),
-        _ => return None,
-    })
-}
-
 fn trial_view<'a>(r: &'a RunReport, t: &'a TrialReport) -> TrialView<'a> {
     let events: Vec<_> = r
         .timeline
@@ -152,7 +129,7 @@ fn trial_view<'a>(r: &'a RunReport, t: &'a TrialReport) -> TrialView<'a> {
     let mut markers = Vec::new();
     let mut rows = Vec::new();
     for e in &events {
-        if let (Some(what), Some(t_s)) = (marker_label(&e.event), e.t_s) {
+        if let (Some(what), Some(t_s)) = (super::describe_event(&e.event, false), e.t_s) {
             let number = rows.len() + 1;
             markers.push(Marker { number, t_s });
             rows.push(MarkerRow {

@@ -7,6 +7,7 @@ pub mod evidence;
 pub mod html;
 mod json;
 mod junit;
+pub mod markdown;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -237,6 +238,33 @@ pub fn build_timeline(
             event: serde_json::to_value(&e.kind).unwrap_or(serde_json::Value::Null),
         })
         .collect()
+}
+
+/// A timeline event (as serialised) in a few words, for the HTML chart's markers and the live progress; None
+/// for events that are not milestones. `verbose` adds the servers' own messages, drill phases and notes.
+pub fn describe_event(e: &serde_json::Value, verbose: bool) -> Option<String> {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+    Some(match e["type"].as_str()? {
+        "fault_requested" => format!("fault requested: {}", s("fault")),
+        "fault_applied" => format!("fault effective: {}", s("fault")),
+        "failure_detected" => format!("failure detected ({})", s("component")),
+        "new_primary_serving" => format!("promotion: new primary serving ({})", s("component")),
+        "first_write_after_fault" if e["ok"] == true => {
+            "first successful write after the fault".into()
+        }
+        "fault_reverted" => "fault reverted".into(),
+        "heal_complete" => format!("healed: {}", s("detail")),
+        "step_started" => format!("step started: {}", s("step")),
+        "step_finished" => format!(
+            "step {}: {}",
+            if e["ok"] == true { "done" } else { "FAILED" },
+            s("step")
+        ),
+        "step_phase" if verbose => format!("step {}: {}", s("step"), s("phase")),
+        "server_observation" if verbose => format!("[{}] {}", s("source"), s("message")),
+        "note" if verbose => s("message"),
+        _ => return None,
+    })
 }
 
 /// One run of a suite: where its report was written and the report itself.
