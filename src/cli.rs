@@ -123,6 +123,11 @@ enum Command {
         /// A run directory (reports/<run>).
         dir: PathBuf,
     },
+    /// Print the JSON Schema of a file kind (also shipped in schemas/), for editors and CI checks.
+    Schema {
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
     /// Each metric's trend over a scenario's last runs, from the run history in the reports directory.
     History {
         /// A scenario name (as in its file's `name:`); every scenario with runs when omitted.
@@ -229,6 +234,25 @@ fn history(scenario: Option<String>, last: usize, reports_dir: Option<PathBuf>) 
     exit::PASS
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SchemaKind {
+    Scenario,
+    Suite,
+    Topology,
+    Settings,
+}
+
+/// The JSON Schema of a kind of input file, pretty-printed (what schemas/<kind>.schema.json holds).
+pub fn schema_text(kind: SchemaKind) -> String {
+    let v = match kind {
+        SchemaKind::Scenario => scenario::scenario_schema(),
+        SchemaKind::Suite => scenario::suite_schema(),
+        SchemaKind::Topology => topology::topology_schema(),
+        SchemaKind::Settings => StackSettings::json_schema(),
+    };
+    serde_json::to_string_pretty(&v).expect("a schema serialises")
+}
+
 /// `faultline verify DIR`: the manifest re-checked, every difference named.
 fn verify(dir: &Path) -> i32 {
     match report::evidence::verify(dir) {
@@ -315,7 +339,10 @@ async fn dispatch(cli: Cli) -> i32 {
         | Command::Suite { on, .. }
         | Command::Backup { on, .. }
         | Command::Recover { on } => Some(on.clone()),
-        Command::Validate { .. } | Command::Verify { .. } | Command::History { .. } => None,
+        Command::Validate { .. }
+        | Command::Verify { .. }
+        | Command::History { .. }
+        | Command::Schema { .. } => None,
     };
     if let Some(on) = &on {
         if let Err(e) = on.check() {
@@ -373,6 +400,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Status { .. } => status(dir).await,
         Command::Validate { files } => validate(&files),
         Command::Verify { dir } => verify(&dir),
+        Command::Schema { kind } => {
+            println!("{}", schema_text(kind));
+            exit::PASS
+        }
         Command::History {
             scenario,
             last,
@@ -517,6 +548,10 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
         },
         Command::Validate { files } => validate(&files),
         Command::Verify { dir } => verify(&dir),
+        Command::Schema { kind } => {
+            println!("{}", schema_text(kind));
+            exit::PASS
+        }
         Command::History {
             scenario,
             last,

@@ -9,14 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::input_error::{InputError, InputErrors};
 
 /// Which etcd API Patroni uses as its DCS: the `etcd:` (v2) or `etcd3:` section of its configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DcsApi {
     Etcd2,
     Etcd3,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StackSettings {
     pub patroni_bin: PathBuf,
@@ -61,7 +61,7 @@ pub struct StackSettings {
 }
 
 /// Encryption of the pgBackRest repository (`repo1-cipher-type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Cipher {
     #[serde(rename = "aes-256-cbc")]
     Aes256Cbc,
@@ -78,7 +78,7 @@ impl Cipher {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupSettings {
     pub pgbackrest_bin: PathBuf,
@@ -99,7 +99,7 @@ pub struct BackupSettings {
     pub s3: Option<S3Repository>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Repository {
     pub bucket: String,
@@ -178,6 +178,14 @@ impl Default for StackSettings {
 }
 
 impl StackSettings {
+    /// JSON Schema of a settings file, generated from this type (`faultline schema settings`).
+    pub fn json_schema() -> serde_json::Value {
+        let mut v = serde_json::to_value(schemars::schema_for!(StackSettings))
+            .expect("a schema serialises");
+        v["title"] = "faultline settings".into();
+        v
+    }
+
     /// The Qdrant collection the harness creates and writes to, on every target.
     pub fn qdrant_collection_spec(&self) -> crate::component::qdrant::CollectionSpec {
         crate::component::qdrant::CollectionSpec {

@@ -357,8 +357,8 @@ mod tests {
             .output()
             .unwrap();
         assert!(o.status.success(), "{o:?}");
-        // report.json, report.html, junit.xml, ledger, config copy, versions, excerpts, statement.
-        assert_eq!(v.checked, 8, "{v:?}");
+        // report.json, report.html, metrics.prom, junit.xml, ledger, config copy, versions, excerpts, statement.
+        assert_eq!(v.checked, 9, "{v:?}");
         let manifest = fs::read_to_string(run.join(MANIFEST)).unwrap();
         assert!(
             manifest.contains("  evidence/statement.intoto.json\n"),

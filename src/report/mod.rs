@@ -8,6 +8,7 @@ pub mod html;
 mod json;
 mod junit;
 pub mod markdown;
+mod openmetrics;
 mod terminal;
 
 use std::collections::BTreeMap;
@@ -298,6 +299,11 @@ pub fn write_run(dir: &Path, report: &RunReport) -> io::Result<()> {
     )?;
     write_atomic(
         dir,
+        "metrics.prom",
+        openmetrics::run_openmetrics(report).as_bytes(),
+    )?;
+    write_atomic(
+        dir,
         "junit.xml",
         run_junit(report)
             .to_string()
@@ -541,7 +547,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, vec!["junit.xml", "report.html", "report.json"]);
+        assert_eq!(
+            names,
+            vec!["junit.xml", "metrics.prom", "report.html", "report.json"]
+        );
         let back: serde_json::Value =
             serde_json::from_slice(&fs::read(run_dir.join("report.json")).unwrap()).unwrap();
         assert_eq!(back["verdict"], "pass");

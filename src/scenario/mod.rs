@@ -9,5 +9,7 @@ mod threshold;
 
 pub use duration::{format_duration, parse_duration};
 pub use model::*;
-pub use parse::{load_scenario, load_suite, parse_scenario, parse_suite};
+pub use parse::{
+    load_scenario, load_suite, parse_scenario, parse_suite, scenario_schema, suite_schema,
+};
 pub use threshold::parse_threshold;

@@ -29,25 +29,35 @@ const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
+    /// The scenario's name (reports, history).
     name: Option<String>,
     description: Option<String>,
+    /// The component whose load, probes and ledger the run measures.
+    #[schemars(extend("enum" = ["postgres", "redis", "qdrant"]))]
     component: Option<String>,
+    /// Topology file, relative to this file.
     topology: Option<String>,
+    /// How many baseline-fault-heal cycles the run makes.
     trials: Option<i64>,
     load: Option<RawLoad>,
+    /// Steady-state window before the first fault, e.g. `5s`.
     baseline: Option<String>,
     faults: Option<Vec<RawFault>>,
+    /// The fault window (in a drill: until the recovery steps start), e.g. `30s`.
     observe: Option<String>,
+    /// Drill steps before the baseline (e.g. a backup).
     prepare: Option<Vec<RawStep>>,
+    /// Drill steps after the observation (restores, waits).
     recovery: Option<Vec<RawStep>>,
     heal: Option<RawHeal>,
+    /// `metric op limit`, e.g. `detection_s <= 10`, `p95(rto_s) < 30`, `regressions == 0`.
     thresholds: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLoad {
     write_rate: Option<i64>,
@@ -61,25 +71,41 @@ struct RawLoad {
     arrivals: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRedisWait {
     replicas: Option<i64>,
     timeout: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawHeal {
     timeout: Option<String>,
     settle: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawSuite {
     name: Option<String>,
+    /// Scenario files, relative to this file, run in order.
     scenarios: Option<Vec<String>>,
+}
+
+/// JSON Schema of a scenario file, generated from the type it is read into (`faultline schema scenario`).
+pub fn scenario_schema() -> serde_json::Value {
+    let mut v =
+        serde_json::to_value(schemars::schema_for!(RawScenario)).expect("a schema serialises");
+    v["title"] = "faultline scenario".into();
+    v
+}
+
+/// JSON Schema of a suite file (`faultline schema suite`).
+pub fn suite_schema() -> serde_json::Value {
+    let mut v = serde_json::to_value(schemars::schema_for!(RawSuite)).expect("a schema serialises");
+    v["title"] = "faultline suite".into();
+    v
 }
 
 /// Parses a scenario. `path` names the file in errors and anchors a relative `topology:`, which is loaded and

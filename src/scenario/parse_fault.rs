@@ -27,9 +27,10 @@ const FAULT_KINDS: [&str; 9] = [
 const MAX_FAULTS: usize = 16;
 
 /// One shape for every kind, so that a key used with the wrong kind gets a sentence about that kind.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
+    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
     kind: Option<String>,
     component: Option<String>,
     target: Option<RawSelector>,
@@ -42,7 +43,7 @@ pub(super) struct RawFault {
     how: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawSelector {
     node: Option<String>,
@@ -55,7 +56,7 @@ struct RawSelector {
 }
 
 /// The role inside `zone_of` / `region_of`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRoleRef {
     role: Option<String>,

@@ -18,14 +18,20 @@ const ACTIONS: [&str; 5] = [
 ];
 const MAX_STEPS: usize = 32;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
+    /// An operator action (or `wait:` instead).
+    #[schemars(extend("enum" = ["backup", "move-roles", "restore-postgres", "restore-qdrant", "restore-redis"]))]
     action: Option<String>,
+    /// A pause between steps, e.g. `10s`.
     wait: Option<String>,
+    /// How long the step may take, e.g. `10m`.
     deadline: Option<String>,
+    /// backup: `full`, `diff` or `incr`.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// restore-postgres: `latest`, `before-fault` or an RFC 3339 time; move-roles: a region or zone.
     to: Option<String>,
 }
 

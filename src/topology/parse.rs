@@ -21,7 +21,7 @@ const FIRST_NODE_HOST: u8 = 11;
 /// Components placed on the first nodes when `placement` leaves them out.
 const DEFAULT_MEMBERS: usize = 3;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTopology {
     name: Option<String>,
@@ -30,7 +30,7 @@ struct RawTopology {
     placement: Option<RawPlacement>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     bridge: Option<String>,
@@ -38,7 +38,7 @@ struct RawNetwork {
     subnet: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: Option<String>,
@@ -47,7 +47,7 @@ struct RawNode {
     addr: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawPlacement {
     etcd: Option<Vec<String>>,
@@ -56,6 +56,14 @@ struct RawPlacement {
     sentinel: Option<Vec<String>>,
     qdrant: Option<Vec<String>>,
     backup: Option<String>,
+}
+
+/// JSON Schema of a topology file, generated from the type it is read into (`faultline schema topology`).
+pub fn topology_schema() -> serde_json::Value {
+    let mut v =
+        serde_json::to_value(schemars::schema_for!(RawTopology)).expect("a schema serialises");
+    v["title"] = "faultline topology".into();
+    v
 }
 
 /// Parses a topology; `path` names the file in errors and becomes [`Topology::source`].
