@@ -348,6 +348,9 @@ pub async fn run_scenario<T: Target>(
     let history_runs = history
         .as_ref()
         .map_or(0, |h| h.count(&scenario.name, &run_id));
+    let previous_run = history
+        .as_ref()
+        .and_then(|h| h.previous(&scenario.name, &run_id));
     let mut regressions_by_trial = BTreeMap::new();
     for m in &mut measurements {
         let values = report::measurement_map(m);
@@ -410,6 +413,10 @@ pub async fn run_scenario<T: Target>(
             .and_then(|m| regressions_by_trial.remove(&m.trial))
             .unwrap_or_default(),
         history_runs,
+        previous: previous_run
+            .as_ref()
+            .zip(headline)
+            .map(|(p, m)| crate::history::compare(&report::measurement_map(m), p)),
         measurements_trial: headline.map(|m| m.trial),
         trials: measurements.iter().map(TrialReport::from).collect(),
         distribution: report::distribution(&measurements),

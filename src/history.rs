@@ -94,6 +94,42 @@ pub fn regressions(
     out
 }
 
+/// This run next to the scenario's previous completed run: every judged metric both have.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Comparison {
+    pub run_id: String,
+    pub started_at: String,
+    pub verdict: String,
+    pub metrics: Vec<Compared>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Compared {
+    pub metric: String,
+    pub previous: f64,
+    pub now: f64,
+}
+
+/// `values` next to `previous`'s (judged metrics present in both, by name).
+pub fn compare(values: &BTreeMap<String, Option<f64>>, previous: &PastRun) -> Comparison {
+    Comparison {
+        run_id: previous.run_id.clone(),
+        started_at: previous.started_at.clone(),
+        verdict: previous.verdict.clone(),
+        metrics: values
+            .iter()
+            .filter(|(m, _)| higher_is_better(m).is_some())
+            .filter_map(|(m, v)| {
+                Some(Compared {
+                    metric: m.clone(),
+                    previous: *previous.values.get(m)?,
+                    now: (*v)?,
+                })
+            })
+            .collect(),
+    }
+}
+
 /// The history database.
 pub struct History {
     conn: Connection,
@@ -193,6 +229,14 @@ impl History {
                 |row| row.get::<_, i64>(0),
             )
             .map_or(0, |n| n as usize)
+    }
+
+    /// The scenario's newest completed run other than `except`, with its measurements.
+    pub fn previous(&self, scenario: &str, except: &str) -> Option<PastRun> {
+        self.runs(scenario, WINDOW + 1)
+            .into_iter()
+            .rev()
+            .find(|r| r.run_id != except && r.verdict != "incomplete")
     }
 
     /// The scenarios with runs, by name.
@@ -324,6 +368,22 @@ mod tests {
         assert_eq!(runs.len(), 4, "the list shows incomplete runs too");
         assert_eq!(runs[0].run_id, "run-0");
         assert_eq!(runs[3].values["detection_s"], 7.0);
+        // The previous completed run: run-3 itself left out, the incomplete run-2 skipped.
+        assert_eq!(h.previous(scenario, "run-3").unwrap().run_id, "run-1");
+        let now: BTreeMap<String, Option<f64>> = [
+            ("detection_s".to_string(), Some(6.5)),
+            ("acked_writes".to_string(), Some(1.0)),
+        ]
+        .into();
+        let c = compare(&now, &h.previous(scenario, "run-3").unwrap());
+        assert_eq!(
+            c.metrics,
+            [Compared {
+                metric: "detection_s".into(),
+                previous: 9.0,
+                now: 6.5
+            }]
+        );
         // Reopening finds the same data.
         drop(h);
         let h = History::open(dir.path()).unwrap();

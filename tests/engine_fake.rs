@@ -658,11 +658,25 @@ async fn the_html_report_renders_offline_in_a_real_browser() {
 async fn a_run_worse_than_its_history_is_flagged_as_a_regression() {
     let scenario = format!("{SCENARIO}  - regressions == 0\n");
     let dir = tempfile::tempdir().unwrap();
+    let mut last_id: Option<String> = None;
     for i in 0..3 {
         let (r, _) = run_with_dir(Script::default(), &scenario, dir.path()).await;
         assert_eq!(r.verdict, Verdict::Pass, "run {i}: {:#?}", r.thresholds);
         assert_eq!(r.history_runs, i);
         assert!(r.regressions.is_empty());
+        // From the second run on, each shows the comparison with the one before.
+        assert_eq!(r.previous.as_ref().map(|p| p.run_id.clone()), last_id);
+        if let Some(p) = &r.previous {
+            let d = p.metrics.iter().find(|c| c.metric == "downtime_s").unwrap();
+            assert!((d.previous - d.now).abs() < 0.2, "{d:?}");
+            let summary = faultline::report::terminal_summary(&r);
+            assert!(
+                summary.contains(&format!("compared with the previous run {}", p.run_id))
+                    && summary.contains(" downtime_s "),
+                "{summary}"
+            );
+        }
+        last_id = Some(r.run_id.clone());
     }
     let worse = Script {
         outage: Some(Duration::from_millis(2500)),

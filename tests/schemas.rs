@@ -49,7 +49,8 @@ fn the_shipped_schemas_are_the_generated_ones() {
         (SchemaKind::Topology, "topology"),
         (SchemaKind::Settings, "settings"),
     ] {
-        let text = std::fs::read_to_string(root().join(format!("schemas/{name}.schema.json"))).unwrap();
+        let text =
+            std::fs::read_to_string(root().join(format!("schemas/{name}.schema.json"))).unwrap();
         assert_eq!(
             text.trim_end(),
             schema_text(kind),
@@ -63,7 +64,11 @@ fn every_shipped_and_fixture_file_passes_its_schema() {
     let mut scenarios = files("scenarios");
     let mut suites = files("scenarios/suites");
     for p in files("fixtures/valid") {
-        if p.file_name().unwrap().to_string_lossy().starts_with("suite-") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("suite-")
+        {
             suites.push(p);
         } else {
             scenarios.push(p);

@@ -49,6 +49,8 @@ pub struct RunReport {
     pub regressions: Vec<crate::history::Regression>,
     /// How many earlier completed runs of the scenario the history held.
     pub history_runs: usize,
+    /// The headline measurements next to the scenario's previous completed run's (None: the first run).
+    pub previous: Option<crate::history::Comparison>,
     pub trials: Vec<TrialReport>,
     /// Per metric, its distribution over the trials (only metrics observed in at least one trial).
     pub distribution: BTreeMap<String, Distribution>,
@@ -397,6 +399,7 @@ pub(crate) mod fixtures {
             measurements_trial: Some(1),
             regressions: Vec::new(),
             history_runs: 0,
+            previous: None,
             trials: vec![TrialReport {
                 trial: 1,
                 measurements,

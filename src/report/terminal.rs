@@ -127,20 +127,23 @@ pub fn terminal_summary(report: &RunReport) -> String {
 
 /// The comparison with the scenario's recent runs.
 pub(super) fn history_lines(report: &RunReport) -> String {
+    let mut out = previous_lines(report);
     if report.history_runs < crate::history::MIN_RUNS {
-        return format!(
-            "history: {} earlier run(s) of this scenario; comparisons start at {}\n",
+        out += &format!(
+            "history: {} earlier run(s) of this scenario; regressions are judged from {}\n",
             report.history_runs,
             crate::history::MIN_RUNS
         );
+        return out;
     }
     if report.regressions.is_empty() {
-        return format!(
+        out += &format!(
             "history: no regression against the last {} run(s)\n",
             report.history_runs.min(crate::history::WINDOW)
         );
+        return out;
     }
-    report
+    out + &report
         .regressions
         .iter()
         .map(|r| {
@@ -149,7 +152,42 @@ pub(super) fn history_lines(report: &RunReport) -> String {
                 r.metric, r.value, r.runs, r.median, r.spread
             )
         })
-        .collect()
+        .collect::<String>()
+}
+
+/// The thresholded metrics next to the previous run's values.
+fn previous_lines(report: &RunReport) -> String {
+    let Some(p) = &report.previous else {
+        return "history: the first run of this scenario\n".into();
+    };
+    let judged: Vec<String> = report
+        .thresholds
+        .iter()
+        .map(|t| t.metric.to_string())
+        .collect();
+    let mut out = format!(
+        "compared with the previous run {} ({}, {}):",
+        p.run_id, p.started_at, p.verdict
+    );
+    let rows: Vec<String> = p
+        .metrics
+        .iter()
+        .filter(|c| judged.contains(&c.metric))
+        .map(|c| {
+            format!(
+                " {} {:.3} -> {:.3} ({:+.3})",
+                c.metric,
+                c.previous,
+                c.now,
+                c.now - c.previous
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        out += " no thresholded metric in common";
+    }
+    out += &rows.join(";");
+    out + "\n"
 }
 
 /// A drill's steps with their times and phases (seconds from the fault), then each trial's integrity checks.
