@@ -443,6 +443,7 @@ pub async fn run_scenario<T: Target>(
         .into_iter()
         .flatten()
         .collect(),
+        stack_configs: target.config_files(),
         secrets: target.secrets(),
     };
     report::evidence::write_evidence(&run_dir, &report, &evidence)?;

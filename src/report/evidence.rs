@@ -28,33 +28,47 @@ const STATEMENT: &str = "statement.intoto.json";
 pub struct EvidenceSources {
     /// The scenario, topology and settings files (those that exist).
     pub configs: Vec<PathBuf>,
+    /// The stack's own configuration files as the target wrote them (name, e.g. `n1/patroni/config`, and path).
+    pub stack_configs: Vec<(String, PathBuf)>,
     pub secrets: Vec<Secret>,
 }
 
 /// Keys whose values are credentials wherever they appear in a configuration file.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 10] = [
     "password",
     "passphrase",
     "secret",
     "token",
     "cipher_pass",
+    "cipher-pass",
     "api_key",
+    "requirepass",
+    "masterauth",
+    "auth-pass",
 ];
 
+fn is_secret_key(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    SECRET_KEYS.iter().any(|k| key.contains(k))
+}
+
 /// A configuration file's text with every known secret replaced and the value of every credential-like key
-/// masked (`password: x` -> `password: [redacted]`).
+/// masked: YAML `password: x`, INI `repo1-cipher-pass=x`, Redis `requirepass x` / `sentinel auth-pass m x`.
 pub fn redact_config(text: &str, secrets: &[Secret]) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        let masked = match line.split_once(':') {
-            Some((key, value))
-                if !value.trim().is_empty()
-                    && SECRET_KEYS
-                        .iter()
-                        .any(|k| key.trim().to_ascii_lowercase().contains(k)) =>
+        let end = if line.ends_with('\n') { "\n" } else { "" };
+        let body = line.trim_end_matches('\n');
+        let words: Vec<&str> = body.split_whitespace().collect();
+        let masked = match body.find([':', '=']) {
+            Some(i) if is_secret_key(&body[..i]) && !body[i + 1..].trim().is_empty() => {
+                format!("{}{} [redacted]{end}", &body[..i], &body[i..=i])
+            }
+            _ if words.len() >= 2
+                && (is_secret_key(words[0])
+                    || (words[0] == "sentinel" && is_secret_key(words[1]))) =>
             {
-                let end = if line.ends_with('\n') { "\n" } else { "" };
-                format!("{key}: [redacted]{end}")
+                format!("{} [redacted]{end}", words[..words.len() - 1].join(" "))
             }
             _ => line.to_string(),
         };
@@ -98,6 +112,21 @@ pub fn write_evidence(dir: &Path, report: &RunReport, src: &EvidenceSources) -> 
             "name": path.display().to_string(),
             "digest": {"sha256": sha256_file(path)?},
         }));
+    }
+    if !src.stack_configs.is_empty() {
+        let stack_dir = config_dir.join("stack");
+        fs::create_dir_all(&stack_dir)?;
+        for (name, path) in &src.stack_configs {
+            let Ok(text) = fs::read_to_string(path) else {
+                continue;
+            };
+            let flat = name.replace('/', "-");
+            write_atomic(
+                &stack_dir,
+                &flat,
+                redact_config(&text, &src.secrets).as_bytes(),
+            )?;
+        }
     }
     let scenario_digest = sha256_file(Path::new(&report.scenario_file)).ok();
     let versions = json!({
@@ -316,14 +345,20 @@ mod tests {
 
     #[test]
     fn credentials_are_masked_and_known_secrets_replaced() {
-        let text = "backup:\n  cipher: aes-256-cbc\n  cipher_pass: hunter2\npostgres_password: \"p4ss\"\nnote: uses s3cr3tvalue here\n";
+        let text = "backup:\n  cipher: aes-256-cbc\n  cipher_pass: hunter2\npostgres_password: \"p4ss\"\nnote: uses s3cr3tvalue here\nrepo1-cipher-pass=abc123\nrequirepass r3d1s\nsentinel auth-pass mymaster s3nt\nport 6379\n";
         let out = redact_config(text, &[Secret::new("s3cr3tvalue")]);
-        assert!(
-            !out.contains("hunter2") && !out.contains("p4ss") && !out.contains("s3cr3tvalue"),
-            "{out}"
-        );
+        for secret in ["hunter2", "p4ss", "s3cr3tvalue", "abc123", "r3d1s", "s3nt"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
         assert!(out.contains("  cipher: aes-256-cbc\n"), "{out}");
         assert!(out.contains("  cipher_pass: [redacted]\n"), "{out}");
+        assert!(out.contains("repo1-cipher-pass= [redacted]\n"), "{out}");
+        assert!(out.contains("requirepass [redacted]\n"), "{out}");
+        assert!(
+            out.contains("sentinel auth-pass mymaster [redacted]\n"),
+            "{out}"
+        );
+        assert!(out.contains("port 6379\n"), "{out}");
         assert!(out.contains("note: uses [redacted] here"), "{out}");
     }
 
@@ -344,6 +379,7 @@ mod tests {
             &report,
             &EvidenceSources {
                 configs: vec![scenario.clone()],
+                stack_configs: Vec::new(),
                 secrets: vec![Secret::new("letmein")],
             },
         )

@@ -67,6 +67,10 @@ pub trait Target {
     /// Ok with a one-line summary once every member is back and the replication groups agree.
     fn wait_healthy(&self, timeout: Duration) -> impl Future<Output = Result<String, String>>;
     fn fingerprint(&self) -> serde_json::Value;
+    /// The configuration files the target wrote for the stack's members (name, path), for the evidence bundle.
+    fn config_files(&self) -> Vec<(String, std::path::PathBuf)> {
+        Vec::new()
+    }
     /// The credentials this target knows, so that no report or evidence file can carry them.
     fn secrets(&self) -> Vec<crate::secret::Secret> {
         Vec::new()

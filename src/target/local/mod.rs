@@ -712,6 +712,43 @@ impl LocalStack {
         }
     }
 
+    /// Every member's configuration files as written (`config`, `config.yaml`, pgBackRest's `*.conf`), named
+    /// `<node>/<process>/<file>`.
+    pub fn member_config_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        let mut members = self.members();
+        for n in self.pgbackrest_nodes() {
+            if !members.contains(&(n.clone(), ProcessKind::Pgbackrest)) {
+                members.push((n, ProcessKind::Pgbackrest));
+            }
+        }
+        for (node, kind) in members {
+            let dir = self.dir.member_dir(&node, kind);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let name_of = |p: &PathBuf| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let mut files: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .filter(|p| {
+                    let name = name_of(p);
+                    name == config_file_name(kind) || name.ends_with(".conf")
+                })
+                .collect();
+            files.sort();
+            for p in files {
+                out.push((format!("{node}/{}/{}", kind.name(), name_of(&p)), p));
+            }
+        }
+        out
+    }
+
     /// Every credential of the stack (passwords, the repository's passphrase).
     pub fn secret_values(&self) -> Vec<crate::secret::Secret> {
         let s = &self.secrets;

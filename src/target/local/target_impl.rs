@@ -47,6 +47,10 @@ impl Target for LocalStack {
             .map(|h| h.summary())
     }
 
+    fn config_files(&self) -> Vec<(String, std::path::PathBuf)> {
+        self.member_config_files()
+    }
+
     fn secrets(&self) -> Vec<crate::secret::Secret> {
         self.secret_values()
     }
