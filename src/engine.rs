@@ -31,6 +31,10 @@ use crate::verdict::{self, Verdict};
 /// Counts SIGINT/SIGTERM received; the engine stops injecting at the first and always reverts.
 pub type Interrupts = watch::Receiver<u32>;
 
+/// The window of server log lines kept around each paired event, and at most how many (the last ones).
+const EXCERPT_AROUND: Duration = Duration::from_secs(3);
+const EXCERPT_MAX_LINES: usize = 60;
+
 pub struct RunOptions {
     pub reports_dir: PathBuf,
     pub journal: Journal,
@@ -372,6 +376,33 @@ pub async fn run_scenario<T: Target>(
         regressions_by_trial.insert(m.trial, found);
     }
 
+    // The servers' own lines around each paired event, for the evidence bundle.
+    let mut log_excerpts = Vec::new();
+    for row in &log_agreement {
+        let Some(at) = row
+            .server_log_at
+            .as_deref()
+            .or(row.harness_at.as_deref())
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+        else {
+            continue;
+        };
+        let lines = target
+            .log_excerpt(scenario.component, at, EXCERPT_AROUND)
+            .await;
+        log_excerpts.push(report::LogExcerpt {
+            trial: row.trial,
+            event: row.event.clone(),
+            at: rfc3339_millis(at),
+            lines: lines
+                .into_iter()
+                .rev()
+                .take(EXCERPT_MAX_LINES)
+                .rev()
+                .map(|(t, l)| format!("{}  {l}", rfc3339_millis(t)))
+                .collect(),
+        });
+    }
     // The last milestones printed and the status line cleared before the summary.
     progress.finish().await;
     let completed = stop.is_none() && measurements.len() == scenario.trials as usize;
@@ -424,6 +455,7 @@ pub async fn run_scenario<T: Target>(
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
         read_backs,
         log_agreement,
+        log_excerpts,
         log_agreement_unchecked: component
             .unlogged_events()
             .into_iter()

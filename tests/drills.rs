@@ -158,6 +158,21 @@ fn check_evidence(o: &std::process::Output) {
             "drill record lacks `{want}`:\n{record}"
         );
     }
+    // The servers' own lines around each paired event, stamped and named by node and process.
+    let excerpts = std::fs::read_to_string(dir.join("evidence/log-excerpts.txt")).unwrap();
+    assert!(
+        excerpts.contains("every server log line within 3 s of")
+            && excerpts.lines().any(|l| l.contains(" patroni: ")),
+        "{excerpts}"
+    );
+    // Every member's configuration, redacted.
+    let stack_configs = std::fs::read_dir(dir.join("evidence/config/stack"))
+        .unwrap()
+        .count();
+    assert!(
+        stack_configs >= 9,
+        "{stack_configs} stack configuration files"
+    );
     let secrets: Value =
         serde_json::from_str(&std::fs::read_to_string("/var/tmp/faultline/secrets.json").unwrap())
             .unwrap();

@@ -248,6 +248,19 @@ fn log_excerpts(report: &RunReport) -> String {
     for (at, l) in lines {
         out.push_str(&format!("{at} {l}\n"));
     }
+    for x in &report.log_excerpts {
+        out.push_str(&format!(
+            "\n# trial {} `{}`: every server log line within 3 s of {}\n",
+            x.trial, x.event, x.at
+        ));
+        if x.lines.is_empty() {
+            out.push_str("# (no stamped line in that window)\n");
+        }
+        for l in &x.lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
     out
 }
 

@@ -60,6 +60,8 @@ pub struct RunReport {
     /// Every read-back of the ledger: one per trial and the run's final one, with who answered and when.
     pub read_backs: Vec<ReadBackRecord>,
     pub log_agreement: Vec<LogAgreement>,
+    /// The servers' log lines around each paired event (the evidence bundle's excerpts).
+    pub log_excerpts: Vec<LogExcerpt>,
     /// Events of the component that no server log records, so their stamps cannot be checked (said plainly).
     pub log_agreement_unchecked: Vec<String>,
     /// Component versions and HA settings, built by the target.
@@ -212,6 +214,17 @@ pub fn judged_trial(results: &[ThresholdResult], trials: &[TrialMeasurements]) -
         .find(|r| !r.pass)
         .and_then(|r| r.trial)
         .or_else(|| trials.first().map(|t| t.trial))
+}
+
+/// The server log lines within a few seconds of one event the run paired with a log line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogExcerpt {
+    pub trial: u32,
+    pub event: String,
+    /// The instant the window is centred on (the server's line, else the harness's stamp), RFC 3339.
+    pub at: String,
+    /// "RFC 3339 time  node process: line", in time order.
+    pub lines: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -400,6 +413,7 @@ pub(crate) mod fixtures {
             regressions: Vec::new(),
             history_runs: 0,
             previous: None,
+            log_excerpts: Vec::new(),
             trials: vec![TrialReport {
                 trial: 1,
                 measurements,

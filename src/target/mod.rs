@@ -89,6 +89,16 @@ pub trait Target {
         component: ComponentKind,
         event: &str,
     ) -> impl Future<Output = Vec<(std::time::SystemTime, String)>>;
+    /// Every line of the component's server logs stamped within `around` of `at` (wall time, "node process:
+    /// line"), for the evidence bundle's excerpts around each event. Empty where the logs cannot be read.
+    fn log_excerpt(
+        &self,
+        _component: ComponentKind,
+        _at: std::time::SystemTime,
+        _around: Duration,
+    ) -> impl Future<Output = Vec<(std::time::SystemTime, String)>> {
+        async { Vec::new() }
+    }
     /// Carries out a drill's operator action within `deadline`, journaling what must be completed if it is cut
     /// short. Drills run on the local stack only.
     fn run_action(

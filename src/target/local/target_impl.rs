@@ -304,6 +304,63 @@ impl Target for LocalStack {
         out
     }
 
+    async fn log_excerpt(
+        &self,
+        component: ComponentKind,
+        at: SystemTime,
+        around: Duration,
+    ) -> Vec<(SystemTime, String)> {
+        let t = self.topology();
+        type LineTime = fn(&str) -> Option<SystemTime>;
+        let sources: Vec<(&String, ProcessKind, LineTime)> = match component {
+            ComponentKind::Postgres => t
+                .placement
+                .postgres
+                .iter()
+                .map(|n| {
+                    (
+                        n,
+                        ProcessKind::Patroni,
+                        crate::component::parse_patroni_time as _,
+                    )
+                })
+                .collect(),
+            ComponentKind::Redis => t
+                .placement
+                .sentinel
+                .iter()
+                .map(|n| {
+                    (
+                        n,
+                        ProcessKind::Sentinel,
+                        crate::component::parse_redis_time as _,
+                    )
+                })
+                .chain(t.placement.redis.iter().map(|n| {
+                    (
+                        n,
+                        ProcessKind::Redis,
+                        crate::component::parse_redis_time as _,
+                    )
+                }))
+                .collect(),
+            ComponentKind::Qdrant => Vec::new(),
+        };
+        let (from, to) = (at - around, at + around);
+        let mut out = Vec::new();
+        for (n, kind, parse) in sources {
+            let text = std::fs::read_to_string(self.dir.log_file(n, kind)).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter_map(|l| parse(l).map(|t| (t, l)))
+                    .filter(|(t, _)| *t >= from && *t <= to)
+                    .map(|(t, l)| (t, format!("{n} {}: {l}", kind.name()))),
+            );
+        }
+        out.sort();
+        out
+    }
+
     async fn server_log_lines(
         &self,
         component: ComponentKind,
