@@ -44,9 +44,23 @@ const OBJECTIVES: [(&str, Option<&str>); 8] = [
 ];
 
 fn identity() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown user".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            // The account name of the effective uid, from /etc/passwd (CI jobs often set no USER).
+            std::fs::read_to_string("/etc/passwd")
+                .ok()?
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.get(2)? == &uid.to_string().as_str()).then(|| f[0].to_string())
+                })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"));
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown host".into());

@@ -72,7 +72,7 @@ struct RunPage<'a> {
     log_agreement: Vec<AgreeRow>,
     fingerprint: String,
     version: &'static str,
-    history: String,
+    history: Vec<String>,
 }
 
 struct SuiteRow {
@@ -249,7 +249,10 @@ pub fn run_html(r: &RunReport) -> Result<String, askama::Error> {
             .collect(),
         fingerprint: serde_json::to_string_pretty(&r.fingerprint).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
-        history: super::terminal::history_lines(r).trim().to_string(),
+        history: super::terminal::history_lines(r)
+            .lines()
+            .map(str::to_string)
+            .collect(),
     }
     .render()
 }

@@ -128,6 +128,14 @@ pub fn terminal_summary(report: &RunReport) -> String {
 /// The comparison with the scenario's recent runs.
 pub(super) fn history_lines(report: &RunReport) -> String {
     let mut out = previous_lines(report);
+    if report.history_runs == 0 {
+        out += &format!(
+            "history: the first completed run of this scenario here (regressions are judged once {} earlier runs \
+             exist)\n",
+            crate::history::MIN_RUNS
+        );
+        return out;
+    }
     if report.history_runs < crate::history::MIN_RUNS {
         out += &format!(
             "history: {} earlier run(s) of this scenario; regressions are judged from {}\n",
@@ -158,7 +166,7 @@ pub(super) fn history_lines(report: &RunReport) -> String {
 /// The thresholded metrics next to the previous run's values.
 fn previous_lines(report: &RunReport) -> String {
     let Some(p) = &report.previous else {
-        return "history: the first run of this scenario\n".into();
+        return String::new();
     };
     let judged: Vec<String> = report
         .thresholds
