@@ -329,7 +329,28 @@ fn report_env(e: impl std::fmt::Display) -> i32 {
     exit::ENVIRONMENT
 }
 
+/// The commands that read or write files only, whatever the target: None for the others.
+fn files_only(command: &Command) -> Option<i32> {
+    Some(match command {
+        Command::Validate { files } => validate(files),
+        Command::Verify { dir } => verify(dir),
+        Command::Schema { kind } => {
+            println!("{}", schema_text(*kind));
+            exit::PASS
+        }
+        Command::History {
+            scenario,
+            last,
+            reports_dir,
+        } => history(scenario.clone(), *last, reports_dir.clone()),
+        _ => return None,
+    })
+}
+
 async fn dispatch(cli: Cli) -> i32 {
+    if let Some(code) = files_only(&cli.command) {
+        return code;
+    }
     let dir = StateDir::new(cli.state_dir.clone().unwrap_or_else(StateDir::default_path));
     let on = match &cli.command {
         Command::Up { on, .. }
@@ -398,17 +419,12 @@ async fn dispatch(cli: Cli) -> i32 {
             Ok(_lock) => down(dir).await,
         },
         Command::Status { .. } => status(dir).await,
-        Command::Validate { files } => validate(&files),
-        Command::Verify { dir } => verify(&dir),
-        Command::Schema { kind } => {
-            println!("{}", schema_text(kind));
-            exit::PASS
+        Command::Validate { .. }
+        | Command::Verify { .. }
+        | Command::Schema { .. }
+        | Command::History { .. } => {
+            unreachable!("files-only commands are run before a target is chosen")
         }
-        Command::History {
-            scenario,
-            last,
-            reports_dir,
-        } => history(scenario, last, reports_dir),
         Command::Run {
             scenario,
             settings,
@@ -546,17 +562,12 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
                 code
             }
         },
-        Command::Validate { files } => validate(&files),
-        Command::Verify { dir } => verify(&dir),
-        Command::Schema { kind } => {
-            println!("{}", schema_text(kind));
-            exit::PASS
+        Command::Validate { .. }
+        | Command::Verify { .. }
+        | Command::Schema { .. }
+        | Command::History { .. } => {
+            unreachable!("files-only commands are run before a target is chosen")
         }
-        Command::History {
-            scenario,
-            last,
-            reports_dir,
-        } => history(scenario, last, reports_dir),
         Command::Backup { .. } => {
             eprintln!(
                 "error: `faultline backup` runs on the local stack only: on Kubernetes, backups belong to the \

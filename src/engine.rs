@@ -366,13 +366,6 @@ pub async fn run_scenario<T: Target>(
         };
         m.values
             .insert(Metric::Regressions, Some(found.len() as f64));
-        if history_runs < crate::history::MIN_RUNS {
-            m.notes.push(format!(
-                "regressions: {history_runs} earlier completed run(s) of this scenario in the history; a metric is \
-                 compared once {} have it",
-                crate::history::MIN_RUNS
-            ));
-        }
         regressions_by_trial.insert(m.trial, found);
     }
 

@@ -118,8 +118,14 @@ impl State {
         )
     }
 
-    /// Reads new events (returns the milestone lines) and the ledger's counts.
-    fn update(&mut self, events: &EventLog, ledger: &Ledger, verbose: bool) -> Vec<String> {
+    /// Reads new events (returns the milestone lines with the events' own wall time: an event derived after the
+    /// fact keeps its instant) and the ledger's counts.
+    fn update(
+        &mut self,
+        events: &EventLog,
+        ledger: &Ledger,
+        verbose: bool,
+    ) -> Vec<(SystemTime, String)> {
         let (new, len) = events.since(self.seen);
         self.seen = len;
         let mut lines = Vec::new();
@@ -137,7 +143,7 @@ impl State {
             }
             let value = serde_json::to_value(&e.kind).unwrap_or_default();
             if let Some(d) = crate::report::describe_event(&value, verbose) {
-                lines.push(d);
+                lines.push((events.clock().wall(e.at), d));
             }
         }
         let now = Instant::now();
@@ -205,8 +211,8 @@ pub fn spawn(
         let mut last_status = Instant::now();
         loop {
             let done = *stopped.borrow();
-            for l in st.update(&events, &ledger, verbose) {
-                let line = format!("{} {} {l}", stamp(), st.prefix());
+            for (at, l) in st.update(&events, &ledger, verbose) {
+                let line = format!("{} {} {l}", crate::clock::rfc3339_millis(at), st.prefix());
                 match &bar {
                     Some(pb) => pb.println(line),
                     None => write_line(&line),

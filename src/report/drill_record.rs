@@ -70,10 +70,6 @@ fn identity() -> String {
     )
 }
 
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
-}
-
 /// The record. `configuration` is the statement's list of configuration files with their digests.
 pub fn render(report: &RunReport, configuration: &[Value]) -> String {
     let mut o = String::new();
@@ -89,12 +85,12 @@ pub fn render(report: &RunReport, configuration: &[Value]) -> String {
         o,
         "| Scenario | `{}` ({}) |",
         report.scenario,
-        cell(&report.scenario_file)
+        super::md_cell(&report.scenario_file)
     );
     let _ = writeln!(o, "| Started (UTC) | {} |", report.started_at);
     let _ = writeln!(o, "| Ended (UTC) | {} |", report.finished_at);
     let _ = writeln!(o, "| Result | **{verdict}** |");
-    let _ = writeln!(o, "| Automation | {} |", cell(&identity()));
+    let _ = writeln!(o, "| Automation | {} |", super::md_cell(&identity()));
 
     let _ = writeln!(o, "\n## Scope\n");
     let _ = writeln!(
@@ -142,7 +138,7 @@ pub fn render(report: &RunReport, configuration: &[Value]) -> String {
             let _ = writeln!(
                 o,
                 "| {comp} | `{metric}` | `{}` | {achieved} | {} |",
-                cell(&t.label()),
+                super::md_cell(&t.label()),
                 if t.pass { "met" } else { "**NOT MET**" }
             );
         }
@@ -178,7 +174,7 @@ pub fn render(report: &RunReport, configuration: &[Value]) -> String {
                     "| {} | {} | (fault) | {} |",
                     e.t_s.map_or("".into(), |t| format!("{t:+.1}")),
                     e.at,
-                    cell(e.event["fault"].as_str().unwrap_or(""))
+                    super::md_cell(e.event["fault"].as_str().unwrap_or(""))
                 );
                 continue;
             }
@@ -189,8 +185,8 @@ pub fn render(report: &RunReport, configuration: &[Value]) -> String {
             "| {} | {} | {} | {} |",
             e.t_s.map_or("".into(), |t| format!("{t:+.1}")),
             e.at,
-            cell(e.event["step"].as_str().unwrap_or("")),
-            cell(&what)
+            super::md_cell(e.event["step"].as_str().unwrap_or("")),
+            super::md_cell(&what)
         );
     }
 

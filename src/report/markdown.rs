@@ -14,28 +14,24 @@ fn verdict(v: Verdict) -> &'static str {
     }
 }
 
-fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
-}
-
 /// One run: its verdict, thresholds, regressions and where its reports are.
 pub fn run_markdown(r: &RunReport, run_dir: &std::path::Path) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
         "### faultline `{}`: **{}**\n",
-        cell(&r.scenario),
+        super::md_cell(&r.scenario),
         verdict(r.verdict)
     );
     if let Some(why) = &r.incomplete_reason {
-        let _ = writeln!(o, "Incomplete: {}\n", cell(why));
+        let _ = writeln!(o, "Incomplete: {}\n", super::md_cell(why));
     }
     let _ = writeln!(o, "| threshold | measured | result |\n|---|---|---|");
     for t in &r.thresholds {
         let _ = writeln!(
             o,
             "| `{}` | {} | {} |",
-            cell(&t.label()),
+            super::md_cell(&t.label()),
             t.measured
                 .map_or("not observed".into(), |v| format!("{v:.3}")),
             if t.pass { "pass" } else { "**FAIL**" }

@@ -283,6 +283,11 @@ pub fn describe_event(e: &serde_json::Value, verbose: bool) -> Option<String> {
     })
 }
 
+/// Text for a Markdown table cell: pipes escaped, on one line.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
 /// One run of a suite: where its report was written and the report itself.
 #[derive(Clone, Debug)]
 pub struct SuiteEntry {

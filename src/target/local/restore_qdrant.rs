@@ -174,17 +174,16 @@ impl LocalStack {
         // From here no client reaches the data being replaced: a write sent later is the restored cluster's
         // (one sent just before, while the ports were being closed, still met the old data).
         out.replaced_at = Some(Instant::now());
-        let restored = match closed {
-            Err(e) => Err(e),
-            Ok(()) if new_cluster => match self.restore_qdrant_new_cluster(set, end, out).await {
-                Ok(()) => self.qdrant_all_active(end, out).await,
-                e => e,
-            },
-            Ok(()) => match self.restore_qdrant_peers(set, end, out).await {
-                Ok(()) => self.qdrant_all_active(end, out).await,
-                e => e,
-            },
-        };
+        let restored = async {
+            closed?;
+            if new_cluster {
+                self.restore_qdrant_new_cluster(set, end, out).await?;
+            } else {
+                self.restore_qdrant_peers(set, end, out).await?;
+            }
+            self.qdrant_all_active(end, out).await
+        }
+        .await;
         let mut reopened = Ok(());
         for n in &live {
             if let Err(e) = netns::open_ports(&self.topology().namespace(n)) {
