@@ -1168,6 +1168,8 @@ async fn recover_locked(stack: &LocalStack) -> i32 {
         if netns::has_rules(&ns) {
             let _ = netns::delete_rules(&ns);
         }
+        // A restore's closed client port (its journal entry, run above, reopens it; this covers a lost entry).
+        let _ = netns::open_ports(&ns);
         if !netns::link_is_up(t, &n.name) {
             let _ = netns::set_link(t, &n.name, true);
         }
