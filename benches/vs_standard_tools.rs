@@ -18,7 +18,7 @@ use faultline::events::EventLog;
 use faultline::ledger::{Ledger, LedgerEntry, OpKind, Outcome};
 use faultline::load;
 use faultline::scenario::{Arrivals, ComponentKind, LoadProfile};
-use faultline::target::local::{LocalStack, StateDir};
+use faultline::targets::local::{LocalStack, StateDir};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -17,8 +17,8 @@ use crate::input_error::{InputError, InputErrors};
 use crate::report::{self, SuiteEntry};
 use crate::scenario::{self, Scenario};
 use crate::settings::StackSettings;
-use crate::target::local::{lock, netns, process, LocalStack, QdrantPresence, StateDir};
-use crate::target::{components_needed, Target, TargetError};
+use crate::targets::local::{lock, netns, process, LocalStack, QdrantPresence, StateDir};
+use crate::targets::{components_needed, Target, TargetError};
 use crate::topology::{self, Topology};
 use kube::TargetArgs;
 
@@ -867,7 +867,7 @@ async fn run_locked(
     suite: Option<String>,
     settings: Option<PathBuf>,
     reports_dir: PathBuf,
-    kube_target: Option<&crate::target::kube::KubeTarget>,
+    kube_target: Option<&crate::targets::kube::KubeTarget>,
 ) -> i32 {
     let intr = install_signal_handlers();
     let mut entries: Vec<SuiteEntry> = Vec::new();

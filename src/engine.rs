@@ -25,7 +25,7 @@ use crate::log_agreement::{LogAgreement, TrialSpan};
 use crate::report::{self, RunReport, TrialReport};
 use crate::scenario::Metric;
 use crate::scenario::Scenario;
-use crate::target::{Target, TargetError};
+use crate::targets::{Target, TargetError};
 use crate::verdict::{self, Verdict};
 
 /// Counts SIGINT/SIGTERM received; the engine stops injecting at the first and always reverts.

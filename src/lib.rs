@@ -20,6 +20,6 @@ pub mod report;
 pub mod scenario;
 pub mod secret;
 pub mod settings;
-pub mod target;
+pub mod targets;
 pub mod topology;
 pub mod verdict;

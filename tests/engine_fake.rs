@@ -19,7 +19,7 @@ use faultline::ledger::{Outcome, ReadBack};
 use faultline::load::{Attempt, BoxFuture, LoadClient};
 use faultline::report::RunReport;
 use faultline::scenario::{parse_scenario, ComponentKind, FaultKind, LoadProfile};
-use faultline::target::{Target, TargetError};
+use faultline::targets::{Target, TargetError};
 use faultline::topology::{parse_topology, Topology};
 use faultline::verdict::Verdict;
 use tokio::sync::watch;

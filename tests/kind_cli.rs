@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use faultline::target::kube::kind_cluster;
+use faultline::targets::kube::kind_cluster;
 
 const FAKE_KIND: &str = r#"#!/bin/sh
 dir=$(dirname "$0")

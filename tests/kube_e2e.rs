@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use faultline::fault::journal::Journal;
 use faultline::scenario::{ComponentKind, FaultKind, NodeLossMethod, NodeSelector, Role};
-use faultline::target::kube::{Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors};
+use faultline::targets::kube::{Cluster, DockerApi, KubeTarget, KubeTiming, StackSelectors};
 
 const NS: &str = "faultline";
 
@@ -112,7 +112,7 @@ async fn draining_a_node_evicts_its_pods_and_revert_uncordons_it() {
 async fn revert_and_wait_healthy(t: &KubeTarget, steps: &[faultline::fault::RevertStep]) {
     t.revert(steps).await.unwrap();
     t.refresh().await.unwrap();
-    faultline::target::Target::wait_healthy(t, Duration::from_secs(300))
+    faultline::targets::Target::wait_healthy(t, Duration::from_secs(300))
         .await
         .unwrap();
 }
@@ -174,7 +174,7 @@ async fn losing_region_b_keeps_a_patroni_leader_and_revert_brings_its_nodes_back
 async fn the_stack_is_healthy_through_the_nodeports() {
     let t = kind_target().await;
     t.refresh().await.unwrap();
-    let summary = faultline::target::Target::wait_healthy(&t, Duration::from_secs(180))
+    let summary = faultline::targets::Target::wait_healthy(&t, Duration::from_secs(180))
         .await
         .unwrap();
     assert!(summary.contains("postgres leader on"), "{summary}");

@@ -13,11 +13,11 @@ use faultline::fault::RevertStep;
 use faultline::scenario::{
     ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
-use faultline::target::kube::{
+use faultline::targets::kube::{
     chaos_mesh, deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts,
     PartitionBackend, StackSelectors,
 };
-use faultline::target::Target;
+use faultline::targets::Target;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};

@@ -12,11 +12,11 @@ use crate::component::{postgres, redis as redis_component};
 use crate::exit;
 use crate::fault::journal::Journal;
 use crate::scenario::{ComponentKind, Scenario};
-use crate::target::kube::{
+use crate::targets::kube::{
     deploy, kind_cluster, pod_name, pod_node, pod_ready, Cluster, DockerApi, KubeTarget,
     KubeTiming, PartitionBackend, StackSelectors,
 };
-use crate::target::{components_needed, Target, TargetError};
+use crate::targets::{components_needed, Target, TargetError};
 
 /// Which cluster a command talks to.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use crate::clock::Stamp;
 use crate::events::{EventKind, EventLog};
 use crate::fault::journal::Journal;
 use crate::scenario::{Action, ComponentKind, RecoveryTarget, Step};
-use crate::target::Target;
+use crate::targets::Target;
 
 /// A restore step as the analysis needs it.
 #[derive(Clone, Debug)]

@@ -6,8 +6,8 @@ use super::journal::Journal;
 use super::{journal_before_applying, ActiveFault};
 use crate::component::postgres;
 use crate::scenario::CorruptionKind;
-use crate::target::local::LocalStack;
-use crate::target::TargetError;
+use crate::targets::local::LocalStack;
+use crate::targets::TargetError;
 
 pub async fn apply(
     stack: &LocalStack,

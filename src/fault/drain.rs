@@ -9,8 +9,8 @@ use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::component::postgres::{cluster_view, patroni_url};
 use crate::component::{http_client, redis as redis_component};
 use crate::scenario::ComponentKind;
-use crate::target::local::LocalStack;
-use crate::target::TargetError;
+use crate::targets::local::LocalStack;
+use crate::targets::TargetError;
 
 const ROLE_MOVE_DEADLINE: Duration = Duration::from_secs(30);
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::journal::Journal;
 use super::{journal_before_applying, member_victims, ActiveFault, RevertStep};
-use crate::target::local::{LocalStack, ProcessKind};
-use crate::target::TargetError;
+use crate::targets::local::{LocalStack, ProcessKind};
+use crate::targets::TargetError;
 
 pub fn apply(
     stack: &LocalStack,

@@ -13,8 +13,8 @@ pub mod plan;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{ComponentKind, NodeSelector, Role};
-use crate::target::local::ProcessKind;
-use crate::target::{Target, TargetError};
+use crate::targets::local::ProcessKind;
+use crate::targets::{Target, TargetError};
 
 /// One step of a revert, executed in order by the target. Idempotent by construction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use super::journal::Journal;
 use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::NodeLossMethod;
-use crate::target::local::{netns, process, LocalStack};
-use crate::target::TargetError;
+use crate::targets::local::{netns, process, LocalStack};
+use crate::targets::TargetError;
 
 pub fn apply(
     stack: &LocalStack,

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use super::journal::Journal;
 use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
-use crate::target::local::{netns, LocalStack};
-use crate::target::TargetError;
+use crate::targets::local::{netns, LocalStack};
+use crate::targets::TargetError;
 
 /// Per node: (addresses whose outgoing packets are dropped, addresses whose incoming packets are dropped).
 pub fn plan_rules(

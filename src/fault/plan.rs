@@ -3,7 +3,7 @@
 
 use super::resolve;
 use crate::scenario::{FaultKind, FaultSpec, NodeLossMethod, NodeSelector};
-use crate::target::{Target, TargetError};
+use crate::targets::{Target, TargetError};
 
 /// One human-readable line per fault, in scenario order.
 pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<String>, TargetError> {

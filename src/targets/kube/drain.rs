@@ -12,7 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use super::{api_error, pod_name, pod_node, status_code, KubeTarget};
 use crate::fault::journal::Journal;
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 pub async fn apply(
     target: &KubeTarget,

@@ -15,7 +15,7 @@ use crate::backup::redis_rdb::{self, RdbBackup};
 use crate::backup::{pki, BackupType};
 use crate::component::postgres;
 use crate::component::POSTGRES_PORT;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// How long a backup may take before it is stopped (a full backup of the test database takes seconds).
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);

@@ -32,7 +32,7 @@ use ::kube::Client;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod};
 
 use crate::scenario::ComponentKind;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 use crate::topology::{Network, Node, Placement, Topology};
 
 pub use docker::DockerApi;

@@ -9,7 +9,7 @@ use crate::component::redis as redis_component;
 use crate::drill::ActionOutcome;
 use crate::fault::drain::{failover_redis, switchover_postgres};
 use crate::scenario::ComponentKind;
-use crate::target::local::configs::REDIS_PORT;
+use crate::targets::local::configs::REDIS_PORT;
 
 /// A failover may pick a replica outside the area again; this many attempts per component.
 const ATTEMPTS: usize = 3;
@@ -64,8 +64,8 @@ impl LocalStack {
     async fn redis_failover_without_loss(
         &self,
         master: &str,
-    ) -> Result<(), crate::target::TargetError> {
-        let fault = |e: String| crate::target::TargetError::Fault(e);
+    ) -> Result<(), crate::targets::TargetError> {
+        let fault = |e: String| crate::targets::TargetError::Fault(e);
         let old = self.addr(master);
         let mut c = redis_component::connect(old, REDIS_PORT, Duration::from_secs(2))
             .await

@@ -15,7 +15,7 @@ use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{
     ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 impl KubeTarget {
     /// The node holding the role; a replica is the first member node (name order) that is not the primary's.
@@ -33,7 +33,7 @@ impl KubeTarget {
         })?;
         match role {
             Role::Primary => Ok(node),
-            Role::SyncReplica => crate::target::Target::sync_replica(self, component)
+            Role::SyncReplica => crate::targets::Target::sync_replica(self, component)
                 .await
                 .ok_or_else(|| {
                     TargetError::Fault(format!(

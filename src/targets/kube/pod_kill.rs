@@ -8,7 +8,7 @@ use ::kube::api::DeleteParams;
 use super::{api_error, pod_name, pod_ready, status_code, wait_until, KubeTarget};
 use crate::fault::journal::Journal;
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 pub async fn apply(
     target: &KubeTarget,

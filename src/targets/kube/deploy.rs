@@ -11,7 +11,7 @@ use ::kube::Client;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde::Deserialize;
 
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// The field manager of every object faultline applies.
 pub const FIELD_MANAGER: &str = "faultline";

@@ -251,7 +251,7 @@ mod tests {
     /// name by its extension (yaml, yml, json, toml, ini, ron, json5).
     #[test]
     fn qdrant_gets_a_config_path_whose_extension_its_loader_reads() {
-        let name = super::super::config_file_name(crate::target::local::ProcessKind::Qdrant);
+        let name = super::super::config_file_name(crate::targets::local::ProcessKind::Qdrant);
         let ext = std::path::Path::new(name)
             .extension()
             .and_then(|e| e.to_str())

@@ -10,7 +10,7 @@ use super::{pod_name, KubeTarget};
 use crate::component::qdrant::{cluster_view, QdrantPeer};
 use crate::component::{http_client, redis as redis_component};
 use crate::scenario::ComponentKind;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 const ASK_DEADLINE: Duration = Duration::from_secs(3);
 

@@ -34,7 +34,7 @@ use crate::component::redis::{self as redis_component, RedisEndpoints};
 use crate::component::{http_client, Member};
 use crate::scenario::ComponentKind;
 use crate::settings::StackSettings;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 use crate::topology::Topology;
 
 pub struct LocalStack {
@@ -1070,7 +1070,7 @@ mod tests {
     #[tokio::test]
     async fn the_local_stack_refuses_kubernetes_revert_steps() {
         use crate::fault::RevertStep;
-        use crate::target::Target;
+        use crate::targets::Target;
         let s = stack(QdrantPresence::Absent {
             reason: "not needed".into(),
         });

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::partition::{OWNER_LABEL, PARTITION_LABEL};
 use super::{api_error, status_code, wait_until, KubeTarget};
 use crate::scenario::PartitionDirection;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// The CustomResourceDefinition whose presence means Chaos Mesh is installed and can partition pods.
 pub const CRD: &str = "networkchaos.chaos-mesh.org";

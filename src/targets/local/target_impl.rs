@@ -12,7 +12,7 @@ use crate::drill::{ActionOutcome, ActionRequest};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, CorruptionKind, FaultKind, NodeSelector};
-use crate::target::{Target, TargetError};
+use crate::targets::{Target, TargetError};
 use crate::topology::Topology;
 
 impl Target for LocalStack {

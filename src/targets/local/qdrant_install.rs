@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::process;
 use super::state::{QdrantPresence, StateDir};
 use crate::settings::StackSettings;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 const NOT_FOUND: &str =
     "no qdrant executable found (setting qdrant_bin, env QDRANT_BIN, `qdrant` on PATH)";

@@ -13,7 +13,7 @@ use crate::component::postgres;
 use crate::component::qdrant as qdrant_component;
 use crate::component::redis as redis_component;
 use crate::drill::ActionOutcome;
-use crate::target::local::configs::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::targets::local::configs::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 
 /// How long a rebuilt or re-formed etcd member may take to be healthy.
 const ETCD_READY: Duration = Duration::from_secs(30);

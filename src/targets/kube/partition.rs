@@ -22,7 +22,7 @@ use super::{api_error, chaos_mesh, status_code, KubeTarget};
 use crate::fault::journal::{Journal, JournalEntry};
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// How partitions between pod groups are made on Kubernetes (`--partition-backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

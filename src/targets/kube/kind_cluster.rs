@@ -7,7 +7,7 @@ use std::process::Output;
 use tokio::process::Command;
 
 use super::deploy::MANIFESTS;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 
 /// The cluster's name in kind/cluster.yaml; its kubeconfig context is `kind-faultline`.
 pub const CLUSTER_NAME: &str = "faultline";

@@ -24,7 +24,7 @@ use crate::fault::{ActiveFault, RevertStep};
 use crate::scenario::{ComponentKind, FaultKind, Role};
 use crate::secret::Secret;
 use crate::settings::DcsApi;
-use crate::target::{Target, TargetError};
+use crate::targets::{Target, TargetError};
 use crate::topology::Topology;
 
 /// The Secret of kind/manifests/11-postgres.yaml holding the superuser password the clients log in with.
