@@ -34,6 +34,9 @@ struct Exchange {
     reply: Value,
     repeat: bool,
     hold: bool,
+    /// Answer 409 Conflict with this message unless the request's query holds `force=true` (a server-side apply
+    /// over fields another manager owns).
+    conflict_unless_forced: Option<&'static str>,
 }
 
 fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
@@ -44,6 +47,7 @@ fn ex(method: &'static str, path: &str, status: u16, reply: Value) -> Exchange {
         reply,
         repeat: false,
         hold: false,
+        conflict_unless_forced: None,
     }
 }
 
@@ -127,13 +131,21 @@ fn fake_with(
                     }),
             };
             let step = &script[index];
+            let conflict = step
+                .conflict_unless_forced
+                .filter(|_| !uri.contains("force=true"))
+                .map(|m| status(409, "Conflict", m));
+            let (code, reply) = match &conflict {
+                Some(c) => (409, c),
+                None => (step.status, &step.reply),
+            };
             // A string reply is sent as plain text (pod logs); everything else as JSON.
-            let (content, bytes) = match &step.reply {
+            let (content, bytes) = match reply {
                 Value::String(text) => ("text/plain", text.clone().into_bytes()),
                 v => ("application/json", serde_json::to_vec(v).unwrap()),
             };
             let response = Response::builder()
-                .status(step.status)
+                .status(code)
                 .header("content-type", content)
                 .body(Body::from(bytes))
                 .unwrap();
@@ -343,7 +355,7 @@ async fn topology_comes_from_worker_nodes_and_their_zone_labels() {
 }
 
 #[tokio::test]
-async fn patroni_leader_is_found_by_either_role_label_and_must_match_the_annotation() {
+async fn patroni_leader_is_the_endpoints_annotation_and_labels_only_without_one() {
     for label in ["master", "primary"] {
         let mut script = connect_script(stack_pods([None, Some(label), None]));
         script.push(ex(
@@ -355,7 +367,8 @@ async fn patroni_leader_is_found_by_either_role_label_and_must_match_the_annotat
                 stack_pods([None, Some(label), None])[..3].to_vec(),
             ),
         ));
-        script.push(leader_endpoints(Some("postgres-1")));
+        // No leader annotation: the one labelled pod (either label value) is the leader.
+        script.push(leader_endpoints(None));
         let (client, server) = fake(script);
         let t = target(client, kind(), timing()).await;
         let node = t
@@ -374,18 +387,44 @@ async fn patroni_leader_is_found_by_either_role_label_and_must_match_the_annotat
         );
     }
 
-    // The label and the leader annotation disagree: no agreed leader, no fault.
-    let mut script = connect_script(stack_pods([Some("primary"), None, None]));
+    // A dead leader's pod keeps its label (Patroni patches only its own pod): after a failover two pods carry
+    // role=primary. The leader annotation, the DCS record, names the new leader and decides.
+    let mut script = connect_script(stack_pods([Some("primary"), None, Some("primary")]));
     script.push(ex(
         "GET",
         &pg_pods_path(),
         200,
         list(
             "PodList",
-            stack_pods([Some("primary"), None, None])[..3].to_vec(),
+            stack_pods([Some("primary"), None, Some("primary")])[..3].to_vec(),
         ),
     ));
     script.push(leader_endpoints(Some("postgres-2")));
+    let (client, server) = fake(script);
+    let t = target(client, kind(), timing()).await;
+    let node = t
+        .role_node(ComponentKind::Postgres, Role::Primary)
+        .await
+        .unwrap();
+    assert_eq!(
+        node, "faultline-worker3",
+        "the annotation, not the stale label"
+    );
+    drop(t);
+    server.await.unwrap();
+
+    // No annotation and two labelled pods: no answer, naming both.
+    let mut script = connect_script(stack_pods([Some("primary"), None, Some("master")]));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list(
+            "PodList",
+            stack_pods([Some("primary"), None, Some("master")])[..3].to_vec(),
+        ),
+    ));
+    script.push(leader_endpoints(None));
     let (client, server) = fake(script);
     let t = target(client, kind(), timing()).await;
     let err = t
@@ -394,7 +433,7 @@ async fn patroni_leader_is_found_by_either_role_label_and_must_match_the_annotat
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("no agreed Patroni leader") && err.contains("postgres-2"),
+        err.contains("no leader annotation") && err.contains("postgres-0, postgres-2"),
         "{err}"
     );
     drop(t);
@@ -1490,7 +1529,8 @@ async fn kind_target_with_docker(
 async fn region_loss_by_pause_freezes_every_node_container_of_the_region_and_revert_unpauses() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
-    // pause a1's two workers, unpause both, unpause again: "not paused" is already reverted.
+    // pause a1's two workers, unpause both, unpause again: "not paused" is already reverted. The engine answers
+    // an unpause of a running container with HTTP 500 (moby's daemon returns an untyped error for it).
     let not_paused = r#"{"message":"Container faultline-worker is not paused"}"#.to_string();
     let (docker_seen, docker) = fake_docker_replies(
         &socket,
@@ -1499,8 +1539,8 @@ async fn region_loss_by_pause_freezes_every_node_container_of_the_region_and_rev
             (204, String::new()),
             (204, String::new()),
             (204, String::new()),
-            (409, not_paused.clone()),
-            (409, not_paused),
+            (500, not_paused.clone()),
+            (500, not_paused),
         ],
     )
     .await;
@@ -2273,6 +2313,11 @@ async fn manifests_are_applied_server_side_by_the_faultline_field_manager() {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
         );
         patch.repeat = true;
+        // `kubectl scale` made kubectl a manager of spec.replicas: the API server answers an apply that does not
+        // force ownership with 409 Conflict, so `up` after a scale must force (faultline's manifests are the truth).
+        patch.conflict_unless_forced = Some(
+            "Apply failed with 1 conflict: conflict with \"kubectl\" using apps/v1: .spec.replicas",
+        );
         let (client, server) = fake(vec![patch]);
         let n = deploy::apply_manifests(&client, namespace, opt_in)
             .await

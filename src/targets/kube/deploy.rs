@@ -135,7 +135,7 @@ pub async fn apply_manifests(
             };
             api.patch(
                 &name,
-                &PatchParams::apply(FIELD_MANAGER),
+                &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&obj),
             )
             .await

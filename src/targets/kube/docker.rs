@@ -163,8 +163,9 @@ impl DockerApi {
         already: &[&str],
     ) -> Result<(), String> {
         let (status, text) = self.call(method, path, body).await?;
-        let already_done =
-            (status == 403 || status == 409) && already.iter().any(|a| text.contains(a));
+        // The engine answers "already" states with varying codes: 304 for start/stop, 403/409 for a network
+        // endpoint, and a plain 500 for "Container ... is not paused" (moby's unpause returns an untyped error).
+        let already_done = status >= 400 && already.iter().any(|a| text.contains(a));
         if (200..300).contains(&status) || status == 304 || already_done {
             Ok(())
         } else {

@@ -300,8 +300,8 @@ impl KubeTarget {
             .map_err(|e| api_error(&format!("cannot list the {component} pods ({sel})"), e))
     }
 
-    /// The pod holding the primary role (Redis: Sentinel's master; Qdrant: the raft leader). Postgres: Patroni's `role` label (`master` before Patroni 3.1.0,
-    /// `primary` since) must agree with the `leader` annotation on Patroni's leader Endpoints when that exists.
+    /// The pod holding the primary role (Redis: Sentinel's master; Qdrant: the raft leader; Postgres: Patroni's
+    /// leader, see `patroni_leader`).
     pub async fn primary_pod(&self, component: ComponentKind) -> Result<Pod, TargetError> {
         match component {
             ComponentKind::Postgres => self.patroni_leader().await,
@@ -310,8 +310,24 @@ impl KubeTarget {
         }
     }
 
+    /// Patroni's leader pod. The `leader` annotation of Patroni's leader Endpoints is the DCS record itself and
+    /// decides. Role labels are a fallback for when it is absent (no leader yet, or a cluster that keeps its lock
+    /// elsewhere): Patroni patches only its own pod, so a dead leader's pod keeps `role=master|primary` (`master`
+    /// before Patroni 3.1.0, `primary` since) and two pods can carry it; then there is no answer.
     async fn patroni_leader(&self) -> Result<Pod, TargetError> {
         let pods = self.component_pods(ComponentKind::Postgres).await?;
+        if let Some(leader) = self.patroni_leader_annotation().await? {
+            return pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(leader.as_str()))
+                .cloned()
+                .ok_or_else(|| {
+                    TargetError::Fault(format!(
+                        "Patroni's leader annotation (Endpoints {}) names {leader}, which has no pod",
+                        self.selectors.patroni_leader_endpoints
+                    ))
+                });
+        }
         let labelled: Vec<&Pod> = pods
             .iter()
             .filter(|p| {
@@ -319,26 +335,16 @@ impl KubeTarget {
                 matches!(role.map(String::as_str), Some("master" | "primary"))
             })
             .collect();
-        let annotated = self.patroni_leader_annotation().await?;
-        let by_name = |name: &str| {
-            pods.iter()
-                .find(|p| p.metadata.name.as_deref() == Some(name))
-        };
-        match (labelled.as_slice(), annotated) {
-            ([one], None) => Ok((*one).clone()),
-            ([one], Some(a)) if one.metadata.name.as_deref() == Some(a.as_str()) => {
-                Ok((*one).clone())
-            }
-            ([], Some(a)) => by_name(&a).cloned().ok_or_else(|| {
-                TargetError::Fault(format!("Patroni's leader annotation names {a}, which has no pod"))
-            }),
-            (many, a) => Err(TargetError::Fault(format!(
-                "no agreed Patroni leader: pods labelled role=master|primary: [{}], leader annotation: {}",
+        match labelled.as_slice() {
+            [one] => Ok((*one).clone()),
+            many => Err(TargetError::Fault(format!(
+                "no Patroni leader: Endpoints {} has no leader annotation, and pods labelled role=master|primary \
+                 are [{}] (exactly one is needed)",
+                self.selectors.patroni_leader_endpoints,
                 many.iter()
                     .filter_map(|p| p.metadata.name.clone())
                     .collect::<Vec<_>>()
-                    .join(", "),
-                a.as_deref().unwrap_or("none")
+                    .join(", ")
             ))),
         }
     }
