@@ -13,6 +13,7 @@ use faultline::fault::RevertStep;
 use faultline::scenario::{
     ComponentKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector, PartitionDirection, Role,
 };
+use faultline::targets::kube::dcs::{ApiServer, DcsCut, Side};
 use faultline::targets::kube::{
     chaos_mesh, deploy, partition, Cluster, DockerApi, KubeTarget, KubeTiming, NodePorts,
     PartitionBackend, StackSelectors,
@@ -297,6 +298,60 @@ fn leader_endpoints(leader: Option<&str>) -> Exchange {
             404,
             status(404, "NotFound", "endpoints \"postgres\" not found"),
         ),
+    }
+}
+
+/// Where the API server listens, as the `kubernetes` Service in `default` and its Endpoints say on kind: the
+/// ClusterIP pods dial, and the control plane's address with port 6443.
+fn api_server_reads() -> Vec<Exchange> {
+    vec![
+        ex(
+            "GET",
+            "/api/v1/namespaces/default/services/kubernetes",
+            200,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes"},
+                   "spec": {"clusterIP": "10.96.0.1",
+                            "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
+        ),
+        ex(
+            "GET",
+            "/api/v1/namespaces/default/endpoints/kubernetes",
+            200,
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes"},
+                   "subsets": [{"addresses": [{"ip": "172.18.0.2"}],
+                                "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]}]}),
+        ),
+    ]
+}
+
+/// The reads that tell which side of a partition holds Patroni's leader: the PostgreSQL pods, the leader
+/// Endpoints and, when a side holds `leader` (`cut`), where the API server listens.
+fn dcs_reads(leader: &str, cut: bool) -> Vec<Exchange> {
+    let mut script = vec![
+        ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list("PodList", stack_pods([None, None, None])[..3].to_vec()),
+        ),
+        leader_endpoints(Some(leader)),
+    ];
+    if cut {
+        script.extend(api_server_reads());
+    }
+    script
+}
+
+/// Side A (worker3's pods, Patroni's leader postgres-2 among them) cut from the API server of `api_server_reads`.
+fn worker3_dcs_cut() -> DcsCut {
+    DcsCut {
+        side: Side::A,
+        leader_pod: "postgres-2".into(),
+        api: ApiServer {
+            service: Some("10.96.0.1:443".parse().unwrap()),
+            endpoints: vec!["172.18.0.2:6443".parse().unwrap()],
+            note: None,
+        },
     }
 }
 
@@ -717,6 +772,7 @@ fn the_partition_policy_pair_is_exactly_this_json() {
         "p1",
         PartitionDirection::Both,
         &[Ipv4Addr::new(172, 18, 0, 3)],
+        None,
     )
     .unwrap();
     let peers = |other: &str| {
@@ -749,13 +805,32 @@ fn the_partition_policy_pair_is_exactly_this_json() {
     );
 
     // One way: A cannot send to B (A's egress, B's ingress); B to A flows.
-    let one_way = partition::policies("p2", PartitionDirection::AToB, &[]).unwrap();
+    let one_way = partition::policies("p2", PartitionDirection::AToB, &[], None).unwrap();
     let a = serde_json::to_value(&one_way[0]).unwrap();
     let b = serde_json::to_value(&one_way[1]).unwrap();
     assert_eq!(a["spec"]["policyTypes"], json!(["Egress"]));
     assert!(a["spec"].get("ingress").is_none());
     assert_eq!(b["spec"]["policyTypes"], json!(["Ingress"]));
     assert!(b["spec"].get("egress").is_none());
+
+    // B cannot send to A, and A holds Patroni's leader: A's egress, open to B, is closed to the API server alone.
+    let cut = worker3_dcs_cut();
+    let pair = partition::policies("p3", PartitionDirection::BToA, &[], Some(&cut)).unwrap();
+    let a = serde_json::to_value(&pair[0]).unwrap();
+    assert_eq!(a["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(
+        a["spec"]["egress"],
+        json!([{"to": [
+            {"namespaceSelector": {}},
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.96.0.1/32", "172.18.0.2/32"]}}
+        ]}])
+    );
+    let b = serde_json::to_value(&pair[1]).unwrap();
+    assert_eq!(
+        b["spec"]["policyTypes"],
+        json!(["Egress"]),
+        "B keeps the API server"
+    );
 }
 
 fn crd_path() -> String {
@@ -793,6 +868,8 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
         200,
         list("PodList", pods.clone()),
     ));
+    // Patroni's leader postgres-2 is on side A: that side loses the API server (its DCS) too.
+    script.extend(dcs_reads("postgres-2", true));
     // The default backend (auto) asks for Chaos Mesh's CRD first: absent, so NetworkPolicies.
     script.push(crd(404));
     let a = ["postgres-2", "sentinel-0"];
@@ -855,7 +932,11 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
         .unwrap()
         .to_string();
     assert!(
-        active.description.contains("by NetworkPolicy pair (Both)"),
+        active.description.contains("by NetworkPolicy pair (Both)")
+            && active.description.contains(
+                "side A holds the Patroni leader postgres-2 and is cut from the API server (Patroni's DCS) too: \
+                 10.96.0.1:443, 172.18.0.2:6443"
+            ),
         "{}",
         active.description
     );
@@ -866,17 +947,17 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
     t.revert(&active.steps).await.unwrap();
     drop(t);
     let seen = server.await.unwrap();
-    assert_eq!(seen[3].uri, crd_path());
+    assert_eq!(seen[7].uri, crd_path());
     assert_eq!(
-        seen[12].uri.trim_end_matches('?'),
+        seen[16].uri.trim_end_matches('?'),
         format!("{}/faultline-partition-{id}-a", policy_path())
     );
     assert_eq!(
-        seen[13].uri.trim_end_matches('?'),
+        seen[17].uri.trim_end_matches('?'),
         format!("{}/faultline-partition-{id}-b", policy_path())
     );
     let label = |s: &Seen| s.body["metadata"]["labels"]["faultline.dev/partition"].clone();
-    for (s, p) in seen[4..10].iter().zip(a.iter().chain(&b)) {
+    for (s, p) in seen[8..14].iter().zip(a.iter().chain(&b)) {
         let side = if a.contains(p) { "a" } else { "b" };
         assert_eq!(label(s), json!(format!("{id}-{side}")), "{p}");
     }
@@ -886,10 +967,25 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
         Ipv4Addr::new(172, 18, 0, 4),
         Ipv4Addr::new(172, 18, 0, 5),
     ];
-    let pair = partition::policies(&id, PartitionDirection::Both, &addrs).unwrap();
-    assert_eq!(seen[10].body, serde_json::to_value(&pair[0]).unwrap());
-    assert_eq!(seen[11].body, serde_json::to_value(&pair[1]).unwrap());
-    for s in &seen[14..] {
+    let cut = worker3_dcs_cut();
+    let pair = partition::policies(&id, PartitionDirection::Both, &addrs, Some(&cut)).unwrap();
+    assert_eq!(seen[14].body, serde_json::to_value(&pair[0]).unwrap());
+    assert_eq!(seen[15].body, serde_json::to_value(&pair[1]).unwrap());
+    // Side A (the leader's) may not send to the control plane, where the API server listens; side B may.
+    let egress_blocks = |policy: &Value| -> Vec<String> {
+        policy["spec"]["egress"][0]["to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["ipBlock"]["cidr"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        egress_blocks(&seen[14].body),
+        ["172.18.0.3/32", "172.18.0.4/32", "172.18.0.5/32"]
+    );
+    assert!(egress_blocks(&seen[15].body).contains(&"172.18.0.2/32".to_string()));
+    for s in &seen[18..] {
         assert_eq!(s.method, "PATCH");
         assert_eq!(label(s), Value::Null);
         assert!(s.body["metadata"]["labels"]
@@ -944,6 +1040,8 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
         200,
         list("PodList", pods),
     ));
+    // Patroni's leader postgres-0 is outside the zone, with 2 of the 3 members: both sides keep the API server.
+    script.extend(dcs_reads("postgres-0", false));
     script.push(crd(404));
     script.push(ex(
         "PATCH",
@@ -981,7 +1079,16 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     assert!(
         active
             .description
-            .ends_with("(method stop cannot stop or freeze nodes of an existing cluster; the pods are isolated and keep running)"),
+            .ends_with("(method stop cannot stop or freeze nodes of an existing cluster; the pods are isolated and \
+                        keep running)"),
+        "{}",
+        active.description
+    );
+    assert!(
+        active.description.contains(
+            "; the Patroni leader postgres-0 is on side B with 2 of the 3 PostgreSQL members: the API server \
+             (Patroni's DCS) stays with that side, as a DCS quorum would"
+        ),
         "{}",
         active.description
     );
@@ -997,7 +1104,7 @@ async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     ));
     drop(t);
     let seen = server.await.unwrap();
-    assert_eq!(seen[5].body, json!({"spec": {"unschedulable": true}}));
+    assert_eq!(seen[7].body, json!({"spec": {"unschedulable": true}}));
 }
 
 #[test]
@@ -1068,7 +1175,17 @@ fn chaos_get(conditions: &[(&str, &str)]) -> Exchange {
 
 /// The revert of a Chaos Mesh partition: the DELETE, `held` reads that still find the object (Chaos Mesh's
 /// finalizer holds it while it restores the network), the read that finds it gone, and the six unlabel PATCHes.
-fn chaos_revert_script(held: usize) -> Vec<Exchange> {
+/// `dcs`: the API server cut's NetworkChaos is deleted next, answering the DELETE with this status (404: it was
+/// never created).
+fn chaos_revert_script(held: usize, dcs: Option<u16>) -> Vec<Exchange> {
+    let gone = || {
+        ex(
+            "GET",
+            &chaos_object_path(),
+            404,
+            status(404, "NotFound", "networkchaos not found"),
+        )
+    };
     let mut script = vec![ex(
         "DELETE",
         &chaos_object_path(),
@@ -1076,12 +1193,25 @@ fn chaos_revert_script(held: usize) -> Vec<Exchange> {
         network_chaos_reply(&[]),
     )];
     script.extend((0..held).map(|_| chaos_get(&[])));
-    script.push(ex(
-        "GET",
-        &chaos_object_path(),
-        404,
-        status(404, "NotFound", "networkchaos not found"),
-    ));
+    script.push(gone());
+    match dcs {
+        Some(404) => script.push(ex(
+            "DELETE",
+            &chaos_object_path(),
+            404,
+            status(404, "NotFound", "networkchaos not found"),
+        )),
+        Some(code) => {
+            script.push(ex(
+                "DELETE",
+                &chaos_object_path(),
+                code,
+                network_chaos_reply(&[]),
+            ));
+            script.push(gone());
+        }
+        None => {}
+    }
     script.extend(unlabel_script());
     script
 }
@@ -1089,12 +1219,13 @@ fn chaos_revert_script(held: usize) -> Vec<Exchange> {
 const SIDE_A: [&str; 2] = ["postgres-2", "sentinel-0"];
 const SIDE_B: [&str; 4] = ["postgres-0", "postgres-1", "redis-0", "redis-1"];
 
-/// A partition of worker3's pods from every other pod, up to the pods labelled: connect, the pod list, the CRD
-/// read (answered with `crd_reply`) and the six label PATCHes.
-fn labelled_partition_script(crd_reply: Exchange) -> Vec<Exchange> {
+/// A partition of worker3's pods from every other pod, up to the pods labelled: connect, the pod list, the reads
+/// `dcs` of Patroni's leader, the CRD read (answered with `crd_reply`) and the six label PATCHes.
+fn labelled_partition_script(crd_reply: Exchange, dcs: Vec<Exchange>) -> Vec<Exchange> {
     let pods = stack_pods([None, None, None]);
     let mut script = connect_script(pods.clone());
     script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.extend(dcs);
     script.push(crd_reply);
     script.extend(SIDE_A.iter().chain(&SIDE_B).map(|p| {
         ex(
@@ -1152,13 +1283,16 @@ fn assert_unlabelled(seen: &[Seen]) {
 
 #[tokio::test]
 async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_the_object_is_gone() {
-    let mut script = labelled_partition_script(crd(200));
+    // Patroni's leader postgres-2 is on side A: a second NetworkChaos cuts that side from the API server.
+    let mut script = labelled_partition_script(crd(200), dcs_reads("postgres-2", true));
     script.push(ex("POST", &chaos_path(), 201, network_chaos_reply(&[])));
     // Not injected yet: no status, then selected but not all injected (AllInjected alone would be vacuous).
     script.push(chaos_get(&[]));
     script.push(chaos_get(&[("Selected", "True"), ("AllInjected", "False")]));
     script.push(chaos_get(&[("Selected", "True"), ("AllInjected", "True")]));
-    script.extend(chaos_revert_script(1));
+    script.push(ex("POST", &chaos_path(), 201, network_chaos_reply(&[])));
+    script.push(chaos_get(&[("Selected", "True"), ("AllInjected", "True")]));
+    script.extend(chaos_revert_script(1, Some(200)));
     let (client, server) = fake(script);
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path());
@@ -1188,14 +1322,24 @@ async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_th
         .strip_prefix("faultline-partition-")
         .unwrap()
         .to_string();
-    assert_eq!(active.steps.len(), 7);
-    assert!(active.steps[1..]
+    assert_eq!(active.steps.len(), 8);
+    assert_eq!(
+        active.steps[1],
+        RevertStep::KubeDeleteNetworkChaos {
+            namespace: NS.into(),
+            name: chaos_mesh::dcs_name(&id)
+        }
+    );
+    assert!(active.steps[2..]
         .iter()
         .all(|s| matches!(s, RevertStep::KubeUnlabelPod { label, .. } if label == "faultline.dev/partition")));
     assert!(
         active.description.contains(&format!(
             "by Chaos Mesh NetworkChaos {name} (direction to), injected after "
-        )),
+        )) && active
+            .description
+            .contains("side A holds the Patroni leader postgres-2")
+            && !active.description.contains("CNI"),
         "{}",
         active.description
     );
@@ -1204,8 +1348,8 @@ async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_th
     t.revert(&active.steps).await.unwrap();
     drop(t);
     let seen = server.await.unwrap();
-    assert_eq!(seen[3].uri, crd_path());
-    for (s, p) in seen[4..10].iter().zip(SIDE_A.iter().chain(&SIDE_B)) {
+    assert_eq!(seen[7].uri, crd_path());
+    for (s, p) in seen[8..14].iter().zip(SIDE_A.iter().chain(&SIDE_B)) {
         let side = if SIDE_A.contains(p) { "a" } else { "b" };
         assert_eq!(path_of(s), format!("/api/v1/namespaces/{NS}/pods/{p}"));
         assert_eq!(
@@ -1214,19 +1358,47 @@ async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_th
         );
     }
     assert_eq!(
-        (seen[10].method.as_str(), path_of(&seen[10])),
+        (seen[14].method.as_str(), path_of(&seen[14])),
         ("POST", chaos_path().as_str())
     );
     let expected = chaos_mesh::network_chaos(&id, NS, PartitionDirection::AToB).unwrap();
-    assert_eq!(seen[10].body, serde_json::to_value(&expected).unwrap());
+    assert_eq!(seen[14].body, serde_json::to_value(&expected).unwrap());
     let object = format!("{}/{name}", chaos_path());
-    for (s, method) in seen[11..17]
-        .iter()
-        .zip(["GET", "GET", "GET", "DELETE", "GET", "GET"])
-    {
-        assert_eq!((s.method.as_str(), path_of(s)), (method, object.as_str()));
+    for s in &seen[15..18] {
+        assert_eq!((s.method.as_str(), path_of(s)), ("GET", object.as_str()));
     }
-    assert_unlabelled(&seen[17..]);
+    // The API server cut: side A's pods may not send to the Service's ClusterIP (Chaos Mesh drops inside the
+    // pod, before kube-proxy's translation) nor to the control plane's address.
+    assert_eq!(
+        (seen[18].method.as_str(), path_of(&seen[18])),
+        ("POST", chaos_path().as_str())
+    );
+    assert_eq!(
+        seen[18].body,
+        json!({
+            "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+            "metadata": {"name": format!("faultline-partition-{id}-dcs"),
+                         "labels": {"faultline.dev/owner": "faultline"}},
+            "spec": {
+                "action": "partition", "mode": "all", "direction": "to",
+                "selector": {"namespaces": [NS],
+                             "labelSelectors": {"faultline.dev/partition": format!("{id}-a")}},
+                "externalTargets": ["10.96.0.1", "172.18.0.2"]
+            }
+        })
+    );
+    let dcs_object = format!("{}/{}", chaos_path(), chaos_mesh::dcs_name(&id));
+    assert_eq!(path_of(&seen[19]), dcs_object);
+    for (s, (method, path)) in seen[20..25].iter().zip([
+        ("DELETE", &object),
+        ("GET", &object),
+        ("GET", &object),
+        ("DELETE", &dcs_object),
+        ("GET", &dcs_object),
+    ]) {
+        assert_eq!((s.method.as_str(), path_of(s)), (method, path.as_str()));
+    }
+    assert_unlabelled(&seen[25..]);
 }
 
 #[tokio::test]
@@ -1234,6 +1406,7 @@ async fn chaos_mesh_asked_for_without_its_crd_is_refused_before_anything_is_appl
     let pods = stack_pods([None, None, None]);
     let mut script = connect_script(pods.clone());
     script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.extend(dcs_reads("postgres-2", true));
     script.push(crd(404));
     let (client, server) = fake(script);
     let dir = tempfile::tempdir().unwrap();
@@ -1252,18 +1425,19 @@ async fn chaos_mesh_asked_for_without_its_crd_is_refused_before_anything_is_appl
     assert!(j.entries().is_empty(), "nothing journaled");
     drop(t);
     let seen = server.await.unwrap();
-    assert_eq!(seen.len(), 4, "no pod labelled, nothing created");
-    assert_eq!(seen[3].uri, crd_path());
+    assert_eq!(seen.len(), 8, "no pod labelled, nothing created");
+    assert_eq!(seen[7].uri, crd_path());
 }
 
 #[tokio::test]
 async fn chaos_mesh_not_injecting_in_time_is_an_error_and_leaves_nothing_behind() {
-    let mut script = labelled_partition_script(crd(200));
+    // Patroni's leader postgres-2 is on side A, alone: its API server cut is never created.
+    let mut script = labelled_partition_script(crd(200), dcs_reads("postgres-2", true));
     script.push(ex("POST", &chaos_path(), 201, network_chaos_reply(&[])));
     let mut waiting = chaos_get(&[("Selected", "True"), ("AllInjected", "False")]);
     waiting.repeat = true;
     script.push(waiting);
-    script.extend(chaos_revert_script(0));
+    script.extend(chaos_revert_script(0, Some(404)));
     let (client, server) = fake(script);
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path());
@@ -1295,7 +1469,9 @@ async fn chaos_mesh_not_injecting_in_time_is_an_error_and_leaves_nothing_behind(
     let delete = seen.iter().position(|s| s.method == "DELETE").unwrap();
     assert!(path_of(&seen[delete]).starts_with(&format!("{}/faultline-partition-", chaos_path())));
     assert_eq!(seen[delete + 1].method, "GET");
-    assert_unlabelled(&seen[delete + 2..]);
+    assert_eq!(seen[delete + 2].method, "DELETE");
+    assert!(path_of(&seen[delete + 2]).ends_with("-dcs"));
+    assert_unlabelled(&seen[delete + 3..]);
 }
 
 #[tokio::test]
@@ -1309,6 +1485,7 @@ async fn the_plan_names_the_partition_backend() {
             200,
             list("PodList", pods.clone()),
         ));
+        script.extend(dcs_reads("postgres-2", true));
         script.push(crd(code));
     }
     let (client, server) = fake(script);
@@ -1332,18 +1509,24 @@ async fn the_plan_names_the_partition_backend() {
     let lines = t.plan(&faults).await.unwrap();
     let sides =
         "between pods [postgres-2, sentinel-0] and [postgres-0, postgres-1, redis-0, redis-1]";
+    let dcs = "side A holds the Patroni leader postgres-2 and is cut from the API server (Patroni's DCS) too: \
+               10.96.0.1:443, 172.18.0.2:6443";
+    let cni = " (an egress NetworkPolicy: on a CNI that does not enforce egress ipBlocks the leader keeps its \
+               lock, and the partition will not reach the DCS)";
     assert_eq!(
         lines,
         [
-            format!("at +10s: partition: Chaos Mesh NetworkChaos (direction to) {sides}"),
+            format!("at +10s: partition: Chaos Mesh NetworkChaos (direction to) {sides}; {dcs}"),
             format!(
                 "at +20s: partition: NetworkPolicy pair (Both; not Chaos Mesh: reading CRD \
-                 networkchaos.chaos-mesh.org is forbidden, so whether it is installed is unknown) {sides}"
+                 networkchaos.chaos-mesh.org is forbidden, so whether it is installed is unknown) {sides}; \
+                 {dcs}{cni}"
             ),
-            "at +30s: zone-loss: cordon faultline-worker3 and isolate their pods [postgres-2, sentinel-0] \
-             with a NetworkPolicy pair (Both) (method pause cannot stop or freeze nodes of an existing cluster; \
-             the pods are isolated and keep running)"
-                .to_string(),
+            format!(
+                "at +30s: zone-loss: cordon faultline-worker3 and isolate their pods [postgres-2, sentinel-0] \
+                 with a NetworkPolicy pair (Both) (method pause cannot stop or freeze nodes of an existing \
+                 cluster; the pods are isolated and keep running); {dcs}{cni}"
+            ),
         ]
     );
     drop(t);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use ::kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{json, Value};
 
+use super::dcs::DcsCut;
 use super::partition::{OWNER_LABEL, PARTITION_LABEL};
 use super::{api_error, status_code, wait_until, KubeTarget};
 use crate::scenario::PartitionDirection;
@@ -82,6 +83,33 @@ pub fn network_chaos(
     serde_json::from_value(object).map_err(|e| TargetError::Fault(format!("bad NetworkChaos: {e}")))
 }
 
+/// The NetworkChaos that cuts partition `id`'s side holding Patroni's leader off from the API server.
+pub fn dcs_name(id: &str) -> String {
+    format!("faultline-partition-{id}-dcs")
+}
+
+/// Cuts the side holding Patroni's leader off from the API server (`dcs.rs`): a partition from the side's pods to
+/// external targets, the API server's addresses. Chaos Mesh's rules sit in the pod's network namespace, before
+/// kube-proxy's translation, so the `kubernetes` Service's ClusterIP is named beside the endpoints.
+pub fn dcs_chaos(id: &str, namespace: &str, cut: &DcsCut) -> Result<DynamicObject, TargetError> {
+    let object = json!({
+        "apiVersion": resource().api_version,
+        "kind": resource().kind,
+        "metadata": {"name": dcs_name(id), "labels": {OWNER_LABEL: "faultline"}},
+        "spec": {
+            "action": "partition",
+            "mode": "all",
+            "selector": {
+                "namespaces": [namespace],
+                "labelSelectors": {PARTITION_LABEL: format!("{id}-{}", cut.side.label())}
+            },
+            "direction": "to",
+            "externalTargets": cut.api.ips().iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        }
+    });
+    serde_json::from_value(object).map_err(|e| TargetError::Fault(format!("bad NetworkChaos: {e}")))
+}
+
 /// Whether the cluster serves NetworkChaos: `None` when reading the CRD is forbidden (403), so nobody can tell.
 pub async fn crd_installed(target: &KubeTarget) -> Result<Option<bool>, TargetError> {
     let req = http::Request::get(format!(
@@ -135,12 +163,10 @@ fn conditions(object: &Value) -> String {
 /// the caller reverts.
 pub async fn inject(
     target: &KubeTarget,
-    id: &str,
-    d: PartitionDirection,
+    object: DynamicObject,
 ) -> Result<(Instant, Duration), TargetError> {
     let ns = &target.namespace;
-    let object = network_chaos(id, ns, d)?;
-    let name = name(id);
+    let name = object.metadata.name.clone().unwrap_or_default();
     let api = api(target, ns);
     api.create(&PostParams::default(), &object)
         .await

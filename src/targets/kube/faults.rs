@@ -156,6 +156,30 @@ impl KubeTarget {
         Ok((names(inside), names(outside)))
     }
 
+    /// The pods of a partition's sides (side B empty: every other pod) and which side holds Patroni's leader.
+    async fn partition_sides(
+        &self,
+        side_a: &[NodeSelector],
+        side_b: &[NodeSelector],
+    ) -> Result<partition::Sides, TargetError> {
+        let a_nodes = self.resolve_all(side_a).await?;
+        let (a, rest) = self.pods_split(&a_nodes).await?;
+        let b = if side_b.is_empty() {
+            rest
+        } else {
+            self.pods_split(&self.resolve_all(side_b).await?).await?.0
+        };
+        let dcs = self.dcs_for_partition(&a, &b).await?;
+        Ok(partition::Sides { a, b, dcs })
+    }
+
+    /// The nodes' pods against every other pod (a zone or region isolated on an existing cluster).
+    async fn isolation_sides(&self, nodes: &[String]) -> Result<partition::Sides, TargetError> {
+        let (a, b) = self.pods_split(nodes).await?;
+        let dcs = self.dcs_for_partition(&a, &b).await?;
+        Ok(partition::Sides { a, b, dcs })
+    }
+
     /// Journals how to revert the fault, then applies it through the Kubernetes (and, on kind, Docker) API.
     pub async fn apply_fault(
         &self,
@@ -177,15 +201,8 @@ impl KubeTarget {
                 "corruption is a drill fault, and drills run on the local stack only".into(),
             )),
             FaultKind::Partition { side_a, side_b, direction } => {
-                let a_nodes = self.resolve_all(side_a).await?;
-                let (a, rest) = self.pods_split(&a_nodes).await?;
-                let b = if side_b.is_empty() {
-                    rest
-                } else {
-                    let b_nodes = self.resolve_all(side_b).await?;
-                    self.pods_split(&b_nodes).await?.0
-                };
-                partition::apply(self, journal, "partition", &fault_id(), &a, &b, *direction, &[]).await
+                let sides = self.partition_sides(side_a, side_b).await?;
+                partition::apply(self, journal, "partition", &fault_id(), &sides, *direction, &[]).await
             }
             FaultKind::NodeLoss { target, method }
             | FaultKind::ZoneLoss { target, method }
@@ -199,14 +216,13 @@ impl KubeTarget {
                         node_loss_kind(docker, journal, kind.name(), &nodes, *method).await
                     }
                     Cluster::Existing => {
-                        let (inside, outside) = self.pods_split(&nodes).await?;
+                        let sides = self.isolation_sides(&nodes).await?;
                         let mut active = partition::apply(
                             self,
                             journal,
                             kind.name(),
                             &fault_id(),
-                            &inside,
-                            &outside,
+                            &sides,
                             PartitionDirection::Both,
                             &nodes,
                         )
@@ -313,18 +329,14 @@ impl KubeTarget {
                     side_b,
                     direction,
                 } => {
-                    let a_nodes = self.resolve_all(side_a).await?;
-                    let (a, rest) = self.pods_split(&a_nodes).await?;
-                    let b = if side_b.is_empty() {
-                        rest
-                    } else {
-                        self.pods_split(&self.resolve_all(side_b).await?).await?.0
-                    };
+                    let sides = self.partition_sides(side_a, side_b).await?;
+                    let backend = partition::choose(self).await?;
                     format!(
-                        "{} between pods [{}] and [{}]",
-                        partition::choose(self).await?.mechanism(*direction),
-                        a.join(", "),
-                        b.join(", ")
+                        "{} between pods [{}] and [{}]{}",
+                        backend.mechanism(*direction),
+                        sides.a.join(", "),
+                        sides.b.join(", "),
+                        dcs_words(&sides, &backend)
                     )
                 }
                 FaultKind::NodeLoss { target, method }
@@ -338,15 +350,15 @@ impl KubeTarget {
                             nodes.join(", ")
                         ),
                         Cluster::Existing => {
-                            let (inside, _) = self.pods_split(&nodes).await?;
+                            let sides = self.isolation_sides(&nodes).await?;
+                            let backend = partition::choose(self).await?;
                             format!(
-                                "cordon {} and isolate their pods [{}] with a {} ({})",
+                                "cordon {} and isolate their pods [{}] with a {} ({}){}",
                                 nodes.join(", "),
-                                inside.join(", "),
-                                partition::choose(self)
-                                    .await?
-                                    .mechanism(PartitionDirection::Both),
-                                existing_cluster_note(*method)
+                                sides.a.join(", "),
+                                backend.mechanism(PartitionDirection::Both),
+                                existing_cluster_note(*method),
+                                dcs_words(&sides, &backend)
                             )
                         }
                     }
@@ -365,6 +377,18 @@ impl KubeTarget {
         }
         Ok(lines)
     }
+}
+
+/// What the partition does to Patroni's DCS, as a clause for the plan line.
+fn dcs_words(sides: &partition::Sides, backend: &partition::ChosenBackend) -> String {
+    sides
+        .dcs
+        .describe(matches!(
+            backend,
+            partition::ChosenBackend::NetworkPolicy { .. }
+        ))
+        .map(|d| format!("; {d}"))
+        .unwrap_or_default()
 }
 
 /// Why `method: destroy` does not run on Kubernetes.

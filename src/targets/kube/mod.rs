@@ -10,6 +10,7 @@
 //! Sentinel and a Qdrant REST endpoint); tests/kube_e2e.rs holds the `#[ignore = "needs a kind cluster"]` runs.
 
 pub mod chaos_mesh;
+pub mod dcs;
 pub mod deploy;
 pub mod docker;
 pub mod drain;
@@ -137,6 +138,8 @@ pub struct KubeTarget {
     topology: Topology,
     /// Every node's InternalIP, control plane included (partitions must keep the API server reachable).
     node_addrs: Vec<Ipv4Addr>,
+    /// The control-plane nodes' InternalIPs (where the API server listens when its Endpoints cannot be read).
+    control_plane_addrs: Vec<Ipv4Addr>,
     /// Where clients reach the members: kind's NodePorts on 127.0.0.1, or on a worker's address elsewhere.
     pub ports: NodePorts,
     /// The stack settings the components need (collection spec, synchronous mode); the HA timing itself lives in
@@ -209,6 +212,12 @@ impl KubeTarget {
             .map_err(|e| env(&format!("cannot list the pods of namespace {namespace}"), e))?;
         let topology = topology_from(namespace, &nodes.items, &pods.items, &selectors);
         let node_addrs = nodes.items.iter().filter_map(internal_ip).collect();
+        let control_plane_addrs = nodes
+            .items
+            .iter()
+            .filter(|n| is_control_plane(n))
+            .filter_map(internal_ip)
+            .collect();
         let ports = match cluster {
             Cluster::Kind { .. } => NodePorts::kind(),
             // NodePorts answer on every node: use the first worker's address.
@@ -241,6 +250,7 @@ impl KubeTarget {
             timing,
             topology,
             node_addrs,
+            control_plane_addrs,
             ports,
             settings: crate::settings::StackSettings::default(),
             context: None,
@@ -316,6 +326,11 @@ impl KubeTarget {
     /// before Patroni 3.1.0, `primary` since) and two pods can carry it; then there is no answer.
     async fn patroni_leader(&self) -> Result<Pod, TargetError> {
         let pods = self.component_pods(ComponentKind::Postgres).await?;
+        self.patroni_leader_among(&pods).await
+    }
+
+    /// Patroni's leader among the PostgreSQL pods `pods` (see `patroni_leader`).
+    pub(crate) async fn patroni_leader_among(&self, pods: &[Pod]) -> Result<Pod, TargetError> {
         if let Some(leader) = self.patroni_leader_annotation().await? {
             return pods
                 .iter()
@@ -386,6 +401,13 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+fn is_control_plane(n: &KubeNode) -> bool {
+    n.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
+}
+
 fn internal_ip(n: &KubeNode) -> Option<Ipv4Addr> {
     n.status
         .as_ref()
@@ -411,12 +433,7 @@ fn topology_from(
 ) -> Topology {
     let mut out: Vec<Node> = nodes
         .iter()
-        .filter(|n| {
-            !n.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL))
-        })
+        .filter(|n| !is_control_plane(n))
         .map(|n| {
             let label = |k: &str| {
                 n.metadata

@@ -5,9 +5,12 @@
 //!
 //! The NetworkPolicy pair: policy `faultline-partition-<id>-a` selects side A and allows every peer except side B's
 //! pods (any namespace) plus every node's address, control plane included (kubelet probes, NodePort traffic and the
-//! API server, which Patroni's DCS needs), and `-b` mirrors it. NetworkPolicies only allow, so "everything but the
-//! other side" is expressed with a `NotIn` pod selector. They are stateful: with a one-way direction, replies on
-//! connections the allowed side opened still flow. They only work where the CNI enforces NetworkPolicies.
+//! API server), and `-b` mirrors it. NetworkPolicies only allow, so "everything but the other side" is expressed with
+//! a `NotIn` pod selector. The side holding Patroni's leader without the members' majority also loses the API
+//! server, its DCS (`dcs.rs`): its egress leaves out the API server's addresses. They are stateful: with a one-way
+//! direction, replies on connections the allowed side opened still flow. Whether connections opened before the
+//! policy are cut depends on the CNI (kindnet's kube-network-policies judges only new connections unless built in
+//! strict mode; Chaos Mesh's rules drop every packet). They only work where the CNI enforces NetworkPolicies.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -18,6 +21,7 @@ use ::kube::api::{Api, Patch, PatchParams, PostParams};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
 
+use super::dcs::{Dcs, DcsCut, Side};
 use super::{api_error, chaos_mesh, status_code, KubeTarget};
 use crate::fault::journal::{Journal, JournalEntry};
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
@@ -135,14 +139,18 @@ pub async fn choose(target: &KubeTarget) -> Result<ChosenBackend, TargetError> {
 pub const PARTITION_LABEL: &str = "faultline.dev/partition";
 pub const OWNER_LABEL: &str = "faultline.dev/owner";
 
-/// The policy pair for a partition `id` between the pods labelled `<id>-a` and `<id>-b`.
+/// The policy pair for a partition `id` between the pods labelled `<id>-a` and `<id>-b`. With a `cut`, the side
+/// holding Patroni's leader may not send to the API server either (`dcs.rs`): its egress allows neither the API
+/// server's addresses nor, when the direction left its egress open, anything beyond "every address except those".
 pub fn policies(
     id: &str,
     direction: PartitionDirection,
     node_addrs: &[Ipv4Addr],
+    cut: Option<&DcsCut>,
 ) -> Result<Vec<NetworkPolicy>, TargetError> {
     let side = |s: &str| format!("{id}-{s}");
-    let allowed_except = |other: &str| -> Value {
+    let api_ips = cut.map(|c| c.api.ips()).unwrap_or_default();
+    let allowed_except = |other: &str, cut_api: bool| -> Value {
         let mut peers = vec![json!({
             "namespaceSelector": {},
             "podSelector": {"matchExpressions": [
@@ -152,9 +160,18 @@ pub fn policies(
         peers.extend(
             node_addrs
                 .iter()
+                .filter(|a| !(cut_api && api_ips.contains(a)))
                 .map(|a| json!({"ipBlock": {"cidr": format!("{a}/32")}})),
         );
         Value::Array(peers)
+    };
+    // Everything but the API server: every pod, and every address except the API server's.
+    let all_but_api = || -> Value {
+        let except: Vec<String> = api_ips.iter().map(|a| format!("{a}/32")).collect();
+        json!([
+            {"namespaceSelector": {}},
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": except}}
+        ])
     };
     // (this side, other side, deny ingress from other, deny egress to other)
     let (a_in, a_out, b_in, b_out) = match direction {
@@ -162,51 +179,65 @@ pub fn policies(
         PartitionDirection::AToB => (false, true, true, false),
         PartitionDirection::BToA => (true, false, false, true),
     };
-    let one = |me: &str, other: &str, deny_in: bool, deny_out: bool| {
+    let one = |me: Side, other: &str, deny_in: bool, deny_out: bool| {
+        let me_label = me.label();
+        let cut_api = cut.is_some_and(|c| c.side == me);
         let mut types = Vec::new();
-        let mut spec = json!({"podSelector": {"matchLabels": {PARTITION_LABEL: side(me)}}});
+        let mut spec = json!({"podSelector": {"matchLabels": {PARTITION_LABEL: side(me_label)}}});
         if deny_in {
             types.push("Ingress");
-            spec["ingress"] = json!([{"from": allowed_except(other)}]);
+            spec["ingress"] = json!([{"from": allowed_except(other, false)}]);
         }
         if deny_out {
             types.push("Egress");
-            spec["egress"] = json!([{"to": allowed_except(other)}]);
+            spec["egress"] = json!([{"to": allowed_except(other, cut_api)}]);
+        } else if cut_api {
+            types.push("Egress");
+            spec["egress"] = json!([{"to": all_but_api()}]);
         }
         spec["policyTypes"] = json!(types);
         json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
             "metadata": {
-                "name": format!("faultline-partition-{}", side(me)),
+                "name": format!("faultline-partition-{}", side(me_label)),
                 "labels": {OWNER_LABEL: "faultline"}
             },
             "spec": spec
         })
     };
-    [one("a", "b", a_in, a_out), one("b", "a", b_in, b_out)]
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| TargetError::Fault(format!("bad NetworkPolicy: {e}")))
-        })
-        .collect()
+    [
+        one(Side::A, "b", a_in, a_out),
+        one(Side::B, "a", b_in, b_out),
+    ]
+    .into_iter()
+    .map(|v| {
+        serde_json::from_value(v).map_err(|e| TargetError::Fault(format!("bad NetworkPolicy: {e}")))
+    })
+    .collect()
 }
 
-/// Labels the pods of both sides and cuts them apart with the backend chosen now; `a` and `b` are pod names.
-/// `cordon` nodes are cordoned first (zone isolation on clusters whose nodes faultline cannot stop) and uncordoned
-/// on revert.
-#[allow(clippy::too_many_arguments)]
+/// The pods of each side of one partition, and what it does to Patroni's DCS.
+pub struct Sides {
+    pub a: Vec<String>,
+    pub b: Vec<String>,
+    pub dcs: Dcs,
+}
+
+/// Labels the pods of both sides and cuts them apart with the backend chosen now (the side holding Patroni's
+/// leader from the API server too). `cordon` nodes are cordoned first (zone isolation on clusters whose nodes
+/// faultline cannot stop) and uncordoned on revert.
 pub async fn apply(
     target: &KubeTarget,
     journal: &Journal,
     fault_name: &str,
     id: &str,
-    a: &[String],
-    b: &[String],
+    sides: &Sides,
     direction: PartitionDirection,
     cordon: &[String],
 ) -> Result<ActiveFault, TargetError> {
+    let (a, b) = (&sides.a, &sides.b);
+    let cut = sides.dcs.cut();
     let backend = choose(target).await?;
     let ns = target.namespace.clone();
     let mut steps: Vec<RevertStep> = cordon
@@ -214,7 +245,7 @@ pub async fn apply(
         .map(|n| RevertStep::KubeUncordon { node: n.clone() })
         .collect();
     let pair = match backend {
-        ChosenBackend::NetworkPolicy { .. } => policies(id, direction, target.node_addrs())?,
+        ChosenBackend::NetworkPolicy { .. } => policies(id, direction, target.node_addrs(), cut)?,
         ChosenBackend::ChaosMesh => Vec::new(),
     };
     steps.extend(pair.iter().map(|p| RevertStep::KubeDeleteNetworkPolicy {
@@ -226,15 +257,26 @@ pub async fn apply(
             namespace: ns.clone(),
             name: chaos_mesh::name(id),
         });
+        if cut.is_some() {
+            steps.push(RevertStep::KubeDeleteNetworkChaos {
+                namespace: ns.clone(),
+                name: chaos_mesh::dcs_name(id),
+            });
+        }
     }
     steps.extend(a.iter().chain(b).map(|p| RevertStep::KubeUnlabelPod {
         namespace: ns.clone(),
         pod: p.clone(),
         label: PARTITION_LABEL.to_string(),
     }));
-    let sides = format!("[{}] | [{}]", a.join(", "), b.join(", "));
+    let dcs_words = sides
+        .dcs
+        .describe(matches!(backend, ChosenBackend::NetworkPolicy { .. }))
+        .map(|d| format!("; {d}"))
+        .unwrap_or_default();
+    let pods = format!("[{}] | [{}]", a.join(", "), b.join(", "));
     let description = format!(
-        "partition {id} by {}: {sides}",
+        "partition {id} by {}: {pods}{dcs_words}",
         backend.mechanism(direction)
     );
     let entry = journal_before_applying(journal, fault_name, &description, steps)?;
@@ -258,10 +300,24 @@ pub async fn apply(
     }
     let victims = a.iter().chain(b).cloned().collect();
     if backend == ChosenBackend::ChaosMesh {
-        return match chaos_mesh::inject(target, id, direction).await {
+        let injected = async {
+            let pair = chaos_mesh::network_chaos(id, &ns, direction)?;
+            let (created, delay) = chaos_mesh::inject(target, pair).await?;
+            match cut {
+                // The API server cut is its own object; the fault is effective once both are injected.
+                Some(c) => {
+                    let dcs = chaos_mesh::dcs_chaos(id, &ns, c)?;
+                    let (dcs_created, dcs_delay) = chaos_mesh::inject(target, dcs).await?;
+                    Ok((created, (dcs_created + dcs_delay).duration_since(created)))
+                }
+                None => Ok((created, delay)),
+            }
+        };
+        return match injected.await {
             Ok((created, delay)) => {
                 let description = format!(
-                    "partition {id} by Chaos Mesh NetworkChaos {} (direction {}), injected after {:.1} s: {sides}",
+                    "partition {id} by Chaos Mesh NetworkChaos {} (direction {}), injected after {:.1} s: \
+                     {pods}{dcs_words}",
                     chaos_mesh::name(id),
                     chaos_mesh::direction(direction),
                     delay.as_secs_f64()
