@@ -514,10 +514,32 @@ async fn patroni_leader_is_the_endpoints_annotation_and_labels_only_without_one(
     server.await.unwrap();
 }
 
+fn chaos_allowed_namespace() -> Exchange {
+    ex(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}"),
+        200,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": NS, "labels": {"faultline.dev/chaos": "allowed"}}}),
+    )
+}
+
+fn primary_kill() -> FaultKind {
+    FaultKind::ProcessKill {
+        component: ComponentKind::Postgres,
+        target: NodeSelector::Role {
+            component: ComponentKind::Postgres,
+            role: Role::Primary,
+        },
+    }
+}
+
 #[tokio::test]
-async fn pod_kill_deletes_the_leader_pod_with_grace_zero_and_revert_waits_until_it_is_ready() {
+async fn pod_kill_on_an_existing_cluster_is_a_sigterm_delete_that_says_so_and_revert_waits_until_ready(
+) {
     let pods = stack_pods([Some("primary"), None, None]);
     let mut script = connect_script(pods.clone());
+    script.push(chaos_allowed_namespace());
     script.push(ex(
         "GET",
         &pg_pods_path(),
@@ -549,16 +571,17 @@ async fn pod_kill_deletes_the_leader_pod_with_grace_zero_and_revert_waits_until_
     let (client, server) = fake(script);
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path());
-    let t = target(client, kind(), timing()).await;
-    let kill = FaultKind::ProcessKill {
-        component: ComponentKind::Postgres,
-        target: NodeSelector::Role {
-            component: ComponentKind::Postgres,
-            role: Role::Primary,
-        },
-    };
-    let active = t.apply_fault(&j, &kill).await.unwrap();
+    let t = target(client, Cluster::Existing, timing()).await;
+    let active = t.apply_fault(&j, &primary_kill()).await.unwrap();
     assert_eq!(active.victims, ["postgres-0"]);
+    assert!(
+        active
+            .description
+            .starts_with("delete with grace period 0, which is a SIGTERM delete")
+            && active.description.contains("a switchover, not a crash"),
+        "{}",
+        active.description
+    );
     let step = RevertStep::KubePodReady {
         namespace: NS.into(),
         pod: "postgres-0".into(),
@@ -568,9 +591,130 @@ async fn pod_kill_deletes_the_leader_pod_with_grace_zero_and_revert_waits_until_
     t.revert(&active.steps).await.unwrap();
     drop(t);
     let seen = server.await.unwrap();
-    let delete = &seen[4];
+    let delete = &seen[5];
     assert_eq!(delete.method, "DELETE");
     assert_eq!(delete.body["gracePeriodSeconds"], json!(0));
+}
+
+/// A Spilo pod as the kubelet reports it: its container `postgres` running as `id`.
+fn pod_running(id: &str, ready: bool) -> Value {
+    let mut p = pod(
+        "postgres-0",
+        "postgres",
+        "faultline-worker",
+        Some("primary"),
+        ready,
+    );
+    p["status"]["containerStatuses"] = json!([{
+        "name": "postgres", "image": "spilo", "imageID": "", "ready": ready, "restartCount": 0,
+        "containerID": format!("containerd://{id}"),
+        "state": {"running": {"startedAt": "2026-11-30T12:00:00Z"}}
+    }]);
+    p
+}
+
+#[tokio::test]
+async fn pod_kill_on_kind_sigkills_the_containers_in_the_node_and_revert_waits_for_their_replacements(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // crictl's output, multiplexed as the engine streams an exec without a TTY (stdout frame).
+    let mut framed = String::from("\u{1}\0\0\0\0\0\0\u{4}");
+    framed.push_str("abc\n");
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![
+            (201, r#"{"Id":"e1"}"#.into()),
+            (200, framed),
+            (200, r#"{"ID":"e1","Running":false,"ExitCode":0}"#.into()),
+            // The second kill: crictl fails (the container is already gone).
+            (201, r#"{"Id":"e2"}"#.into()),
+            (200, String::new()),
+            (200, r#"{"ID":"e2","Running":false,"ExitCode":1}"#.into()),
+        ],
+    )
+    .await;
+    let pods = stack_pods([Some("primary"), None, None]);
+    let mut script = connect_script(pods.clone());
+    let pod_path = format!("/api/v1/namespaces/{NS}/pods/postgres-0");
+    for _ in 0..2 {
+        script.push(ex(
+            "GET",
+            &pg_pods_path(),
+            200,
+            list("PodList", pods[..3].to_vec()),
+        ));
+        script.push(leader_endpoints(Some("postgres-0")));
+        script.push(ex("GET", &pod_path, 200, pod_running("abc", true)));
+        if script.len() < 7 {
+            // Revert of the first kill: the kubelet has not noticed yet (the killed container still shows as
+            // running and the pod Ready), then the replacement starts, then it is Ready.
+            script.push(ex("GET", &pod_path, 200, pod_running("abc", true)));
+            script.push(ex("GET", &pod_path, 200, pod_running("def", false)));
+            script.push(ex("GET", &pod_path, 200, pod_running("def", true)));
+        }
+    }
+    let (client, server) = fake(script);
+    let j = journal(dir.path());
+    let cluster = Cluster::Kind {
+        docker: DockerApi {
+            socket: socket.clone(),
+        },
+    };
+    let t = target(client, cluster, timing()).await;
+    let active = t.apply_fault(&j, &primary_kill()).await.unwrap();
+    assert_eq!(active.victims, ["postgres-0"]);
+    assert!(
+        active
+            .description
+            .starts_with("SIGKILL of the pod's containers in their kind node")
+            && active
+                .description
+                .ends_with(": postgres-0 on faultline-worker"),
+        "{}",
+        active.description
+    );
+    let step = RevertStep::KubeContainersRestarted {
+        namespace: NS.into(),
+        pod: "postgres-0".into(),
+        killed: vec!["abc".into()],
+    };
+    assert_eq!(active.steps, std::slice::from_ref(&step));
+    // Journaled before the kill, so `faultline recover` waits for the replacement too.
+    assert_eq!(j.open_entries()[0].steps, [step]);
+    t.revert(&active.steps).await.unwrap();
+    let err = t
+        .apply_fault(&j, &primary_kill())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "`crictl stop --timeout 0 abc` in node faultline-worker (pod postgres-0) exited 1"
+        ),
+        "{err}"
+    );
+    drop(t);
+    let seen = server.await.unwrap();
+    assert!(seen.iter().all(|s| s.method == "GET"), "no pod deleted");
+    let calls = docker_seen.lock().unwrap().clone();
+    let exec: Value = serde_json::from_str(
+        calls[0]
+            .strip_prefix("POST /containers/faultline-worker/exec ")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        exec["Cmd"],
+        json!(["crictl", "stop", "--timeout", "0", "abc"])
+    );
+    assert_eq!(exec["Tty"], json!(false));
+    assert_eq!(
+        calls[1],
+        r#"POST /exec/e1/start {"Detach":false,"Tty":false}"#
+    );
+    assert_eq!(calls[2], "GET /exec/e1/json");
+    docker.abort();
 }
 
 #[tokio::test]
@@ -1613,7 +1757,8 @@ async fn the_plan_names_the_pods_and_nodes_each_fault_hits() {
     assert_eq!(
         lines,
         [
-            "at +5s: process-kill: delete pod(s) postgres-0 (grace period 0)",
+            "at +5s: process-kill: SIGKILL of the pod's containers in their kind node (crictl stop --timeout 0; \
+             the kubelet restarts them): pod(s) postgres-0",
             "at +30s: zone-loss: docker stop -t 0 node container(s) faultline-worker2",
             "at +1m: node-drain: cordon faultline-worker and evict pods [postgres-0, redis-0]",
             "at +1m 30s: region-loss: docker pause node container(s) faultline-worker, faultline-worker2",

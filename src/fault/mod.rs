@@ -53,6 +53,13 @@ pub enum RevertStep {
     },
     /// Kubernetes: wait (with the target's deadline) until the StatefulSet has recreated the pod and it is Ready.
     KubePodReady { namespace: String, pod: String },
+    /// Kubernetes (kind): wait (with the target's deadline) until the kubelet has replaced the `killed` containers
+    /// of the pod (container IDs) with new ones and the pod is Ready again.
+    KubeContainersRestarted {
+        namespace: String,
+        pod: String,
+        killed: Vec<String>,
+    },
     /// Kubernetes: mark the node schedulable again.
     KubeUncordon { node: String },
     /// Kubernetes: delete faultline's NetworkPolicy (absent = already reverted).
@@ -86,6 +93,7 @@ impl RevertStep {
         matches!(
             self,
             RevertStep::KubePodReady { .. }
+                | RevertStep::KubeContainersRestarted { .. }
                 | RevertStep::KubeUncordon { .. }
                 | RevertStep::KubeDeleteNetworkPolicy { .. }
                 | RevertStep::KubeDeleteNetworkChaos { .. }

@@ -153,6 +153,51 @@ impl DockerApi {
         .await
     }
 
+    /// Runs `cmd` inside the container and waits for it (`POST /containers/{name}/exec`, `POST /exec/{id}/start`
+    /// without detaching, `GET /exec/{id}/json`): (exit code, stdout and stderr as the engine streamed them).
+    pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<(i64, String), String> {
+        let path = format!("/containers/{container}/exec");
+        let body = serde_json::json!({
+            "AttachStdout": true, "AttachStderr": true, "Tty": false, "Cmd": cmd
+        });
+        let (status, text) = self.call("POST", &path, Some(body)).await?;
+        if status != 201 && status != 200 {
+            return Err(Self::failure(&path, container, status, &text));
+        }
+        let id = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["Id"].as_str().map(str::to_string))
+            .ok_or_else(|| format!("Docker API {path} answered no exec Id: {}", text.trim()))?;
+        let start = format!("/exec/{id}/start");
+        let body = serde_json::json!({"Detach": false, "Tty": false});
+        // The engine streams the output until the command ends, then closes its side.
+        let (status, raw) = self.call_bytes("POST", &start, Some(body)).await?;
+        let output = demux(&raw);
+        if status != 200 {
+            return Err(Self::failure(&start, container, status, &output));
+        }
+        let inspect = format!("/exec/{id}/json");
+        for _ in 0..50 {
+            let (status, text) = self.call("GET", &inspect, None).await?;
+            if status != 200 {
+                return Err(Self::failure(&inspect, container, status, &text));
+            }
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("Docker API {inspect} answered unreadable JSON: {e}"))?;
+            if let (false, Some(code)) = (
+                v["Running"].as_bool().unwrap_or(true),
+                v["ExitCode"].as_i64(),
+            ) {
+                return Ok((code, output));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!(
+            "`{}` in {container} was still running 5 s after its output ended",
+            cmd.join(" ")
+        ))
+    }
+
     /// One call that succeeds on 2xx/304, or on an error whose message says the state is already the wanted one.
     async fn expect_ok(
         &self,
@@ -183,13 +228,24 @@ impl DockerApi {
         }
     }
 
-    /// One HTTP/1.1 exchange over the engine's socket, with a deadline: (status, body).
+    /// One HTTP/1.1 exchange over the engine's socket, with a deadline: (status, body as text).
     async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(u16, String), String> {
+        let (status, bytes) = self.call_bytes(method, path, body).await?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// One HTTP/1.1 exchange over the engine's socket, with a deadline: (status, body).
+    async fn call_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Bytes), String> {
         let call = async {
             let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
                 format!(
@@ -218,14 +274,14 @@ impl DockerApi {
                 .await
                 .map_err(|e| format!("Docker API request {path} failed: {e}"))?;
             let status = resp.status().as_u16();
-            let text = resp
+            let bytes = resp
                 .into_body()
                 .collect()
                 .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .map(|b| b.to_bytes())
                 .unwrap_or_default();
             driver.abort();
-            Ok((status, text))
+            Ok((status, bytes))
         };
         tokio::time::timeout(CALL_DEADLINE, call)
             .await
@@ -235,5 +291,45 @@ impl DockerApi {
                     CALL_DEADLINE.as_secs()
                 )
             })?
+    }
+}
+
+/// The text of an exec's output stream. Without a TTY the engine multiplexes stdout and stderr in frames of an
+/// 8-byte header (stream 0-2, three zero bytes, big-endian length) and the payload; anything else is taken as is.
+pub fn demux(raw: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let framed = rest.len() >= 8 && rest[0] <= 2 && rest[1..4] == [0, 0, 0];
+        if !framed {
+            return String::from_utf8_lossy(raw).into_owned();
+        }
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let Some(payload) = rest.get(8..8 + len) else {
+            return String::from_utf8_lossy(raw).into_owned();
+        };
+        out.extend_from_slice(payload);
+        rest = &rest[8 + len..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_output_is_demultiplexed_and_unframed_text_kept() {
+        let mut raw = vec![1, 0, 0, 0, 0, 0, 0, 4];
+        raw.extend_from_slice(b"abc\n");
+        raw.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 3]);
+        raw.extend_from_slice(b"err");
+        assert_eq!(demux(&raw), "abc\nerr");
+        assert_eq!(demux(b"plain text"), "plain text");
+        assert_eq!(
+            demux(&[1, 0, 0, 0, 0, 0, 0, 9, b'x']),
+            "\u{1}\0\0\0\0\0\0\tx"
+        );
+        assert_eq!(demux(b""), "");
     }
 }

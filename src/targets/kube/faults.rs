@@ -256,8 +256,13 @@ impl KubeTarget {
         for step in steps {
             let r = match step {
                 RevertStep::KubePodReady { namespace, pod } => {
-                    pod_kill::wait_ready(self, namespace, pod).await
+                    pod_kill::wait_ready(self, namespace, pod, &[]).await
                 }
+                RevertStep::KubeContainersRestarted {
+                    namespace,
+                    pod,
+                    killed,
+                } => pod_kill::wait_ready(self, namespace, pod, killed).await,
                 RevertStep::KubeUncordon { node } => drain::uncordon(self, node).await,
                 RevertStep::KubeDeleteNetworkPolicy { namespace, name } => {
                     partition::delete_policy(self, namespace, name).await
@@ -316,7 +321,8 @@ impl KubeTarget {
             let at = humantime::format_duration(f.at);
             let what = match &f.kind {
                 FaultKind::ProcessKill { component, target } => format!(
-                    "delete pod(s) {} (grace period 0)",
+                    "{}: pod(s) {}",
+                    pod_kill::mechanism(&self.cluster),
                     self.process_pods(*component, target).await?.join(", ")
                 ),
                 FaultKind::ProcessPause { .. }
