@@ -30,6 +30,20 @@ if [ "$1 $2" = "image inspect" ]; then
   if grep -qx "$3" "$dir/images"; then echo '[{}]'; exit 0; fi
   echo "Error response from daemon: No such image: $3" >&2; exit 1
 fi
+if [ "$1 $2" = "network inspect" ]; then
+  if [ -f "$dir/network" ]; then echo '[{"Name": "kind"}]'; exit 0; fi
+  echo "Error response from daemon: network $3 not found" >&2; exit 1
+fi
+if [ "$1 $2" = "network create" ]; then
+  # The engine refuses a subnet that overlaps one of its networks (listed in used-subnets).
+  for a in "$@"; do
+    if grep -qx -- "$a" "$dir/used-subnets" 2>/dev/null; then
+      echo "Error response from daemon: invalid pool request: Pool overlaps with other one on this address space" >&2
+      exit 1
+    fi
+  done
+  touch "$dir/network"; echo 0123abcd; exit 0
+fi
 exit 1
 "#;
 
@@ -67,20 +81,50 @@ async fn kind_cluster_lifecycle_through_the_kind_and_docker_executables() {
     path.push(&old_path);
     std::env::set_var("PATH", &path);
 
-    // Created from the checkout's kind/cluster.yaml when none exists ...
+    // Created from the checkout's kind/cluster.yaml when none exists, on a `kind` network faultline creates first
+    // with an IPv4 subnet of its own (the first one that overlaps nothing the engine has) ...
+    fs::write(dir.join("used-subnets"), "172.18.0.0/16\n").unwrap();
     assert!(!kind_cluster::exists().await.unwrap());
-    assert!(kind_cluster::create_unless_exists().await.unwrap());
+    assert_eq!(
+        kind_cluster::create_unless_exists().await.unwrap(),
+        Some(Some("172.19.0.0/16".to_string()))
+    );
+    let create = |subnet: &str, ipv6: bool| {
+        format!(
+            "docker network create --driver=bridge --opt=com.docker.network.bridge.enable_ip_masquerade=true \
+             --label dev.faultline.ipv4-subnet=user-configured --subnet {subnet}{} kind",
+            if ipv6 { " --ipv6 --subnet fc00:f853:ccd:e793::/64" } else { "" }
+        )
+    };
+    assert_eq!(
+        calls(dir),
+        [
+            "kind get clusters".to_string(),
+            "kind get clusters".into(),
+            "docker network inspect kind".into(),
+            create("172.18.0.0/16", true),
+            create("172.18.0.0/16", false),
+            create("172.19.0.0/16", true),
+            "kind create cluster --name faultline --config kind/cluster.yaml".into(),
+        ]
+    );
+    // ... and reused when it does.
+    assert_eq!(kind_cluster::create_unless_exists().await.unwrap(), None);
+    assert_eq!(calls(dir), ["kind get clusters"]);
+    // A network that exists (kind's own, or one made before) is left as it is; kind reuses it.
+    fs::remove_file(dir.join("clusters")).unwrap();
+    assert_eq!(
+        kind_cluster::create_unless_exists().await.unwrap(),
+        Some(None)
+    );
     assert_eq!(
         calls(dir),
         [
             "kind get clusters",
-            "kind get clusters",
+            "docker network inspect kind",
             "kind create cluster --name faultline --config kind/cluster.yaml",
         ]
     );
-    // ... and reused when it does.
-    assert!(!kind_cluster::create_unless_exists().await.unwrap());
-    assert_eq!(calls(dir), ["kind get clusters"]);
 
     // Only the images the local engine has are loaded; the nodes pull the others.
     let images = kind_cluster::manifest_images();

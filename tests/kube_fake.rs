@@ -1943,6 +1943,7 @@ async fn disconnect_remembers_the_node_addresses_and_revert_reconnects_with_them
     let (docker_seen, docker) = fake_docker_replies(
         &socket,
         vec![
+            (200, engine_version("29.1.0")),
             (200, inspect),
             (200, String::new()),
             (200, String::new()),
@@ -1969,13 +1970,14 @@ async fn disconnect_remembers_the_node_addresses_and_revert_reconnects_with_them
     t.revert(&active.steps).await.unwrap();
     t.revert(&active.steps).await.unwrap();
     let seen = docker_seen.lock().unwrap().clone();
-    assert_eq!(seen[0], "GET /containers/faultline-worker3/json");
+    assert_eq!(seen[0], "GET /version");
+    assert_eq!(seen[1], "GET /containers/faultline-worker3/json");
     assert_eq!(
-        seen[1],
+        seen[2],
         r#"POST /networks/kind/disconnect {"Container":"faultline-worker3","Force":true}"#
     );
     let connect: Value = serde_json::from_str(
-        seen[2]
+        seen[3]
             .strip_prefix("POST /networks/kind/connect ")
             .unwrap(),
     )
@@ -1986,7 +1988,109 @@ async fn disconnect_remembers_the_node_addresses_and_revert_reconnects_with_them
             "IPv4Address": "172.18.0.5", "IPv6Address": "fc00:f853:ccd:e793::5"
         }}})
     );
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5);
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
+}
+
+fn engine_version(v: &str) -> String {
+    json!({"Version": v, "ApiVersion": "1.52", "MinAPIVersion": "1.24", "Os": "linux"}).to_string()
+}
+
+fn zone_b1_disconnect() -> FaultKind {
+    FaultKind::ZoneLoss {
+        target: NodeSelector::Zone("b1".into()),
+        method: NodeLossMethod::Disconnect,
+    }
+}
+
+#[tokio::test]
+async fn disconnect_is_refused_up_front_where_the_engine_could_not_give_the_address_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // kind's own network: IPv4 subnet chosen by the engine, no faultline label. Engine 29.0.2 refuses a fixed IPv4
+    // address there (moby#51569), so the revert could not work: nothing may happen.
+    let kinds_network = json!({"Name": "kind", "Labels": {}, "EnableIPv6": true,
+        "IPAM": {"Config": [{"Subnet": "fc00:f853:ccd:e793::/64"}, {"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]}})
+    .to_string();
+    // The same engine with a network faultline created (its own IPv4 subnet, labelled): allowed.
+    let faultlines_network = json!({"Name": "kind",
+        "Labels": {"dev.faultline.ipv4-subnet": "user-configured"}})
+    .to_string();
+    let inspect =
+        json!({"NetworkSettings": {"Networks": {"kind": {"IPAddress": "172.19.0.5"}}}}).to_string();
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![
+            (200, engine_version("29.0.2")),
+            (200, kinds_network),
+            (200, engine_version("29.0.2")),
+            (200, faultlines_network),
+            (200, inspect),
+            (200, String::new()),
+        ],
+    )
+    .await;
+    let (t, server) = kind_target_with_docker(&socket).await;
+    let j = journal(dir.path());
+    let err = t
+        .apply_fault(&j, &zone_b1_disconnect())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to disconnect a node: Docker Engine 29.0.2 cannot reconnect it")
+            && err.contains("29.0.4"),
+        "{err}"
+    );
+    assert!(j.entries().is_empty(), "nothing journaled");
+    assert_eq!(
+        *docker_seen.lock().unwrap(),
+        ["GET /version", "GET /networks/kind"]
+    );
+    let active = t.apply_fault(&j, &zone_b1_disconnect()).await.unwrap();
+    assert_eq!(active.victims, ["faultline-worker3"]);
+    assert_eq!(docker_seen.lock().unwrap().len(), 6);
+    drop(t);
+    server.await.unwrap();
+    docker.abort();
+}
+
+#[tokio::test]
+async fn a_refused_fixed_address_still_reconnects_the_node_and_says_its_address_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let refused = json!({"message": "invalid endpoint settings:\nuser specified IP address is supported only when \
+        connecting to networks with user configured subnets"})
+    .to_string();
+    let inspect =
+        json!({"NetworkSettings": {"Networks": {"kind": {"IPAddress": "172.18.0.9"}}}}).to_string();
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![(400, refused), (200, String::new()), (200, inspect)],
+    )
+    .await;
+    let (t, server) = kind_target_with_docker(&socket).await;
+    let err = t
+        .revert(&[RevertStep::DockerConnect {
+            container: "faultline-worker3".into(),
+            network: "kind".into(),
+            ipv4: Some("172.18.0.5".into()),
+            ipv6: None,
+        }])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("node container faultline-worker3 is connected to kind again")
+            && err.contains("address 172.18.0.9 instead of 172.18.0.5"),
+        "{err}"
+    );
+    let seen = docker_seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[1],
+        r#"POST /networks/kind/connect {"Container":"faultline-worker3","EndpointConfig":{"IPAMConfig":{}}}"#
+    );
     drop(t);
     server.await.unwrap();
     docker.abort();
@@ -1998,7 +2102,11 @@ async fn disconnect_refuses_a_node_that_is_not_on_the_kind_network_and_changes_n
     let socket = dir.path().join("docker.sock");
     let inspect = json!({"NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}}})
         .to_string();
-    let (docker_seen, docker) = fake_docker_replies(&socket, vec![(200, inspect)]).await;
+    let (docker_seen, docker) = fake_docker_replies(
+        &socket,
+        vec![(200, engine_version("28.5.2")), (200, inspect)],
+    )
+    .await;
     let (t, server) = kind_target_with_docker(&socket).await;
     let j = journal(dir.path());
     let fault = FaultKind::NodeLoss {
@@ -2013,7 +2121,7 @@ async fn disconnect_refuses_a_node_that_is_not_on_the_kind_network_and_changes_n
     assert!(j.open_entries().is_empty());
     assert_eq!(
         *docker_seen.lock().unwrap(),
-        ["GET /containers/faultline-worker2/json"]
+        ["GET /version", "GET /containers/faultline-worker2/json"]
     );
     drop(t);
     server.await.unwrap();

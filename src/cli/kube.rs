@@ -131,8 +131,13 @@ pub async fn up(args: &TargetArgs, deploy: bool) -> i32 {
     let opt_in = match args.target {
         TargetKind::Kind => {
             match kind_cluster::create_unless_exists().await {
-                Ok(true) => println!("created kind cluster `{}`", kind_cluster::CLUSTER_NAME),
-                Ok(false) => println!("reusing kind cluster `{}`", kind_cluster::CLUSTER_NAME),
+                Ok(Some(subnet)) => {
+                    if let Some(subnet) = subnet {
+                        println!("created Docker network kind with IPv4 subnet {subnet}");
+                    }
+                    println!("created kind cluster `{}`", kind_cluster::CLUSTER_NAME)
+                }
+                Ok(None) => println!("reusing kind cluster `{}`", kind_cluster::CLUSTER_NAME),
                 Err(e) => return report_env(e),
             }
             for note in kind_cluster::preload_images().await {

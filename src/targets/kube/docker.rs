@@ -112,6 +112,60 @@ impl DockerApi {
         })
     }
 
+    /// The engine's version (`GET /version`: `Version`, e.g. "29.0.2").
+    pub async fn version(&self) -> Result<String, String> {
+        let (status, body) = self.call("GET", "/version", None).await?;
+        if status != 200 {
+            return Err(Self::failure("/version", "the engine", status, &body));
+        }
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["Version"].as_str().map(str::to_string))
+            .ok_or_else(|| format!("Docker API /version answered no Version: {}", body.trim()))
+    }
+
+    /// The labels of a Docker network (`GET /networks/{name}`).
+    pub async fn network_labels(&self, network: &str) -> Result<Vec<String>, String> {
+        let path = format!("/networks/{network}");
+        let (status, body) = self.call("GET", &path, None).await?;
+        if status != 200 {
+            return Err(Self::failure(&path, network, status, &body));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| format!("Docker API {path} answered unreadable JSON: {e}"))?;
+        Ok(v["Labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Refuses, before anything changes, a disconnect this engine could not revert: Docker Engine 29.0.0 to 29.0.3
+    /// rejects a fixed IPv4 address on a network whose IPv4 subnet the engine chose (kind's own `kind` network), so
+    /// the node could not get its address back (moby#51569, fixed in 29.0.4 by moby#51583). A network faultline
+    /// created (`kind_cluster::NETWORK_LABEL`) has its own subnet and is fine on every engine.
+    pub async fn check_reconnectable(&self, network: &str) -> Result<(), String> {
+        let version = self.version().await?;
+        if !ipv4_reconnect_needs_configured_subnet(&version) {
+            return Ok(());
+        }
+        let labels = self.network_labels(network).await?;
+        if labels
+            .iter()
+            .any(|l| l == super::kind_cluster::NETWORK_LABEL)
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "refusing to disconnect a node: Docker Engine {version} cannot reconnect it with its IPv4 address, because \
+             the Docker network {network} has no IPv4 subnet of its own (kind lets the engine choose one; engines \
+             29.0.0-29.0.3 then reject a fixed address). Upgrade the engine to 29.0.4 or later, or recreate the \
+             cluster with `faultline down --target kind && faultline up --target kind`, which creates the network \
+             with an IPv4 subnet first"
+        ))
+    }
+
     /// Detaches the container from the network (forced, as for a dead link); not connected is fine.
     pub async fn disconnect(&self, container: &str, network: &str) -> Result<(), String> {
         let body = serde_json::json!({"Container": container, "Force": true});
@@ -125,8 +179,44 @@ impl DockerApi {
         .await
     }
 
-    /// Attaches the container to the network again with the given addresses; already connected is fine.
+    /// Attaches the container to the network again with the given addresses; already connected is fine. Should
+    /// the engine refuse the fixed IPv4 address (see `check_reconnectable`), the node is connected anyway with an
+    /// address the engine chooses, so that it is never left disconnected, and the error says what changed.
     pub async fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        addrs: &NetworkAddrs,
+    ) -> Result<(), String> {
+        let fixed = self.connect_with(container, network, addrs).await;
+        let refused = |e: &String| {
+            e.contains("user specified IP address is supported only")
+                || e.contains("no configured subnet contains IP address")
+        };
+        match fixed {
+            Err(e) if refused(&e) => {
+                let any = NetworkAddrs::default();
+                self.connect_with(container, network, &any)
+                    .await
+                    .map_err(|again| {
+                        format!("{e}; connecting without a fixed address failed too: {again}")
+                    })?;
+                let now = self.addresses(container, network).await.unwrap_or_default();
+                Err(format!(
+                    "node container {container} is connected to {network} again, but with the engine's choice of \
+                     address {} instead of {} (the engine refused the old one: {}); the Kubernetes node keeps its \
+                     old address, so recreate the cluster (`faultline down --target kind && faultline up --target \
+                     kind`)",
+                    now.ipv4.as_deref().unwrap_or("(none)"),
+                    addrs.ipv4.as_deref().unwrap_or("(none)"),
+                    e.trim()
+                ))
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_with(
         &self,
         container: &str,
         network: &str,
@@ -294,6 +384,20 @@ impl DockerApi {
     }
 }
 
+/// Whether this engine version refuses a fixed IPv4 address on a network without a user-configured IPv4 subnet:
+/// 29.0.0 to 29.0.3 (moby#51134 made the check fire, moby#51583 relaxed it in 29.0.4). Unparsable: assume it does.
+pub fn ipv4_reconnect_needs_configured_subnet(version: &str) -> bool {
+    let nums: Vec<u64> = version
+        .split(['.', '-', '+'])
+        .take(3)
+        .map_while(|p| p.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [major, minor, patch] => (*major, *minor) == (29, 0) && *patch < 4,
+        _ => true,
+    }
+}
+
 /// The text of an exec's output stream. Without a TTY the engine multiplexes stdout and stderr in frames of an
 /// 8-byte header (stream 0-2, three zero bytes, big-endian length) and the payload; anything else is taken as is.
 pub fn demux(raw: &[u8]) -> String {
@@ -317,6 +421,16 @@ pub fn demux(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_engines_29_0_0_to_29_0_3_refuse_a_fixed_ipv4_address_on_an_engine_chosen_subnet() {
+        for v in ["29.0.0", "29.0.3", "29.0.2-rc.1", "nonsense"] {
+            assert!(ipv4_reconnect_needs_configured_subnet(v), "{v}");
+        }
+        for v in ["28.5.2", "29.0.4", "29.1.0", "30.0.1", "27.3.1"] {
+            assert!(!ipv4_reconnect_needs_configured_subnet(v), "{v}");
+        }
+    }
 
     #[test]
     fn exec_output_is_demultiplexed_and_unframed_text_kept() {

@@ -441,7 +441,12 @@ async fn node_loss_kind(
                 return Err(TargetError::Environment(DESTROY_REFUSED.into()))
             }
             NodeLossMethod::Disconnect => {
-                // The addresses are read before anything changes, so the revert can give them back.
+                // Refused up front where the engine could not give the node its address back; the addresses are
+                // read before anything changes, so the revert can.
+                docker
+                    .check_reconnectable(KIND_NETWORK)
+                    .await
+                    .map_err(TargetError::Environment)?;
                 let addrs = docker
                     .addresses(n, KIND_NETWORK)
                     .await

@@ -7,6 +7,7 @@ use std::process::Output;
 use tokio::process::Command;
 
 use super::deploy::MANIFESTS;
+use super::docker::KIND_NETWORK;
 use crate::targets::TargetError;
 
 /// The cluster's name in kind/cluster.yaml; its kubeconfig context is `kind-faultline`.
@@ -63,11 +64,79 @@ fn cluster_config() -> Result<PathBuf, TargetError> {
     Ok(path)
 }
 
-/// Creates the cluster unless it exists. Returns whether it was created.
-pub async fn create_unless_exists() -> Result<bool, TargetError> {
-    if exists().await? {
-        return Ok(false);
+/// The label on a `kind` network faultline created: its IPv4 subnet is user-configured (see `ensure_network`).
+pub const NETWORK_LABEL: &str = "dev.faultline.ipv4-subnet=user-configured";
+
+/// The IPv6 subnet kind gives its network `kind` (a ULA derived from the name).
+const KIND_IPV6_SUBNET: &str = "fc00:f853:ccd:e793::/64";
+
+/// IPv4 subnets tried in turn for the `kind` network; the engine refuses one that overlaps a network it has.
+fn ipv4_candidates() -> impl Iterator<Item = String> {
+    (18..=31).map(|b| format!("172.{b}.0.0/16"))
+}
+
+/// Creates kind's Docker network `kind` unless it exists, as kind would (bridge, IP masquerade, kind's IPv6 ULA
+/// subnet) but with an IPv4 subnet of its own. kind reuses a network of that name. Why: kind leaves the IPv4 subnet
+/// to the engine, and Docker Engine 29.0.0-29.0.3 refuses to connect a container with a fixed IPv4 address to such a
+/// network ("user specified IP address is supported only when connecting to networks with user configured
+/// subnets"), so a disconnected node could not get its address back. Returns the subnet when it created the network.
+pub async fn ensure_network() -> Result<Option<String>, TargetError> {
+    let inspect = ["network", "inspect", KIND_NETWORK];
+    let out = run("docker", &inspect).await?;
+    if out.status.success() {
+        return Ok(None);
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.contains("not found") {
+        return Err(failed("docker", &inspect, &out));
+    }
+    let mut overlapping = Vec::new();
+    for subnet in ipv4_candidates() {
+        let mut last = None;
+        // With kind's IPv6 subnet first; without IPv6 when the engine cannot do it (as kind falls back).
+        for ipv6 in [true, false] {
+            let mut args = vec![
+                "network",
+                "create",
+                "--driver=bridge",
+                "--opt=com.docker.network.bridge.enable_ip_masquerade=true",
+                "--label",
+                NETWORK_LABEL,
+                "--subnet",
+                &subnet,
+            ];
+            if ipv6 {
+                args.extend(["--ipv6", "--subnet", KIND_IPV6_SUBNET]);
+            }
+            args.push(KIND_NETWORK);
+            let out = run("docker", &args).await?;
+            if out.status.success() {
+                return Ok(Some(subnet));
+            }
+            // The engine's overlap error does not say which subnet overlapped: the IPv4-only attempt tells.
+            let overlap = String::from_utf8_lossy(&out.stderr).contains("overlaps");
+            last = Some((failed("docker", &args, &out), overlap));
+        }
+        match last {
+            Some((_, true)) => overlapping.push(subnet),
+            Some((e, false)) => return Err(e),
+            None => {}
+        }
+    }
+    Err(TargetError::Environment(format!(
+        "cannot create the Docker network {KIND_NETWORK}: every IPv4 subnet tried overlaps a network the engine has \
+         ({}); create it yourself with an IPv4 --subnet and the label {NETWORK_LABEL}",
+        overlapping.join(", ")
+    )))
+}
+
+/// Creates the cluster unless it exists, on a `kind` network with an IPv4 subnet of its own (`ensure_network`).
+/// Returns whether it was created, and the network's subnet when it was created too.
+pub async fn create_unless_exists() -> Result<Option<Option<String>>, TargetError> {
+    if exists().await? {
+        return Ok(None);
+    }
+    let subnet = ensure_network().await?;
     let config = cluster_config()?;
     let config = config.to_string_lossy();
     let args = [
@@ -82,7 +151,7 @@ pub async fn create_unless_exists() -> Result<bool, TargetError> {
     if !out.status.success() {
         return Err(failed("kind", &args, &out));
     }
-    Ok(true)
+    Ok(Some(subnet))
 }
 
 pub async fn delete() -> Result<(), TargetError> {
