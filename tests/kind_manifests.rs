@@ -492,10 +492,21 @@ fn postgres_manifest() {
         serde_norway::from_str(env_value(sts, "SPILO_CONFIGURATION").expect("SPILO_CONFIGURATION"))
             .expect("SPILO_CONFIGURATION is YAML");
     let dcs = &spilo["bootstrap"]["dcs"];
-    // The local stack's defaults (README, Settings); Patroni's rule loop_wait + 2*retry_timeout <= ttl.
-    assert_eq!(dcs["ttl"], 10);
+    // ttl: the minimum Patroni 3.2+ enforces (Spilo 3.3-p2 ships Patroni 3.3.2; a lower value would be raised
+    // silently, and the manifest would not say what runs). Patroni's rule loop_wait + 2*retry_timeout <= ttl.
+    assert_eq!(dcs["ttl"], 20);
     assert_eq!(dcs["loop_wait"], 2);
     assert_eq!(dcs["retry_timeout"], 4);
+    let (ttl, loop_wait, retry) = (
+        dcs["ttl"].as_i64().unwrap(),
+        dcs["loop_wait"].as_i64().unwrap(),
+        dcs["retry_timeout"].as_i64().unwrap(),
+    );
+    assert!(
+        ttl >= 20 && loop_wait >= 1 && retry >= 3,
+        "Patroni 3.2+ minimums"
+    );
+    assert!(loop_wait + 2 * retry <= ttl, "Patroni's timing rule");
     assert_eq!(dcs["synchronous_mode"], true);
     assert_eq!(dcs["primary_stop_timeout"], 5);
     assert_eq!(dcs["postgresql"]["parameters"]["wal_sender_timeout"], "5s");
@@ -740,10 +751,60 @@ fn workflow_creates_the_cluster_and_runs_the_suite() {
     );
     for needle in [
         "kind/cluster.yaml",
+        "faultline up --target kind",
         "suite scenarios/suites/nightly.yaml --target kind",
-        "cargo test --test kube_e2e -- --ignored",
+        "cargo test --test kube_e2e -- --ignored --test-threads=1",
+        "sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512",
         "actions/upload-artifact",
     ] {
         assert!(text.contains(needle), "the workflow mentions {needle:?}");
     }
+    // The cluster comes from `faultline up`, which creates the kind network with an IPv4 subnet first (a bare
+    // `kind create cluster` would let the engine choose it, and a disconnected node could not get its address back
+    // on Docker Engine 29.0.0-29.0.3).
+    assert!(
+        !text.contains("run: kind create cluster"),
+        "the workflow creates the cluster with faultline up"
+    );
+    // The inotify limits are raised before any cluster exists.
+    for job in wf["jobs"].as_object().unwrap().values() {
+        let steps: Vec<String> = job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["run"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let sysctl = steps.iter().position(|r| r.contains("fs.inotify"));
+        let up = steps.iter().position(|r| r.contains("up --target kind"));
+        assert!(
+            sysctl.is_some() && sysctl < up,
+            "inotify limits before the cluster: {steps:?}"
+        );
+    }
+}
+
+#[test]
+fn every_end_to_end_fault_is_reverted_by_a_guard() {
+    let path = repo_path("tests/kube_e2e.rs");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut applied = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains(".apply_fault(") {
+            applied += 1;
+            assert!(
+                lines[i + 1].contains("Reverting::new(&t, &active)"),
+                "kube_e2e.rs:{}: a fault applied without a Reverting guard on the next line",
+                i + 2
+            );
+        }
+        if line.trim_start().starts_with("#[tokio::test") {
+            assert!(
+                line.contains("flavor = \"multi_thread\""),
+                "kube_e2e.rs:{}: the guard blocks on its revert in Drop, which needs the multi-threaded runtime",
+                i + 1
+            );
+        }
+    }
+    assert!(applied >= 4, "{applied} faults applied");
 }

@@ -290,7 +290,7 @@ fn leader_endpoints(leader: Option<&str>) -> Exchange {
             &path,
             200,
             json!({"apiVersion": "v1", "kind": "Endpoints",
-                   "metadata": {"name": "postgres", "annotations": {"leader": l, "ttl": "10"}}}),
+                   "metadata": {"name": "postgres", "annotations": {"leader": l, "ttl": "20"}}}),
         ),
         None => ex(
             "GET",
@@ -2493,6 +2493,8 @@ fn refresh_script(pods: Vec<Value>) -> Vec<Exchange> {
                    "metadata": {"name": "postgres-credentials", "namespace": NS},
                    "data": {"superuser-password": "czNjcmV0"}}),
         ),
+        // The ttl in effect, from the lock Patroni's leader writes.
+        leader_endpoints(Some("postgres-0")),
     ]
 }
 
@@ -2568,6 +2570,7 @@ async fn components_reach_pods_through_their_nodeports_and_map_pod_ips_back() {
 
     let fp = t.fingerprint();
     assert_eq!(fp["target"], "kind");
+    assert_eq!(fp["settings"]["patroni_ttl_in_effect"], 20);
     assert_eq!(fp["namespace"], NS);
     assert_eq!(fp["node_versions"].as_array().unwrap().len(), 4);
     let images: Vec<&str> = fp["images"]

@@ -366,6 +366,18 @@ impl KubeTarget {
 
     /// The `leader` annotation of Patroni's Endpoints object (read raw: the Endpoints type is deprecated upstream).
     async fn patroni_leader_annotation(&self) -> Result<Option<String>, TargetError> {
+        Ok(self
+            .patroni_leader_record()
+            .await?
+            .and_then(|a| a["leader"].as_str().map(str::to_string))
+            .filter(|s| !s.is_empty()))
+    }
+
+    /// The annotations of Patroni's leader Endpoints (leader, ttl, renewTime, acquireTime, transitions, optime);
+    /// None when the object does not exist.
+    pub(crate) async fn patroni_leader_record(
+        &self,
+    ) -> Result<Option<serde_json::Value>, TargetError> {
         let path = format!(
             "/api/v1/namespaces/{}/endpoints/{}",
             self.namespace, self.selectors.patroni_leader_endpoints
@@ -374,10 +386,7 @@ impl KubeTarget {
             .body(Vec::new())
             .map_err(|e| TargetError::Fault(e.to_string()))?;
         match self.client.request::<serde_json::Value>(req).await {
-            Ok(v) => Ok(v["metadata"]["annotations"]["leader"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)),
+            Ok(mut v) => Ok(Some(v["metadata"]["annotations"].take())),
             Err(e) if status_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(api_error("cannot read Patroni's leader Endpoints", e)),
         }

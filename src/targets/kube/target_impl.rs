@@ -46,6 +46,9 @@ pub(super) struct Snapshot {
     images: BTreeSet<String>,
     password: Option<Secret>,
     patroni_config: Option<serde_json::Value>,
+    /// The ttl Patroni's leader writes into its lock (the leader Endpoints' `ttl` annotation): the value in
+    /// effect, after Patroni's own minimum (20 since Patroni 3.2), where /config shows what was configured.
+    patroni_lock_ttl: Option<u64>,
     sentinel_settings: Option<serde_json::Value>,
 }
 
@@ -120,6 +123,12 @@ impl KubeTarget {
     /// The HA settings the servers run with, for the fingerprint: Patroni's dynamic configuration and the
     /// Sentinels' view of the monitored master. Best effort: a server that does not answer leaves it unknown.
     async fn refresh_ha_settings(&self) {
+        let lock_ttl = self
+            .patroni_leader_record()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|a| a["ttl"].as_str().and_then(|t| t.parse().ok()));
         let http = http_client(Duration::from_secs(1));
         let mut patroni = None;
         for m in &self.postgres_endpoints().members {
@@ -153,6 +162,7 @@ impl KubeTarget {
         }
         let mut snap = self.snapshot.write().expect("snapshot lock");
         snap.patroni_config = patroni;
+        snap.patroni_lock_ttl = lock_ttl;
         snap.sentinel_settings = sentinel;
     }
 
@@ -290,6 +300,7 @@ impl Target for KubeTarget {
             "images": snap.images,
             "settings": {
                 "patroni": snap.patroni_config,
+                "patroni_ttl_in_effect": snap.patroni_lock_ttl,
                 "sentinel": snap.sentinel_settings,
                 "qdrant_collection": {
                     "name": self.settings.qdrant_collection,
