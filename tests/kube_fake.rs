@@ -1003,7 +1003,19 @@ fn policy_path() -> String {
 #[tokio::test]
 async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_and_revert_removes_them(
 ) {
-    let pods = stack_pods([None, None, None]);
+    let ips = [
+        "10.244.1.2",
+        "10.244.2.2",
+        "10.244.3.2",
+        "10.244.1.3",
+        "10.244.2.3",
+        "10.244.3.3",
+    ];
+    let pods: Vec<Value> = stack_pods([None, None, None])
+        .into_iter()
+        .zip(ips)
+        .map(|(p, ip)| with_ip(p, ip))
+        .collect();
     let mut script = connect_script(pods.clone());
     // side A = worker3's pods; side B (empty in the scenario) = every other node's pods.
     script.push(ex(
@@ -1053,14 +1065,76 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
     }
     let (client, server) = fake(script);
     let dir = tempfile::tempdir().unwrap();
+    // kindnet judges only new connections: on each of the 4 kind nodes the connections open before the partition
+    // are deleted from connection tracking (the engine runs the script; conntrack reports one entry each).
+    let socket = dir.path().join("docker.sock");
+    let mut replies = Vec::new();
+    for n in 0..4 {
+        replies.push((201, format!(r#"{{"Id":"e{n}"}}"#)));
+        replies.push((
+            200,
+            "conntrack v1.4.7 (conntrack-tools): 1 flow entries have been deleted.\n".to_string(),
+        ));
+        replies.push((200, r#"{"Running":false,"ExitCode":0}"#.to_string()));
+    }
+    let (docker_seen, docker) = fake_docker_replies(&socket, replies).await;
     let j = journal(dir.path());
-    let t = target(client, kind(), timing()).await;
+    let t = target(
+        client,
+        Cluster::Kind {
+            docker: DockerApi { socket },
+        },
+        timing(),
+    )
+    .await;
     let fault = FaultKind::Partition {
         side_a: vec![NodeSelector::Node("faultline-worker3".into())],
         side_b: vec![],
         direction: PartitionDirection::Both,
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
+    assert!(
+        active.description.ends_with(
+            "connections open before the partition cut in every kind node (4 conntrack entries deleted)"
+        ),
+        "{}",
+        active.description
+    );
+    let calls = docker_seen.lock().unwrap().clone();
+    let execs: Vec<&String> = calls.iter().filter(|c| c.contains("/exec ")).collect();
+    let nodes: Vec<&str> = execs.iter().map(|c| c.split('/').nth(2).unwrap()).collect();
+    assert_eq!(
+        nodes,
+        [
+            "faultline-control-plane",
+            "faultline-worker",
+            "faultline-worker2",
+            "faultline-worker3"
+        ]
+    );
+    let body = &execs[0][execs[0].find('{').unwrap()..];
+    let exec: Value = serde_json::from_str(body).unwrap();
+    let script_text = exec["Cmd"][2].as_str().unwrap();
+    assert_eq!(
+        (&exec["Cmd"][0], &exec["Cmd"][1]),
+        (&json!("sh"), &json!("-c"))
+    );
+    let deletions: Vec<&str> = script_text.lines().skip(1).collect();
+    // Both ways between worker3's 2 pods and the other 4, and from side A (the leader's) to the API server.
+    assert_eq!(deletions.len(), 2 * 4 * 2 + 2 * 2, "{script_text}");
+    for line in [
+        "conntrack -D -s 10.244.3.2 -d 10.244.1.2 2>&1 || true",
+        "conntrack -D -s 10.244.1.2 -d 10.244.3.2 2>&1 || true",
+        "conntrack -D -s 10.244.3.2 -d 10.96.0.1 2>&1 || true",
+        "conntrack -D -s 10.244.3.3 -d 172.18.0.2 2>&1 || true",
+    ] {
+        assert!(deletions.contains(&line), "{line} in {script_text}");
+    }
+    assert!(
+        !script_text.contains("-s 10.244.1.2 -d 10.96.0.1"),
+        "side B keeps the API server"
+    );
+    docker.abort();
     let policy_names: Vec<String> = active
         .steps
         .iter()

@@ -7,6 +7,7 @@ use ::kube::api::ListParams;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::docker::{NetworkAddrs, KIND_NETWORK};
+use super::partition::SidePods;
 use super::{
     api_error, chaos_mesh, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget,
 };
@@ -137,11 +138,8 @@ impl KubeTarget {
         Ok(pods)
     }
 
-    /// The namespace's pods on the nodes, and on every other node.
-    async fn pods_split(
-        &self,
-        nodes: &[String],
-    ) -> Result<(Vec<String>, Vec<String>), TargetError> {
+    /// The namespace's pods on the nodes, and on every other node: (name, pod IP once it has one).
+    async fn pods_split(&self, nodes: &[String]) -> Result<(SidePods, SidePods), TargetError> {
         let all: Vec<Pod> = self
             .pods()
             .list(&ListParams::default())
@@ -152,8 +150,14 @@ impl KubeTarget {
             .iter()
             .filter(|p| pod_node(p).is_some())
             .partition(|p| pod_node(p).is_some_and(|n| nodes.iter().any(|x| x == n)));
-        let names = |v: Vec<&Pod>| v.iter().map(|p| pod_name(p).to_string()).collect();
-        Ok((names(inside), names(outside)))
+        let side = |v: Vec<&Pod>| SidePods {
+            names: v.iter().map(|p| pod_name(p).to_string()).collect(),
+            ips: v
+                .iter()
+                .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok())
+                .collect(),
+        };
+        Ok((side(inside), side(outside)))
     }
 
     /// The pods of a partition's sides (side B empty: every other pod) and which side holds Patroni's leader.
@@ -169,14 +173,14 @@ impl KubeTarget {
         } else {
             self.pods_split(&self.resolve_all(side_b).await?).await?.0
         };
-        let dcs = self.dcs_for_partition(&a, &b).await?;
+        let dcs = self.dcs_for_partition(&a.names, &b.names).await?;
         Ok(partition::Sides { a, b, dcs })
     }
 
     /// The nodes' pods against every other pod (a zone or region isolated on an existing cluster).
     async fn isolation_sides(&self, nodes: &[String]) -> Result<partition::Sides, TargetError> {
         let (a, b) = self.pods_split(nodes).await?;
-        let dcs = self.dcs_for_partition(&a, &b).await?;
+        let dcs = self.dcs_for_partition(&a.names, &b.names).await?;
         Ok(partition::Sides { a, b, dcs })
     }
 
@@ -340,8 +344,8 @@ impl KubeTarget {
                     format!(
                         "{} between pods [{}] and [{}]{}",
                         backend.mechanism(*direction),
-                        sides.a.join(", "),
-                        sides.b.join(", "),
+                        sides.a.names.join(", "),
+                        sides.b.names.join(", "),
                         dcs_words(&sides, &backend)
                     )
                 }
@@ -361,7 +365,7 @@ impl KubeTarget {
                             format!(
                                 "cordon {} and isolate their pods [{}] with a {} ({}){}",
                                 nodes.join(", "),
-                                sides.a.join(", "),
+                                sides.a.names.join(", "),
                                 backend.mechanism(PartitionDirection::Both),
                                 existing_cluster_note(*method),
                                 dcs_words(&sides, &backend)
@@ -371,7 +375,7 @@ impl KubeTarget {
                 }
                 FaultKind::NodeDrain { target } => {
                     let nodes = self.resolve(target).await?;
-                    let (inside, _) = self.pods_split(&nodes).await?;
+                    let inside = self.pods_split(&nodes).await?.0.names;
                     format!(
                         "cordon {} and evict pods [{}]",
                         nodes.join(", "),

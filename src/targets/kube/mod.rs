@@ -138,6 +138,8 @@ pub struct KubeTarget {
     topology: Topology,
     /// Every node's InternalIP, control plane included (partitions must keep the API server reachable).
     node_addrs: Vec<Ipv4Addr>,
+    /// Every node's name, control plane included (on kind, the node containers' names).
+    node_names: Vec<String>,
     /// The control-plane nodes' InternalIPs (where the API server listens when its Endpoints cannot be read).
     control_plane_addrs: Vec<Ipv4Addr>,
     /// Where clients reach the members: kind's NodePorts on 127.0.0.1, or on a worker's address elsewhere.
@@ -212,6 +214,11 @@ impl KubeTarget {
             .map_err(|e| env(&format!("cannot list the pods of namespace {namespace}"), e))?;
         let topology = topology_from(namespace, &nodes.items, &pods.items, &selectors);
         let node_addrs = nodes.items.iter().filter_map(internal_ip).collect();
+        let node_names = nodes
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
         let control_plane_addrs = nodes
             .items
             .iter()
@@ -250,6 +257,7 @@ impl KubeTarget {
             timing,
             topology,
             node_addrs,
+            node_names,
             control_plane_addrs,
             ports,
             settings: crate::settings::StackSettings::default(),
@@ -262,6 +270,11 @@ impl KubeTarget {
 
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Every node's name, control plane included.
+    pub fn node_names(&self) -> &[String] {
+        &self.node_names
     }
 
     /// Every node's address, control plane included.

@@ -217,11 +217,94 @@ pub fn policies(
     .collect()
 }
 
+/// The pods of one side of a partition: their names, and the IPs of those that have one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SidePods {
+    pub names: Vec<String>,
+    pub ips: Vec<Ipv4Addr>,
+}
+
 /// The pods of each side of one partition, and what it does to Patroni's DCS.
 pub struct Sides {
-    pub a: Vec<String>,
-    pub b: Vec<String>,
+    pub a: SidePods,
+    pub b: SidePods,
     pub dcs: Dcs,
+}
+
+/// The shell script that deletes, in one node's connection tracking, the connections the partition blocks that
+/// were open before it: from each source to each destination pod IP in the blocked direction(s), and from the side
+/// cut from the API server to the API server's addresses. Without it, a CNI that judges only new connections (kindnet's
+/// kube-network-policies) lets them through: replication streams, Sentinel links and Patroni's kept-alive
+/// connection to its DCS would survive the partition. With the entries gone, the next packet of such a connection is
+/// judged as new, against the policies. Prints `conntrack -D`'s counts; exits 127 when the node has no conntrack.
+pub fn conntrack_script(sides: &Sides, direction: PartitionDirection) -> String {
+    let mut pairs: Vec<(Ipv4Addr, Ipv4Addr)> = Vec::new();
+    let (a, b) = (&sides.a.ips, &sides.b.ips);
+    let mut add = |from: &[Ipv4Addr], to: &[Ipv4Addr]| {
+        for s in from {
+            for d in to {
+                if s != d && !pairs.contains(&(*s, *d)) {
+                    pairs.push((*s, *d));
+                }
+            }
+        }
+    };
+    if direction != PartitionDirection::BToA {
+        add(a, b);
+    }
+    if direction != PartitionDirection::AToB {
+        add(b, a);
+    }
+    if let Some(cut) = sides.dcs.cut() {
+        let from = match cut.side {
+            Side::A => a,
+            Side::B => b,
+        };
+        add(from, &cut.api.ips());
+    }
+    let mut script = String::from(
+        "command -v conntrack >/dev/null || { echo 'no conntrack in this node' >&2; exit 127; }\n",
+    );
+    for (s, d) in pairs {
+        script.push_str(&format!("conntrack -D -s {s} -d {d} 2>&1 || true\n"));
+    }
+    script
+}
+
+/// The number of entries `conntrack -D` reported deleted in a script's output.
+pub fn conntrack_deleted(output: &str) -> u64 {
+    output
+        .lines()
+        .filter_map(|l| {
+            let before = l.split(" flow entries have been deleted").next()?;
+            (before.len() < l.len()).then(|| before.rsplit(' ').next()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+/// Runs `conntrack_script` in every kind node container. Returns how many entries were deleted in all.
+async fn cut_open_connections(
+    target: &KubeTarget,
+    docker: &super::DockerApi,
+    sides: &Sides,
+    direction: PartitionDirection,
+) -> Result<u64, TargetError> {
+    let script = conntrack_script(sides, direction);
+    let mut deleted = 0;
+    for node in target.node_names() {
+        let (code, output) = docker
+            .exec(node, &["sh", "-c", &script])
+            .await
+            .map_err(TargetError::Fault)?;
+        if code != 0 {
+            return Err(TargetError::Fault(format!(
+                "cutting the connections open before the partition in node {node} failed (exit {code}): {}",
+                output.trim()
+            )));
+        }
+        deleted += conntrack_deleted(&output);
+    }
+    Ok(deleted)
 }
 
 /// Labels the pods of both sides and cuts them apart with the backend chosen now (the side holding Patroni's
@@ -236,7 +319,7 @@ pub async fn apply(
     direction: PartitionDirection,
     cordon: &[String],
 ) -> Result<ActiveFault, TargetError> {
-    let (a, b) = (&sides.a, &sides.b);
+    let (a, b) = (&sides.a.names, &sides.b.names);
     let cut = sides.dcs.cut();
     let backend = choose(target).await?;
     let ns = target.namespace.clone();
@@ -340,7 +423,23 @@ pub async fn apply(
             .await
             .map_err(|e| api_error("cannot create NetworkPolicy", e))?;
     }
-    // Effective once the API server holds both policies (the CNI enforces them from there).
+    let description = match &target.cluster {
+        super::Cluster::Kind { docker } => {
+            match cut_open_connections(target, docker, sides, direction).await {
+                Ok(n) => format!(
+                    "{description}; connections open before the partition cut in every kind node ({n} conntrack \
+                     entries deleted)"
+                ),
+                Err(e) => return Err(undo(target, journal, &entry, e).await),
+            }
+        }
+        super::Cluster::Existing => format!(
+            "{description}; connections open before the partition survive it where the CNI judges only new \
+             connections (faultline cannot reach the nodes of a cluster it did not create)"
+        ),
+    };
+    // Effective once the API server holds both policies (the CNI enforces them from there) and, on kind, the
+    // connections open before them are cut.
     Ok(ActiveFault::effective_now(
         entry,
         description,
@@ -460,6 +559,75 @@ mod tests {
             decide(PartitionBackend::ChaosMesh, Some(true)).unwrap(),
             ChosenBackend::ChaosMesh
         );
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn sides(dcs: Dcs) -> Sides {
+        Sides {
+            a: SidePods {
+                names: vec!["postgres-2".into()],
+                ips: vec![ip("10.244.3.2")],
+            },
+            b: SidePods {
+                names: vec!["postgres-0".into(), "redis-0".into()],
+                ips: vec![ip("10.244.1.2"), ip("10.244.1.3")],
+            },
+            dcs,
+        }
+    }
+
+    #[test]
+    fn conntrack_deletes_the_blocked_directions_and_the_cut_sides_api_server_connections() {
+        let lines = |s: &Sides, d| -> Vec<String> {
+            conntrack_script(s, d)
+                .lines()
+                .skip(1)
+                .map(str::to_string)
+                .collect()
+        };
+        let plain = sides(Dcs::NoPatroni);
+        assert_eq!(
+            lines(&plain, PartitionDirection::AToB),
+            [
+                "conntrack -D -s 10.244.3.2 -d 10.244.1.2 2>&1 || true",
+                "conntrack -D -s 10.244.3.2 -d 10.244.1.3 2>&1 || true",
+            ]
+        );
+        assert_eq!(lines(&plain, PartitionDirection::Both).len(), 4);
+        assert!(lines(&plain, PartitionDirection::BToA)
+            .iter()
+            .all(|l| l.starts_with("conntrack -D -s 10.244.1.")));
+        let cut = sides(Dcs::Cut(DcsCut {
+            side: Side::A,
+            leader_pod: "postgres-2".into(),
+            api: super::super::dcs::ApiServer {
+                service: Some("10.96.0.1:443".parse().unwrap()),
+                endpoints: vec!["172.18.0.2:6443".parse().unwrap()],
+                note: None,
+            },
+        }));
+        let with_api = lines(&cut, PartitionDirection::BToA);
+        assert_eq!(
+            with_api[2..],
+            [
+                "conntrack -D -s 10.244.3.2 -d 10.96.0.1 2>&1 || true",
+                "conntrack -D -s 10.244.3.2 -d 172.18.0.2 2>&1 || true",
+            ]
+        );
+        assert!(conntrack_script(&cut, PartitionDirection::Both)
+            .starts_with("command -v conntrack >/dev/null || {"));
+    }
+
+    #[test]
+    fn conntrack_counts_are_summed_from_its_messages() {
+        let out = "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been deleted.\n\
+                   conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n\
+                   conntrack v1.4.7 (conntrack-tools): 12 flow entries have been deleted.\n";
+        assert_eq!(conntrack_deleted(out), 15);
+        assert_eq!(conntrack_deleted("something else"), 0);
     }
 
     #[test]
