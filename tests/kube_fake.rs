@@ -1245,13 +1245,7 @@ async fn an_existing_cluster_namespace_without_the_chaos_label_is_refused() {
 async fn zone_loss_on_an_existing_cluster_cordons_and_isolates_the_zone_pods() {
     let pods = stack_pods([None, None, None]);
     let mut script = connect_script(pods.clone());
-    script.push(ex(
-        "GET",
-        &format!("/api/v1/namespaces/{NS}"),
-        200,
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": NS, "labels": {"faultline.dev/chaos": "allowed"}}}),
-    ));
+    script.push(chaos_allowed_namespace());
     script.push(ex(
         "GET",
         &format!("/api/v1/namespaces/{NS}/pods"),
