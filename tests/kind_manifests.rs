@@ -487,6 +487,11 @@ fn postgres_manifest() {
     assert_eq!(pod.service_account_name.as_deref(), Some("postgres"));
     let scope = env_value(sts, "SCOPE").expect("SCOPE");
     assert_eq!(env_value(sts, "DCS_ENABLE_KUBERNETES_API"), Some("true"));
+    // Patroni reaches its DCS through the `kubernetes` Service, the address a Chaos Mesh partition cuts.
+    assert_eq!(
+        env_value(sts, "KUBERNETES_BYPASS_API_SERVICE"),
+        Some("false")
+    );
 
     let spilo: Json =
         serde_norway::from_str(env_value(sts, "SPILO_CONFIGURATION").expect("SPILO_CONFIGURATION"))

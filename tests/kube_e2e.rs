@@ -126,6 +126,16 @@ async fn killing_the_patroni_leader_sigkills_its_containers_and_the_kubelet_rest
             role: Role::Primary,
         },
     };
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(t.client.clone(), NS);
+    let restarts = |p: &k8s_openapi::api::core::v1::Pod| -> i32 {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+    };
+    let leader = t.primary_pod(ComponentKind::Postgres).await.unwrap();
+    let before = restarts(&leader);
     let active = t.apply_fault(&j, &fault).await.unwrap();
     let guard = Reverting::new(&t, &active);
     assert!(
@@ -133,10 +143,17 @@ async fn killing_the_patroni_leader_sigkills_its_containers_and_the_kubelet_rest
         "{:?}",
         active.steps
     );
+    let victim = &active.victims[0];
+    assert_eq!(Some(victim.as_str()), leader.metadata.name.as_deref());
     // The revert returns once the kubelet has replaced the killed containers and the pod is Ready. Whether Patroni
     // failed over or the restarted member kept its lock (it returns within the ttl of 20 s) is Patroni's call: a
     // leader must exist either way.
     guard.revert().await;
+    let after = restarts(&pods.get(victim).await.unwrap());
+    assert!(
+        after > before,
+        "the kubelet restarted the killed containers: restarts {before} -> {after}"
+    );
     wait_leader_outside(&t, &[], Duration::from_secs(60)).await;
 }
 

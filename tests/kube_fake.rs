@@ -694,6 +694,11 @@ async fn pod_kill_on_kind_sigkills_the_containers_in_the_node_and_revert_waits_f
         ),
         "{err}"
     );
+    // Nothing was killed: the failed kill's entry is closed (its step would wait for a container never stopped);
+    // the first kill's entry is the only one open.
+    assert_eq!(j.entries().len(), 2);
+    assert_eq!(j.open_entries().len(), 1);
+    assert_eq!(j.open_entries()[0].id, j.entries()[0].id);
     drop(t);
     let seen = server.await.unwrap();
     assert!(seen.iter().all(|s| s.method == "GET"), "no pod deleted");
@@ -1068,8 +1073,13 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
     // kindnet judges only new connections: on each of the 4 kind nodes the connections open before the partition
     // are deleted from connection tracking (the engine runs the script; conntrack reports one entry each).
     let socket = dir.path().join("docker.sock");
-    let mut replies = Vec::new();
-    for n in 0..4 {
+    // The control plane's container is paused (another fault): the engine refuses an exec there, and the node is
+    // skipped and named.
+    let mut replies = vec![(
+        409,
+        r#"{"message":"container 5f2a is paused, unpause the container before exec"}"#.to_string(),
+    )];
+    for n in 1..4 {
         replies.push((201, format!(r#"{{"Id":"e{n}"}}"#)));
         replies.push((
             200,
@@ -1095,7 +1105,8 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert!(
         active.description.ends_with(
-            "connections open before the partition cut in every kind node (4 conntrack entries deleted)"
+            "connections open before the partition cut in the running kind nodes (3 conntrack entries deleted; \
+             not in faultline-control-plane, stopped or paused: their pods' connections there were left as they are)"
         ),
         "{}",
         active.description
@@ -1114,6 +1125,10 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
     );
     let body = &execs[0][execs[0].find('{').unwrap()..];
     let exec: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        !calls.iter().any(|c| c.contains("/exec/e0/")),
+        "nothing started in the paused node"
+    );
     let script_text = exec["Cmd"][2].as_str().unwrap();
     assert_eq!(
         (&exec["Cmd"][0], &exec["Cmd"][1]),
@@ -1595,7 +1610,7 @@ async fn partition_with_chaos_mesh_waits_for_injection_and_revert_waits_until_th
                 "action": "partition", "mode": "all", "direction": "to",
                 "selector": {"namespaces": [NS],
                              "labelSelectors": {"faultline.dev/partition": format!("{id}-a")}},
-                "externalTargets": ["10.96.0.1", "172.18.0.2"]
+                "externalTargets": ["10.96.0.1"]
             }
         })
     );
@@ -1728,7 +1743,11 @@ async fn the_plan_names_the_partition_backend() {
     assert_eq!(
         lines,
         [
-            format!("at +10s: partition: Chaos Mesh NetworkChaos (direction to) {sides}; {dcs}"),
+            // Chaos Mesh drops before kube-proxy's translation: the ClusterIP alone.
+            format!(
+                "at +10s: partition: Chaos Mesh NetworkChaos (direction to) {sides}; side A holds the Patroni \
+                 leader postgres-2 and is cut from the API server (Patroni's DCS) too: 10.96.0.1"
+            ),
             format!(
                 "at +20s: partition: NetworkPolicy pair (Both; not Chaos Mesh: reading CRD \
                  networkchaos.chaos-mesh.org is forbidden, so whether it is installed is unknown) {sides}; \
@@ -1740,6 +1759,70 @@ async fn the_plan_names_the_partition_backend() {
                  cluster; the pods are isolated and keep running); {dcs}{cni}"
             ),
         ]
+    );
+    drop(t);
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_region_holding_the_leader_loses_the_api_server_even_with_the_majority_and_an_unknown_leader_cuts_nothing(
+) {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    // Region a (worker, worker2) holds postgres-0 (the leader) and postgres-1: 2 of 3 members, but it is the part
+    // that is lost, so it loses the API server.
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", pods.clone()),
+    ));
+    script.extend(dcs_reads("postgres-0", true));
+    script.push(crd(404));
+    // A partition while Patroni names no leader (no annotation, no labelled pod): described, not refused.
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", pods.clone()),
+    ));
+    script.push(ex(
+        "GET",
+        &pg_pods_path(),
+        200,
+        list("PodList", pods[..3].to_vec()),
+    ));
+    script.push(leader_endpoints(None));
+    script.push(crd(404));
+    let (client, server) = fake(script);
+    let t = target(client, Cluster::Existing, timing()).await;
+    let at = |kind: FaultKind| FaultSpec {
+        kind,
+        at: Duration::from_secs(10),
+        duration: None,
+    };
+    let lines = t
+        .plan(&[
+            at(FaultKind::RegionLoss {
+                target: NodeSelector::Region("a".into()),
+                method: NodeLossMethod::Disconnect,
+            }),
+            at(worker3_partition(PartitionDirection::Both)),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        lines[0]
+            .contains("side A holds the Patroni leader postgres-0 and is cut from the API server"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("Patroni's leader cannot be told now (no Patroni leader: Endpoints postgres has no leader \
+             annotation")
+            && lines[1].contains("no side is cut from the API server"),
+        "{}",
+        lines[1]
     );
     drop(t);
     server.await.unwrap();
@@ -2250,6 +2333,103 @@ async fn node_loss_on_kind_stops_the_node_container_and_revert_starts_it() {
     drop(t);
     server.await.unwrap();
     docker.abort();
+}
+
+/// A Docker Engine that answers an exec as the real one does: `POST /exec/{id}/start` without an Upgrade header
+/// hijacks the connection, writes a status line and headers with neither Content-Length nor chunking, streams the
+/// output multiplexed in 8-byte-header frames and closes its side; the inspect says Running until the command ends.
+async fn raw_exec_engine(socket: &Path) -> tokio::task::JoinHandle<Vec<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut inspections = 0;
+        while seen.len() < 4 {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = stream.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            while buf.len() < head_end + length {
+                let n = stream.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let request = head.lines().next().unwrap().to_string();
+            seen.push(request.clone());
+            let json = |status: &str, body: &str| {
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            };
+            let reply = if request.starts_with("POST /containers/faultline-worker/exec") {
+                json("201 Created", r#"{"Id":"x1"}"#)
+            } else if request.starts_with("POST /exec/x1/start") {
+                let mut r =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n"
+                        .to_vec();
+                r.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 4]);
+                r.extend_from_slice(b"abc\n");
+                r.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 3]);
+                r.extend_from_slice(b"err");
+                r
+            } else if request.starts_with("GET /exec/x1/json") {
+                inspections += 1;
+                if inspections == 1 {
+                    json("200 OK", r#"{"ID":"x1","Running":true,"ExitCode":null}"#)
+                } else {
+                    json("200 OK", r#"{"ID":"x1","Running":false,"ExitCode":0}"#)
+                }
+            } else {
+                json("404 Not Found", r#"{"message":"unexpected"}"#)
+            };
+            stream.write_all(&reply).await.unwrap();
+            // The engine half-closes once the stream is done; the client reads until then.
+            stream.shutdown().await.unwrap();
+        }
+        seen
+    })
+}
+
+#[tokio::test]
+async fn exec_reads_the_engines_hijacked_stream_until_it_closes_and_waits_for_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let engine = raw_exec_engine(&socket).await;
+    let api = DockerApi { socket };
+    let (code, output) = api
+        .exec(
+            "faultline-worker",
+            &["crictl", "stop", "--timeout", "0", "abc"],
+        )
+        .await
+        .unwrap();
+    assert_eq!((code, output.as_str()), (0, "abc\nerr"));
+    let seen = engine.await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "POST /containers/faultline-worker/exec HTTP/1.1",
+            "POST /exec/x1/start HTTP/1.1",
+            "GET /exec/x1/json HTTP/1.1",
+            "GET /exec/x1/json HTTP/1.1",
+        ]
+    );
 }
 
 #[tokio::test]

@@ -198,8 +198,9 @@ pub async fn up(args: &TargetArgs, deploy: bool) -> i32 {
 pub async fn down(args: &TargetArgs) -> i32 {
     match args.target {
         TargetKind::Kind => match kind_cluster::delete().await {
-            Ok(()) => {
+            Ok(network) => {
                 println!("kind cluster `{}` deleted", kind_cluster::CLUSTER_NAME);
+                println!("{network}");
                 exit::PASS
             }
             Err(e) => report_env(e),

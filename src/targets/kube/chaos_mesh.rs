@@ -89,8 +89,8 @@ pub fn dcs_name(id: &str) -> String {
 }
 
 /// Cuts the side holding Patroni's leader off from the API server (`dcs.rs`): a partition from the side's pods to
-/// external targets, the API server's addresses. Chaos Mesh's rules sit in the pod's network namespace, before
-/// kube-proxy's translation, so the `kubernetes` Service's ClusterIP is named beside the endpoints.
+/// an external target, the `kubernetes` Service's ClusterIP. Chaos Mesh's rules sit in the pod's network namespace,
+/// before kube-proxy's translation, so the ClusterIP is what they see; the endpoints are left out (see `dcs.rs`).
 pub fn dcs_chaos(id: &str, namespace: &str, cut: &DcsCut) -> Result<DynamicObject, TargetError> {
     let object = json!({
         "apiVersion": resource().api_version,
@@ -104,7 +104,7 @@ pub fn dcs_chaos(id: &str, namespace: &str, cut: &DcsCut) -> Result<DynamicObjec
                 "labelSelectors": {PARTITION_LABEL: format!("{id}-{}", cut.side.label())}
             },
             "direction": "to",
-            "externalTargets": cut.api.ips().iter().map(|a| a.to_string()).collect::<Vec<_>>()
+            "externalTargets": cut.api.chaos_targets().iter().map(|a| a.to_string()).collect::<Vec<_>>()
         }
     });
     serde_json::from_value(object).map_err(|e| TargetError::Fault(format!("bad NetworkChaos: {e}")))

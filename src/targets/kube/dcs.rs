@@ -9,8 +9,11 @@
 //! Pods reach the API server through the `kubernetes` Service in `default` (the ClusterIP in
 //! KUBERNETES_SERVICE_HOST), which kube-proxy translates to the API server's own addresses (its Endpoints: on kind,
 //! the control plane's address, port 6443). Where a cut is made decides which address it must name: a NetworkPolicy
-//! is enforced after that translation (the endpoint address), Chaos Mesh's rules inside the pod's network namespace
-//! before it (the ClusterIP). Both are named, so either backend matches.
+//! is enforced after that translation (the endpoint address; the ClusterIP is named too), Chaos Mesh's rules inside
+//! the pod's network namespace before it (the ClusterIP only: its rules drop regardless of connection state, and on
+//! kind the control plane's address is also where NodePort traffic comes from, so naming it would drop the side's
+//! replies to faultline's own clients). faultline's Postgres manifest turns Spilo's `bypass_api_service` off, so
+//! Patroni dials the Service rather than the endpoints.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -60,6 +63,14 @@ impl ApiServer {
         out
     }
 
+    /// What a Chaos Mesh cut names: the ClusterIP, or the endpoints when the Service could not be read.
+    pub fn chaos_targets(&self) -> Vec<Ipv4Addr> {
+        match self.service {
+            Some(s) => vec![*s.ip()],
+            None => self.ips(),
+        }
+    }
+
     fn describe(&self) -> String {
         let mut parts: Vec<String> = self.service.iter().map(|s| s.to_string()).collect();
         parts.extend(self.endpoints.iter().map(|e| e.to_string()));
@@ -84,6 +95,10 @@ pub struct DcsCut {
 pub enum Dcs {
     /// No PostgreSQL pods in the namespace: nothing to say.
     NoPatroni,
+    /// Patroni's leader cannot be told now (mid-failover, or no agreed record): no side is cut.
+    LeaderUnknown {
+        reason: String,
+    },
     /// Both sides keep the API server: the leader is on neither side (`side` None), or on a side holding the
     /// majority of the `members` PostgreSQL pods (`on_side` of them).
     Untouched {
@@ -103,10 +118,14 @@ impl Dcs {
         }
     }
 
-    /// The words for the plan and the fault's description; `enforced_by_cni` adds the NetworkPolicy caveat.
+    /// The words for the plan and the fault's description; `enforced_by_cni` (the NetworkPolicy backend) adds its
+    /// caveat and names every address, Chaos Mesh's cut only the ClusterIP (`ApiServer::chaos_targets`).
     pub fn describe(&self, enforced_by_cni: bool) -> Option<String> {
         match self {
             Dcs::NoPatroni => None,
+            Dcs::LeaderUnknown { reason } => Some(format!(
+                "Patroni's leader cannot be told now ({reason}): no side is cut from the API server (Patroni's DCS)"
+            )),
             Dcs::Untouched {
                 leader_pod,
                 side: None,
@@ -125,11 +144,20 @@ impl Dcs {
                 side.label().to_uppercase()
             )),
             Dcs::Cut(c) => {
+                let addrs = if enforced_by_cni {
+                    c.api.describe()
+                } else {
+                    c.api
+                        .chaos_targets()
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 let mut s = format!(
-                    "side {} holds the Patroni leader {} and is cut from the API server (Patroni's DCS) too: {}",
+                    "side {} holds the Patroni leader {} and is cut from the API server (Patroni's DCS) too: {addrs}",
                     c.side.label().to_uppercase(),
                     c.leader_pod,
-                    c.api.describe()
                 );
                 if enforced_by_cni {
                     s.push_str(
@@ -218,13 +246,27 @@ impl KubeTarget {
     }
 
     /// Which side of a partition between the pods `a` and `b` holds Patroni's leader (read now), and whether that
-    /// side loses the API server: it does unless it holds the majority of the PostgreSQL members.
-    pub async fn dcs_for_partition(&self, a: &[String], b: &[String]) -> Result<Dcs, TargetError> {
+    /// side loses the API server: it does unless it holds the majority of the PostgreSQL members. An `isolation`
+    /// (a zone or node lost on a cluster faultline cannot stop nodes of) is side A gone: it loses the API server
+    /// whenever it holds the leader.
+    pub async fn dcs_for_partition(
+        &self,
+        a: &[String],
+        b: &[String],
+        isolation: bool,
+    ) -> Result<Dcs, TargetError> {
         let pods = self.component_pods(ComponentKind::Postgres).await?;
         if pods.is_empty() {
             return Ok(Dcs::NoPatroni);
         }
-        let leader = pod_name(&self.patroni_leader_among(&pods).await?).to_string();
+        let leader = match self.patroni_leader_among(&pods).await {
+            Ok(p) => pod_name(&p).to_string(),
+            Err(e) => {
+                return Ok(Dcs::LeaderUnknown {
+                    reason: e.to_string(),
+                })
+            }
+        };
         let (side, side_pods) = if a.contains(&leader) {
             (Side::A, a)
         } else if b.contains(&leader) {
@@ -241,7 +283,7 @@ impl KubeTarget {
             .iter()
             .filter(|p| side_pods.iter().any(|s| s == pod_name(p)))
             .count();
-        if 2 * on_side > pods.len() {
+        if 2 * on_side > pods.len() && !(isolation && side == Side::A) {
             return Ok(Dcs::Untouched {
                 leader_pod: leader,
                 side: Some(side),

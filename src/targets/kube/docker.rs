@@ -161,8 +161,9 @@ impl DockerApi {
             "refusing to disconnect a node: Docker Engine {version} cannot reconnect it with its IPv4 address, because \
              the Docker network {network} has no IPv4 subnet of its own (kind lets the engine choose one; engines \
              29.0.0-29.0.3 then reject a fixed address). Upgrade the engine to 29.0.4 or later, or recreate the \
-             cluster with `faultline down --target kind && faultline up --target kind`, which creates the network \
-             with an IPv4 subnet first"
+             cluster with `faultline down --target kind && faultline up --target kind`: `down` removes the kind \
+             network when no other cluster uses it (else `docker network rm kind` once they are gone), and `up` \
+             creates it with an IPv4 subnet first"
         ))
     }
 

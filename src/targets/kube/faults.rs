@@ -173,14 +173,14 @@ impl KubeTarget {
         } else {
             self.pods_split(&self.resolve_all(side_b).await?).await?.0
         };
-        let dcs = self.dcs_for_partition(&a.names, &b.names).await?;
+        let dcs = self.dcs_for_partition(&a.names, &b.names, false).await?;
         Ok(partition::Sides { a, b, dcs })
     }
 
     /// The nodes' pods against every other pod (a zone or region isolated on an existing cluster).
     async fn isolation_sides(&self, nodes: &[String]) -> Result<partition::Sides, TargetError> {
         let (a, b) = self.pods_split(nodes).await?;
-        let dcs = self.dcs_for_partition(&a.names, &b.names).await?;
+        let dcs = self.dcs_for_partition(&a.names, &b.names, true).await?;
         Ok(partition::Sides { a, b, dcs })
     }
 

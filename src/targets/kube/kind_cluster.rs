@@ -86,8 +86,7 @@ pub async fn ensure_network() -> Result<Option<String>, TargetError> {
     if out.status.success() {
         return Ok(None);
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.contains("not found") {
+    if !is_absent_network(&String::from_utf8_lossy(&out.stderr)) {
         return Err(failed("docker", &inspect, &out));
     }
     let mut overlapping = Vec::new();
@@ -154,13 +153,32 @@ pub async fn create_unless_exists() -> Result<Option<Option<String>>, TargetErro
     Ok(Some(subnet))
 }
 
-pub async fn delete() -> Result<(), TargetError> {
+/// Deletes the cluster, then the `kind` Docker network unless another cluster still uses it (kind leaves the
+/// network behind; removed, the next `up` creates it with an IPv4 subnet of its own). Returns what became of the
+/// network.
+pub async fn delete() -> Result<String, TargetError> {
     let args = ["delete", "cluster", "--name", CLUSTER_NAME];
     let out = run("kind", &args).await?;
     if !out.status.success() {
         return Err(failed("kind", &args, &out));
     }
-    Ok(())
+    let rm = ["network", "rm", KIND_NETWORK];
+    Ok(match run("docker", &rm).await {
+        Ok(o) if o.status.success() => format!("Docker network {KIND_NETWORK} removed"),
+        Ok(o) if is_absent_network(&String::from_utf8_lossy(&o.stderr)) => {
+            format!("no Docker network {KIND_NETWORK} to remove")
+        }
+        Ok(o) => format!(
+            "Docker network {KIND_NETWORK} kept: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("Docker network {KIND_NETWORK} kept: {e}"),
+    })
+}
+
+/// Whether the docker CLI's error says the network does not exist (wording differs between versions).
+fn is_absent_network(stderr: &str) -> bool {
+    stderr.contains("not found") || stderr.contains("No such network")
 }
 
 /// Every image the manifests name (`image:` fields), in order, once.

@@ -336,7 +336,7 @@ impl KubeTarget {
     /// Patroni's leader pod. The `leader` annotation of Patroni's leader Endpoints is the DCS record itself and
     /// decides. Role labels are a fallback for when it is absent (no leader yet, or a cluster that keeps its lock
     /// elsewhere): Patroni patches only its own pod, so a dead leader's pod keeps `role=master|primary` (`master`
-    /// before Patroni 3.1.0, `primary` since) and two pods can carry it; then there is no answer.
+    /// through Patroni 3.x, `primary` from 4.0.0) and two pods can carry it; then there is no answer.
     async fn patroni_leader(&self) -> Result<Pod, TargetError> {
         let pods = self.component_pods(ComponentKind::Postgres).await?;
         self.patroni_leader_among(&pods).await

@@ -282,20 +282,26 @@ pub fn conntrack_deleted(output: &str) -> u64 {
         .sum()
 }
 
-/// Runs `conntrack_script` in every kind node container. Returns how many entries were deleted in all.
+/// Runs `conntrack_script` in every running kind node container. Returns how many entries were deleted in all,
+/// and the nodes skipped because they are stopped or paused (a node fault: the engine refuses an exec there).
 async fn cut_open_connections(
     target: &KubeTarget,
     docker: &super::DockerApi,
     sides: &Sides,
     direction: PartitionDirection,
-) -> Result<u64, TargetError> {
+) -> Result<(u64, Vec<String>), TargetError> {
     let script = conntrack_script(sides, direction);
     let mut deleted = 0;
+    let mut skipped = Vec::new();
     for node in target.node_names() {
-        let (code, output) = docker
-            .exec(node, &["sh", "-c", &script])
-            .await
-            .map_err(TargetError::Fault)?;
+        let (code, output) = match docker.exec(node, &["sh", "-c", &script]).await {
+            Ok(r) => r,
+            Err(e) if e.contains("is paused") || e.contains("is not running") => {
+                skipped.push(node.clone());
+                continue;
+            }
+            Err(e) => return Err(TargetError::Fault(e)),
+        };
         if code != 0 {
             return Err(TargetError::Fault(format!(
                 "cutting the connections open before the partition in node {node} failed (exit {code}): {}",
@@ -304,7 +310,7 @@ async fn cut_open_connections(
         }
         deleted += conntrack_deleted(&output);
     }
-    Ok(deleted)
+    Ok((deleted, skipped))
 }
 
 /// Labels the pods of both sides and cuts them apart with the backend chosen now (the side holding Patroni's
@@ -426,9 +432,15 @@ pub async fn apply(
     let description = match &target.cluster {
         super::Cluster::Kind { docker } => {
             match cut_open_connections(target, docker, sides, direction).await {
-                Ok(n) => format!(
+                Ok((n, skipped)) if skipped.is_empty() => format!(
                     "{description}; connections open before the partition cut in every kind node ({n} conntrack \
                      entries deleted)"
+                ),
+                Ok((n, skipped)) => format!(
+                    "{description}; connections open before the partition cut in the running kind nodes ({n} \
+                     conntrack entries deleted; not in {}, stopped or paused: their pods' connections there were \
+                     left as they are)",
+                    skipped.join(", ")
                 ),
                 Err(e) => return Err(undo(target, journal, &entry, e).await),
             }

@@ -105,17 +105,32 @@ async fn sigkill_in_node(
     );
     let entry = journal_before_applying(journal, "process-kill", &description, steps)?;
     let requested_at = Instant::now();
-    for (pod, node, ids) in &victims {
+    for (killed, (pod, node, ids)) in victims.iter().enumerate() {
         let mut cmd = vec!["crictl", "stop", "--timeout", "0"];
         cmd.extend(ids.iter().map(String::as_str));
-        let (code, output) = docker.exec(node, &cmd).await.map_err(TargetError::Fault)?;
-        if code != 0 {
-            return Err(TargetError::Fault(format!(
+        let failure = match docker.exec(node, &cmd).await {
+            Ok((0, _)) => continue,
+            Ok((code, output)) => format!(
                 "`{}` in node {node} (pod {pod}) exited {code}: {}",
                 cmd.join(" "),
                 output.trim()
-            )));
-        }
+            ),
+            Err(e) => e,
+        };
+        // The pods before this one were killed: wait for their replacements (the revert), then close the entry.
+        // The steps of the pods not killed would wait for containers that were never stopped.
+        let cause = TargetError::Fault(failure);
+        return Err(match target.revert(&entry.steps[..killed]).await {
+            Ok(()) => {
+                let _ = journal.close(&entry.id, "reverted: the kill failed part-way");
+                cause
+            }
+            Err(e) => TargetError::Fault(format!(
+                "{cause}; waiting for the pods killed before it failed too (journal entry {} stays open for \
+                 `faultline recover`): {e}",
+                entry.id
+            )),
+        });
     }
     // Effective once crictl has returned: containerd has SIGKILLed every container.
     Ok(ActiveFault::effective_now(
