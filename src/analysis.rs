@@ -199,6 +199,13 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         ),
     );
     set(
+        Metric::RouterSwitchS,
+        first_event_after(
+            input,
+            |k| matches!(k, EventKind::RouterRouted { to, .. } if to.len() == 1),
+        ),
+    );
+    set(
         Metric::RtoS,
         input
             .fault_at

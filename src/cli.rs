@@ -890,6 +890,9 @@ async fn run_locked(
             if let Err(e) = kube::prepare_scenario(target, sc).await {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
+            if let Err(e) = target.client_component(sc.component, sc.client_path) {
+                return report_env(format!("scenario `{}`: {e}", sc.name));
+            }
             eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
             engine::run_scenario(target, sc, &opts, intr.clone()).await
         } else {
@@ -916,6 +919,9 @@ async fn run_locked(
             }
             // Before anything is applied: a scenario that needs a component the stack does not run.
             if let Err(e) = stack.check_components(&components_needed(sc)) {
+                return report_env(format!("scenario `{}`: {e}", sc.name));
+            }
+            if let Err(e) = stack.client_component(sc.component, sc.client_path) {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
             eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());

@@ -116,10 +116,13 @@ pub async fn run_scenario<T: Target>(
     opts: &RunOptions,
     mut intr: Interrupts,
 ) -> std::io::Result<RunOutcome> {
+    let component = match target.client_component(scenario.component, scenario.client_path) {
+        Ok(c) => c,
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
     let run_id = new_run_id(&scenario.name);
     let run_dir = opts.reports_dir.join(&run_id);
     std::fs::create_dir_all(&run_dir)?;
-    let component = target.component(scenario.component);
     let clock = Clock::start();
     let started_at = rfc3339_millis(SystemTime::now());
     let events = EventLog::new(clock);
@@ -427,6 +430,7 @@ pub async fn run_scenario<T: Target>(
         scenario: scenario.name.clone(),
         scenario_file: scenario.source.display().to_string(),
         component: scenario.component,
+        client_path: scenario.client_path,
         started_at,
         finished_at: rfc3339_millis(SystemTime::now()),
         verdict,

@@ -78,6 +78,12 @@ pub enum EventKind {
     FirstWriteAfterFault {
         ok: bool,
     },
+    /// The routing layer changed where it sends read-write connections: HAProxy on `router` now has `to` up in
+    /// its read-write proxy (empty: nowhere). Stamped when the probe read it from the stats page.
+    RouterRouted {
+        router: String,
+        to: Vec<String>,
+    },
     /// A drill step (operator action or wait) began.
     StepStarted {
         step: String,

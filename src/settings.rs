@@ -58,6 +58,39 @@ pub struct StackSettings {
     pub qdrant_seed: u64,
     /// Backups: pgBackRest's repository, its encryption and retention, the WAL archive's timeout.
     pub backup: BackupSettings,
+    /// The routing layer in front of PostgreSQL: HAProxy with Patroni's REST health check, PgBouncer before it.
+    pub router: RouterSettings,
+}
+
+/// HAProxy's health check of the PostgreSQL members (Patroni's `/primary` and `/replica`) and the two
+/// executables. The defaults are the spec's health-check table: a database check every 5 s, timeout 3 s,
+/// unhealthy after 2 failures (and healthy again after 2 successes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSettings {
+    pub haproxy_bin: PathBuf,
+    pub pgbouncer_bin: PathBuf,
+    /// HAProxy's `inter`: time between two checks of a member.
+    pub check_interval_ms: u64,
+    /// HAProxy's `timeout check`: how long a check may take.
+    pub check_timeout_ms: u64,
+    /// Consecutive failed checks that mark a member down.
+    pub fall: u32,
+    /// Consecutive successful checks that mark a member up.
+    pub rise: u32,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            haproxy_bin: "/usr/sbin/haproxy".into(),
+            pgbouncer_bin: "/usr/sbin/pgbouncer".into(),
+            check_interval_ms: 5000,
+            check_timeout_ms: 3000,
+            fall: 2,
+            rise: 2,
+        }
+    }
 }
 
 /// Encryption of the pgBackRest repository (`repo1-cipher-type`).
@@ -173,6 +206,7 @@ impl Default for StackSettings {
             qdrant_write_consistency_factor: 1,
             qdrant_seed: 42,
             backup: BackupSettings::default(),
+            router: RouterSettings::default(),
         }
     }
 }

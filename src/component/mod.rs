@@ -2,6 +2,7 @@
 //! for one replicated store, reached through plain endpoints so any target (local namespaces, Kubernetes) can
 //! provide them.
 
+pub mod haproxy;
 pub mod postgres;
 pub mod qdrant;
 pub mod redis;
@@ -66,6 +67,10 @@ fn is_promotion(k: &EventKind) -> bool {
     matches!(k, EventKind::NewPrimaryServing { .. })
 }
 
+fn is_router_switch(k: &EventKind) -> bool {
+    matches!(k, EventKind::RouterRouted { to, .. } if to.len() == 1)
+}
+
 fn is_switch_master(k: &EventKind) -> bool {
     matches!(k, EventKind::ServerObservation { message, .. } if message.starts_with("+switch-master"))
 }
@@ -86,7 +91,15 @@ impl Component for PostgresComponent {
         events: EventLog,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        postgres::spawn_probe(self.0.clone(), events, stop)
+        let patroni = postgres::spawn_probe(self.0.clone(), events.clone(), stop.clone());
+        if self.0.routers.is_empty() {
+            return patroni;
+        }
+        let routers = haproxy::spawn_probe(self.0.routers.clone(), events, stop);
+        tokio::spawn(async move {
+            let _ = patroni.await;
+            let _ = routers.await;
+        })
     }
 
     fn load_client(&self, run_id: &str, _profile: &LoadProfile) -> Arc<dyn LoadClient> {
@@ -104,11 +117,19 @@ impl Component for PostgresComponent {
     }
 
     fn log_checks(&self) -> Vec<LogCheck> {
-        vec![LogCheck {
+        let mut checks = vec![LogCheck {
             label: "promotion (Patroni: promoted self to leader)",
             needle: "promoted self to leader",
             event: is_promotion,
-        }]
+        }];
+        if !self.0.routers.is_empty() {
+            checks.push(LogCheck {
+                label: "router switch (HAProxy: Server postgres_rw/<member> is UP)",
+                needle: haproxy::SWITCH_NEEDLE,
+                event: is_router_switch,
+            });
+        }
+        checks
     }
 
     fn unlogged_events(&self) -> Vec<&'static str> {

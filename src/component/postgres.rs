@@ -38,6 +38,11 @@ pub struct PostgresEndpoints {
     pub dcs_api: DcsApi,
     pub user: String,
     pub password: Secret,
+    /// Where the load's clients connect when they go through a routing layer (HAProxy or PgBouncer addresses, in
+    /// the order tried); None = straight to the members. Probes and checks always ask the members themselves.
+    pub client_via: Option<Vec<std::net::SocketAddrV4>>,
+    /// The routers between those clients and the members (node, HAProxy stats address), watched by the probe.
+    pub routers: Vec<(String, std::net::SocketAddrV4)>,
 }
 
 impl PostgresEndpoints {
@@ -601,10 +606,32 @@ async fn promotion_history(http: &reqwest::Client, m: &Member) -> Option<String>
     Some(format!("last timeline switch: {last}"))
 }
 
+/// A connection to the primary as the harness's own checks make it: a multi-host list of the members.
 fn pg_config(ep: &PostgresEndpoints) -> tokio_postgres::Config {
+    let hosts: Vec<(String, u16)> = ep
+        .members
+        .iter()
+        .map(|m| (m.addr.to_string(), m.ports.postgres))
+        .collect();
+    pg_config_to(ep, &hosts)
+}
+
+/// A connection as the load's clients make it: through the routing layer when the scenario says so.
+fn client_config(ep: &PostgresEndpoints) -> tokio_postgres::Config {
+    match &ep.client_via {
+        Some(via) => {
+            let hosts: Vec<(String, u16)> =
+                via.iter().map(|a| (a.ip().to_string(), a.port())).collect();
+            pg_config_to(ep, &hosts)
+        }
+        None => pg_config(ep),
+    }
+}
+
+fn pg_config_to(ep: &PostgresEndpoints, hosts: &[(String, u16)]) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
-    for m in &ep.members {
-        cfg.host(m.addr.to_string()).port(m.ports.postgres);
+    for (h, p) in hosts {
+        cfg.host(h).port(*p);
     }
     cfg.user(&ep.user)
         .password(ep.password.expose())
@@ -627,7 +654,7 @@ struct PrimaryConnection {
 }
 
 async fn connect_primary(ep: &PostgresEndpoints) -> Result<PrimaryConnection, String> {
-    let (client, mut connection) = pg_config(ep)
+    let (client, mut connection) = client_config(ep)
         .connect(NoTls)
         .await
         .map_err(|e| ep.password.redact(&e.to_string()))?;
@@ -1064,6 +1091,8 @@ mod tests {
             dcs_api: DcsApi::Etcd2,
             user: "postgres".into(),
             password: Secret::new("x"),
+            client_via: None,
+            routers: Vec::new(),
         }
     }
 

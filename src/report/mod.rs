@@ -35,6 +35,9 @@ pub struct RunReport {
     pub scenario: String,
     pub scenario_file: String,
     pub component: ComponentKind,
+    /// How the load's clients reached PostgreSQL: `direct`, `haproxy` or `pgbouncer`.
+    #[serde(default)]
+    pub client_path: crate::scenario::ClientPath,
     /// RFC 3339 with milliseconds.
     pub started_at: String,
     pub finished_at: String,
@@ -268,6 +271,20 @@ pub fn describe_event(e: &serde_json::Value, verbose: bool) -> Option<String> {
         "first_write_after_fault" if e["ok"] == true => {
             "first successful write after the fault".into()
         }
+        "router_routed" => {
+            let to: Vec<&str> = e["to"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if to.is_empty() {
+                format!(
+                    "router {}: no member takes read-write connections",
+                    s("router")
+                )
+            } else {
+                format!("router {}: read-write to {}", s("router"), to.join(", "))
+            }
+        }
         "fault_reverted" => "fault reverted".into(),
         "heal_complete" => format!("healed: {}", s("detail")),
         "step_started" => format!("step started: {}", s("step")),
@@ -407,6 +424,7 @@ pub(crate) mod fixtures {
             scenario: "primary-kill".into(),
             scenario_file: "scenarios/primary-kill.yaml".into(),
             component: ComponentKind::Postgres,
+            client_path: Default::default(),
             started_at: "2025-01-01T00:00:00.000Z".into(),
             finished_at: "2025-01-01T00:01:30.500Z".into(),
             verdict,

@@ -41,6 +41,7 @@ pub fn terminal_summary(report: &RunReport) -> String {
     }
     let table = table.build().with(Style::sharp()).to_string();
     let mut paired = paired_windows(report);
+    paired += &routing_share(report);
     if let Some(pct) = report.availability.pct {
         paired += &format!(
             "availability over the run: {pct:.3}% ({} of {} operations succeeded)\n",
@@ -368,6 +369,28 @@ pub fn terminal_suite_summary(reports: &[RunReport]) -> String {
     format!(
         "{table}\nsuite {verdict}: {passed} of {} scenarios passed\n",
         reports.len()
+    )
+}
+
+/// With clients behind the routing layer: the server-side promotion, the router's switch and the clients'
+/// recovery side by side, so the router's share of the outage shows.
+fn routing_share(report: &RunReport) -> String {
+    if report.client_path == crate::scenario::ClientPath::Direct {
+        return String::new();
+    }
+    let m = |k: &str| report.measurements.get(k).copied().flatten();
+    let fmt =
+        |v: Option<f64>| v.map_or_else(|| "not observed".to_string(), |v| format!("{v:.3} s"));
+    let share = match (m("rto_s"), m("promotion_s")) {
+        (Some(r), Some(p)) => format!("; the routing layer's share: {:.3} s", r - p),
+        _ => String::new(),
+    };
+    format!(
+        "clients through {}: promotion_s {} (server side), router_switch_s {}, rto_s {}{share}\n",
+        report.client_path.name(),
+        fmt(m("promotion_s")),
+        fmt(m("router_switch_s")),
+        fmt(m("rto_s")),
     )
 }
 

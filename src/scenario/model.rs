@@ -478,6 +478,9 @@ impl Quantile {
 pub enum Metric {
     DetectionS,
     PromotionS,
+    /// Fault to the first router (HAProxy) sending read-write connections to exactly one member again; only with a
+    /// `client_path` through the routing layer.
+    RouterSwitchS,
     /// Fault to the stack healthy again after the heal (every replica back).
     RecoveredS,
     /// Fault to every pod that went not Ready (or was deleted) after it being Ready again; Kubernetes only.
@@ -534,6 +537,7 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
     let mut v: Vec<Metric> = vec![
         Metric::DetectionS,
         Metric::PromotionS,
+        Metric::RouterSwitchS,
         Metric::RecoveredS,
         Metric::PodsReadyS,
         Metric::RtoS,
@@ -592,6 +596,7 @@ impl Metric {
         match self {
             Metric::DetectionS => "detection_s".into(),
             Metric::PromotionS => "promotion_s".into(),
+            Metric::RouterSwitchS => "router_switch_s".into(),
             Metric::RecoveredS => "recovered_s".into(),
             Metric::PodsReadyS => "pods_ready_s".into(),
             Metric::RtoS => "rto_s".into(),
@@ -792,6 +797,8 @@ pub struct Scenario {
     pub source: PathBuf,
     /// The component whose failover is measured (load, probes and ledger).
     pub component: ComponentKind,
+    /// How the load's PostgreSQL clients reach the primary (direct, or through the routing layer).
+    pub client_path: ClientPath,
     /// Topology file, resolved relative to the scenario file; None = the stack's current/default topology.
     pub topology: Option<PathBuf>,
     pub load: LoadProfile,
@@ -841,4 +848,27 @@ pub struct Suite {
     pub name: String,
     pub source: PathBuf,
     pub scenarios: Vec<Scenario>,
+}
+
+/// Which way clients reach PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientPath {
+    /// A multi-host connection to the members, `target_session_attrs=read-write` (libpq's own failover).
+    #[default]
+    Direct,
+    /// HAProxy's read-write port on the router nodes.
+    Haproxy,
+    /// PgBouncer on the router nodes, in front of HAProxy.
+    Pgbouncer,
+}
+
+impl ClientPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientPath::Direct => "direct",
+            ClientPath::Haproxy => "haproxy",
+            ClientPath::Pgbouncer => "pgbouncer",
+        }
+    }
 }

@@ -13,7 +13,8 @@ use super::document::{
 };
 use super::duration::{format_duration, parse_duration};
 use super::model::{
-    Arrivals, ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite, Threshold,
+    Arrivals, ClientPath, ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite,
+    Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
 use super::parse_step::{step_list, RawStep, StepContext};
@@ -40,6 +41,10 @@ struct RawScenario {
     component: Option<String>,
     /// Topology file, relative to this file.
     topology: Option<String>,
+    /// How the load's PostgreSQL clients reach the primary: `direct` (multi-host connection to the members, the
+    /// default), `haproxy` (HAProxy's read-write port) or `pgbouncer` (PgBouncer in front of HAProxy).
+    #[schemars(extend("enum" = ["direct", "haproxy", "pgbouncer"]))]
+    client_path: Option<String>,
     /// How many baseline-fault-heal cycles the run makes.
     trials: Option<i64>,
     load: Option<RawLoad>,
@@ -240,6 +245,7 @@ fn build_scenario(
         )
         .and_then(|c| component(d, &c, "component"));
 
+    let client_path = client_path(d, raw.client_path.as_deref(), component);
     let topology_path = raw.topology.as_deref().map(|t| resolve(file, t));
     let own_topology = match (raw.topology.as_deref(), &topology_path) {
         (Some(reference), Some(resolved)) => referenced_topology(d, reference, resolved),
@@ -308,6 +314,7 @@ fn build_scenario(
         )
         .and_then(|t| threshold_list(d, &t));
 
+    let client_path = client_path?;
     match (
         name, component, trials, load, baseline, observe, heal, faults, thresholds,
     ) {
@@ -328,6 +335,7 @@ fn build_scenario(
             description: raw.description.unwrap_or_default(),
             source: file.to_path_buf(),
             component,
+            client_path,
             topology: topology_path,
             load,
             baseline,
@@ -338,6 +346,40 @@ fn build_scenario(
             trials,
         }),
         _ => None,
+    }
+}
+
+/// `client_path:`: direct unless set; the routing layer carries PostgreSQL clients only.
+fn client_path(
+    d: &mut Diagnostics<'_>,
+    raw: Option<&str>,
+    component: Option<ComponentKind>,
+) -> Option<ClientPath> {
+    let path = match raw {
+        None | Some("direct") => return Some(ClientPath::Direct),
+        Some("haproxy") => ClientPath::Haproxy,
+        Some("pgbouncer") => ClientPath::Pgbouncer,
+        Some(other) => {
+            d.at(
+                "client_path",
+                format!("unknown client path `{other}`: expected direct, haproxy or pgbouncer"),
+            );
+            return None;
+        }
+    };
+    match component {
+        Some(ComponentKind::Postgres) | None => Some(path),
+        Some(c) => {
+            d.at(
+                "client_path",
+                format!(
+                    "client_path {} routes PostgreSQL clients, but this scenario's component is {c}; Redis clients \
+                     find the master through Sentinel",
+                    path.name()
+                ),
+            );
+            None
+        }
     }
 }
 

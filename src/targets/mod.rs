@@ -14,7 +14,7 @@ use crate::component::Component;
 use crate::events::EventLog;
 use crate::fault::journal::Journal;
 use crate::fault::{ActiveFault, RevertStep};
-use crate::scenario::{ComponentKind, FaultKind, NodeSelector, Scenario};
+use crate::scenario::{ClientPath, ComponentKind, FaultKind, NodeSelector, Scenario};
 use crate::topology::Topology;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,21 @@ pub trait Target {
     fn topology(&self) -> &Topology;
     /// The component as clients and probes reach it on this target.
     fn component(&self, kind: ComponentKind) -> Box<dyn Component>;
+    /// The component whose load goes through `path` (the routing layer, for PostgreSQL). A target without a
+    /// routing layer serves only `direct`.
+    fn client_component(
+        &self,
+        kind: ComponentKind,
+        path: ClientPath,
+    ) -> Result<Box<dyn Component>, TargetError> {
+        match path {
+            ClientPath::Direct => Ok(self.component(kind)),
+            p => Err(TargetError::Environment(format!(
+                "client_path {} needs a routing layer, which this target does not run (use client_path direct)",
+                p.name()
+            ))),
+        }
+    }
     /// The node currently holding the primary/master role, by the servers' own view.
     fn role_holder(&self, component: ComponentKind) -> impl Future<Output = Option<String>>;
     /// The node of the component's synchronous replica (Patroni's sync standby), by the servers' own view.

@@ -52,6 +52,10 @@ pub struct Placement {
     /// loss leaves the backups reachable. Empty in state files written before backups were part of the stack.
     #[serde(default)]
     pub backup: String,
+    /// Nodes running HAProxy and PgBouncer (each PgBouncer forwards to the HAProxy beside it). Empty in state files
+    /// written before the routing layer was part of the stack.
+    #[serde(default)]
+    pub router: Vec<String>,
 }
 
 impl Node {

@@ -56,6 +56,8 @@ struct RawPlacement {
     sentinel: Option<Vec<String>>,
     qdrant: Option<Vec<String>>,
     backup: Option<String>,
+    /// Nodes running the routing layer (HAProxy and PgBouncer); default: beside the PostgreSQL members.
+    router: Option<Vec<String>>,
 }
 
 /// JSON Schema of a topology file, generated from the type it is read into (`faultline schema topology`).
@@ -356,9 +358,11 @@ fn placement(
     raw: Option<RawPlacement>,
     names: &[&str],
 ) -> Option<Placement> {
-    let (etcd, postgres, redis, sentinel, qdrant, backup) = match raw {
-        Some(p) => (p.etcd, p.postgres, p.redis, p.sentinel, p.qdrant, p.backup),
-        None => (None, None, None, None, None, None),
+    let (etcd, postgres, redis, sentinel, qdrant, backup, router) = match raw {
+        Some(p) => (
+            p.etcd, p.postgres, p.redis, p.sentinel, p.qdrant, p.backup, p.router,
+        ),
+        None => (None, None, None, None, None, None, None),
     };
     let etcd = members(d, etcd, "etcd", names, |n| {
         (n % 2 == 1).then_some(()).ok_or_else(|| {
@@ -387,6 +391,13 @@ fn placement(
             "qdrant needs at least 2 peers to hold replication factor 2",
         )
     });
+    let router = match router {
+        // Beside the members, unless the topology places the routers elsewhere (a node of their own).
+        None => postgres.clone(),
+        Some(r) => members(d, Some(r), "router", names, |n| {
+            at_least(n, 1, "the routing layer needs at least 1 node")
+        }),
+    };
     let backup = match backup {
         None => names.last().map(|n| n.to_string()),
         Some(n) if names.contains(&n.as_str()) => Some(n),
@@ -408,6 +419,7 @@ fn placement(
         redis: redis?,
         sentinel: sentinel?,
         qdrant: qdrant?,
+        router: router?,
     })
 }
 

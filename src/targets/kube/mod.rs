@@ -503,6 +503,8 @@ fn topology_from(
             qdrant: placed(&selectors.qdrant),
             // Backups on Kubernetes are not run by faultline (drills are refused there).
             backup: String::new(),
+            // The routing layer is the user's own there (Services; PgBouncer if they run one).
+            router: Vec::new(),
         },
     }
 }

@@ -177,6 +177,8 @@ impl KubeTarget {
             dcs_api: DcsApi::Etcd2,
             user: "postgres".into(),
             password: snap.password.clone().unwrap_or_else(|| Secret::new("")),
+            client_via: None,
+            routers: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod restore_postgres;
 pub mod restore_qdrant;
 pub mod restore_redis;
 pub mod roles;
+pub mod router;
 pub mod state;
 mod target_impl;
 
@@ -107,6 +108,8 @@ pub fn preflight(settings: &StackSettings) -> Result<PathBuf, TargetError> {
         settings.patroni_bin.clone(),
         settings.redis_server_bin.clone(),
         settings.redis_sentinel_bin.clone(),
+        settings.router.haproxy_bin.clone(),
+        settings.router.pgbouncer_bin.clone(),
         settings.pg_bin_dir.join("pg_ctl"),
         settings.pg_bin_dir.join("initdb"),
     ] {
@@ -349,6 +352,10 @@ impl LocalStack {
         for n in &t.placement.sentinel {
             self.start(n, ProcessKind::Sentinel, Some(first_master))?;
         }
+        for n in &t.placement.router {
+            self.start(n, ProcessKind::Haproxy, None)?;
+            self.start(n, ProcessKind::Pgbouncer, None)?;
+        }
         if self.state.qdrant.is_present() {
             self.start_qdrant_cluster().await?;
         }
@@ -452,6 +459,8 @@ impl LocalStack {
             (ProcessKind::Redis, &p.redis),
             (ProcessKind::Sentinel, &p.sentinel),
             (ProcessKind::Qdrant, qdrant),
+            (ProcessKind::Haproxy, &p.router),
+            (ProcessKind::Pgbouncer, &p.router),
         ] {
             for n in nodes {
                 v.push((n.clone(), kind));
@@ -606,6 +615,48 @@ impl LocalStack {
                     Some(s.postgres_os_user.as_str()),
                 )
             }
+            ProcessKind::Haproxy => {
+                fs::write(&config, router::haproxy_cfg(t, &s.router, node))
+                    .map_err(|e| io_err("cannot write haproxy config", e))?;
+                (
+                    s.router.haproxy_bin.clone(),
+                    vec![
+                        "-W".into(),
+                        "-db".into(),
+                        "-f".into(),
+                        config.display().to_string(),
+                    ],
+                    None,
+                )
+            }
+            ProcessKind::Pgbouncer => {
+                // PgBouncer refuses to run as root: the postgres user, with its auth file readable by it alone.
+                let (uid, gid) = lookup_user(&s.postgres_os_user).expect("checked in preflight");
+                let userlist = dir.join("userlist.txt");
+                state::write_atomic(
+                    &userlist,
+                    router::pgbouncer_userlist(
+                        "postgres",
+                        self.secrets.postgres_superuser.expose(),
+                    )
+                    .as_bytes(),
+                    0o600,
+                )
+                .map_err(|e| io_err("cannot write pgbouncer's auth file", e))?;
+                fs::write(
+                    &config,
+                    router::pgbouncer_ini(t, node, &userlist.display().to_string()),
+                )
+                .map_err(|e| io_err("cannot write pgbouncer config", e))?;
+                for f in [&dir, &userlist, &config] {
+                    chown(f, uid, gid).map_err(|e| io_err("chown", e))?;
+                }
+                (
+                    s.router.pgbouncer_bin.clone(),
+                    vec![config.display().to_string()],
+                    Some(s.postgres_os_user.as_str()),
+                )
+            }
             ProcessKind::Qdrant => {
                 let QdrantPresence::Present { bin, .. } = &self.state.qdrant else {
                     return Err(env_err(format!(
@@ -694,6 +745,8 @@ impl LocalStack {
             dcs_api: self.settings().dcs_api,
             user: "postgres".into(),
             password: self.secrets.postgres_superuser.clone(),
+            client_via: None,
+            routers: Vec::new(),
         }
     }
 
@@ -841,6 +894,7 @@ impl LocalStack {
             postgres::health(&self.postgres_endpoints(), self.settings().synchronous_mode)
                 .await
                 .map_err(|e| format!("postgres: {e}"))?;
+        self.router_health(&postgres_leader, &lost).await?;
         let redis_master = redis_component::health(&self.redis_endpoints())
             .await
             .map_err(|e| format!("redis: {e}"))?;
@@ -858,6 +912,41 @@ impl LocalStack {
             redis_master,
             qdrant_leader,
         })
+    }
+
+    /// Every router's HAProxy sends read-write connections to the PostgreSQL leader and nowhere else (after a
+    /// failover that takes `rise` checks: until then clients through the router cannot write).
+    async fn router_health(&self, leader: &str, lost: &BTreeSet<String>) -> Result<(), String> {
+        let http = http_client(Duration::from_secs(1));
+        for n in self
+            .topology()
+            .placement
+            .router
+            .iter()
+            .filter(|n| !lost.contains(*n))
+        {
+            let url = format!(
+                "http://{}:{}/;csv",
+                self.addr(n),
+                router::HAPROXY_STATS_PORT
+            );
+            let csv = match http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => {
+                    return Err(format!(
+                        "haproxy on {n}: its stats page does not answer: {e}"
+                    ))
+                }
+            };
+            let up = router::servers_up(&csv, router::RW_PROXY);
+            if up != [leader] {
+                return Err(format!(
+                    "haproxy on {n} routes read-write connections to [{}], not to the leader {leader} alone",
+                    up.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Polls `health_once` until it passes or the deadline; the error is the last reason it was unhealthy.

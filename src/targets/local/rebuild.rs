@@ -302,7 +302,12 @@ impl LocalStack {
             self.members_on(n).contains(&kind) && self.pids(n, kind).is_empty()
         };
         for n in nodes {
-            for kind in [ProcessKind::Pgbackrest, ProcessKind::Patroni] {
+            for kind in [
+                ProcessKind::Pgbackrest,
+                ProcessKind::Patroni,
+                ProcessKind::Haproxy,
+                ProcessKind::Pgbouncer,
+            ] {
                 if not_running(n, kind) {
                     self.start(n, kind, None).map_err(|e| e.to_string())?;
                 }

@@ -31,16 +31,22 @@ pub enum ProcessKind {
     Qdrant,
     /// `pgbackrest server` (TLS) on every PostgreSQL node and on the backup node.
     Pgbackrest,
+    /// HAProxy routing to the PostgreSQL primary (and replicas) by Patroni's REST health check.
+    Haproxy,
+    /// PgBouncer in front of the HAProxy on its node.
+    Pgbouncer,
 }
 
 impl ProcessKind {
-    pub const ALL: [ProcessKind; 6] = [
+    pub const ALL: [ProcessKind; 8] = [
         ProcessKind::Etcd,
         ProcessKind::Patroni,
         ProcessKind::Redis,
         ProcessKind::Sentinel,
         ProcessKind::Qdrant,
         ProcessKind::Pgbackrest,
+        ProcessKind::Haproxy,
+        ProcessKind::Pgbouncer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +57,8 @@ impl ProcessKind {
             ProcessKind::Sentinel => "sentinel",
             ProcessKind::Qdrant => "qdrant",
             ProcessKind::Pgbackrest => "pgbackrest",
+            ProcessKind::Haproxy => "haproxy",
+            ProcessKind::Pgbouncer => "pgbouncer",
         }
     }
 

@@ -11,7 +11,7 @@ use crate::drill::tool_logs::{self, ToolLine};
 use crate::drill::{ActionOutcome, ActionRequest};
 use crate::fault::journal::Journal;
 use crate::fault::{self, ActiveFault, RevertStep};
-use crate::scenario::{ComponentKind, CorruptionKind, FaultKind, NodeSelector};
+use crate::scenario::{ClientPath, ComponentKind, CorruptionKind, FaultKind, NodeSelector};
 use crate::targets::{Target, TargetError};
 use crate::topology::Topology;
 
@@ -26,6 +26,44 @@ impl Target for LocalStack {
             ComponentKind::Redis => Box::new(RedisComponent(self.redis_endpoints())),
             ComponentKind::Qdrant => Box::new(QdrantComponent::new(self.qdrant_endpoints())),
         }
+    }
+
+    fn client_component(
+        &self,
+        kind: ComponentKind,
+        path: ClientPath,
+    ) -> Result<Box<dyn Component>, TargetError> {
+        let Some(via) = super::router::client_addrs(self.topology(), path) else {
+            return Ok(self.component(kind));
+        };
+        if kind != ComponentKind::Postgres {
+            return Err(TargetError::Environment(format!(
+                "client_path {} routes PostgreSQL clients only",
+                path.name()
+            )));
+        }
+        if via.is_empty() {
+            return Err(TargetError::Environment(format!(
+                "client_path {} needs the routing layer, but this stack runs none (it was started before faultline \
+                 ran HAProxy and PgBouncer: `faultline down` and `faultline up`)",
+                path.name()
+            )));
+        }
+        let mut ep = self.postgres_endpoints();
+        ep.client_via = Some(via);
+        ep.routers = self
+            .topology()
+            .placement
+            .router
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    std::net::SocketAddrV4::new(self.addr(n), super::router::HAPROXY_STATS_PORT),
+                )
+            })
+            .collect();
+        Ok(Box::new(PostgresComponent(ep)))
     }
 
     async fn role_holder(&self, component: ComponentKind) -> Option<String> {
@@ -366,6 +404,21 @@ impl Target for LocalStack {
         component: ComponentKind,
         event: &str,
     ) -> Vec<(SystemTime, String)> {
+        if component == ComponentKind::Postgres && event == crate::component::haproxy::SWITCH_NEEDLE
+        {
+            let mut lines = Vec::new();
+            for n in &self.topology().placement.router {
+                let text = std::fs::read_to_string(self.dir.log_file(n, ProcessKind::Haproxy))
+                    .unwrap_or_default();
+                lines.extend(
+                    crate::component::haproxy::switch_log_lines(&text)
+                        .into_iter()
+                        .map(|(t, l)| (t, format!("{n}: {l}"))),
+                );
+            }
+            lines.sort();
+            return lines;
+        }
         let (nodes, kind) = match component {
             ComponentKind::Postgres => (&self.topology().placement.postgres, ProcessKind::Patroni),
             ComponentKind::Redis => (&self.topology().placement.sentinel, ProcessKind::Sentinel),

@@ -1,0 +1,95 @@
+//! The routing layer on the real local stack: HAProxy (Patroni's REST health check) and PgBouncer in front of
+//! PostgreSQL, with the clients' path chosen by the scenario. Needs root, like the other stack tests.
+
+mod common;
+
+use common::*;
+
+/// A failover through PgBouncer: the clients write again only once HAProxy has checked the new primary `rise`
+/// times, so their outage is the server-side promotion plus about one check interval, and the harness's router
+/// stamp agrees with HAProxy's own log line.
+#[test]
+fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_log() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/postgres-primary-kill-pgbouncer.yaml"]);
+    let code = o.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (_, r) = report_of(&o);
+    assert_eq!(r["client_path"], "pgbouncer");
+    let promotion = measured(&r, "promotion_s").expect("promotion observed");
+    let switch = measured(&r, "router_switch_s").expect("the router's switch observed");
+    let rto = measured(&r, "rto_s").expect("clients wrote again");
+    // HAProxy marks the new primary up only after Patroni promoted it and its /primary answered `rise` times.
+    assert!(
+        switch > promotion,
+        "router switch {switch} before the promotion {promotion}"
+    );
+    // The clients go through the router: they cannot write before it switched (the probe's stamp may be up to
+    // a poll round late).
+    assert!(
+        rto > switch - 0.5,
+        "rto {rto} before the router switched at {switch}"
+    );
+    // The router's share: with the default check (every 5 s, up after 2) between one and two intervals.
+    let share = rto - promotion;
+    assert!(
+        (2.0..15.0).contains(&share),
+        "the routing layer's share of the outage is {share} s (promotion {promotion}, rto {rto})"
+    );
+    assert_eq!(measured(&r, "lost_acked_writes"), Some(0.0));
+    assert_log_agreement(&r, &["promotion", "router switch"]);
+    let timeline = r["timeline"].as_array().unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["event"]["type"] == "router_routed"
+                && e["event"]["to"].as_array().is_some_and(|t| t.len() == 1)),
+        "no router_routed event on the timeline"
+    );
+    let out = text(&o);
+    assert!(
+        out.contains("clients through pgbouncer: promotion_s")
+            && out.contains("the routing layer's share"),
+        "{out}"
+    );
+}
+
+/// A client path through the routing layer is for PostgreSQL clients: a Redis scenario that asks for one is
+/// refused when it is read, naming the line.
+#[test]
+fn client_path_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    std::fs::write(
+        &file,
+        "name: s\ncomponent: redis\nclient_path: pgbouncer\nbaseline: 1s\nobserve: 1s\nfaults:\n  - kind: process-kill\n    \
+         target: {role: primary}\nthresholds:\n  - rto_s < 30\n",
+    )
+    .unwrap();
+    let o = faultline(&["validate", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("s.yaml:3:") && text(&o).contains("routes PostgreSQL clients"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        &file,
+        "name: s\ncomponent: postgres\nclient_path: pgpool\nbaseline: 1s\nobserve: 1s\nfaults:\n  - kind: process-kill\n    \
+         target: {role: primary}\nthresholds:\n  - rto_s < 30\n",
+    )
+    .unwrap();
+    let o = faultline(&["validate", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown client path `pgpool`"),
+        "{}",
+        text(&o)
+    );
+}
