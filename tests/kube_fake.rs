@@ -1101,6 +1101,7 @@ async fn partition_without_chaos_mesh_labels_both_sides_creates_the_policy_pair_
         side_a: vec![NodeSelector::Node("faultline-worker3".into())],
         side_b: vec![],
         direction: PartitionDirection::Both,
+        loss_pct: 100,
     };
     let active = t.apply_fault(&j, &fault).await.unwrap();
     assert!(
@@ -1485,6 +1486,7 @@ fn worker3_partition(direction: PartitionDirection) -> FaultKind {
         side_a: vec![NodeSelector::Node("faultline-worker3".into())],
         side_b: vec![],
         direction,
+        loss_pct: 100,
     }
 }
 

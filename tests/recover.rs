@@ -86,6 +86,7 @@ fault_kind_tests! {
     process_kill => "scenarios/postgres-primary-kill.yaml",
     process_pause => "fixtures/valid/postgres-primary-pause.yaml",
     partition => "scenarios/redis-master-partition.yaml",
+    loss => "scenarios/redis-master-loss.yaml",
     node_loss => "fixtures/valid/postgres-primary-node-loss.yaml",
     node_loss_pause => "fixtures/valid/postgres-primary-node-pause.yaml",
     node_loss_disconnect => "fixtures/valid/postgres-primary-node-disconnect.yaml",

@@ -1,5 +1,6 @@
-//! partition: nft drop rules inside the nodes' namespaces between two groups of nodes, symmetric or one-way.
-//! The harness (on the bridge address) still reaches every node, as clients outside the partition would.
+//! partition and loss: nft drop rules inside the nodes' namespaces between two groups of nodes, symmetric or
+//! one-way; a loss drops a share of the packets at random (`numgen random mod 100 < N`; this machine's kernel has no
+//! netem). The harness (on the bridge address) still reaches every node, as clients outside would.
 
 use std::net::Ipv4Addr;
 
@@ -47,6 +48,7 @@ pub fn apply(
     side_a: &[String],
     side_b: &[String],
     direction: PartitionDirection,
+    loss_pct: u8,
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
     let side_b: Vec<String> = if side_b.is_empty() {
@@ -83,16 +85,30 @@ pub fn apply(
         PartitionDirection::AToB => "-x->",
         PartitionDirection::BToA => "<-x-",
     };
-    let description = format!(
-        "partition [{}] {arrow} [{}]",
-        side_a.join(" "),
-        side_b.join(" ")
-    );
-    let entry = journal_before_applying(journal, "partition", &description, steps)?;
+    let (name, description) = if loss_pct == 100 {
+        (
+            "partition",
+            format!(
+                "partition [{}] {arrow} [{}]",
+                side_a.join(" "),
+                side_b.join(" ")
+            ),
+        )
+    } else {
+        (
+            "loss",
+            format!(
+                "loss {loss_pct}% [{}] {arrow} [{}] (nft numgen random drop in each node's namespace)",
+                side_a.join(" "),
+                side_b.join(" ")
+            ),
+        )
+    };
+    let entry = journal_before_applying(journal, name, &description, steps)?;
     let requested_at = std::time::Instant::now();
     for (n, out, inn) in &rules {
-        netns::add_drop_rules(&t.namespace(n), out, inn)
-            .map_err(|e| TargetError::Fault(format!("cannot add partition rules on {n}: {e}")))?;
+        netns::add_drop_rules(&t.namespace(n), out, inn, loss_pct)
+            .map_err(|e| TargetError::Fault(format!("cannot add {name} rules on {n}: {e}")))?;
     }
     // Effective once every node's nft rules are committed.
     Ok(ActiveFault::effective_now(

@@ -32,14 +32,20 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 side_a,
                 side_b,
                 direction,
+                loss_pct,
             } => {
                 let b = if side_b.is_empty() {
                     "every other node".to_string()
                 } else {
                     nodes(target, side_b).await?
                 };
+                let what = if *loss_pct == 100 {
+                    "drop traffic".to_string()
+                } else {
+                    format!("drop {loss_pct}% of the packets")
+                };
                 format!(
-                    "drop traffic ({direction:?}) between {} and {b}",
+                    "{what} ({direction:?}) between {} and {b}",
                     nodes(target, side_a).await?
                 )
             }

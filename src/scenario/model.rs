@@ -166,11 +166,13 @@ pub enum FaultKind {
         component: ComponentKind,
         target: NodeSelector,
     },
-    /// Drop traffic between node groups. `side_b` empty = every other node of the topology.
+    /// Drop traffic between node groups. `side_b` empty = every other node of the topology. `loss_pct` below
+    /// 100 drops that share of the packets at random (`kind: loss`); 100 is the partition.
     Partition {
         side_a: Vec<NodeSelector>,
         side_b: Vec<NodeSelector>,
         direction: PartitionDirection,
+        loss_pct: u8,
     },
     /// The node goes away (how: `method`).
     NodeLoss {
@@ -321,7 +323,8 @@ impl FaultKind {
         match self {
             FaultKind::ProcessKill { .. } => "process-kill",
             FaultKind::ProcessPause { .. } => "process-pause",
-            FaultKind::Partition { .. } => "partition",
+            FaultKind::Partition { loss_pct: 100, .. } => "partition",
+            FaultKind::Partition { .. } => "loss",
             FaultKind::NodeLoss { .. } => "node-loss",
             FaultKind::ZoneLoss { .. } => "zone-loss",
             FaultKind::RegionLoss { .. } => "region-loss",

@@ -920,6 +920,7 @@ thresholds: [rto_s < 2.5, error_rate <= 0.01, acked_writes > -1]
                     role: Role::Replica
                 }],
                 direction: PartitionDirection::AToB,
+                loss_pct: 100,
             }
         );
         assert_eq!(

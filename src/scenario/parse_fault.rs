@@ -13,10 +13,11 @@ use super::model::{
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 9] = [
+const FAULT_KINDS: [&str; 10] = [
     "process-kill",
     "process-pause",
     "partition",
+    "loss",
     "node-loss",
     "zone-loss",
     "region-loss",
@@ -30,7 +31,7 @@ const MAX_FAULTS: usize = 16;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
-    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
+    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "loss", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
     kind: Option<String>,
     component: Option<String>,
     target: Option<RawSelector>,
@@ -41,6 +42,8 @@ pub(super) struct RawFault {
     direction: Option<String>,
     method: Option<String>,
     how: Option<String>,
+    /// `loss` only: the share of the packets between the sides dropped at random, 1 to 99.
+    percent: Option<i64>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -221,7 +224,7 @@ fn fault_kind(
     ctx: &FaultContext<'_>,
 ) -> Option<FaultKind> {
     let is_process = matches!(kind, "process-kill" | "process-pause");
-    let is_partition = kind == "partition";
+    let is_partition = kind == "partition" || kind == "loss";
 
     let mut misplaced = |present: bool, key: &str, why: &str| {
         if present {
@@ -246,7 +249,7 @@ fn fault_kind(
             "a partition takes `side_a` (and optionally `side_b`) instead",
         );
     } else {
-        let why = "only a partition takes side_a, side_b and direction";
+        let why = "only a partition or a loss takes side_a, side_b and direction";
         misplaced(raw.side_a.is_some(), "side_a", why);
         misplaced(raw.side_b.is_some(), "side_b", why);
         misplaced(raw.direction.is_some(), "direction", why);
@@ -259,6 +262,13 @@ fn fault_kind(
         );
     }
 
+    if kind != "loss" {
+        misplaced(
+            raw.percent.is_some(),
+            "percent",
+            "only a loss takes `percent` (a partition drops everything)",
+        );
+    }
     if kind != "corruption" {
         misplaced(
             raw.how.is_some(),
@@ -274,7 +284,26 @@ fn fault_kind(
     let default_component = fault_component.unwrap_or(ctx.component);
 
     if is_partition {
-        return partition(d, path, label, raw, default_component, ctx.topology);
+        let loss_pct = if kind == "loss" {
+            let key = format!("{path}.percent");
+            let pct = d.require(
+                raw.percent,
+                &key,
+                "say which share of the packets is dropped, e.g. `percent: 5`",
+            )?;
+            u8::try_from(d.int_in_range(pct, &key, "percent", 1, 99)?).ok()?
+        } else {
+            100
+        };
+        return partition(
+            d,
+            path,
+            label,
+            raw,
+            default_component,
+            ctx.topology,
+            loss_pct,
+        );
     }
     if kind == "corruption" {
         return corruption(d, path, label, raw, ctx.component);
@@ -469,6 +498,7 @@ fn partition(
     raw: &RawFault,
     default_component: ComponentKind,
     topology: Option<&Topology>,
+    loss_pct: u8,
 ) -> Option<FaultKind> {
     let direction = match raw.direction.as_deref() {
         None | Some("both") => Some(PartitionDirection::Both),
@@ -521,6 +551,7 @@ fn partition(
         side_a: side_a?,
         side_b: side_b?,
         direction: direction?,
+        loss_pct,
     })
 }
 
@@ -1038,7 +1069,7 @@ mod tests {
             "  - kind: process-kil\n    target: {role: primary}\n",
         ));
         assert!(
-            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, node-loss, zone-loss, region-loss, node-drain"),
+            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, loss, node-loss, zone-loss, region-loss, node-drain"),
             "{e}"
         );
         let e = err(&with_faults("  - target: {role: primary}\n"));

@@ -204,7 +204,12 @@ impl KubeTarget {
             FaultKind::Corruption { .. } | FaultKind::RepositoryOutage => Err(TargetError::Fault(
                 "corruption is a drill fault, and drills run on the local stack only".into(),
             )),
-            FaultKind::Partition { side_a, side_b, direction } => {
+            FaultKind::Partition { loss_pct, .. } if *loss_pct < 100 => Err(TargetError::Fault(
+                "loss is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `loss` action would \
+                 do it); run it on the local stack"
+                    .into(),
+            )),
+            FaultKind::Partition { side_a, side_b, direction, .. } => {
                 let sides = self.partition_sides(side_a, side_b).await?;
                 partition::apply(self, journal, "partition", &fault_id(), &sides, *direction, &[]).await
             }
@@ -334,10 +339,14 @@ impl KubeTarget {
                 | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()
                 }
+                FaultKind::Partition { loss_pct, .. } if *loss_pct < 100 => {
+                    "not available on the Kubernetes target (the run would fail here)".to_string()
+                }
                 FaultKind::Partition {
                     side_a,
                     side_b,
                     direction,
+                    ..
                 } => {
                     let sides = self.partition_sides(side_a, side_b).await?;
                     let backend = partition::choose(self).await?;

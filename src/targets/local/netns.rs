@@ -110,7 +110,18 @@ pub fn link_is_up(topology: &Topology, node: &str) -> bool {
 
 /// Drop rules in one namespace: packets to `drop_out` and from `drop_in` are discarded. Added to faultline's
 /// own table so the revert is one `delete table`.
-pub fn add_drop_rules(ns: &str, drop_out: &[Ipv4Addr], drop_in: &[Ipv4Addr]) -> io::Result<()> {
+pub fn add_drop_rules(
+    ns: &str,
+    drop_out: &[Ipv4Addr],
+    drop_in: &[Ipv4Addr],
+    loss_pct: u8,
+) -> io::Result<()> {
+    // Below 100 %, each packet is dropped with that probability.
+    let chance = if loss_pct >= 100 {
+        String::new()
+    } else {
+        format!("numgen random mod 100 < {loss_pct} ")
+    };
     let set = |a: &[Ipv4Addr]| {
         a.iter()
             .map(|x| x.to_string())
@@ -122,13 +133,13 @@ pub fn add_drop_rules(ns: &str, drop_out: &[Ipv4Addr], drop_in: &[Ipv4Addr]) -> 
     );
     if !drop_out.is_empty() {
         script += &format!(
-            "add rule inet {NFT_TABLE} output ip daddr {{ {} }} drop\n",
+            "add rule inet {NFT_TABLE} output ip daddr {{ {} }} {chance}drop\n",
             set(drop_out)
         );
     }
     if !drop_in.is_empty() {
         script += &format!(
-            "add rule inet {NFT_TABLE} input ip saddr {{ {} }} drop\n",
+            "add rule inet {NFT_TABLE} input ip saddr {{ {} }} {chance}drop\n",
             set(drop_in)
         );
     }

@@ -126,10 +126,11 @@ impl Target for LocalStack {
                 side_a,
                 side_b,
                 direction,
+                loss_pct,
             } => {
                 let a = resolve_all(side_a.clone()).await?;
                 let b = resolve_all(side_b.clone()).await?;
-                fault::partition::apply(self, journal, &a, &b, *direction)
+                fault::partition::apply(self, journal, &a, &b, *direction, *loss_pct)
             }
             FaultKind::NodeLoss { target, method }
             | FaultKind::ZoneLoss { target, method }
