@@ -200,10 +200,9 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
     );
     set(
         Metric::RouterSwitchS,
-        first_event_after(
-            input,
-            |k| matches!(k, EventKind::RouterRouted { to, .. } if to.len() == 1),
-        ),
+        first_event_after(input, |k| {
+            matches!(k, EventKind::RouterRouted { switched: true, .. })
+        }),
     );
     set(
         Metric::RtoS,

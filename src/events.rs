@@ -83,6 +83,9 @@ pub enum EventKind {
     RouterRouted {
         router: String,
         to: Vec<String>,
+        /// `to` is one member, and not the one this router last sent read-write connections to alone: the
+        /// router switched (a router restarted onto the same member did not).
+        switched: bool,
     },
     /// A drill step (operator action or wait) began.
     StepStarted {

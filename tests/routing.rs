@@ -60,6 +60,47 @@ fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_l
     );
 }
 
+/// The router fails instead of the database: HAProxy on the first router node is SIGKILLed while the clients
+/// write through HAProxy. They move on to the next router, losing nothing, and the revert starts HAProxy again.
+#[test]
+fn killing_the_first_routers_haproxy_moves_the_clients_to_the_next_router() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/postgres-router-kill.yaml"]);
+    let code = o.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (_, r) = report_of(&o);
+    let applied = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "fault_applied")
+        .expect("the fault was applied");
+    assert_eq!(applied["event"]["fault"], "SIGKILL haproxy@n1");
+    assert_eq!(
+        applied["event"]["victims"],
+        serde_json::json!(["haproxy@n1"])
+    );
+    assert_eq!(measured(&r, "lost_acked_writes"), Some(0.0));
+    // The database did not fail over: no promotion. The clients' gap is the move to the next router.
+    assert_eq!(measured(&r, "promotion_s"), None);
+    // The restarted HAProxy routes to the member it routed to before: no switch is reported.
+    assert_eq!(measured(&r, "router_switch_s"), None);
+    let downtime = measured(&r, "downtime_s").expect("downtime measured");
+    assert!(
+        downtime < 5.0,
+        "moving to the next router took {downtime} s"
+    );
+    // Healed: HAProxy on n1 is running again and routes to the leader (the stack's health says so).
+    let s = faultline(&["status"]);
+    assert_eq!(s.status.code(), Some(0), "{}", text(&s));
+}
+
 /// A client path through the routing layer is for PostgreSQL clients: a Redis scenario that asks for one is
 /// refused when it is read, naming the line.
 #[test]

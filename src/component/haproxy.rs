@@ -56,6 +56,8 @@ pub fn spawn_probe(
     tokio::spawn(async move {
         let http = http_client(Duration::from_millis(500));
         let mut last: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // Per router, the member it last sent read-write connections to alone.
+        let mut last_single: BTreeMap<String, String> = BTreeMap::new();
         loop {
             for (router, addr) in &routers {
                 let csv = match http.get(format!("http://{addr}/;csv")).send().await {
@@ -66,18 +68,27 @@ pub fn spawn_probe(
                     Err(_) => continue,
                 };
                 let up = servers_up(&csv, RW_PROXY);
+                let single = match up.as_slice() {
+                    [one] => Some(one.clone()),
+                    _ => None,
+                };
+                let switched = single.is_some() && single.as_ref() != last_single.get(router);
                 match last.get(router) {
                     Some(prev) if *prev == up => {}
                     Some(_) => {
                         events.emit(EventKind::RouterRouted {
                             router: router.clone(),
                             to: up.clone(),
+                            switched,
                         });
                         last.insert(router.clone(), up);
                     }
                     None => {
                         last.insert(router.clone(), up);
                     }
+                }
+                if let Some(s) = single {
+                    last_single.insert(router.clone(), s);
                 }
             }
             tokio::select! {

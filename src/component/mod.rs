@@ -68,7 +68,7 @@ fn is_promotion(k: &EventKind) -> bool {
 }
 
 fn is_router_switch(k: &EventKind) -> bool {
-    matches!(k, EventKind::RouterRouted { to, .. } if to.len() == 1)
+    matches!(k, EventKind::RouterRouted { switched: true, .. })
 }
 
 fn is_switch_master(k: &EventKind) -> bool {

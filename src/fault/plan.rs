@@ -19,6 +19,16 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                     nodes(target, std::slice::from_ref(s)).await?
                 )
             }
+            FaultKind::RouterProcess {
+                process,
+                pause,
+                target: s,
+            } => format!(
+                "{} {} on {}",
+                if *pause { "SIGSTOP" } else { "SIGKILL" },
+                process.name(),
+                nodes(target, std::slice::from_ref(s)).await?
+            ),
             FaultKind::ProcessPause {
                 component,
                 target: s,

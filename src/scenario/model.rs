@@ -166,6 +166,12 @@ pub enum FaultKind {
         component: ComponentKind,
         target: NodeSelector,
     },
+    /// process-kill or process-pause of a router process (`process: haproxy | pgbouncer`) on the target's nodes.
+    RouterProcess {
+        process: RouterProcess,
+        pause: bool,
+        target: NodeSelector,
+    },
     /// Drop traffic between node groups. `side_b` empty = every other node of the topology. `loss_pct` below
     /// 100 drops that share of the packets at random (`kind: loss`); 100 is the partition.
     Partition {
@@ -323,6 +329,8 @@ impl FaultKind {
         match self {
             FaultKind::ProcessKill { .. } => "process-kill",
             FaultKind::ProcessPause { .. } => "process-pause",
+            FaultKind::RouterProcess { pause: false, .. } => "process-kill",
+            FaultKind::RouterProcess { pause: true, .. } => "process-pause",
             FaultKind::Partition { loss_pct: 100, .. } => "partition",
             FaultKind::Partition { .. } => "loss",
             FaultKind::NodeLoss { .. } => "node-loss",
@@ -481,8 +489,8 @@ impl Quantile {
 pub enum Metric {
     DetectionS,
     PromotionS,
-    /// Fault to the first router (HAProxy) sending read-write connections to exactly one member again; only with a
-    /// `client_path` through the routing layer.
+    /// Fault to the first router (HAProxy) sending read-write connections to another single member than before;
+    /// only with a `client_path` through the routing layer.
     RouterSwitchS,
     /// Fault to the stack healthy again after the heal (every replica back).
     RecoveredS,
@@ -872,6 +880,23 @@ impl ClientPath {
             ClientPath::Direct => "direct",
             ClientPath::Haproxy => "haproxy",
             ClientPath::Pgbouncer => "pgbouncer",
+        }
+    }
+}
+
+/// A process of the routing layer a process fault can hit instead of a component's member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterProcess {
+    Haproxy,
+    Pgbouncer,
+}
+
+impl RouterProcess {
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterProcess::Haproxy => "haproxy",
+            RouterProcess::Pgbouncer => "pgbouncer",
         }
     }
 }

@@ -8,7 +8,7 @@ use super::document::{did_you_mean, Diagnostics};
 use super::duration::format_duration;
 use super::model::{
     ComponentKind, CorruptionKind, FaultKind, FaultSpec, NodeLossMethod, NodeSelector,
-    PartitionDirection, Role,
+    PartitionDirection, Role, RouterProcess,
 };
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
@@ -44,6 +44,10 @@ pub(super) struct RawFault {
     how: Option<String>,
     /// `loss` only: the share of the packets between the sides dropped at random, 1 to 99.
     percent: Option<i64>,
+    /// process-kill and process-pause: `haproxy` or `pgbouncer` hits the routing layer's process on the target's
+    /// nodes instead of the component's member.
+    #[schemars(extend("enum" = ["member", "haproxy", "pgbouncer"]))]
+    process: Option<String>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -262,6 +266,13 @@ fn fault_kind(
         );
     }
 
+    if !is_process {
+        misplaced(
+            raw.process.is_some(),
+            "process",
+            "only process-kill and process-pause take `process` (member, haproxy or pgbouncer)",
+        );
+    }
     if kind != "loss" {
         misplaced(
             raw.percent.is_some(),
@@ -337,6 +348,26 @@ fn fault_kind(
     match kind {
         "process-kill" | "process-pause" => {
             let component = fault_component?;
+            let router = match raw.process.as_deref() {
+                None | Some("member") => None,
+                Some("haproxy") => Some(RouterProcess::Haproxy),
+                Some("pgbouncer") => Some(RouterProcess::Pgbouncer),
+                Some(other) => {
+                    d.at(
+                        &format!("{path}.process"),
+                        format!("unknown process `{other}`: use member, haproxy or pgbouncer"),
+                    );
+                    return None;
+                }
+            };
+            if let Some(process) = router {
+                // The routers run on the topology's router nodes, whatever the component's members do.
+                return Some(FaultKind::RouterProcess {
+                    process,
+                    pause: kind == "process-pause",
+                    target,
+                });
+            }
             check_member(d, &target_path, label, &target, component, ctx.topology);
             Some(if kind == "process-kill" {
                 FaultKind::ProcessKill { component, target }

@@ -39,6 +39,9 @@ pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
             FaultKind::Partition { side_a, side_b, .. } => {
                 found.extend(side_a.iter().chain(side_b).map(NodeSelector::component));
             }
+            FaultKind::RouterProcess { target, .. } => {
+                found.extend([Some(ComponentKind::Postgres), target.component()]);
+            }
             FaultKind::NodeLoss { target, .. }
             | FaultKind::ZoneLoss { target, .. }
             | FaultKind::RegionLoss { target, .. }

@@ -196,6 +196,10 @@ impl KubeTarget {
                 let pods = self.process_pods(*component, target).await?;
                 pod_kill::apply(self, journal, &pods).await
             }
+            FaultKind::RouterProcess { process, .. } => Err(TargetError::Fault(format!(
+                "{} is a process of the local stack's routing layer; the Kubernetes target runs none",
+                process.name()
+            ))),
             FaultKind::ProcessPause { .. } => Err(TargetError::Fault(
                 "process-pause is not available on the Kubernetes target (the API cannot SIGSTOP a container); \
                  use process-kill, partition or node faults"
@@ -335,6 +339,7 @@ impl KubeTarget {
                     self.process_pods(*component, target).await?.join(", ")
                 ),
                 FaultKind::ProcessPause { .. }
+                | FaultKind::RouterProcess { .. }
                 | FaultKind::Corruption { .. }
                 | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()

@@ -118,6 +118,22 @@ impl Target for LocalStack {
                 let nodes = fault::resolve(self, target).await?;
                 fault::kill::apply(self, journal, &nodes, ProcessKind::of(*component))
             }
+            FaultKind::RouterProcess {
+                process,
+                pause,
+                target,
+            } => {
+                let nodes = fault::resolve(self, target).await?;
+                let kind = match process {
+                    crate::scenario::RouterProcess::Haproxy => ProcessKind::Haproxy,
+                    crate::scenario::RouterProcess::Pgbouncer => ProcessKind::Pgbouncer,
+                };
+                if *pause {
+                    fault::pause::apply(self, journal, &nodes, kind)
+                } else {
+                    fault::kill::apply(self, journal, &nodes, kind)
+                }
+            }
             FaultKind::ProcessPause { component, target } => {
                 let nodes = fault::resolve(self, target).await?;
                 fault::pause::apply(self, journal, &nodes, ProcessKind::of(*component))
