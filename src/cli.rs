@@ -1003,6 +1003,9 @@ fn residue(stack: &LocalStack) -> Vec<String> {
         if netns::has_rules(&ns) {
             found.push(format!("nft table inet {} in {ns}", netns::NFT_TABLE));
         }
+        if netns::has_shaping(&ns) {
+            found.push(format!("bandwidth shaping (htb) on eth0 in {ns}"));
+        }
         if !netns::link_is_up(t, &n.name) {
             found.push(format!("link of {} is down", n.name));
         }
@@ -1174,6 +1177,7 @@ async fn recover_locked(stack: &LocalStack) -> i32 {
         if netns::has_rules(&ns) {
             let _ = netns::delete_rules(&ns);
         }
+        let _ = netns::delete_shaping(&ns);
         // A restore's closed client port (its journal entry, run above, reopens it; this covers a lost entry).
         let _ = netns::open_ports(&ns);
         if !netns::link_is_up(t, &n.name) {

@@ -25,8 +25,9 @@ fn ip(args: &[&str]) {
 }
 
 impl Pair {
-    fn new() -> Pair {
-        let id = std::process::id() % 200 + 10;
+    /// `tag` (0-9) keeps the pairs of tests running at once apart.
+    fn new(tag: u32) -> Pair {
+        let id = std::process::id() % 20 * 10 + 10 + tag;
         let (a, b) = (format!("fltest-a{id}"), format!("fltest-b{id}"));
         let (a_addr, b_addr) = (format!("10.250.{id}.1"), format!("10.250.{id}.2"));
         let (va, vb) = (format!("flva{id}"), format!("flvb{id}"));
@@ -35,7 +36,11 @@ impl Pair {
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
         ip(&["link", "set", &va, "netns", &a]);
         ip(&["link", "set", &vb, "netns", &b]);
-        for (ns, dev, addr) in [(&a, &va, &a_addr), (&b, &vb, &b_addr)] {
+        // Named as in the stack's nodes, where faultline's shaping goes.
+        ip(&["-n", &a, "link", "set", &va, "name", "eth0"]);
+        ip(&["-n", &b, "link", "set", &vb, "name", "eth0"]);
+        let dev = "eth0".to_string();
+        for (ns, dev, addr) in [(&a, &dev, &a_addr), (&b, &dev, &b_addr)] {
             ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -80,6 +85,44 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// Streams TCP from A to B; returns the rate B received at over `secs` seconds (timed at the receiver, so
+    /// what sits in the sender's socket buffer does not count), in kbit/s.
+    fn tcp_kbit_per_s(&self, secs: f64) -> f64 {
+        let receiver = Command::new("ip")
+            .args(["netns", "exec", &self.b, "python3", "-c"])
+            .arg(format!(
+                "import socket,time\nl=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                 l.bind(('{}',9998))\nl.listen(1)\nc,_=l.accept()\nc.settimeout(0.5)\nn=0\n\
+                 c.recv(65536)\nstart=time.time()\n\
+                 while time.time()-start<{secs}:\n  try:\n    n+=len(c.recv(65536))\n  except socket.timeout:\n    pass\n\
+                 print(n*8/1000/(time.time()-start))\nc.close()",
+                self.b_addr
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let send = Command::new("ip")
+            .args(["netns", "exec", &self.a, "python3", "-c"])
+            .arg(format!(
+                "import socket,time\ns=socket.create_connection(('{}',9998))\nb=b'x'*16384\n\
+                 end=time.time()+{secs}+1\n\
+                 try:\n  while time.time()<end:\n    s.send(b)\nexcept OSError:\n  pass",
+                self.b_addr
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            send.status.success(),
+            "{}",
+            String::from_utf8_lossy(&send.stderr)
+        );
+        let out = receiver.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
 impl Drop for Pair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
@@ -91,7 +134,7 @@ impl Drop for Pair {
 #[test]
 fn a_loss_rule_drops_about_its_share_and_deleting_the_table_gives_every_packet_back() {
     needs_root!();
-    let pair = Pair::new();
+    let pair = Pair::new(1);
     const N: u32 = 2000;
     let before = pair.datagrams_through(N);
     assert!(before >= N - 5, "without a rule {before} of {N} arrived");
@@ -113,4 +156,34 @@ fn a_loss_rule_drops_about_its_share_and_deleting_the_table_gives_every_packet_b
     );
     let after = pair.datagrams_through(N);
     assert!(after >= N - 5, "after the revert {after} of {N} arrived");
+}
+
+#[test]
+fn a_bandwidth_limit_holds_the_stream_near_its_rate_and_deleting_it_lifts_it() {
+    needs_root!();
+    let pair = Pair::new(2);
+    let free = pair.tcp_kbit_per_s(2.0);
+    let b: std::net::Ipv4Addr = pair.b_addr.parse().unwrap();
+    netns::shape_egress(&pair.a, &[b], 2000).unwrap();
+    assert!(netns::has_shaping(&pair.a));
+    let limited = pair.tcp_kbit_per_s(3.0);
+    eprintln!(
+        "bandwidth 2000 kbit/s asked: {limited:.0} kbit/s measured (unlimited: {free:.0} kbit/s)"
+    );
+    // Timed at the receiver: within 10 % of the limit (measured here: 2059 kbit/s), far from the unlimited rate.
+    assert!(
+        (1800.0..2200.0).contains(&limited),
+        "asked for 2000 kbit/s, measured {limited:.0} kbit/s (unlimited {free:.0})"
+    );
+    assert!(
+        free > 20.0 * 2000.0,
+        "the unlimited link carried only {free:.0} kbit/s"
+    );
+    assert!(netns::delete_shaping(&pair.a).unwrap());
+    assert!(!netns::has_shaping(&pair.a));
+    let after = pair.tcp_kbit_per_s(2.0);
+    assert!(
+        after > 20.0 * 2000.0,
+        "after the revert only {after:.0} kbit/s"
+    );
 }

@@ -87,6 +87,7 @@ fault_kind_tests! {
     process_pause => "fixtures/valid/postgres-primary-pause.yaml",
     partition => "scenarios/redis-master-partition.yaml",
     loss => "scenarios/redis-master-loss.yaml",
+    bandwidth => "scenarios/postgres-slow-sync-replica.yaml",
     router_kill => "scenarios/postgres-router-kill.yaml",
     node_loss => "fixtures/valid/postgres-primary-node-loss.yaml",
     node_loss_pause => "fixtures/valid/postgres-primary-node-pause.yaml",

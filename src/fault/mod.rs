@@ -1,6 +1,7 @@
 //! Faults: each kind plans its revert steps, journals them, then applies itself to the target. Revert steps are
 //! data, so a crashed run's faults can be reverted by `faultline recover` from the journal alone.
 
+pub mod bandwidth;
 pub mod corruption;
 pub mod drain;
 pub mod journal;
@@ -28,6 +29,8 @@ pub enum RevertStep {
     LinkUp { node: String },
     /// Thaw the member's cgroup (frozen by a node pause).
     Thaw { node: String, process: ProcessKind },
+    /// Remove faultline's traffic shaping from the node's interface.
+    DeleteShaping { node: String },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
     /// A drill's PostgreSQL restore that did not complete: run it again to completion (bootstrap on `node` from

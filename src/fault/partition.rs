@@ -42,14 +42,12 @@ pub fn plan_rules(
     rules
 }
 
-pub fn apply(
+/// Side B as resolved (empty: every node not on side A), checked against side A.
+pub fn other_side(
     stack: &LocalStack,
-    journal: &Journal,
     side_a: &[String],
     side_b: &[String],
-    direction: PartitionDirection,
-    loss_pct: u8,
-) -> Result<ActiveFault, TargetError> {
+) -> Result<Vec<String>, TargetError> {
     let t = stack.topology();
     let side_b: Vec<String> = if side_b.is_empty() {
         t.nodes
@@ -62,14 +60,27 @@ pub fn apply(
     };
     if side_a.is_empty() || side_b.is_empty() {
         return Err(TargetError::Fault(
-            "a partition needs nodes on both sides".into(),
+            "a network fault needs nodes on both sides".into(),
         ));
     }
     if let Some(n) = side_a.iter().find(|n| side_b.contains(n)) {
         return Err(TargetError::Fault(format!(
-            "node {n} is on both sides of the partition"
+            "node {n} is on both sides of the network fault"
         )));
     }
+    Ok(side_b)
+}
+
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    side_a: &[String],
+    side_b: &[String],
+    direction: PartitionDirection,
+    loss_pct: u8,
+) -> Result<ActiveFault, TargetError> {
+    let t = stack.topology();
+    let side_b = other_side(stack, side_a, side_b)?;
     let with_addr = |s: &[String]| {
         s.iter()
             .map(|n| (n.clone(), stack.addr(n)))

@@ -19,6 +19,22 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                     nodes(target, std::slice::from_ref(s)).await?
                 )
             }
+            FaultKind::Bandwidth {
+                side_a,
+                side_b,
+                direction,
+                rate_kbit,
+            } => {
+                let b = if side_b.is_empty() {
+                    "every other node".to_string()
+                } else {
+                    nodes(target, side_b).await?
+                };
+                format!(
+                    "limit traffic to {rate_kbit} kbit/s ({direction:?}) between {} and {b}",
+                    nodes(target, side_a).await?
+                )
+            }
             FaultKind::RouterProcess {
                 process,
                 pause,

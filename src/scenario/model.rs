@@ -166,6 +166,13 @@ pub enum FaultKind {
         component: ComponentKind,
         target: NodeSelector,
     },
+    /// Limit the bandwidth between node groups (sides and direction as a partition's) to `rate_kbit`.
+    Bandwidth {
+        side_a: Vec<NodeSelector>,
+        side_b: Vec<NodeSelector>,
+        direction: PartitionDirection,
+        rate_kbit: u32,
+    },
     /// process-kill or process-pause of a router process (`process: haproxy | pgbouncer`) on the target's nodes.
     RouterProcess {
         process: RouterProcess,
@@ -333,6 +340,7 @@ impl FaultKind {
             FaultKind::RouterProcess { pause: true, .. } => "process-pause",
             FaultKind::Partition { loss_pct: 100, .. } => "partition",
             FaultKind::Partition { .. } => "loss",
+            FaultKind::Bandwidth { .. } => "bandwidth",
             FaultKind::NodeLoss { .. } => "node-loss",
             FaultKind::ZoneLoss { .. } => "zone-loss",
             FaultKind::RegionLoss { .. } => "region-loss",

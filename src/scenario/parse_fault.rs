@@ -13,11 +13,12 @@ use super::model::{
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 10] = [
+const FAULT_KINDS: [&str; 11] = [
     "process-kill",
     "process-pause",
     "partition",
     "loss",
+    "bandwidth",
     "node-loss",
     "zone-loss",
     "region-loss",
@@ -31,7 +32,7 @@ const MAX_FAULTS: usize = 16;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
-    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "loss", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
+    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "loss", "bandwidth", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
     kind: Option<String>,
     component: Option<String>,
     target: Option<RawSelector>,
@@ -44,6 +45,8 @@ pub(super) struct RawFault {
     how: Option<String>,
     /// `loss` only: the share of the packets between the sides dropped at random, 1 to 99.
     percent: Option<i64>,
+    /// `bandwidth` only: the rate the sides may send to each other, e.g. `1mbit`, `500kbit`.
+    rate: Option<String>,
     /// process-kill and process-pause: `haproxy` or `pgbouncer` hits the routing layer's process on the target's
     /// nodes instead of the component's member.
     #[schemars(extend("enum" = ["member", "haproxy", "pgbouncer"]))]
@@ -228,7 +231,7 @@ fn fault_kind(
     ctx: &FaultContext<'_>,
 ) -> Option<FaultKind> {
     let is_process = matches!(kind, "process-kill" | "process-pause");
-    let is_partition = kind == "partition" || kind == "loss";
+    let is_partition = matches!(kind, "partition" | "loss" | "bandwidth");
 
     let mut misplaced = |present: bool, key: &str, why: &str| {
         if present {
@@ -273,6 +276,13 @@ fn fault_kind(
             "only process-kill and process-pause take `process` (member, haproxy or pgbouncer)",
         );
     }
+    if kind != "bandwidth" {
+        misplaced(
+            raw.rate.is_some(),
+            "rate",
+            "only a bandwidth fault takes `rate` (e.g. `1mbit`)",
+        );
+    }
     if kind != "loss" {
         misplaced(
             raw.percent.is_some(),
@@ -294,6 +304,37 @@ fn fault_kind(
     };
     let default_component = fault_component.unwrap_or(ctx.component);
 
+    if kind == "bandwidth" {
+        let key = format!("{path}.rate");
+        let rate = d.require(
+            raw.rate.as_deref(),
+            &key,
+            "say how fast the sides may send to each other, e.g. `rate: 1mbit`",
+        );
+        let rate_kbit = rate.and_then(|r| match parse_rate_kbit(r) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                d.at(&key, e);
+                None
+            }
+        });
+        let cut = partition(d, path, label, raw, default_component, ctx.topology, 100)?;
+        let FaultKind::Partition {
+            side_a,
+            side_b,
+            direction,
+            ..
+        } = cut
+        else {
+            return None;
+        };
+        return Some(FaultKind::Bandwidth {
+            side_a,
+            side_b,
+            direction,
+            rate_kbit: rate_kbit?,
+        });
+    }
     if is_partition {
         let loss_pct = if kind == "loss" {
             let key = format!("{path}.percent");
@@ -586,6 +627,33 @@ fn partition(
     })
 }
 
+/// A rate as tc writes it: `<integer>kbit`, `mbit` or `gbit`, from 8 kbit/s to 10 gbit/s; in kbit/s.
+pub(super) fn parse_rate_kbit(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let (num, factor) = if let Some(n) = t.strip_suffix("kbit") {
+        (n, 1u64)
+    } else if let Some(n) = t.strip_suffix("mbit") {
+        (n, 1_000)
+    } else if let Some(n) = t.strip_suffix("gbit") {
+        (n, 1_000_000)
+    } else {
+        return Err(format!(
+            "rate `{t}` needs a unit: kbit, mbit or gbit (e.g. `1mbit`)"
+        ));
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("rate `{t}` is not a whole number of {}", &t[num.len()..]))?;
+    let kbit = n * factor;
+    if !(8..=10_000_000).contains(&kbit) {
+        return Err(format!(
+            "rate `{t}` is out of range: allowed 8kbit to 10gbit"
+        ));
+    }
+    Ok(kbit as u32)
+}
+
 /// Why two partition sides share a node, when that can be told before the run: the same selector on both sides,
 /// or (with the topology) nodes, zones and regions that include a common node. Role selectors are checked when
 /// the fault is applied, once the role holders are known.
@@ -869,6 +937,23 @@ mod tests {
         assert!(e.contains("exists only for postgres"), "{e}");
     }
 
+    #[test]
+    fn rates_are_tc_rates_in_kbit() {
+        assert_eq!(parse_rate_kbit("1mbit"), Ok(1000));
+        assert_eq!(parse_rate_kbit("500kbit"), Ok(500));
+        assert_eq!(parse_rate_kbit("2gbit"), Ok(2_000_000));
+        assert!(parse_rate_kbit("1mb").unwrap_err().contains("needs a unit"));
+        assert!(parse_rate_kbit("1.5mbit")
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(parse_rate_kbit("4kbit")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse_rate_kbit("20gbit")
+            .unwrap_err()
+            .contains("out of range"));
+    }
+
     /// The defect this guards against: partition sides that share a node were accepted.
     #[test]
     fn partition_sides_that_share_a_node_are_invalid() {
@@ -1100,7 +1185,7 @@ mod tests {
             "  - kind: process-kil\n    target: {role: primary}\n",
         ));
         assert!(
-            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, loss, node-loss, zone-loss, region-loss, node-drain"),
+            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, loss, bandwidth, node-loss, zone-loss, region-loss, node-drain"),
             "{e}"
         );
         let e = err(&with_faults("  - target: {role: primary}\n"));

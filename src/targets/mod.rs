@@ -36,7 +36,8 @@ pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
             | FaultKind::ProcessPause { component, target } => {
                 found.extend([Some(*component), target.component()]);
             }
-            FaultKind::Partition { side_a, side_b, .. } => {
+            FaultKind::Partition { side_a, side_b, .. }
+            | FaultKind::Bandwidth { side_a, side_b, .. } => {
                 found.extend(side_a.iter().chain(side_b).map(NodeSelector::component));
             }
             FaultKind::RouterProcess { target, .. } => {

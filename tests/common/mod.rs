@@ -179,6 +179,14 @@ pub fn assert_no_residue() {
             !String::from_utf8_lossy(&tables.stdout).contains("faultline"),
             "nft table left in {n}"
         );
+        let qdiscs = Command::new("ip")
+            .args(["netns", "exec", n, "tc", "qdisc", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&qdiscs.stdout).contains("htb"),
+            "bandwidth shaping left in {n}"
+        );
     }
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let mut names: Vec<String> = String::from_utf8_lossy(&ns.stdout)

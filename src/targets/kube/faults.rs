@@ -196,6 +196,11 @@ impl KubeTarget {
                 let pods = self.process_pods(*component, target).await?;
                 pod_kill::apply(self, journal, &pods).await
             }
+            FaultKind::Bandwidth { .. } => Err(TargetError::Fault(
+                "bandwidth is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `bandwidth` \
+                 action would do it); run it on the local stack"
+                    .into(),
+            )),
             FaultKind::RouterProcess { process, .. } => Err(TargetError::Fault(format!(
                 "{} is a process of the local stack's routing layer; the Kubernetes target runs none",
                 process.name()
@@ -340,6 +345,7 @@ impl KubeTarget {
                 ),
                 FaultKind::ProcessPause { .. }
                 | FaultKind::RouterProcess { .. }
+                | FaultKind::Bandwidth { .. }
                 | FaultKind::Corruption { .. }
                 | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()

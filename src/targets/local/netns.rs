@@ -147,6 +147,60 @@ pub fn add_drop_rules(
     Ok(())
 }
 
+/// Limits what the namespace sends to `dsts` to `rate_kbit` (an htb class that only packets to those addresses
+/// enter; everything else goes through an unlimited default class), on the node's interface `eth0`. This kernel has
+/// htb and tbf but no netem: a bandwidth fault is htb's shaping, nothing else.
+pub fn shape_egress(ns: &str, dsts: &[Ipv4Addr], rate_kbit: u32) -> io::Result<()> {
+    let tc = |args: &[&str]| -> io::Result<String> {
+        let mut full = vec!["netns", "exec", ns, "tc"];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    };
+    let rate = format!("{rate_kbit}kbit");
+    tc(&[
+        "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "1",
+    ])?;
+    tc(&[
+        "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit",
+    ])?;
+    tc(&[
+        "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb", "rate", &rate,
+        "ceil", &rate,
+    ])?;
+    for d in dsts {
+        let dst = format!("{d}/32");
+        tc(&[
+            "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+            "match", "ip", "dst", &dst, "flowid", "1:2",
+        ])?;
+    }
+    Ok(())
+}
+
+/// Whether faultline's shaping (an htb root qdisc) is on the namespace's `eth0`.
+pub fn has_shaping(ns: &str) -> bool {
+    run(
+        "ip",
+        &["netns", "exec", ns, "tc", "qdisc", "show", "dev", "eth0"],
+    )
+    .map(|o| o.contains("qdisc htb 1:"))
+    .unwrap_or(false)
+}
+
+/// Removes the shaping from the namespace's `eth0`; none = nothing to do.
+pub fn delete_shaping(ns: &str) -> io::Result<bool> {
+    if !has_shaping(ns) {
+        return Ok(false);
+    }
+    run(
+        "ip",
+        &[
+            "netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root",
+        ],
+    )?;
+    Ok(true)
+}
+
 /// nft table that keeps clients out of a member while a restore rebuilds it (apart from the faults' table, so a
 /// fault's revert never opens it early).
 pub const NFT_CLOSED_TABLE: &str = "faultline_closed";

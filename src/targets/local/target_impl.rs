@@ -118,6 +118,16 @@ impl Target for LocalStack {
                 let nodes = fault::resolve(self, target).await?;
                 fault::kill::apply(self, journal, &nodes, ProcessKind::of(*component))
             }
+            FaultKind::Bandwidth {
+                side_a,
+                side_b,
+                direction,
+                rate_kbit,
+            } => {
+                let a = resolve_all(side_a.clone()).await?;
+                let b = resolve_all(side_b.clone()).await?;
+                fault::bandwidth::apply(self, journal, &a, &b, *direction, *rate_kbit)
+            }
             FaultKind::RouterProcess {
                 process,
                 pause,
@@ -176,6 +186,9 @@ impl Target for LocalStack {
         for step in steps {
             let r: Result<(), String> = match step {
                 RevertStep::DeleteRules { node } => netns::delete_rules(&t.namespace(node))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                RevertStep::DeleteShaping { node } => netns::delete_shaping(&t.namespace(node))
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
                 RevertStep::Continue { node, process: p } => {
