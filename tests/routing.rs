@@ -101,6 +101,37 @@ fn killing_the_first_routers_haproxy_moves_the_clients_to_the_next_router() {
     assert_eq!(s.status.code(), Some(0), "{}", text(&s));
 }
 
+/// A known outage through the routing layer: the primary frozen for exactly 3 s. The clients' longest gap is the
+/// pause (plus what PgBouncer and the clients take to resume), and the run reads its ledger back: PgBouncer's
+/// pool must not fill PostgreSQL with the connections of the clients that gave up during the pause.
+#[test]
+fn a_three_second_pause_through_pgbouncer_measures_three_seconds_and_reads_back() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&[
+        "run",
+        "fixtures/valid/postgres-primary-pause-3s-pgbouncer.yaml",
+    ]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "the run must complete (its ledger read back):\n{}",
+        text(&o)
+    );
+    let (_, r) = report_of(&o);
+    let downtime = measured(&r, "downtime_s").expect("downtime measured");
+    assert!(
+        (2.9..4.0).contains(&downtime),
+        "a 3 s pause measured as {downtime} s of downtime"
+    );
+    assert_eq!(measured(&r, "lost_acked_writes"), Some(0.0));
+    assert_eq!(
+        measured(&r, "promotion_s"),
+        None,
+        "3 s is too short to fail over"
+    );
+}
+
 /// A client path through the routing layer is for PostgreSQL clients: a Redis scenario that asks for one is
 /// refused when it is read, naming the line.
 #[test]
