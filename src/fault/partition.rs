@@ -42,6 +42,11 @@ pub fn plan_rules(
     rules
 }
 
+/// The nodes with their addresses, as `plan_rules` takes them.
+pub fn with_addrs(stack: &LocalStack, nodes: &[String]) -> Vec<(String, Ipv4Addr)> {
+    nodes.iter().map(|n| (n.clone(), stack.addr(n))).collect()
+}
+
 /// Side B as resolved (empty: every node not on side A), checked against side A.
 pub fn other_side(
     stack: &LocalStack,
@@ -81,12 +86,11 @@ pub fn apply(
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
     let side_b = other_side(stack, side_a, side_b)?;
-    let with_addr = |s: &[String]| {
-        s.iter()
-            .map(|n| (n.clone(), stack.addr(n)))
-            .collect::<Vec<_>>()
-    };
-    let rules = plan_rules(&with_addr(side_a), &with_addr(&side_b), direction);
+    let rules = plan_rules(
+        &with_addrs(stack, side_a),
+        &with_addrs(stack, &side_b),
+        direction,
+    );
     let steps = rules
         .iter()
         .map(|(n, _, _)| RevertStep::DeleteRules { node: n.clone() })

@@ -25,15 +25,8 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 direction,
                 rate_kbit,
             } => {
-                let b = if side_b.is_empty() {
-                    "every other node".to_string()
-                } else {
-                    nodes(target, side_b).await?
-                };
-                format!(
-                    "limit traffic to {rate_kbit} kbit/s ({direction:?}) between {} and {b}",
-                    nodes(target, side_a).await?
-                )
+                let (a, b) = sides(target, side_a, side_b).await?;
+                format!("limit traffic to {rate_kbit} kbit/s ({direction:?}) between {a} and {b}")
             }
             FaultKind::RouterProcess {
                 process,
@@ -60,20 +53,13 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 direction,
                 loss_pct,
             } => {
-                let b = if side_b.is_empty() {
-                    "every other node".to_string()
-                } else {
-                    nodes(target, side_b).await?
-                };
+                let (a, b) = sides(target, side_a, side_b).await?;
                 let what = if *loss_pct == 100 {
                     "drop traffic".to_string()
                 } else {
                     format!("drop {loss_pct}% of the packets")
                 };
-                format!(
-                    "{what} ({direction:?}) between {} and {b}",
-                    nodes(target, side_a).await?
-                )
+                format!("{what} ({direction:?}) between {a} and {b}")
             }
             FaultKind::NodeLoss { target: s, method }
             | FaultKind::ZoneLoss { target: s, method }
@@ -107,6 +93,20 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
         ));
     }
     Ok(lines)
+}
+
+/// The nodes of a network fault's two sides, in words (side B empty: every other node).
+async fn sides<T: Target>(
+    target: &T,
+    side_a: &[NodeSelector],
+    side_b: &[NodeSelector],
+) -> Result<(String, String), TargetError> {
+    let b = if side_b.is_empty() {
+        "every other node".to_string()
+    } else {
+        nodes(target, side_b).await?
+    };
+    Ok((nodes(target, side_a).await?, b))
 }
 
 async fn nodes<T: Target>(target: &T, selectors: &[NodeSelector]) -> Result<String, TargetError> {

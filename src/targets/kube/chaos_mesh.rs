@@ -112,12 +112,8 @@ pub fn dcs_chaos(id: &str, namespace: &str, cut: &DcsCut) -> Result<DynamicObjec
 
 /// Whether the cluster serves NetworkChaos: `None` when reading the CRD is forbidden (403), so nobody can tell.
 pub async fn crd_installed(target: &KubeTarget) -> Result<Option<bool>, TargetError> {
-    let req = http::Request::get(format!(
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD}"
-    ))
-    .body(Vec::new())
-    .map_err(|e| TargetError::Fault(e.to_string()))?;
-    match target.client.request::<Value>(req).await {
+    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD}");
+    match target.get_json(&path).await {
         Ok(_) => Ok(Some(true)),
         Err(e) if status_code(&e) == Some(404) => Ok(Some(false)),
         Err(e) if status_code(&e) == Some(403) => Ok(None),

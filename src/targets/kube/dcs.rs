@@ -198,13 +198,6 @@ pub fn endpoint_addrs(v: &Value) -> Vec<SocketAddrV4> {
 }
 
 impl KubeTarget {
-    async fn get_json(&self, path: &str) -> Result<Value, ::kube::Error> {
-        let req = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| ::kube::Error::Service(e.into()))?;
-        self.client.request::<Value>(req).await
-    }
-
     /// The API server's addresses as pods reach it. When the `kubernetes` Service or its Endpoints cannot be read
     /// (RBAC), the control-plane nodes' addresses with port 6443 stand in, and the note says so.
     pub async fn api_server(&self) -> ApiServer {

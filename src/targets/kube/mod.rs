@@ -386,6 +386,14 @@ impl KubeTarget {
             .filter(|s| !s.is_empty()))
     }
 
+    /// One object read raw, as JSON (kinds faultline has no typed API for: deprecated Endpoints, CRDs).
+    pub(crate) async fn get_json(&self, path: &str) -> Result<serde_json::Value, ::kube::Error> {
+        let req = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| ::kube::Error::Service(e.into()))?;
+        self.client.request::<serde_json::Value>(req).await
+    }
+
     /// The annotations of Patroni's leader Endpoints (leader, ttl, renewTime, acquireTime, transitions, optime);
     /// None when the object does not exist.
     pub(crate) async fn patroni_leader_record(
@@ -395,10 +403,7 @@ impl KubeTarget {
             "/api/v1/namespaces/{}/endpoints/{}",
             self.namespace, self.selectors.patroni_leader_endpoints
         );
-        let req = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| TargetError::Fault(e.to_string()))?;
-        match self.client.request::<serde_json::Value>(req).await {
+        match self.get_json(&path).await {
             Ok(mut v) => Ok(Some(v["metadata"]["annotations"].take())),
             Err(e) if status_code(&e) == Some(404) => Ok(None),
             Err(e) => Err(api_error("cannot read Patroni's leader Endpoints", e)),

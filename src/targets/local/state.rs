@@ -62,6 +62,14 @@ impl ProcessKind {
         }
     }
 
+    /// The routing layer's process a router fault hits.
+    pub fn of_router(process: crate::scenario::RouterProcess) -> ProcessKind {
+        match process {
+            crate::scenario::RouterProcess::Haproxy => ProcessKind::Haproxy,
+            crate::scenario::RouterProcess::Pgbouncer => ProcessKind::Pgbouncer,
+        }
+    }
+
     /// The process that is "the member" of a component (Patroni's cgroup holds its PostgreSQL too).
     pub fn of(component: ComponentKind) -> ProcessKind {
         match component {

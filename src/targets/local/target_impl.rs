@@ -134,10 +134,7 @@ impl Target for LocalStack {
                 target,
             } => {
                 let nodes = fault::resolve(self, target).await?;
-                let kind = match process {
-                    crate::scenario::RouterProcess::Haproxy => ProcessKind::Haproxy,
-                    crate::scenario::RouterProcess::Pgbouncer => ProcessKind::Pgbouncer,
-                };
+                let kind = ProcessKind::of_router(*process);
                 if *pause {
                     fault::pause::apply(self, journal, &nodes, kind)
                 } else {
