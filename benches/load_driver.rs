@@ -42,7 +42,14 @@ fn main() {
                 connections: 8,
                 ..LoadProfile::default()
             };
-            let running = load::start(&profile, Arc::new(Instant0), ledger.clone(), events, 1);
+            let running = load::start(
+                &profile,
+                Arc::new(Instant0),
+                faultline::ledger::Source::Component(faultline::scenario::ComponentKind::Postgres),
+                ledger.clone(),
+                events,
+                Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            );
             tokio::time::sleep(Duration::from_secs(3)).await;
             running.stop(Duration::from_secs(5)).await;
             let entries = ledger.entries();

@@ -76,7 +76,14 @@ async fn faultline_load(
         .await;
     let ledger = Ledger::default();
     let events = EventLog::new(Clock::start());
-    let running = load::start(&profile, client, ledger.clone(), events, 1);
+    let running = load::start(
+        &profile,
+        client,
+        faultline::ledger::Source::Component(component.kind()),
+        ledger.clone(),
+        events,
+        std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     running.stop(Duration::from_secs(5)).await;
     // The first second warms caches; it is left out as pgbench's -T run has no warm-up to compare with.

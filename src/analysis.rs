@@ -59,12 +59,33 @@ pub struct TrialMeasurements {
     /// A drill's integrity checks of what its restore left (empty outside drills).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub integrity: Vec<crate::drill::integrity::IntegrityCheck>,
+    /// A scenario that measures several components: each one's own figures, from its own operations and events;
+    /// `values` are then the system's (see `system`). Empty for one component.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<ComponentKind, TrialMeasurements>,
 }
 
 impl TrialMeasurements {
     /// The value of a metric; `None` when it was not observed.
     pub fn value(&self, metric: Metric) -> Option<f64> {
         self.values.get(&metric).copied().flatten()
+    }
+
+    /// One component's figure (`Some(c)`), or the trial's own. A scenario of one component has no separate
+    /// figures: its component's are the trial's.
+    pub fn value_of(&self, component: Option<ComponentKind>, metric: Metric) -> Option<f64> {
+        self.of(component).value(metric)
+    }
+
+    /// Whether that figure is only a lower bound (an outage still open when the trial ended).
+    pub fn is_lower_bound(&self, component: Option<ComponentKind>, metric: Metric) -> bool {
+        self.of(component).lower_bounds.contains(&metric)
+    }
+
+    fn of(&self, component: Option<ComponentKind>) -> &TrialMeasurements {
+        component
+            .and_then(|c| self.components.get(&c))
+            .unwrap_or(self)
     }
 }
 
@@ -128,6 +149,48 @@ pub struct OpBucket {
     /// Quantiles of the ok ops' latency; None when the slice had none.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+}
+
+/// The system's figures of a trial that measured several components: `analyze` over every component's operations
+/// (write ids are unique across the run, so the components' read-backs join into `input.present`), without the
+/// figures that belong to one component (`Metric::is_per_component`), with each component's restore figures and
+/// checks. `components` are each component's own analysis, kept beside the system's.
+pub fn system(
+    input: &TrialInput,
+    components: BTreeMap<ComponentKind, TrialMeasurements>,
+) -> TrialMeasurements {
+    let mut m = analyze(input);
+    for (metric, v) in m.values.iter_mut() {
+        if metric.is_per_component() {
+            *v = None;
+        }
+    }
+    m.lower_bounds.retain(|metric| !metric.is_per_component());
+    // Its notes are about per-component figures (an outage still open); each component's say it for itself.
+    m.notes.clear();
+    for (c, cm) in &components {
+        for metric in [
+            Metric::PgRestoreS,
+            Metric::PitrS,
+            Metric::RedisRestoreS,
+            Metric::QdrantRestoreS,
+            Metric::RecoverableWindowS,
+        ] {
+            if m.value(metric).is_none() {
+                m.values.insert(metric, cm.value(metric));
+            }
+        }
+        for metric in [Metric::DiscardedWrites, Metric::IntegrityFailures] {
+            if let Some(v) = cm.value(metric) {
+                let sum = m.value(metric).unwrap_or(0.0) + v;
+                m.values.insert(metric, Some(sum));
+            }
+        }
+        m.integrity.extend(cm.integrity.iter().cloned());
+        m.notes.extend(cm.notes.iter().map(|n| format!("{c}: {n}")));
+    }
+    m.components = components;
+    m
 }
 
 /// Width of an `OpBucket`.
@@ -198,11 +261,16 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
             |k| matches!(k, EventKind::NewPrimaryServing { component, .. } if *component == input.component),
         ),
     );
+    // The routing layer carries PostgreSQL's clients only.
     set(
         Metric::RouterSwitchS,
-        first_event_after(input, |k| {
-            matches!(k, EventKind::RouterRouted { switched: true, .. })
-        }),
+        (input.component == ComponentKind::Postgres)
+            .then(|| {
+                first_event_after(input, |k| {
+                    matches!(k, EventKind::RouterRouted { switched: true, .. })
+                })
+            })
+            .flatten(),
     );
     set(
         Metric::RtoS,
@@ -335,6 +403,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         notes: notes.into_iter().chain(pods_note).collect(),
         lower_bounds,
         integrity: Vec::new(),
+        components: BTreeMap::new(),
     }
 }
 
@@ -699,6 +768,7 @@ mod tests {
     ) -> LedgerEntry {
         LedgerEntry {
             id,
+            source: crate::ledger::Source::Component(crate::scenario::ComponentKind::Postgres),
             op,
             trial: 1,
             scheduled: ms(scheduled_ms),
@@ -790,6 +860,122 @@ mod tests {
     fn approx(actual: Option<f64>, expected: f64) {
         let a = actual.unwrap_or_else(|| panic!("expected {expected}, got None"));
         assert!((a - expected).abs() < 1e-9, "expected {expected}, got {a}");
+    }
+
+    #[test]
+    fn the_system_counts_every_components_operations_and_keeps_each_components_failover() {
+        // PostgreSQL: 10 writes, 4 failed after the fault; Redis: 10 writes, 1 failed and one acked write lost.
+        let mut ledger = Vec::new();
+        for i in 0..10u64 {
+            let outcome = if (4..8).contains(&i) {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            ledger.push(write(i + 1, 9_000 + i * 1000, 9_050 + i * 1000, outcome));
+        }
+        for i in 0..10u64 {
+            let mut e = write(100 + i, 9_500 + i * 1000, 9_501 + i * 1000, Outcome::Ok);
+            e.source = crate::ledger::Source::Component(ComponentKind::Redis);
+            if i == 6 {
+                e.outcome = Outcome::Failed;
+            }
+            ledger.push(e);
+        }
+        let mut f = Fixture::new(ledger);
+        f.events = vec![
+            event(13_000, detected(ComponentKind::Postgres)),
+            event(19_000, promoted(ComponentKind::Postgres)),
+            event(11_000, detected(ComponentKind::Redis)),
+            event(15_500, promoted(ComponentKind::Redis)),
+            event(
+                20_000,
+                EventKind::RouterRouted {
+                    router: "n1".into(),
+                    to: vec!["n2".into()],
+                    switched: true,
+                },
+            ),
+        ];
+        // Every acked PostgreSQL write is back; Redis lost its acked write 103.
+        f.present = (1..=10).chain(100..110).filter(|id| *id != 103).collect();
+        let attempted: BTreeSet<u64> = (1..=10).chain(100..110).collect();
+        let input = TrialInput {
+            component: ComponentKind::Postgres,
+            trial: 1,
+            events: &f.events,
+            ledger: &f.ledger,
+            present: &f.present,
+            run_attempted: &attempted,
+            baseline: (ms(0), ms(10_000)),
+            fault_at: f.fault_at,
+            window_end: f.window_end,
+            trial_end: f.trial_end,
+            rto_consecutive: 3,
+        };
+        let per: BTreeMap<ComponentKind, TrialMeasurements> =
+            [ComponentKind::Postgres, ComponentKind::Redis]
+                .into_iter()
+                .map(|c| {
+                    let own: Vec<LedgerEntry> = f
+                        .ledger
+                        .iter()
+                        .filter(|e| e.source == crate::ledger::Source::Component(c))
+                        .cloned()
+                        .collect();
+                    let m = analyze(&TrialInput {
+                        component: c,
+                        ledger: &own,
+                        ..input
+                    });
+                    (c, m)
+                })
+                .collect();
+        let m = system(&input, per);
+        // 15 of 20 operations succeeded, over both components.
+        approx(m.value(Metric::AvailabilityPct), 75.0);
+        approx(m.value(Metric::LostAckedWrites), 1.0);
+        approx(m.value(Metric::FailedWrites), 5.0);
+        // The system has no promotion of its own; each component has its own, from its own events.
+        assert_eq!(m.value(Metric::PromotionS), None);
+        assert_eq!(m.value(Metric::DowntimeS), None);
+        approx(
+            m.value_of(Some(ComponentKind::Postgres), Metric::PromotionS),
+            9.0,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Redis), Metric::PromotionS),
+            5.5,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Redis), Metric::DetectionS),
+            1.0,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Postgres), Metric::AvailabilityPct),
+            60.0,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Redis), Metric::AvailabilityPct),
+            90.0,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Redis), Metric::LostAckedWrites),
+            1.0,
+        );
+        approx(
+            m.value_of(Some(ComponentKind::Postgres), Metric::LostAckedWrites),
+            0.0,
+        );
+        // The routing layer carries PostgreSQL's clients only.
+        approx(
+            m.value_of(Some(ComponentKind::Postgres), Metric::RouterSwitchS),
+            10.0,
+        );
+        assert_eq!(
+            m.value_of(Some(ComponentKind::Redis), Metric::RouterSwitchS),
+            None
+        );
     }
 
     #[test]

@@ -624,12 +624,24 @@ async fn dry_run_plan(dir: StateDir, sc: &Scenario) -> i32 {
     }
 }
 
+/// The component whose clients `client_path` routes: PostgreSQL's whenever the path is not direct.
+fn routed_component(sc: &Scenario) -> crate::scenario::ComponentKind {
+    match sc.client_path {
+        crate::scenario::ClientPath::Direct => sc.component,
+        _ => crate::scenario::ComponentKind::Postgres,
+    }
+}
+
 /// The first line of a dry run: the scenario's schedule.
 fn print_schedule(sc: &Scenario) {
     println!(
         "scenario `{}` ({}): {} trial(s); baseline {}, observe {}, heal within {}",
         sc.name,
-        sc.component,
+        sc.components
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         sc.trials,
         humantime::format_duration(sc.baseline),
         humantime::format_duration(sc.observe),
@@ -890,7 +902,7 @@ async fn run_locked(
             if let Err(e) = kube::prepare_scenario(target, sc).await {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
-            if let Err(e) = target.client_component(sc.component, sc.client_path) {
+            if let Err(e) = target.client_component(routed_component(sc), sc.client_path) {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
             eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());
@@ -921,7 +933,7 @@ async fn run_locked(
             if let Err(e) = stack.check_components(&components_needed(sc)) {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
-            if let Err(e) = stack.client_component(sc.component, sc.client_path) {
+            if let Err(e) = stack.client_component(routed_component(sc), sc.client_path) {
                 return report_env(format!("scenario `{}`: {e}", sc.name));
             }
             eprintln!("running scenario `{}` ({})", sc.name, sc.source.display());

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -19,12 +21,11 @@ use crate::events::{Event, EventKind, EventLog};
 use crate::exit;
 use crate::fault::journal::Journal;
 use crate::fault::ActiveFault;
-use crate::ledger::{Ledger, ReadBack};
+use crate::ledger::{Ledger, ReadBack, Source};
 use crate::load;
 use crate::log_agreement::{LogAgreement, TrialSpan};
 use crate::report::{self, RunReport, TrialReport};
-use crate::scenario::Metric;
-use crate::scenario::Scenario;
+use crate::scenario::{ClientPath, ComponentKind, Metric, Scenario};
 use crate::targets::{Target, TargetError};
 use crate::verdict::{self, Verdict};
 
@@ -72,9 +73,25 @@ struct TrialWindow {
     window_end: Stamp,
     /// When the trial's load was told to stop.
     trial_end: Stamp,
-    read_back: Option<ReadBack>,
-    /// Why the trial's read-back has no result.
-    read_back_error: Option<String>,
+    /// Each component's read-back of the run's writes after the trial (an error: why it has no result).
+    read_backs: Vec<(ComponentKind, Result<ReadBack, String>)>,
+}
+
+impl TrialWindow {
+    /// The component's read-back, when it succeeded.
+    fn read_back(&self, c: ComponentKind) -> Option<&ReadBack> {
+        self.read_backs
+            .iter()
+            .find(|(k, _)| *k == c)
+            .and_then(|(_, r)| r.as_ref().ok())
+    }
+
+    /// Why a read-back of the trial failed, first component first; None when all succeeded.
+    fn read_back_error(&self) -> Option<String> {
+        self.read_backs
+            .iter()
+            .find_map(|(c, r)| r.as_ref().err().map(|e| format!("{c}: {e}")))
+    }
 }
 
 /// Resolves once at least `count` signals have been received (never, if signals cannot be delivered).
@@ -116,10 +133,18 @@ pub async fn run_scenario<T: Target>(
     opts: &RunOptions,
     mut intr: Interrupts,
 ) -> std::io::Result<RunOutcome> {
-    let component = match target.client_component(scenario.component, scenario.client_path) {
-        Ok(c) => c,
-        Err(e) => return Err(std::io::Error::other(e.to_string())),
-    };
+    // The routing layer carries PostgreSQL's clients; the other components' are always direct.
+    let mut components: Vec<Box<dyn Component>> = Vec::new();
+    for kind in &scenario.components {
+        let path = match kind {
+            ComponentKind::Postgres => scenario.client_path,
+            _ => ClientPath::Direct,
+        };
+        match target.client_component(*kind, path) {
+            Ok(c) => components.push(c),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
+    }
     let run_id = new_run_id(&scenario.name);
     let run_dir = opts.reports_dir.join(&run_id);
     std::fs::create_dir_all(&run_dir)?;
@@ -141,14 +166,14 @@ pub async fn run_scenario<T: Target>(
     );
     let mut active: Vec<ActiveFault> = Vec::new();
     let mut windows: Vec<TrialWindow> = Vec::new();
-    let mut next_id = 1u64;
+    let write_ids = Arc::new(AtomicU64::new(1));
 
     let mut stop: Option<Stop> = None;
     for trial in 1..=scenario.trials {
         events.set_trial(trial);
         let r = run_trial(
             target,
-            component.as_ref(),
+            &components,
             scenario,
             &run_id,
             &opts.journal,
@@ -156,7 +181,7 @@ pub async fn run_scenario<T: Target>(
             &ledger,
             &mut active,
             &mut intr,
-            &mut next_id,
+            &write_ids,
             trial,
         )
         .await;
@@ -177,35 +202,39 @@ pub async fn run_scenario<T: Target>(
 
     // Verify once more at the end of the run: a loss can surface a round later (pitfall 10). A final read-back
     // that fails leaves the run incomplete: the losses it would have found are unknown.
-    let final_result = match stop {
-        Some(Stop::Failed(..)) => Err("skipped: the run had already failed".to_string()),
-        _ => {
-            read_back_unless_interrupted(
-                component.as_ref(),
-                &run_id,
-                clock,
-                Duration::from_secs(20),
-                &mut intr,
-            )
-            .await
-        }
-    };
+    let mut finals: Vec<(ComponentKind, Result<ReadBack, String>)> = Vec::new();
+    for c in &components {
+        let r = match stop {
+            Some(Stop::Failed(..)) => Err("skipped: the run had already failed".to_string()),
+            _ => {
+                read_back_unless_interrupted(
+                    c.as_ref(),
+                    &run_id,
+                    clock,
+                    Duration::from_secs(20),
+                    &mut intr,
+                )
+                .await
+            }
+        };
+        finals.push((c.kind(), r));
+    }
     let mut read_backs: Vec<report::ReadBackRecord> = windows
         .iter()
-        .map(|w| {
-            report::ReadBackRecord::of(Some(w.trial), &clock, &w.read_back, &w.read_back_error)
+        .flat_map(|w| {
+            w.read_backs
+                .iter()
+                .map(|(c, r)| report::ReadBackRecord::of(Some(w.trial), *c, &clock, r))
         })
         .collect();
-    let (final_read, final_error) = match final_result {
-        Ok(r) => (Some(r), None),
-        Err(e) => (None, Some(e)),
-    };
-    read_backs.push(report::ReadBackRecord::of(
-        None,
-        &clock,
-        &final_read,
-        &final_error,
-    ));
+    read_backs.extend(
+        finals
+            .iter()
+            .map(|(c, r)| report::ReadBackRecord::of(None, *c, &clock, r)),
+    );
+    let final_error = finals
+        .iter()
+        .find_map(|(c, r)| r.as_ref().err().map(|e| format!("{c}: {e}")));
     if stop.is_none() {
         if let Some(e) = &final_error {
             stop = Some(Stop::Failed(
@@ -217,19 +246,25 @@ pub async fn run_scenario<T: Target>(
     let entries = ledger.entries();
     for w in &windows {
         let Some(fault_at) = w.fault_at else { continue };
-        let first_ok = entries
-            .iter()
-            .filter(|e| e.trial == w.trial && e.op == crate::ledger::OpKind::Write)
-            .filter(|e| {
-                e.outcome == crate::ledger::Outcome::Ok && e.sent.is_some_and(|s| s >= fault_at)
-            })
-            .min_by_key(|e| e.done);
-        if let Some(e) = first_ok {
-            events.emit_for_trial(
-                w.trial,
-                e.done,
-                EventKind::FirstWriteAfterFault { ok: true },
-            );
+        for c in &scenario.components {
+            let first_ok = entries
+                .iter()
+                .filter(|e| e.trial == w.trial && e.op == crate::ledger::OpKind::Write)
+                .filter(|e| e.source == Source::Component(*c))
+                .filter(|e| {
+                    e.outcome == crate::ledger::Outcome::Ok && e.sent.is_some_and(|s| s >= fault_at)
+                })
+                .min_by_key(|e| e.done);
+            if let Some(e) = first_ok {
+                events.emit_for_trial(
+                    w.trial,
+                    e.done,
+                    EventKind::FirstWriteAfterFault {
+                        component: *c,
+                        ok: true,
+                    },
+                );
+            }
         }
     }
     let all_events = events.snapshot();
@@ -239,13 +274,23 @@ pub async fn run_scenario<T: Target>(
         .map(|e| e.id)
         .collect();
     let mut measurements: Vec<TrialMeasurements> = Vec::new();
-    for w in &windows {
-        let present: BTreeSet<u64> = match (&w.read_back, &final_read) {
-            (Some(t), Some(f)) => t.present.intersection(&f.present).copied().collect(),
-            (Some(t), None) => t.present.clone(),
-            (None, Some(f)) => f.present.clone(),
-            (None, None) => continue,
-        };
+    'trials: for w in &windows {
+        // Each component's ids present after the trial and at the end of the run (a loss can surface a round
+        // later); a component with neither leaves the trial unmeasured.
+        let mut present_by: BTreeMap<ComponentKind, BTreeSet<u64>> = BTreeMap::new();
+        for c in &scenario.components {
+            let fin = finals
+                .iter()
+                .find(|(k, _)| k == c)
+                .and_then(|(_, r)| r.as_ref().ok());
+            let present = match (w.read_back(*c), fin) {
+                (Some(t), Some(f)) => t.present.intersection(&f.present).copied().collect(),
+                (Some(t), None) => t.present.clone(),
+                (None, Some(f)) => f.present.clone(),
+                (None, None) => continue 'trials,
+            };
+            present_by.insert(*c, present);
+        }
         let trial_entries: Vec<_> = entries
             .iter()
             .filter(|e| e.trial == w.trial)
@@ -256,48 +301,72 @@ pub async fn run_scenario<T: Target>(
             .filter(|e| e.trial == w.trial)
             .cloned()
             .collect();
-        let mut m = analysis::analyze(&TrialInput {
+        let restores = w.drill.as_ref().map_or(&[][..], |d| &d.restores[..]);
+        let empty = BTreeSet::new();
+        let base = TrialInput {
             component: scenario.component,
             trial: w.trial,
             events: &trial_events,
             ledger: &trial_entries,
-            present: &present,
+            present: &empty,
             run_attempted: &run_attempted,
             baseline: w.baseline,
             fault_at: w.fault_at,
             window_end: w.window_end,
             trial_end: w.trial_end,
             rto_consecutive: scenario.load.rto_consecutive,
-        });
-        let restores = w.drill.as_ref().map_or(&[][..], |d| &d.restores[..]);
-        // The scenario's component is judged from its ledger; another component's restore (a region-loss runbook
-        // restores every component) by its own checks, which the step ran before it completed.
-        for restore in restores
-            .iter()
-            .filter(|r| r.component == scenario.component)
-            .take(1)
-        {
-            let writes: Vec<&crate::ledger::LedgerEntry> = trial_entries
+        };
+        let mut per_component = BTreeMap::new();
+        for (c, present) in &present_by {
+            let own: Vec<_> = trial_entries
                 .iter()
-                .filter(|e| e.op == crate::ledger::OpKind::Write)
+                .filter(|e| e.source == Source::Component(*c))
+                .cloned()
                 .collect();
-            judge_restore(
-                &mut m,
-                &RestoreJudgement {
-                    writes: &writes,
-                    present: &present,
-                    fault_at: w.fault_at,
-                    restore,
-                    after: w.postgres_after.as_ref(),
-                    rto_consecutive: scenario.load.rto_consecutive,
-                    target_wall: restore.target.map(|t| clock.wall(t)),
-                    tool_lines: &w.restore_lines,
-                },
-            );
+            let mut m = analysis::analyze(&TrialInput {
+                component: *c,
+                ledger: &own,
+                present,
+                ..base
+            });
+            // A component is judged from its ledger; another component's restore (a region-loss runbook
+            // restores every component) by its own checks, which the step ran before it completed.
+            for restore in restores.iter().filter(|r| r.component == *c).take(1) {
+                let writes: Vec<&crate::ledger::LedgerEntry> = own
+                    .iter()
+                    .filter(|e| e.op == crate::ledger::OpKind::Write)
+                    .collect();
+                judge_restore(
+                    &mut m,
+                    &RestoreJudgement {
+                        writes: &writes,
+                        present,
+                        fault_at: w.fault_at,
+                        restore,
+                        after: w.postgres_after.as_ref(),
+                        rto_consecutive: scenario.load.rto_consecutive,
+                        target_wall: restore.target.map(|t| clock.wall(t)),
+                        tool_lines: &w.restore_lines,
+                    },
+                );
+            }
+            per_component.insert(*c, m);
         }
+        let mut m = if per_component.len() == 1 {
+            per_component.into_values().next().expect("one component")
+        } else {
+            let all_present: BTreeSet<u64> = present_by.values().flatten().copied().collect();
+            analysis::system(
+                &TrialInput {
+                    present: &all_present,
+                    ..base
+                },
+                per_component,
+            )
+        };
         for restore in restores
             .iter()
-            .filter(|r| r.component != scenario.component)
+            .filter(|r| !scenario.components.contains(&r.component))
         {
             judge_other_restore(&mut m, restore);
         }
@@ -320,18 +389,32 @@ pub async fn run_scenario<T: Target>(
             })
         })
         .collect();
-    let mut log_agreement =
-        log_agreement(target, component.as_ref(), &clock, &all_events, &spans).await;
+    // Each row with the component whose server logs it was read from (for the excerpts).
+    let mut rows: Vec<(ComponentKind, LogAgreement)> = Vec::new();
+    for c in &components {
+        let own: Vec<Event> = all_events
+            .iter()
+            .filter(|e| e.kind.component().is_none_or(|k| k == c.kind()))
+            .cloned()
+            .collect();
+        rows.extend(
+            log_agreement_of(target, c.as_ref(), &clock, &own, &spans)
+                .await
+                .into_iter()
+                .map(|r| (c.kind(), r)),
+        );
+    }
     for w in &windows {
         for r in w.drill.iter().flat_map(|d| &d.restores) {
-            log_agreement.extend(crate::drill::integrity::restore_agreement(
-                w.trial,
-                &clock,
-                r,
-                &w.restore_lines,
-            ));
+            rows.extend(
+                crate::drill::integrity::restore_agreement(w.trial, &clock, r, &w.restore_lines)
+                    .into_iter()
+                    .map(|row| (r.component, row)),
+            );
         }
     }
+    let (row_components, log_agreement): (Vec<ComponentKind>, Vec<LogAgreement>) =
+        rows.into_iter().unzip();
     for m in &mut measurements {
         let rows: Vec<LogAgreement> = log_agreement
             .iter()
@@ -374,7 +457,7 @@ pub async fn run_scenario<T: Target>(
 
     // The servers' own lines around each paired event, for the evidence bundle.
     let mut log_excerpts = Vec::new();
-    for row in &log_agreement {
+    for (row, component) in log_agreement.iter().zip(&row_components) {
         let Some(at) = row
             .server_log_at
             .as_deref()
@@ -383,9 +466,7 @@ pub async fn run_scenario<T: Target>(
         else {
             continue;
         };
-        let lines = target
-            .log_excerpt(scenario.component, at, EXCERPT_AROUND)
-            .await;
+        let lines = target.log_excerpt(*component, at, EXCERPT_AROUND).await;
         log_excerpts.push(report::LogExcerpt {
             trial: row.trial,
             event: row.event.clone(),
@@ -430,6 +511,7 @@ pub async fn run_scenario<T: Target>(
         scenario: scenario.name.clone(),
         scenario_file: scenario.source.display().to_string(),
         component: scenario.component,
+        components: scenario.components.clone(),
         client_path: scenario.client_path,
         started_at,
         finished_at: rfc3339_millis(SystemTime::now()),
@@ -453,9 +535,9 @@ pub async fn run_scenario<T: Target>(
         read_backs,
         log_agreement,
         log_excerpts,
-        log_agreement_unchecked: component
-            .unlogged_events()
-            .into_iter()
+        log_agreement_unchecked: components
+            .iter()
+            .flat_map(|c| c.unlogged_events())
             .map(str::to_string)
             .collect(),
         fingerprint: target.fingerprint(),
@@ -487,7 +569,7 @@ pub async fn run_scenario<T: Target>(
 #[allow(clippy::too_many_arguments)]
 async fn run_trial<T: Target>(
     target: &T,
-    component: &dyn Component,
+    components: &[Box<dyn Component>],
     scenario: &Scenario,
     run_id: &str,
     journal: &Journal,
@@ -495,7 +577,7 @@ async fn run_trial<T: Target>(
     ledger: &Ledger,
     active: &mut Vec<ActiveFault>,
     intr: &mut Interrupts,
-    next_id: &mut u64,
+    write_ids: &Arc<AtomicU64>,
     trial: u32,
 ) -> Result<TrialWindow, (Option<TrialWindow>, Stop)> {
     let clock = events.clock();
@@ -513,30 +595,49 @@ async fn run_trial<T: Target>(
             ),
         ));
     }
-    if let Err(e) = component.prepare(Duration::from_secs(20)).await {
-        return Err((None, Stop::Failed(e, exit::ENVIRONMENT)));
+    for c in components {
+        if let Err(e) = c.prepare(Duration::from_secs(20)).await {
+            return Err((None, Stop::Failed(e, exit::ENVIRONMENT)));
+        }
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let probe = component.spawn_probe(events.clone(), stop_rx.clone());
+    let probes: Vec<_> = components
+        .iter()
+        .map(|c| c.spawn_probe(events.clone(), stop_rx.clone()))
+        .collect();
     let observer = target.spawn_observer(events.clone(), stop_rx);
-    let client = component.load_client(run_id, &scenario.load);
+    let clients: Vec<_> = components
+        .iter()
+        .map(|c| {
+            let profile = scenario.load.for_component(c.kind());
+            (c.kind(), c.load_client(run_id, &profile), profile)
+        })
+        .collect();
     // Connections are established (SCRAM, primary discovery) before the load starts, and the sentinel
     // subscriptions have a moment, so the baseline starts with every probe attached.
+    let warm_until = Instant::now() + Duration::from_secs(5);
     tokio::join!(
-        client.warm_up(
-            scenario.load.connections as usize,
-            Instant::now() + Duration::from_secs(5)
+        futures_util::future::join_all(
+            clients
+                .iter()
+                .map(|(_, client, p)| client.warm_up(p.connections as usize, warm_until))
         ),
         tokio::time::sleep(Duration::from_millis(300)),
     );
-    let load = load::start(
-        &scenario.load,
-        client,
-        ledger.clone(),
-        events.clone(),
-        *next_id,
-    );
+    let loads: Vec<_> = clients
+        .into_iter()
+        .map(|(kind, client, profile)| {
+            load::start(
+                &profile,
+                client,
+                Source::Component(kind),
+                ledger.clone(),
+                events.clone(),
+                write_ids.clone(),
+            )
+        })
+        .collect();
     // Warm-up: connections are established (SCRAM, primary discovery) before the baseline window opens, so the
     // baseline measures steady state. Operations of the warm-up are in the ledger all the same.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -573,8 +674,7 @@ async fn run_trial<T: Target>(
         restore_lines: Vec::new(),
         window_end: baseline_start + scenario.baseline,
         trial_end: baseline_start + scenario.baseline,
-        read_back: None,
-        read_back_error: None,
+        read_backs: Vec::new(),
     };
     let result = match prepared {
         Ok(()) => fault_window(target, scenario, journal, events, active, intr, &mut window).await,
@@ -660,15 +760,13 @@ async fn run_trial<T: Target>(
     if window.window_end <= window.baseline.1 {
         window.window_end = clock.now();
     }
-    let next = load.next_write_id.clone();
     window.trial_end = clock.now();
-    load.stop(scenario.load.deadline + Duration::from_secs(2))
-        .await;
-    *next_id = next.load(std::sync::atomic::Ordering::SeqCst);
+    let drain = scenario.load.deadline + Duration::from_secs(2);
+    futures_util::future::join_all(loads.into_iter().map(|l| l.stop(drain))).await;
     let _ = stop_tx.send(true);
-    // Both were told to stop at the same moment, so they share the one deadline.
+    // All were told to stop at the same moment, so they share the one deadline.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = probe.await;
+        futures_util::future::join_all(probes).await;
         if let Some(observer) = observer {
             let _ = observer.await;
         }
@@ -719,15 +817,16 @@ async fn run_trial<T: Target>(
         window.restore_lines.extend(lines);
     }
     window.restore_lines.sort_by_key(|l| l.at);
-    match read_back_unless_interrupted(component, run_id, clock, scenario.heal.timeout, intr).await
-    {
-        Ok(r) => window.read_back = Some(r),
-        Err(e) => window.read_back_error = Some(e),
+    for c in components {
+        let r =
+            read_back_unless_interrupted(c.as_ref(), run_id, clock, scenario.heal.timeout, intr)
+                .await;
+        window.read_backs.push((c.kind(), r));
     }
     events.emit(EventKind::TrialEnded);
     match result {
-        Ok(()) if window.read_back.is_none() => {
-            let why = window.read_back_error.clone().unwrap_or_default();
+        Ok(()) if window.read_back_error().is_some() => {
+            let why = window.read_back_error().unwrap_or_default();
             Err((
                 Some(window),
                 Stop::Failed(
@@ -923,7 +1022,7 @@ async fn read_back_unless_interrupted(
 }
 
 /// Pairs the harness's stamps with the servers' own log lines, trial by trial (see `log_agreement`).
-async fn log_agreement<T: Target>(
+async fn log_agreement_of<T: Target>(
     target: &T,
     component: &dyn Component,
     clock: &Clock,

@@ -76,6 +76,7 @@ pub enum EventKind {
         server_time: Option<String>,
     },
     FirstWriteAfterFault {
+        component: ComponentKind,
         ok: bool,
     },
     /// The routing layer changed where it sends read-write connections: HAProxy on `router` now has `to` up in
@@ -111,6 +112,20 @@ pub enum EventKind {
     Note {
         message: String,
     },
+}
+
+impl EventKind {
+    /// The component an event is about, when it is about one (the routing layer's are PostgreSQL's).
+    pub fn component(&self) -> Option<ComponentKind> {
+        match self {
+            EventKind::FailureDetected { component, .. }
+            | EventKind::NewPrimaryServing { component, .. }
+            | EventKind::ServerObservation { component, .. }
+            | EventKind::FirstWriteAfterFault { component, .. } => Some(*component),
+            EventKind::RouterRouted { .. } => Some(ComponentKind::Postgres),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::clock::Stamp;
+use crate::scenario::ComponentKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,9 +31,34 @@ pub enum Outcome {
     Unknown,
 }
 
+/// Whose operation an entry is: a component's load, or an HTTP probe of the user's own service (by its name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Component(ComponentKind),
+    Http(Arc<str>),
+}
+
+impl Source {
+    /// `postgres`, or `http.<name>`: the prefix of this source's figures in a report.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Component(c) => c.name().to_string(),
+            Source::Http(n) => format!("http.{n}"),
+        }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LedgerEntry {
+    /// Write ids are unique over the run across sources (one counter), so read-backs of several components join.
     pub id: u64,
+    pub source: Source,
     pub op: OpKind,
     pub trial: u32,
     pub scheduled: Stamp,
@@ -150,6 +176,7 @@ mod tests {
         for id in 1..=3 {
             ledger.record(LedgerEntry {
                 id,
+                source: crate::ledger::Source::Component(crate::scenario::ComponentKind::Postgres),
                 op: OpKind::Write,
                 trial: 1,
                 scheduled: Stamp(Duration::from_millis(id * 10)),

@@ -258,6 +258,7 @@ mod tests {
         let at = crate::clock::Stamp(Duration::from_millis(id));
         LedgerEntry {
             id,
+            source: crate::ledger::Source::Component(crate::scenario::ComponentKind::Postgres),
             op: OpKind::Write,
             trial: 1,
             scheduled: at,

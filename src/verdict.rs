@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::analysis::TrialMeasurements;
-use crate::scenario::{Metric, Op, Statistic, Threshold};
+use crate::scenario::{ComponentKind, Metric, Op, Statistic, Threshold};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +32,9 @@ impl std::fmt::Display for Verdict {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ThresholdResult {
+    /// The component the metric is one figure of (`redis.promotion_s`); None = the run's own figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<ComponentKind>,
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
@@ -48,16 +51,24 @@ pub struct ThresholdResult {
 impl ThresholdResult {
     /// `detection_s <= 10` or `p95(detection_s) <= 8`, the threshold as written in the scenario.
     pub fn label(&self) -> String {
+        let metric = self.metric_name();
         match self.statistic {
-            Statistic::Every => format!("{} {} {}", self.metric, self.op.symbol(), self.limit),
-            s => format!(
-                "{}({}) {} {}",
-                s.name(),
-                self.metric,
-                self.op.symbol(),
-                self.limit
-            ),
+            Statistic::Every => format!("{metric} {} {}", self.op.symbol(), self.limit),
+            s => format!("{}({metric}) {} {}", s.name(), self.op.symbol(), self.limit),
         }
+    }
+
+    /// `promotion_s`, or `redis.promotion_s` for one component's figure: the key in the report's measurements.
+    pub fn metric_name(&self) -> String {
+        metric_name(self.component, self.metric)
+    }
+}
+
+/// The name of a figure in reports: the metric's, prefixed with its component's when it is one component's.
+pub fn metric_name(component: Option<ComponentKind>, metric: Metric) -> String {
+    match component {
+        Some(c) => format!("{c}.{metric}"),
+        None => metric.to_string(),
     }
 }
 
@@ -72,6 +83,7 @@ pub fn judge(thresholds: &[Threshold], trials: &[TrialMeasurements]) -> Vec<Thre
 fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> ThresholdResult {
     let result =
         |measured: Option<f64>, pass: bool, trial: Option<u32>, message: String| ThresholdResult {
+            component: t.component,
             metric: t.metric,
             op: t.op,
             limit: t.limit,
@@ -82,12 +94,13 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
             message,
         };
     let limit = t.limit.to_string();
+    let name = metric_name(t.component, t.metric);
     if trials.is_empty() {
         return result(
             None,
             false,
             None,
-            format!("{} not observed: no trial was measured (FAIL)", t.metric),
+            format!("{name} not observed: no trial was measured (FAIL)"),
         );
     }
 
@@ -95,11 +108,14 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
     // limit holds.
     let upper_limit = matches!(t.op, Op::Lt | Op::Le | Op::Eq);
     if upper_limit {
-        if let Some(m) = trials.iter().find(|m| m.lower_bounds.contains(&t.metric)) {
-            let v = m.value(t.metric);
+        if let Some(m) = trials
+            .iter()
+            .find(|m| m.is_lower_bound(t.component, t.metric))
+        {
+            let v = m.value_of(t.component, t.metric);
             let message = format!(
                 "{} >= {} in trial {}: the outage was still open when the trial ended, limit {} {limit} (FAIL)",
-                t.metric,
+                name,
                 v.map_or("?".to_string(), format_number),
                 m.trial,
                 t.op.symbol()
@@ -111,13 +127,13 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
     if t.statistic != Statistic::Every {
         let mut values = Vec::with_capacity(trials.len());
         for m in trials {
-            match m.value(t.metric) {
+            match m.value_of(t.component, t.metric) {
                 Some(v) => values.push(v),
                 None => {
                     let message = format!(
                         "{}({}) not computable: not observed in trial {}, limit {} {limit} (FAIL)",
                         t.statistic.name(),
-                        t.metric,
+                        name,
                         m.trial,
                         t.op.symbol()
                     );
@@ -130,7 +146,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
         let message = format!(
             "{}({}) over {} trial{} = {}, limit {} {limit} ({})",
             t.statistic.name(),
-            t.metric,
+            name,
             values.len(),
             if values.len() == 1 { "" } else { "s" },
             format_measured(v, t),
@@ -147,10 +163,10 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
         } else {
             String::new()
         };
-        let Some(v) = m.value(t.metric) else {
+        let Some(v) = m.value_of(t.component, t.metric) else {
             let message = format!(
                 "{} not observed in trial {}, limit {} {limit} (FAIL)",
-                t.metric,
+                name,
                 m.trial,
                 t.op.symbol()
             );
@@ -161,7 +177,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
             let shown = format_measured(v, t);
             let message = format!(
                 "{} = {shown}{in_trial}, limit {} {limit} (FAIL)",
-                t.metric,
+                name,
                 t.op.symbol()
             );
             return result(Some(v), false, Some(m.trial), message);
@@ -178,7 +194,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
     };
     let message = format!(
         "{} = {} {} {limit}{in_trial} (pass)",
-        t.metric,
+        name,
         format_measured(v, t),
         t.op.symbol()
     );
@@ -250,11 +266,13 @@ mod tests {
             notes: Vec::new(),
             lower_bounds: Default::default(),
             integrity: Vec::new(),
+            components: BTreeMap::new(),
         }
     }
 
     fn th(metric: Metric, op: Op, limit: f64) -> Threshold {
         Threshold {
+            component: None,
             metric,
             op,
             limit,
@@ -351,6 +369,50 @@ mod tests {
             ..th(Metric::DetectionS, Op::Le, 10.0)
         };
         assert_eq!(judge(&[p95], &trials)[0].measured, Some(12.0));
+    }
+
+    #[test]
+    fn a_components_threshold_judges_that_components_figure() {
+        let mut system = trial(1, &[(Metric::AvailabilityPct, Some(99.95))]);
+        system.components = [
+            (
+                ComponentKind::Postgres,
+                trial(1, &[(Metric::PromotionS, Some(9.0))]),
+            ),
+            (
+                ComponentKind::Redis,
+                trial(1, &[(Metric::PromotionS, Some(12.5))]),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let of = |c: Option<ComponentKind>, metric, limit| Threshold {
+            component: c,
+            ..th(metric, Op::Le, limit)
+        };
+        let r = judge(
+            &[
+                of(Some(ComponentKind::Postgres), Metric::PromotionS, 10.0),
+                of(Some(ComponentKind::Redis), Metric::PromotionS, 10.0),
+                Threshold {
+                    op: Op::Ge,
+                    ..of(None, Metric::AvailabilityPct, 99.9)
+                },
+                of(None, Metric::PromotionS, 10.0),
+            ],
+            &[system],
+        );
+        assert!(r[0].pass, "{}", r[0].message);
+        assert!(!r[1].pass);
+        assert_eq!(r[1].measured, Some(12.5));
+        assert_eq!(r[1].label(), "redis.promotion_s <= 10");
+        assert_eq!(
+            r[1].message,
+            "redis.promotion_s = 12.500, limit <= 10 (FAIL)"
+        );
+        assert!(r[2].pass, "the system's availability: {}", r[2].message);
+        // The system has no promotion of its own: not observed fails (the parser refuses such a threshold).
+        assert!(!r[3].pass);
     }
 
     #[test]

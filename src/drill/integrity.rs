@@ -593,6 +593,7 @@ mod tests {
     fn w(id: u64, sent_ms: u64, done_ms: u64, ok: bool) -> LedgerEntry {
         LedgerEntry {
             id,
+            source: crate::ledger::Source::Component(crate::scenario::ComponentKind::Postgres),
             op: OpKind::Write,
             trial: 1,
             scheduled: Stamp(Duration::from_millis(sent_ms)),

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::clock::Clock;
 use crate::events::EventLog;
-use crate::ledger::{Ledger, LedgerEntry, OpKind, Outcome};
+use crate::ledger::{Ledger, LedgerEntry, OpKind, Outcome, Source};
 use crate::scenario::LoadProfile;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -101,6 +101,7 @@ struct Job {
 /// What every operation task shares.
 struct Shared {
     client: Arc<dyn LoadClient>,
+    source: Source,
     ledger: Ledger,
     clock: Clock,
     trial: u32,
@@ -150,18 +151,21 @@ impl RunningLoad {
     }
 }
 
-/// Starts the schedule. Write ids continue from `first_write_id` so one ledger spans all trials of a run.
+/// Starts the schedule. Write ids are drawn from `write_ids`, one counter for the whole run, so one ledger spans
+/// every trial and every source of a run with each id written once.
 pub fn start(
     profile: &LoadProfile,
     client: Arc<dyn LoadClient>,
+    source: Source,
     ledger: Ledger,
     events: EventLog,
-    first_write_id: u64,
+    write_ids: Arc<AtomicU64>,
 ) -> RunningLoad {
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let max_in_flight = profile.max_in_flight.max(1) as usize;
     let shared = Arc::new(Shared {
         client,
+        source,
         ledger,
         clock: events.clock(),
         trial: events.trial(),
@@ -171,7 +175,7 @@ pub fn start(
         all_done: Notify::new(),
         cancel: cancel_rx,
     });
-    let next_write_id = Arc::new(AtomicU64::new(first_write_id));
+    let next_write_id = write_ids;
     let streams: Vec<(OpKind, u32)> = [
         (OpKind::Write, profile.write_rate),
         (OpKind::Read, profile.read_rate),
@@ -319,6 +323,7 @@ impl OpGuard {
         let clock = self.shared.clock;
         self.shared.ledger.record(LedgerEntry {
             id: self.job.id,
+            source: self.shared.source.clone(),
             op: self.job.op,
             trial: self.shared.trial,
             scheduled: clock.stamp_of(self.job.scheduled),

@@ -81,7 +81,14 @@ async fn run_for(
 ) -> Vec<LedgerEntry> {
     let events = EventLog::new(Clock::start());
     let ledger = Ledger::default();
-    let load = start(profile, Arc::new(client), ledger.clone(), events, 1);
+    let load = start(
+        profile,
+        Arc::new(client),
+        crate::ledger::Source::Component(crate::scenario::ComponentKind::Postgres),
+        ledger.clone(),
+        events,
+        Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    );
     tokio::time::sleep(run).await;
     load.stop(drain).await;
     ledger.entries()

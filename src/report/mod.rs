@@ -34,7 +34,11 @@ pub struct RunReport {
     pub run_id: String,
     pub scenario: String,
     pub scenario_file: String,
+    /// The lead component (the only one, unless the scenario measures several).
     pub component: ComponentKind,
+    /// Every component measured, lead first; with several, `measurements` holds the system's figures and each
+    /// component's under its name (`redis.promotion_s`).
+    pub components: Vec<ComponentKind>,
     /// How the load's clients reached PostgreSQL: `direct`, `haproxy` or `pgbouncer`.
     #[serde(default)]
     pub client_path: crate::scenario::ClientPath,
@@ -106,6 +110,8 @@ impl From<&TrialMeasurements> for TrialReport {
 pub struct ReadBackRecord {
     /// The trial it followed; None = the final read-back at the end of the run.
     pub trial: Option<u32>,
+    /// Whose writes were read back.
+    pub component: ComponentKind,
     /// Which member(s) answered; None when it failed.
     pub from_member: Option<String>,
     /// When the answer arrived (RFC 3339).
@@ -118,16 +124,18 @@ pub struct ReadBackRecord {
 impl ReadBackRecord {
     pub fn of(
         trial: Option<u32>,
+        component: ComponentKind,
         clock: &Clock,
-        read_back: &Option<crate::ledger::ReadBack>,
-        error: &Option<String>,
+        result: &Result<crate::ledger::ReadBack, String>,
     ) -> Self {
+        let read_back = result.as_ref().ok();
         ReadBackRecord {
             trial,
-            from_member: read_back.as_ref().map(|r| r.from_member.clone()),
-            at: read_back.as_ref().map(|r| clock.rfc3339(r.at)),
-            ids_present: read_back.as_ref().map(|r| r.present.len()),
-            error: error.clone(),
+            component,
+            from_member: read_back.map(|r| r.from_member.clone()),
+            at: read_back.map(|r| clock.rfc3339(r.at)),
+            ids_present: read_back.map(|r| r.present.len()),
+            error: result.as_ref().err().cloned(),
         }
     }
 }
@@ -172,11 +180,22 @@ pub struct Distribution {
 pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distribution> {
     use crate::scenario::{Metric, Statistic};
     let mut out = BTreeMap::new();
-    for metric in Metric::all() {
+    let components: Vec<Option<ComponentKind>> = std::iter::once(None)
+        .chain(
+            trials
+                .first()
+                .into_iter()
+                .flat_map(|t| t.components.keys().copied().map(Some)),
+        )
+        .collect();
+    for (component, metric) in components
+        .iter()
+        .flat_map(|c| Metric::all().iter().map(move |m| (*c, *m)))
+    {
         let mut values = Vec::new();
         let mut missing = Vec::new();
         for t in trials {
-            match t.value(*metric) {
+            match t.value_of(component, metric) {
                 Some(v) => values.push(v),
                 None => missing.push(t.trial),
             }
@@ -186,7 +205,7 @@ pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distributi
         }
         let stat = |s: Statistic| s.of(&values).expect("values is not empty");
         out.insert(
-            metric.name().to_string(),
+            crate::verdict::metric_name(component, metric),
             Distribution {
                 observed: values.len(),
                 not_observed_in: missing,
@@ -202,11 +221,22 @@ pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distributi
 }
 
 /// Metric name -> value, the shape every report uses.
+/// The trial's figures by name; in a scenario of several components, each component's own figures follow the
+/// system's under its name (`redis.promotion_s`).
 pub fn measurement_map(m: &TrialMeasurements) -> BTreeMap<String, Option<f64>> {
-    m.values
+    let mut out: BTreeMap<String, Option<f64>> = m
+        .values
         .iter()
         .map(|(k, v)| (k.name().to_string(), *v))
-        .collect()
+        .collect();
+    for (c, cm) in &m.components {
+        out.extend(
+            cm.values
+                .iter()
+                .map(|(k, v)| (crate::verdict::metric_name(Some(*c), *k), *v)),
+        );
+    }
+    out
 }
 
 /// The trial a run's headline `measurements` should show: the first failing threshold's trial, so the numbers
@@ -269,7 +299,10 @@ pub fn describe_event(e: &serde_json::Value, verbose: bool) -> Option<String> {
         "failure_detected" => format!("failure detected ({})", s("component")),
         "new_primary_serving" => format!("promotion: new primary serving ({})", s("component")),
         "first_write_after_fault" if e["ok"] == true => {
-            "first successful write after the fault".into()
+            format!(
+                "first successful write after the fault ({})",
+                s("component")
+            )
         }
         "router_routed" => {
             let to: Vec<&str> = e["to"]
@@ -401,6 +434,7 @@ pub(crate) mod fixtures {
         pass: bool,
     ) -> ThresholdResult {
         ThresholdResult {
+            component: None,
             metric,
             op,
             limit,
@@ -424,6 +458,7 @@ pub(crate) mod fixtures {
             scenario: "primary-kill".into(),
             scenario_file: "scenarios/primary-kill.yaml".into(),
             component: ComponentKind::Postgres,
+            components: vec![ComponentKind::Postgres],
             client_path: Default::default(),
             started_at: "2025-01-01T00:00:00.000Z".into(),
             finished_at: "2025-01-01T00:01:30.500Z".into(),

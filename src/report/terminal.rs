@@ -17,8 +17,8 @@ pub fn terminal_summary(report: &RunReport) -> String {
     table.push_record(header);
     for t in &report.thresholds {
         let metric = match t.statistic {
-            Statistic::Every => t.metric.name().to_string(),
-            s => format!("{}({})", s.name(), t.metric),
+            Statistic::Every => t.metric_name(),
+            s => format!("{}({})", s.name(), t.metric_name()),
         };
         let mut row = vec![
             metric,
@@ -42,9 +42,18 @@ pub fn terminal_summary(report: &RunReport) -> String {
     let table = table.build().with(Style::sharp()).to_string();
     let mut paired = paired_windows(report);
     paired += &routing_share(report);
+    paired += &component_lines(report);
     if let Some(pct) = report.availability.pct {
+        let whose = if report.components.len() > 1 {
+            format!(
+                " (the system: every operation of {})",
+                components_joined(report)
+            )
+        } else {
+            String::new()
+        };
         paired += &format!(
-            "availability over the run: {pct:.3}% ({} of {} operations succeeded)\n",
+            "availability over the run: {pct:.3}% ({} of {} operations succeeded){whose}\n",
             report.availability.ok, report.availability.attempted
         );
     }
@@ -68,6 +77,11 @@ pub fn terminal_summary(report: &RunReport) -> String {
                 || "final read-back".to_string(),
                 |t| format!("trial {t} read-back"),
             );
+            let which = if report.components.len() > 1 {
+                format!("{which} ({})", r.component)
+            } else {
+                which
+            };
             match (&r.from_member, &r.at, r.ids_present, &r.error) {
                 (Some(m), Some(at), Some(n), _) => {
                     format!("{which}: {n} ids present, answered by {m} at {at}\n")
@@ -122,8 +136,52 @@ pub fn terminal_summary(report: &RunReport) -> String {
     };
     format!(
         "{} ({}) run {}\n{table}\n{paired}{spread}{drill}{notes}{agreement}{read_backs}{history}{verdict}\n",
-        report.scenario, report.component, report.run_id
+        report.scenario,
+        components_joined(report),
+        report.run_id
     )
+}
+
+fn components_joined(report: &RunReport) -> String {
+    report
+        .components
+        .iter()
+        .map(|c| c.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A scenario of several components: each component's failover on a line of its own (its figures are
+/// namespaced in the report: `redis.promotion_s`).
+fn component_lines(report: &RunReport) -> String {
+    if report.components.len() < 2 {
+        return String::new();
+    }
+    let m = |c: &str, k: &str| {
+        report
+            .measurements
+            .get(&format!("{c}.{k}"))
+            .copied()
+            .flatten()
+    };
+    let secs =
+        |v: Option<f64>| v.map_or_else(|| "not observed".to_string(), |v| format!("{v:.3} s"));
+    report
+        .components
+        .iter()
+        .map(|c| {
+            let c = c.name();
+            format!(
+                "{c}: detection_s {}, promotion_s {}, rto_s {}, downtime_s {}, lost_acked_writes {}, availability {}\n",
+                secs(m(c, "detection_s")),
+                secs(m(c, "promotion_s")),
+                secs(m(c, "rto_s")),
+                secs(m(c, "downtime_s")),
+                m(c, "lost_acked_writes").map_or_else(|| "not observed".to_string(), format_number),
+                m(c, "availability_pct").map_or_else(|| "not observed".to_string(), |v| format!("{v:.3}%")),
+            )
+        })
+        .collect()
 }
 
 /// The comparison with the scenario's recent runs.
@@ -169,11 +227,7 @@ fn previous_lines(report: &RunReport) -> String {
     let Some(p) = &report.previous else {
         return String::new();
     };
-    let judged: Vec<String> = report
-        .thresholds
-        .iter()
-        .map(|t| t.metric.to_string())
-        .collect();
+    let judged: Vec<String> = report.thresholds.iter().map(|t| t.metric_name()).collect();
     let mut out = format!(
         "compared with the previous run {} ({}, {}):",
         p.run_id, p.started_at, p.verdict
@@ -282,11 +336,24 @@ fn paired_windows(report: &RunReport) -> String {
         "p99 server ms",
     ]);
     let mut rows = 0;
-    for (op, prefix) in [
-        ("write", "write_"),
-        ("read", "read_"),
-        ("search", "search_"),
-    ] {
+    let namespaces: Vec<(String, String)> = if report.components.len() > 1 {
+        report
+            .components
+            .iter()
+            .map(|c| (format!("{c} "), format!("{c}.")))
+            .collect()
+    } else {
+        vec![(String::new(), String::new())]
+    };
+    let classes = namespaces.iter().flat_map(|(label, ns)| {
+        [
+            ("write", "write_"),
+            ("read", "read_"),
+            ("search", "search_"),
+        ]
+        .map(|(op, p)| (format!("{label}{op}"), format!("{ns}{p}")))
+    });
+    for (op, prefix) in classes {
         if get(format!("{prefix}throughput_baseline_per_s")).is_none() {
             continue;
         }
@@ -327,16 +394,16 @@ fn trial_spread(report: &RunReport) -> String {
     table.push_record(["metric", "trials", "min", "p50", "p95", "max"]);
     let mut seen = Vec::new();
     for t in &report.thresholds {
-        let name = t.metric.name();
+        let name = t.metric_name();
         if seen.contains(&name) {
             continue;
         }
-        seen.push(name);
-        let Some(d) = report.distribution.get(name) else {
+        seen.push(name.clone());
+        let Some(d) = report.distribution.get(&name) else {
             continue;
         };
         table.push_record([
-            name.to_string(),
+            name,
             format!("{}/{}", d.observed, report.trials.len()),
             format_number(d.min),
             format_number(d.p50),
@@ -378,7 +445,18 @@ fn routing_share(report: &RunReport) -> String {
     if report.client_path == crate::scenario::ClientPath::Direct {
         return String::new();
     }
-    let m = |k: &str| report.measurements.get(k).copied().flatten();
+    let prefix = if report.components.len() > 1 {
+        "postgres."
+    } else {
+        ""
+    };
+    let m = |k: &str| {
+        report
+            .measurements
+            .get(&format!("{prefix}{k}"))
+            .copied()
+            .flatten()
+    };
     let fmt =
         |v: Option<f64>| v.map_or_else(|| "not observed".to_string(), |v| format!("{v:.3} s"));
     let share = match (m("rto_s"), m("promotion_s")) {

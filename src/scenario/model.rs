@@ -401,6 +401,25 @@ pub struct LoadProfile {
     pub rto_consecutive: u32,
 }
 
+impl LoadProfile {
+    /// The profile one component's load runs with: searches only where there is a search (Qdrant), Redis's
+    /// `WAIT` only for Redis. The rest applies to every component of the scenario alike.
+    pub fn for_component(&self, kind: ComponentKind) -> LoadProfile {
+        LoadProfile {
+            search_rate: if kind == ComponentKind::Qdrant {
+                self.search_rate
+            } else {
+                0
+            },
+            redis_wait: self
+                .redis_wait
+                .clone()
+                .filter(|_| kind == ComponentKind::Redis),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for LoadProfile {
     fn default() -> Self {
         LoadProfile {
@@ -607,6 +626,29 @@ impl Metric {
         &ALL_METRICS
     }
 
+    /// A figure of one component's failover (its detection, its clients' outage, its latencies): in a scenario
+    /// that measures several components it must be named with its component (`redis.promotion_s`). The others are
+    /// also the system's: counted over every component's operations (`availability_pct`, `lost_acked_writes`),
+    /// or observed once for the whole stack (`recovered_s`), or named after their component already
+    /// (`pg_restore_s`).
+    pub fn is_per_component(self) -> bool {
+        matches!(
+            self,
+            Metric::DetectionS
+                | Metric::PromotionS
+                | Metric::RouterSwitchS
+                | Metric::RtoS
+                | Metric::DowntimeS
+                | Metric::RpoS
+                | Metric::Latency(..)
+                | Metric::Throughput(..)
+                | Metric::LatencyDegradation(..)
+                | Metric::SlotWaitP99(..)
+                | Metric::ServerP99(..)
+                | Metric::ThroughputDegradation(..)
+        )
+    }
+
     fn compose_name(self) -> String {
         let window = |w: Window| match w {
             Window::Baseline => "baseline",
@@ -786,6 +828,9 @@ impl Statistic {
 /// `metric op limit`, e.g. `detection_s <= 10`, optionally over a statistic of the trials: `p95(detection_s) <= 8`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Threshold {
+    /// `postgres.promotion_s`: the figure of one component of a scenario that measures several; None = the
+    /// scenario's own figure (its only component's, or the system's).
+    pub component: Option<ComponentKind>,
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
@@ -794,13 +839,16 @@ pub struct Threshold {
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let metric = match self.component {
+            Some(c) => format!("{c}.{}", self.metric),
+            None => self.metric.to_string(),
+        };
         match self.statistic {
-            Statistic::Every => write!(f, "{} {} {}", self.metric, self.op.symbol(), self.limit),
+            Statistic::Every => write!(f, "{metric} {} {}", self.op.symbol(), self.limit),
             s => write!(
                 f,
-                "{}({}) {} {}",
+                "{}({metric}) {} {}",
                 s.name(),
-                self.metric,
                 self.op.symbol(),
                 self.limit
             ),
@@ -814,8 +862,13 @@ pub struct Scenario {
     pub description: String,
     /// The file it was read from.
     pub source: PathBuf,
-    /// The component whose failover is measured (load, probes and ledger).
+    /// The lead component: the one process faults and role selectors name by default, and whose restore a drill
+    /// judges first. Always `components[0]`.
     pub component: ComponentKind,
+    /// Every component whose failover is measured (each with its own load, probes and ledger), lead first. One
+    /// entry for `component: x`; several for `components: [postgres, redis]`, whose figures are then namespaced
+    /// (`postgres.promotion_s`) beside the system's (`availability_pct` over every operation of every component).
+    pub components: Vec<ComponentKind>,
     /// How the load's PostgreSQL clients reach the primary (direct, or through the routing layer).
     pub client_path: ClientPath,
     /// Topology file, resolved relative to the scenario file; None = the stack's current/default topology.

@@ -39,6 +39,9 @@ struct RawScenario {
     /// The component whose load, probes and ledger the run measures.
     #[schemars(extend("enum" = ["postgres", "redis", "qdrant"]))]
     component: Option<String>,
+    /// Several components measured in one run (instead of `component`), lead first: each gets its own load,
+    /// probes and figures (`postgres.promotion_s`); `availability_pct` counts every operation of every component.
+    components: Option<Vec<String>>,
     /// Topology file, relative to this file.
     topology: Option<String>,
     /// How the load's PostgreSQL clients reach the primary: `direct` (multi-host connection to the members, the
@@ -237,15 +240,10 @@ fn build_scenario(
     let name = d
         .require(raw.name, "name", "e.g. `name: postgres-primary-kill`")
         .filter(|n| check_name(d, n, "name", "scenario"));
-    let component = d
-        .require(
-            raw.component,
-            "component",
-            "set the component whose failover is measured: postgres, redis or qdrant",
-        )
-        .and_then(|c| component(d, &c, "component"));
+    let components = scenario_components(d, raw.component, raw.components);
+    let component = components.as_ref().and_then(|c| c.first().copied());
 
-    let client_path = client_path(d, raw.client_path.as_deref(), component);
+    let client_path = client_path(d, raw.client_path.as_deref(), components.as_deref());
     let topology_path = raw.topology.as_deref().map(|t| resolve(file, t));
     let own_topology = match (raw.topology.as_deref(), &topology_path) {
         (Some(reference), Some(resolved)) => referenced_topology(d, reference, resolved),
@@ -262,7 +260,7 @@ fn build_scenario(
         None => Some(1),
         Some(t) => d.int_in_range(t, "trials", "trials", 1, 1000),
     };
-    let load = load_profile(d, raw.load, component);
+    let load = load_profile(d, raw.load, components.as_deref());
     let baseline = d
         .require(
             raw.baseline,
@@ -312,9 +310,10 @@ fn build_scenario(
             "thresholds",
             "add at least one, e.g. `- detection_s <= 10`",
         )
-        .and_then(|t| threshold_list(d, &t));
+        .and_then(|t| threshold_list(d, &t, components.as_deref()));
 
     let client_path = client_path?;
+    let components = components?;
     match (
         name, component, trials, load, baseline, observe, heal, faults, thresholds,
     ) {
@@ -335,6 +334,7 @@ fn build_scenario(
             description: raw.description.unwrap_or_default(),
             source: file.to_path_buf(),
             component,
+            components,
             client_path,
             topology: topology_path,
             load,
@@ -349,11 +349,72 @@ fn build_scenario(
     }
 }
 
+/// `component: x` or `components: [x, y]` (exactly one of them), lead first, each component once.
+fn scenario_components(
+    d: &mut Diagnostics<'_>,
+    one: Option<String>,
+    several: Option<Vec<String>>,
+) -> Option<Vec<ComponentKind>> {
+    match (one, several) {
+        (Some(_), Some(_)) => {
+            d.at(
+                "components",
+                "set either `component` (one) or `components` (a list), not both",
+            );
+            None
+        }
+        (None, None) => {
+            d.require::<String>(
+                None,
+                "component",
+                "set the component whose failover is measured: postgres, redis or qdrant (or several: \
+                 `components: [postgres, redis]`)",
+            );
+            None
+        }
+        (Some(c), None) => component(d, &c, "component").map(|c| vec![c]),
+        (None, Some(list)) => {
+            if list.is_empty() {
+                d.at(
+                    "components",
+                    "`components` is empty; list the components measured, e.g. `components: [postgres, redis]`",
+                );
+                return None;
+            }
+            let mut out: Vec<ComponentKind> = Vec::new();
+            let mut ok = true;
+            for (i, text) in list.iter().enumerate() {
+                let path = format!("components[{i}]");
+                match component(d, text, &path) {
+                    Some(c) if out.contains(&c) => {
+                        d.at(&path, format!("component {c} is listed twice"));
+                        ok = false;
+                    }
+                    Some(c) => out.push(c),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    }
+}
+
+/// How the scenario's components read in a message: "component is postgres" / "components are postgres, redis".
+fn components_phrase(components: &[ComponentKind]) -> String {
+    match components {
+        [one] => format!("this scenario's component is {one}"),
+        many => format!(
+            "this scenario's components are {}",
+            many.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// `client_path:`: direct unless set; the routing layer carries PostgreSQL clients only.
 fn client_path(
     d: &mut Diagnostics<'_>,
     raw: Option<&str>,
-    component: Option<ComponentKind>,
+    components: Option<&[ComponentKind]>,
 ) -> Option<ClientPath> {
     let path = match raw {
         None | Some("direct") => return Some(ClientPath::Direct),
@@ -367,15 +428,17 @@ fn client_path(
             return None;
         }
     };
-    match component {
-        Some(ComponentKind::Postgres) | None => Some(path),
-        Some(c) => {
+    match components {
+        None => Some(path),
+        Some(cs) if cs.contains(&ComponentKind::Postgres) => Some(path),
+        Some(cs) => {
             d.at(
                 "client_path",
                 format!(
-                    "client_path {} routes PostgreSQL clients, but this scenario's component is {c}; Redis clients \
-                     find the master through Sentinel",
-                    path.name()
+                    "client_path {} routes PostgreSQL clients, but {}; Redis clients find the master through \
+                     Sentinel",
+                    path.name(),
+                    components_phrase(cs)
                 ),
             );
             None
@@ -498,7 +561,7 @@ const MAX_RATE: i64 = 100_000;
 fn load_profile(
     d: &mut Diagnostics<'_>,
     raw: Option<RawLoad>,
-    component: Option<ComponentKind>,
+    components: Option<&[ComponentKind]>,
 ) -> Option<LoadProfile> {
     let defaults = LoadProfile::default();
     let Some(raw) = raw else {
@@ -528,12 +591,13 @@ fn load_profile(
         MAX_RATE,
         defaults.search_rate,
     );
-    if let (Some(rate), Some(c)) = (search_rate, component) {
-        if rate > 0 && c != ComponentKind::Qdrant {
+    if let (Some(rate), Some(cs)) = (search_rate, components) {
+        if rate > 0 && !cs.contains(&ComponentKind::Qdrant) {
             d.at(
                 "load.search_rate",
                 format!(
-                    "load.search_rate is only allowed when component is qdrant (this scenario's component is {c})"
+                    "load.search_rate is only allowed when component is qdrant ({})",
+                    components_phrase(cs)
                 ),
             );
         }
@@ -595,11 +659,12 @@ fn load_profile(
     let redis_wait = match raw.redis_wait {
         None => Some(None),
         Some(wait) => {
-            if let Some(c) = component.filter(|c| *c != ComponentKind::Redis) {
+            if let Some(cs) = components.filter(|cs| !cs.contains(&ComponentKind::Redis)) {
                 d.at(
                     "load.redis_wait",
                     format!(
-                        "load.redis_wait is only allowed when component is redis (this scenario's component is {c})"
+                        "load.redis_wait is only allowed when component is redis ({})",
+                        components_phrase(cs)
                     ),
                 );
             }
@@ -683,7 +748,11 @@ fn heal_spec(d: &mut Diagnostics<'_>, raw: Option<RawHeal>) -> Option<HealSpec> 
     })
 }
 
-fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Threshold>> {
+fn threshold_list(
+    d: &mut Diagnostics<'_>,
+    raw: &[String],
+    components: Option<&[ComponentKind]>,
+) -> Option<Vec<Threshold>> {
     if raw.is_empty() {
         d.at(
             "thresholds",
@@ -695,9 +764,34 @@ fn threshold_list(d: &mut Diagnostics<'_>, raw: &[String]) -> Option<Vec<Thresho
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            parse_threshold(text)
-                .map_err(|e| d.at(&format!("thresholds[{i}]"), e))
-                .ok()
+            let path = format!("thresholds[{i}]");
+            let t = parse_threshold(text).map_err(|e| d.at(&path, e)).ok()?;
+            match (components, t.component) {
+                (Some(cs), Some(c)) if !cs.contains(&c) => {
+                    d.at(
+                        &path,
+                        format!(
+                            "threshold `{text}` names component {c}, which this scenario does not measure ({})",
+                            components_phrase(cs)
+                        ),
+                    );
+                    None
+                }
+                (Some(cs), None) if cs.len() > 1 && t.metric.is_per_component() => {
+                    let named: Vec<String> = cs.iter().map(|c| format!("`{c}.{}`", t.metric)).collect();
+                    d.at(
+                        &path,
+                        format!(
+                            "threshold `{text}`: {} is a figure of each component in a scenario that measures \
+                             several; name the component: {}",
+                            t.metric,
+                            named.join(" or ")
+                        ),
+                    );
+                    None
+                }
+                _ => Some(t),
+            }
         })
         .collect();
     parsed.into_iter().collect()
@@ -741,6 +835,71 @@ thresholds:
         parse_scenario(text, path(), topology)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn several_components_are_measured_with_their_figures_named() {
+        let text = VALID.replace("component: postgres", "components: [postgres, redis]").replace(
+            "  - detection_s <= 10\n",
+            "  - postgres.detection_s <= 10\n  - p95(redis.promotion_s) <= 10\n  - availability_pct >= 99.9\n",
+        );
+        let s = parse_scenario(&text, path(), None).unwrap();
+        assert_eq!(s.component, ComponentKind::Postgres);
+        assert_eq!(
+            s.components,
+            [ComponentKind::Postgres, ComponentKind::Redis]
+        );
+        assert_eq!(s.thresholds[0].component, Some(ComponentKind::Postgres));
+        assert_eq!(s.thresholds[1].component, Some(ComponentKind::Redis));
+        assert_eq!(s.thresholds[1].to_string(), "p95(redis.promotion_s) <= 10");
+        assert_eq!(s.thresholds[2].component, None, "the system's figure");
+        // One component: `component: x`, and its figures may be named or not.
+        let one = parse_scenario(
+            &VALID.replace("detection_s", "postgres.detection_s"),
+            path(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(one.components, [ComponentKind::Postgres]);
+        assert_eq!(one.thresholds[0].component, Some(ComponentKind::Postgres));
+    }
+
+    #[test]
+    fn a_figure_of_each_component_must_name_its_component() {
+        let text = VALID.replace("component: postgres", "components: [postgres, redis]");
+        let e = err(&text);
+        assert!(
+            e.contains("s.yaml:9:5: threshold `detection_s <= 10`: detection_s is a figure of each component in a \
+                        scenario that measures several; name the component: `postgres.detection_s` or \
+                        `redis.detection_s`"),
+            "{e}"
+        );
+        let e = err(&VALID.replace("detection_s", "redis.detection_s"));
+        assert!(
+            e.contains("s.yaml:9:5: threshold `redis.detection_s <= 10` names component redis, which this \
+                        scenario does not measure (this scenario's component is postgres)"),
+            "{e}"
+        );
+        let e = err(&VALID.replace("detection_s", "mysql.detection_s"));
+        assert!(
+            e.contains("`mysql` in threshold `mysql.detection_s <= 10` is not a component"),
+            "{e}"
+        );
+        let e = err(&VALID.replace("component: postgres", "components: [postgres, postgres]"));
+        assert!(
+            e.contains("s.yaml:2:24: component postgres is listed twice"),
+            "{e}"
+        );
+        let e = err(&VALID.replace(
+            "component: postgres",
+            "component: postgres\ncomponents: [redis]",
+        ));
+        assert!(
+            e.contains("set either `component` (one) or `components` (a list), not both"),
+            "{e}"
+        );
+        let e = err(&VALID.replace("component: postgres", "components: []"));
+        assert!(e.contains("s.yaml:2:13: `components` is empty"), "{e}");
     }
 
     /// VALID with its fault list replaced.
@@ -847,6 +1006,7 @@ thresholds:
         assert_eq!(
             s.thresholds,
             vec![Threshold {
+                component: None,
                 metric: Metric::DetectionS,
                 op: Op::Le,
                 limit: 10.0,

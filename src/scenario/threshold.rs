@@ -1,7 +1,7 @@
 //! Threshold lines: `metric op number`, e.g. `detection_s <= 10`.
 
 use super::document::did_you_mean;
-use super::model::{Metric, Op, Statistic, Threshold};
+use super::model::{ComponentKind, Metric, Op, Statistic, Threshold};
 
 const OPS: [(&str, Op); 5] = [
     ("<=", Op::Le),
@@ -49,6 +49,24 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
             "threshold `{text}` does not start with a metric; {SHAPE}"
         ));
     }
+    // `redis.promotion_s`: one component's figure (checked against the scenario's components by the caller).
+    let (component, name) = match name.split_once('.') {
+        Some((c, metric)) => {
+            let component = ComponentKind::ALL
+                .into_iter()
+                .find(|k| k.name() == c)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = ComponentKind::ALL.iter().map(|k| k.name()).collect();
+                    format!(
+                        "`{c}` in threshold `{text}` is not a component; name one of {} before the dot, e.g. \
+                         `redis.promotion_s <= 10`",
+                        known.join(", ")
+                    )
+                })?;
+            (Some(component), metric)
+        }
+        None => (None, name),
+    };
     let metric = Metric::from_name(name).ok_or_else(|| unknown_metric(name))?;
 
     let rest = rest.trim_start();
@@ -82,6 +100,7 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
         )
     })?;
     Ok(Threshold {
+        component,
         metric,
         op,
         limit,
@@ -136,6 +155,7 @@ mod tests {
         assert_eq!(
             ok("detection_s <= 10"),
             Threshold {
+                component: None,
                 metric: Metric::DetectionS,
                 op: Op::Le,
                 limit: 10.0,

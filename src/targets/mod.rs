@@ -29,7 +29,8 @@ pub enum TargetError {
 
 /// Every component a scenario measures or aims a fault at (a process fault's component, a role selector's).
 pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
-    let mut found = vec![Some(scenario.component)];
+    let mut found: Vec<Option<ComponentKind>> =
+        scenario.components.iter().copied().map(Some).collect();
     for f in &scenario.faults {
         match &f.kind {
             FaultKind::ProcessKill { component, target }

@@ -780,9 +780,10 @@ mod tests {
         let load = crate::load::start(
             &profile,
             client,
+            crate::ledger::Source::Component(crate::scenario::ComponentKind::Qdrant),
             ledger.clone(),
             EventLog::new(Clock::start()),
-            1,
+            std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         load.stop(Duration::from_secs(3)).await;
