@@ -180,14 +180,28 @@ pub fn system(
                 m.values.insert(metric, cm.value(metric));
             }
         }
-        for metric in [Metric::DiscardedWrites, Metric::IntegrityFailures] {
-            if let Some(v) = cm.value(metric) {
-                let sum = m.value(metric).unwrap_or(0.0) + v;
-                m.values.insert(metric, Some(sum));
-            }
-        }
         m.integrity.extend(cm.integrity.iter().cloned());
         m.notes.extend(cm.notes.iter().map(|n| format!("{c}: {n}")));
+    }
+    // The counts are the sums of the components' own, which a drill's restore judgement may have refined (a
+    // write the restore had to discard is not lost): the system never disagrees with its parts.
+    for metric in [
+        Metric::AckedWrites,
+        Metric::FailedWrites,
+        Metric::UnknownWrites,
+        Metric::LostAckedWrites,
+        Metric::RecoveredWrites,
+        Metric::UnexpectedWrites,
+        Metric::FailedQueries,
+        Metric::DiscardedWrites,
+        Metric::IntegrityFailures,
+    ] {
+        let values: Vec<f64> = components
+            .values()
+            .filter_map(|cm| cm.value(metric))
+            .collect();
+        m.values
+            .insert(metric, (!values.is_empty()).then(|| values.iter().sum()));
     }
     m.components = components;
     m
