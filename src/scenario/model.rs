@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::http_probe::HttpProbe;
+
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
 )]
@@ -833,6 +835,8 @@ pub struct Scenario {
     pub heal: HealSpec,
     pub thresholds: Vec<Threshold>,
     pub trials: u32,
+    /// The user's own endpoints, each requested at its rate through every trial beside the component's load.
+    pub http_probes: Vec<HttpProbe>,
 }
 
 impl Scenario {

@@ -17,6 +17,7 @@ use super::model::{
     Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
+use super::parse_http_probe::{http_probe_list, RawHttpProbe};
 use super::parse_step::{step_list, RawStep, StepContext};
 use super::threshold::parse_threshold;
 use crate::input_error::InputErrors;
@@ -60,6 +61,8 @@ struct RawScenario {
     heal: Option<RawHeal>,
     /// `metric op limit`, e.g. `detection_s <= 10`, `p95(rto_s) < 30`, `regressions == 0`.
     thresholds: Option<Vec<String>>,
+    /// The user's own HTTP endpoints, requested at a fixed rate through every trial (figures `http.<name>.*`).
+    http_probes: Option<Vec<RawHttpProbe>>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -313,6 +316,10 @@ fn build_scenario(
             "add at least one, e.g. `- detection_s <= 10`",
         )
         .and_then(|t| threshold_list(d, &t));
+    let http_probes = match &raw.http_probes {
+        None => Some(Vec::new()),
+        Some(p) => http_probe_list(d, p, &|var| std::env::var(var)),
+    };
 
     let client_path = client_path?;
     match (
@@ -331,6 +338,7 @@ fn build_scenario(
         ) => Some(Scenario {
             prepare: prepare?,
             recovery: recovery?,
+            http_probes: http_probes?,
             name,
             description: raw.description.unwrap_or_default(),
             source: file.to_path_buf(),
