@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::clock::Stamp;
 use crate::events::{Event, EventKind};
-use crate::ledger::{LedgerEntry, OpKind, Outcome};
+use crate::ledger::{LedgerEntry, OpKind, Outcome, Source};
 use crate::scenario::{ComponentKind, Metric, OpClass, Quantile, Window};
 
 /// How many lost/unexpected ids a report lists; the counts are always complete.
@@ -63,6 +63,9 @@ pub struct TrialMeasurements {
     /// `values` are then the system's (see `system`). Empty for one component.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<ComponentKind, TrialMeasurements>,
+    /// Each HTTP probe's figures (`analysis::probe`), by the probe's name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, TrialMeasurements>,
 }
 
 impl TrialMeasurements {
@@ -71,21 +74,37 @@ impl TrialMeasurements {
         self.values.get(&metric).copied().flatten()
     }
 
-    /// One component's figure (`Some(c)`), or the trial's own. A scenario of one component has no separate
-    /// figures: its component's are the trial's.
-    pub fn value_of(&self, component: Option<ComponentKind>, metric: Metric) -> Option<f64> {
-        self.of(component).value(metric)
+    /// One component's or HTTP probe's figure (`Some(source)`), or the trial's own. A scenario of one component
+    /// has no separate figures for it: its component's are the trial's.
+    pub fn value_of(&self, source: Option<&Source>, metric: Metric) -> Option<f64> {
+        self.of(source).and_then(|m| m.value(metric))
     }
 
     /// Whether that figure is only a lower bound (an outage still open when the trial ended).
-    pub fn is_lower_bound(&self, component: Option<ComponentKind>, metric: Metric) -> bool {
-        self.of(component).lower_bounds.contains(&metric)
+    pub fn is_lower_bound(&self, source: Option<&Source>, metric: Metric) -> bool {
+        self.of(source)
+            .is_some_and(|m| m.lower_bounds.contains(&metric))
     }
 
-    fn of(&self, component: Option<ComponentKind>) -> &TrialMeasurements {
-        component
-            .and_then(|c| self.components.get(&c))
-            .unwrap_or(self)
+    /// The figures kept beside the trial's own: each component's (several components) and each HTTP probe's.
+    pub fn parts(&self) -> impl Iterator<Item = (Source, &TrialMeasurements)> {
+        let components = self
+            .components
+            .iter()
+            .map(|(c, m)| (Source::Component(*c), m));
+        let probes = self
+            .probes
+            .iter()
+            .map(|(n, m)| (Source::Http(n.as_str().into()), m));
+        components.chain(probes)
+    }
+
+    fn of(&self, source: Option<&Source>) -> Option<&TrialMeasurements> {
+        match source {
+            None => Some(self),
+            Some(Source::Component(c)) => Some(self.components.get(c).unwrap_or(self)),
+            Some(Source::Http(name)) => self.probes.get(&**name),
+        }
     }
 }
 
@@ -204,6 +223,52 @@ pub fn system(
             .insert(metric, (!values.is_empty()).then(|| values.iter().sum()));
     }
     m.components = components;
+    m
+}
+
+/// An HTTP probe's figures, over its own requests (`input.ledger` holds only them): availability, error rate,
+/// failed requests, latency and throughput as for any load; and its outage from its requests, since they are all
+/// it has: `rto_s` is the fault to the first of `rto_consecutive` successful requests in a row, `downtime_s` its
+/// longest run without a successful request. A probe has no failover (detection, promotion) and no writes of its
+/// own: those figures stay unobserved.
+pub fn probe(input: &TrialInput) -> TrialMeasurements {
+    let mut m = analyze(input);
+    let requests: Vec<&LedgerEntry> = input.ledger.iter().collect();
+    for (metric, v) in m.values.iter_mut() {
+        let own = matches!(
+            metric,
+            Metric::AvailabilityPct
+                | Metric::ErrorRate
+                | Metric::FailedQueries
+                | Metric::Latency(..)
+                | Metric::Throughput(..)
+                | Metric::LatencyDegradation(..)
+                | Metric::SlotWaitP99(..)
+                | Metric::ServerP99(..)
+                | Metric::ThroughputDegradation(..)
+        );
+        if !own {
+            *v = None;
+        }
+    }
+    m.lower_bounds.clear();
+    m.notes.clear();
+    m.values.insert(
+        Metric::RtoS,
+        input
+            .fault_at
+            .and_then(|f| rto_s(&requests, f, input.rto_consecutive)),
+    );
+    let downtime = downtime_s(&requests, input.baseline.0, input.trial_end);
+    if let Some(d) = downtime.as_ref().filter(|d| d.open_at_end) {
+        m.lower_bounds.insert(Metric::DowntimeS);
+        m.notes.push(format!(
+            "downtime_s is at least {:.3} s: requests were still failing when the trial ended",
+            d.longest_s
+        ));
+    }
+    m.values
+        .insert(Metric::DowntimeS, downtime.map(|d| d.longest_s));
     m
 }
 
@@ -418,6 +483,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         lower_bounds,
         integrity: Vec::new(),
         components: BTreeMap::new(),
+        probes: BTreeMap::new(),
     }
 }
 
@@ -934,7 +1000,7 @@ mod tests {
                     let own: Vec<LedgerEntry> = f
                         .ledger
                         .iter()
-                        .filter(|e| e.source == crate::ledger::Source::Component(c))
+                        .filter(|e| e.source == Source::Component(c))
                         .cloned()
                         .collect();
                     let m = analyze(&TrialInput {
@@ -954,40 +1020,67 @@ mod tests {
         assert_eq!(m.value(Metric::PromotionS), None);
         assert_eq!(m.value(Metric::DowntimeS), None);
         approx(
-            m.value_of(Some(ComponentKind::Postgres), Metric::PromotionS),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Postgres)),
+                Metric::PromotionS,
+            ),
             9.0,
         );
         approx(
-            m.value_of(Some(ComponentKind::Redis), Metric::PromotionS),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Redis)),
+                Metric::PromotionS,
+            ),
             5.5,
         );
         approx(
-            m.value_of(Some(ComponentKind::Redis), Metric::DetectionS),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Redis)),
+                Metric::DetectionS,
+            ),
             1.0,
         );
         approx(
-            m.value_of(Some(ComponentKind::Postgres), Metric::AvailabilityPct),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Postgres)),
+                Metric::AvailabilityPct,
+            ),
             60.0,
         );
         approx(
-            m.value_of(Some(ComponentKind::Redis), Metric::AvailabilityPct),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Redis)),
+                Metric::AvailabilityPct,
+            ),
             90.0,
         );
         approx(
-            m.value_of(Some(ComponentKind::Redis), Metric::LostAckedWrites),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Redis)),
+                Metric::LostAckedWrites,
+            ),
             1.0,
         );
         approx(
-            m.value_of(Some(ComponentKind::Postgres), Metric::LostAckedWrites),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Postgres)),
+                Metric::LostAckedWrites,
+            ),
             0.0,
         );
         // The routing layer carries PostgreSQL's clients only.
         approx(
-            m.value_of(Some(ComponentKind::Postgres), Metric::RouterSwitchS),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Postgres)),
+                Metric::RouterSwitchS,
+            ),
             10.0,
         );
         assert_eq!(
-            m.value_of(Some(ComponentKind::Redis), Metric::RouterSwitchS),
+            m.value_of(
+                Some(&Source::Component(ComponentKind::Redis)),
+                Metric::RouterSwitchS
+            ),
             None
         );
     }

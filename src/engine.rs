@@ -25,7 +25,7 @@ use crate::ledger::{Ledger, ReadBack, Source};
 use crate::load;
 use crate::log_agreement::{LogAgreement, TrialSpan};
 use crate::report::{self, RunReport, TrialReport};
-use crate::scenario::{ClientPath, ComponentKind, Metric, Scenario};
+use crate::scenario::{ClientPath, ComponentKind, LoadProfile, Metric, Scenario};
 use crate::targets::{Target, TargetError};
 use crate::verdict::{self, Verdict};
 
@@ -296,6 +296,12 @@ pub async fn run_scenario<T: Target>(
             .filter(|e| e.trial == w.trial)
             .cloned()
             .collect();
+        // The system is the data stack: the components' operations, not the HTTP probes'.
+        let component_entries: Vec<_> = trial_entries
+            .iter()
+            .filter(|e| matches!(e.source, Source::Component(_)))
+            .cloned()
+            .collect();
         let trial_events: Vec<Event> = all_events
             .iter()
             .filter(|e| e.trial == w.trial)
@@ -307,7 +313,7 @@ pub async fn run_scenario<T: Target>(
             component: scenario.component,
             trial: w.trial,
             events: &trial_events,
-            ledger: &trial_entries,
+            ledger: &component_entries,
             present: &empty,
             run_attempted: &run_attempted,
             baseline: w.baseline,
@@ -369,6 +375,19 @@ pub async fn run_scenario<T: Target>(
             .filter(|r| !scenario.components.contains(&r.component))
         {
             judge_other_restore(&mut m, restore);
+        }
+        for p in &scenario.http_probes {
+            let source = Source::Http(p.name.as_str().into());
+            let own: Vec<_> = trial_entries
+                .iter()
+                .filter(|e| e.source == source)
+                .cloned()
+                .collect();
+            let measured = analysis::probe(&TrialInput {
+                ledger: &own,
+                ..base
+            });
+            m.probes.insert(p.name.clone(), measured);
         }
         if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {
             m.notes.push(format!("the drill's recovery stopped: {why}"));
@@ -512,6 +531,11 @@ pub async fn run_scenario<T: Target>(
         scenario_file: scenario.source.display().to_string(),
         component: scenario.component,
         components: scenario.components.clone(),
+        http_probes: scenario
+            .http_probes
+            .iter()
+            .map(|p| p.name.clone())
+            .collect(),
         client_path: scenario.client_path,
         started_at,
         finished_at: rfc3339_millis(SystemTime::now()),
@@ -530,7 +554,13 @@ pub async fn run_scenario<T: Target>(
         measurements_trial: headline.map(|m| m.trial),
         trials: measurements.iter().map(TrialReport::from).collect(),
         distribution: report::distribution(&measurements),
-        availability: report::Availability::of(&entries),
+        availability: report::Availability::of(
+            &entries
+                .iter()
+                .filter(|e| matches!(e.source, Source::Component(_)))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ),
         timeline: report::build_timeline(&clock, &all_events, &fault_at_by_trial),
         read_backs,
         log_agreement,
@@ -555,7 +585,11 @@ pub async fn run_scenario<T: Target>(
         .flatten()
         .collect(),
         stack_configs: target.config_files(),
-        secrets: target.secrets(),
+        secrets: target
+            .secrets()
+            .into_iter()
+            .chain(scenario.http_probes.iter().flat_map(|p| p.secrets()))
+            .collect(),
     };
     report::evidence::write_evidence(&run_dir, &report, &evidence)?;
     if let Some(h) = history.as_mut() {
@@ -607,13 +641,34 @@ async fn run_trial<T: Target>(
         .map(|c| c.spawn_probe(events.clone(), stop_rx.clone()))
         .collect();
     let observer = target.spawn_observer(events.clone(), stop_rx);
-    let clients: Vec<_> = components
+    let mut clients: Vec<(Source, Arc<dyn load::LoadClient>, LoadProfile)> = components
         .iter()
         .map(|c| {
             let profile = scenario.load.for_component(c.kind());
-            (c.kind(), c.load_client(run_id, &profile), profile)
+            (
+                Source::Component(c.kind()),
+                c.load_client(run_id, &profile),
+                profile,
+            )
         })
         .collect();
+    // The user's own service, probed beside the components' load on the same clock.
+    for p in &scenario.http_probes {
+        match load::http::HttpProbeClient::new(p) {
+            Ok(client) => clients.push((
+                Source::Http(p.name.as_str().into()),
+                Arc::new(client),
+                p.load_profile(),
+            )),
+            Err(e) => {
+                let _ = stop_tx.send(true);
+                return Err((
+                    None,
+                    Stop::Failed(format!("HTTP probe `{}`: {e}", p.name), exit::ENVIRONMENT),
+                ));
+            }
+        }
+    }
     // Connections are established (SCRAM, primary discovery) before the load starts, and the sentinel
     // subscriptions have a moment, so the baseline starts with every probe attached.
     let warm_until = Instant::now() + Duration::from_secs(5);
@@ -627,11 +682,11 @@ async fn run_trial<T: Target>(
     );
     let loads: Vec<_> = clients
         .into_iter()
-        .map(|(kind, client, profile)| {
+        .map(|(source, client, profile)| {
             load::start(
                 &profile,
                 client,
-                Source::Component(kind),
+                source,
                 ledger.clone(),
                 events.clone(),
                 write_ids.clone(),

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::analysis::TrialMeasurements;
-use crate::scenario::{ComponentKind, Metric, Op, Statistic, Threshold};
+use crate::ledger::Source;
+use crate::scenario::{Metric, Op, Statistic, Threshold};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,9 +33,10 @@ impl std::fmt::Display for Verdict {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ThresholdResult {
-    /// The component the metric is one figure of (`redis.promotion_s`); None = the run's own figure.
+    /// The component or HTTP probe the metric is one figure of (`redis.promotion_s`, `http.api.rto_s`); None =
+    /// the run's own figure.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub component: Option<ComponentKind>,
+    pub source: Option<Source>,
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
@@ -60,14 +62,15 @@ impl ThresholdResult {
 
     /// `promotion_s`, or `redis.promotion_s` for one component's figure: the key in the report's measurements.
     pub fn metric_name(&self) -> String {
-        metric_name(self.component, self.metric)
+        metric_name(self.source.as_ref(), self.metric)
     }
 }
 
-/// The name of a figure in reports: the metric's, prefixed with its component's when it is one component's.
-pub fn metric_name(component: Option<ComponentKind>, metric: Metric) -> String {
-    match component {
-        Some(c) => format!("{c}.{metric}"),
+/// The name of a figure in reports: the metric's, prefixed with its source's when it is one component's or one
+/// HTTP probe's.
+pub fn metric_name(source: Option<&Source>, metric: Metric) -> String {
+    match source {
+        Some(s) => format!("{}.{metric}", s.name()),
         None => metric.to_string(),
     }
 }
@@ -83,7 +86,7 @@ pub fn judge(thresholds: &[Threshold], trials: &[TrialMeasurements]) -> Vec<Thre
 fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> ThresholdResult {
     let result =
         |measured: Option<f64>, pass: bool, trial: Option<u32>, message: String| ThresholdResult {
-            component: t.component,
+            source: t.source.clone(),
             metric: t.metric,
             op: t.op,
             limit: t.limit,
@@ -94,7 +97,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
             message,
         };
     let limit = t.limit.to_string();
-    let name = metric_name(t.component, t.metric);
+    let name = metric_name(t.source.as_ref(), t.metric);
     if trials.is_empty() {
         return result(
             None,
@@ -110,9 +113,9 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
     if upper_limit {
         if let Some(m) = trials
             .iter()
-            .find(|m| m.is_lower_bound(t.component, t.metric))
+            .find(|m| m.is_lower_bound(t.source.as_ref(), t.metric))
         {
-            let v = m.value_of(t.component, t.metric);
+            let v = m.value_of(t.source.as_ref(), t.metric);
             let message = format!(
                 "{} >= {} in trial {}: the outage was still open when the trial ended, limit {} {limit} (FAIL)",
                 name,
@@ -127,7 +130,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
     if t.statistic != Statistic::Every {
         let mut values = Vec::with_capacity(trials.len());
         for m in trials {
-            match m.value_of(t.component, t.metric) {
+            match m.value_of(t.source.as_ref(), t.metric) {
                 Some(v) => values.push(v),
                 None => {
                     let message = format!(
@@ -163,7 +166,7 @@ fn judge_one(t: &Threshold, trials: &[TrialMeasurements], many: bool) -> Thresho
         } else {
             String::new()
         };
-        let Some(v) = m.value_of(t.component, t.metric) else {
+        let Some(v) = m.value_of(t.source.as_ref(), t.metric) else {
             let message = format!(
                 "{} not observed in trial {}, limit {} {limit} (FAIL)",
                 name,
@@ -252,6 +255,7 @@ mod tests {
 
     use super::*;
     use crate::analysis::WriteClassification;
+    use crate::scenario::ComponentKind;
 
     fn trial(n: u32, values: &[(Metric, Option<f64>)]) -> TrialMeasurements {
         let mut map: BTreeMap<Metric, Option<f64>> =
@@ -267,12 +271,13 @@ mod tests {
             lower_bounds: Default::default(),
             integrity: Vec::new(),
             components: BTreeMap::new(),
+            probes: BTreeMap::new(),
         }
     }
 
     fn th(metric: Metric, op: Op, limit: f64) -> Threshold {
         Threshold {
-            component: None,
+            source: None,
             metric,
             op,
             limit,
@@ -387,7 +392,7 @@ mod tests {
         .into_iter()
         .collect();
         let of = |c: Option<ComponentKind>, metric, limit| Threshold {
-            component: c,
+            source: c.map(Source::Component),
             ..th(metric, Op::Le, limit)
         };
         let r = judge(

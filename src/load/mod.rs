@@ -10,6 +10,7 @@
 //! sent before it is recorded as failed (not sent) when the deadline passes, and one still waiting or in flight
 //! when the load stops is recorded too, never dropped.
 
+pub mod http;
 mod pacer;
 pub mod pool;
 

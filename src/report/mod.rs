@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::analysis::{LatencyBucket, TrialMeasurements, WriteClassification};
 use crate::clock::{Clock, Stamp};
 use crate::events::Event;
+use crate::ledger::Source;
 use crate::scenario::ComponentKind;
 use crate::verdict::{ThresholdResult, Verdict};
 
@@ -39,6 +40,9 @@ pub struct RunReport {
     /// Every component measured, lead first; with several, `measurements` holds the system's figures and each
     /// component's under its name (`redis.promotion_s`).
     pub components: Vec<ComponentKind>,
+    /// The scenario's HTTP probes, by name: their figures are `http.<name>.<metric>`; not part of the system's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_probes: Vec<String>,
     /// How the load's clients reached PostgreSQL: `direct`, `haproxy` or `pgbouncer`.
     #[serde(default)]
     pub client_path: crate::scenario::ClientPath,
@@ -180,22 +184,22 @@ pub struct Distribution {
 pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distribution> {
     use crate::scenario::{Metric, Statistic};
     let mut out = BTreeMap::new();
-    let components: Vec<Option<ComponentKind>> = std::iter::once(None)
+    let sources: Vec<Option<Source>> = std::iter::once(None)
         .chain(
             trials
                 .first()
                 .into_iter()
-                .flat_map(|t| t.components.keys().copied().map(Some)),
+                .flat_map(|t| t.parts().map(|(s, _)| Some(s))),
         )
         .collect();
-    for (component, metric) in components
+    for (source, metric) in sources
         .iter()
-        .flat_map(|c| Metric::all().iter().map(move |m| (*c, *m)))
+        .flat_map(|s| Metric::all().iter().map(move |m| (s.as_ref(), *m)))
     {
         let mut values = Vec::new();
         let mut missing = Vec::new();
         for t in trials {
-            match t.value_of(component, metric) {
+            match t.value_of(source, metric) {
                 Some(v) => values.push(v),
                 None => missing.push(t.trial),
             }
@@ -205,7 +209,7 @@ pub fn distribution(trials: &[TrialMeasurements]) -> BTreeMap<String, Distributi
         }
         let stat = |s: Statistic| s.of(&values).expect("values is not empty");
         out.insert(
-            crate::verdict::metric_name(component, metric),
+            crate::verdict::metric_name(source, metric),
             Distribution {
                 observed: values.len(),
                 not_observed_in: missing,
@@ -229,11 +233,11 @@ pub fn measurement_map(m: &TrialMeasurements) -> BTreeMap<String, Option<f64>> {
         .iter()
         .map(|(k, v)| (k.name().to_string(), *v))
         .collect();
-    for (c, cm) in &m.components {
+    for (source, part) in m.parts() {
         out.extend(
-            cm.values
+            part.values
                 .iter()
-                .map(|(k, v)| (crate::verdict::metric_name(Some(*c), *k), *v)),
+                .map(|(k, v)| (crate::verdict::metric_name(Some(&source), *k), *v)),
         );
     }
     out
@@ -434,7 +438,7 @@ pub(crate) mod fixtures {
         pass: bool,
     ) -> ThresholdResult {
         ThresholdResult {
-            component: None,
+            source: None,
             metric,
             op,
             limit,
@@ -459,6 +463,7 @@ pub(crate) mod fixtures {
             scenario_file: "scenarios/primary-kill.yaml".into(),
             component: ComponentKind::Postgres,
             components: vec![ComponentKind::Postgres],
+            http_probes: Vec::new(),
             client_path: Default::default(),
             started_at: "2025-01-01T00:00:00.000Z".into(),
             finished_at: "2025-01-01T00:01:30.500Z".into(),

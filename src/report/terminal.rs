@@ -152,11 +152,8 @@ fn components_joined(report: &RunReport) -> String {
 }
 
 /// A scenario of several components: each component's failover on a line of its own (its figures are
-/// namespaced in the report: `redis.promotion_s`).
+/// namespaced in the report: `redis.promotion_s`); then each HTTP probe's outage as its requests saw it.
 fn component_lines(report: &RunReport) -> String {
-    if report.components.len() < 2 {
-        return String::new();
-    }
     let m = |c: &str, k: &str| {
         report
             .measurements
@@ -164,24 +161,35 @@ fn component_lines(report: &RunReport) -> String {
             .copied()
             .flatten()
     };
-    let secs =
-        |v: Option<f64>| v.map_or_else(|| "not observed".to_string(), |v| format!("{v:.3} s"));
-    report
-        .components
-        .iter()
-        .map(|c| {
-            let c = c.name();
-            format!(
-                "{c}: detection_s {}, promotion_s {}, rto_s {}, downtime_s {}, lost_acked_writes {}, availability {}\n",
+    let unseen = || "not observed".to_string();
+    let secs = |v: Option<f64>| v.map_or_else(unseen, |v| format!("{v:.3} s"));
+    let pct = |v: Option<f64>| v.map_or_else(unseen, |v| format!("{v:.3}%"));
+    let mut out = String::new();
+    if report.components.len() > 1 {
+        for c in report.components.iter().map(|c| c.name()) {
+            out += &format!(
+                "{c}: detection_s {}, promotion_s {}, rto_s {}, downtime_s {}, lost_acked_writes {}, availability \
+                 {}\n",
                 secs(m(c, "detection_s")),
                 secs(m(c, "promotion_s")),
                 secs(m(c, "rto_s")),
                 secs(m(c, "downtime_s")),
-                m(c, "lost_acked_writes").map_or_else(|| "not observed".to_string(), format_number),
-                m(c, "availability_pct").map_or_else(|| "not observed".to_string(), |v| format!("{v:.3}%")),
-            )
-        })
-        .collect()
+                m(c, "lost_acked_writes").map_or_else(unseen, format_number),
+                pct(m(c, "availability_pct")),
+            );
+        }
+    }
+    for p in report.http_probes.iter().map(|p| format!("http.{p}")) {
+        out += &format!(
+            "{p}: availability {}, error_rate {}, rto_s {}, downtime_s {} (the user's service: not part of the \
+             system's availability)\n",
+            pct(m(&p, "availability_pct")),
+            m(&p, "error_rate").map_or_else(unseen, format_number),
+            secs(m(&p, "rto_s")),
+            secs(m(&p, "downtime_s")),
+        );
+    }
+    out
 }
 
 /// The comparison with the scenario's recent runs.
@@ -336,7 +344,7 @@ fn paired_windows(report: &RunReport) -> String {
         "p99 server ms",
     ]);
     let mut rows = 0;
-    let namespaces: Vec<(String, String)> = if report.components.len() > 1 {
+    let mut namespaces: Vec<(String, String)> = if report.components.len() > 1 {
         report
             .components
             .iter()
@@ -345,6 +353,12 @@ fn paired_windows(report: &RunReport) -> String {
     } else {
         vec![(String::new(), String::new())]
     };
+    namespaces.extend(
+        report
+            .http_probes
+            .iter()
+            .map(|p| (format!("http.{p} "), format!("http.{p}."))),
+    );
     let classes = namespaces.iter().flat_map(|(label, ns)| {
         [
             ("write", "write_"),

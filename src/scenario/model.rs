@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::http_probe::HttpProbe;
+
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
 )]
@@ -828,9 +830,9 @@ impl Statistic {
 /// `metric op limit`, e.g. `detection_s <= 10`, optionally over a statistic of the trials: `p95(detection_s) <= 8`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Threshold {
-    /// `postgres.promotion_s`: the figure of one component of a scenario that measures several; None = the
-    /// scenario's own figure (its only component's, or the system's).
-    pub component: Option<ComponentKind>,
+    /// `postgres.promotion_s`: the figure of one component of a scenario that measures several, or
+    /// `http.api.rto_s` of one HTTP probe; None = the scenario's own figure (its only component's, or the system's).
+    pub source: Option<crate::ledger::Source>,
     pub metric: Metric,
     pub op: Op,
     pub limit: f64,
@@ -839,10 +841,7 @@ pub struct Threshold {
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let metric = match self.component {
-            Some(c) => format!("{c}.{}", self.metric),
-            None => self.metric.to_string(),
-        };
+        let metric = crate::verdict::metric_name(self.source.as_ref(), self.metric);
         match self.statistic {
             Statistic::Every => write!(f, "{metric} {} {}", self.op.symbol(), self.limit),
             s => write!(
@@ -886,6 +885,8 @@ pub struct Scenario {
     pub heal: HealSpec,
     pub thresholds: Vec<Threshold>,
     pub trials: u32,
+    /// The user's own endpoints, each requested at its rate through every trial beside the component's load.
+    pub http_probes: Vec<HttpProbe>,
 }
 
 impl Scenario {

@@ -17,9 +17,12 @@ use super::model::{
     Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
+use super::parse_http_probe::{http_probe_list, RawHttpProbe};
 use super::parse_step::{step_list, RawStep, StepContext};
 use super::threshold::parse_threshold;
+use super::HttpProbe;
 use crate::input_error::InputErrors;
+use crate::ledger::Source;
 use crate::topology::{parse_topology, Topology};
 
 const SCENARIO_EXPECTED: &str =
@@ -63,6 +66,8 @@ struct RawScenario {
     heal: Option<RawHeal>,
     /// `metric op limit`, e.g. `detection_s <= 10`, `p95(rto_s) < 30`, `regressions == 0`.
     thresholds: Option<Vec<String>>,
+    /// The user's own HTTP endpoints, requested at a fixed rate through every trial (figures `http.<name>.*`).
+    http_probes: Option<Vec<RawHttpProbe>>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -304,13 +309,17 @@ fn build_scenario(
         None => Some(Vec::new()),
         Some(steps) => step_list(d, "recovery", steps, &step_ctx),
     };
+    let http_probes = match &raw.http_probes {
+        None => Some(Vec::new()),
+        Some(p) => http_probe_list(d, p, &|var| std::env::var(var)),
+    };
     let thresholds = d
         .require(
             raw.thresholds,
             "thresholds",
             "add at least one, e.g. `- detection_s <= 10`",
         )
-        .and_then(|t| threshold_list(d, &t, components.as_deref()));
+        .and_then(|t| threshold_list(d, &t, components.as_deref(), http_probes.as_deref()));
 
     let client_path = client_path?;
     let components = components?;
@@ -330,6 +339,7 @@ fn build_scenario(
         ) => Some(Scenario {
             prepare: prepare?,
             recovery: recovery?,
+            http_probes: http_probes?,
             name,
             description: raw.description.unwrap_or_default(),
             source: file.to_path_buf(),
@@ -752,6 +762,7 @@ fn threshold_list(
     d: &mut Diagnostics<'_>,
     raw: &[String],
     components: Option<&[ComponentKind]>,
+    probes: Option<&[HttpProbe]>,
 ) -> Option<Vec<Threshold>> {
     if raw.is_empty() {
         d.at(
@@ -766,8 +777,27 @@ fn threshold_list(
         .map(|(i, text)| {
             let path = format!("thresholds[{i}]");
             let t = parse_threshold(text).map_err(|e| d.at(&path, e)).ok()?;
-            match (components, t.component) {
-                (Some(cs), Some(c)) if !cs.contains(&c) => {
+            match (components, &t.source) {
+                (_, Some(Source::Http(name))) => {
+                    let known = probes.is_none_or(|ps| ps.iter().any(|p| p.name == **name));
+                    if !known {
+                        let names: Vec<&str> = probes
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect();
+                        d.at(
+                            &path,
+                            format!(
+                                "threshold `{text}` names HTTP probe `{name}`, which this scenario does not define \
+                                 (its probes: {})",
+                                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                            ),
+                        );
+                    }
+                    known.then_some(t)
+                }
+                (Some(cs), Some(Source::Component(c))) if !cs.contains(c) => {
                     d.at(
                         &path,
                         format!(
@@ -849,10 +879,16 @@ thresholds:
             s.components,
             [ComponentKind::Postgres, ComponentKind::Redis]
         );
-        assert_eq!(s.thresholds[0].component, Some(ComponentKind::Postgres));
-        assert_eq!(s.thresholds[1].component, Some(ComponentKind::Redis));
+        assert_eq!(
+            s.thresholds[0].source,
+            Some(Source::Component(ComponentKind::Postgres))
+        );
+        assert_eq!(
+            s.thresholds[1].source,
+            Some(Source::Component(ComponentKind::Redis))
+        );
         assert_eq!(s.thresholds[1].to_string(), "p95(redis.promotion_s) <= 10");
-        assert_eq!(s.thresholds[2].component, None, "the system's figure");
+        assert_eq!(s.thresholds[2].source, None, "the system's figure");
         // One component: `component: x`, and its figures may be named or not.
         let one = parse_scenario(
             &VALID.replace("detection_s", "postgres.detection_s"),
@@ -861,7 +897,10 @@ thresholds:
         )
         .unwrap();
         assert_eq!(one.components, [ComponentKind::Postgres]);
-        assert_eq!(one.thresholds[0].component, Some(ComponentKind::Postgres));
+        assert_eq!(
+            one.thresholds[0].source,
+            Some(Source::Component(ComponentKind::Postgres))
+        );
     }
 
     #[test]
@@ -1006,7 +1045,7 @@ thresholds:
         assert_eq!(
             s.thresholds,
             vec![Threshold {
-                component: None,
+                source: None,
                 metric: Metric::DetectionS,
                 op: Op::Le,
                 limit: 10.0,

@@ -2,6 +2,7 @@
 
 use super::document::did_you_mean;
 use super::model::{ComponentKind, Metric, Op, Statistic, Threshold};
+use crate::ledger::Source;
 
 const OPS: [(&str, Op); 5] = [
     ("<=", Op::Le),
@@ -49,8 +50,18 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
             "threshold `{text}` does not start with a metric; {SHAPE}"
         ));
     }
-    // `redis.promotion_s`: one component's figure (checked against the scenario's components by the caller).
-    let (component, name) = match name.split_once('.') {
+    // `redis.promotion_s`: one component's figure, `http.api.rto_s` one HTTP probe's (checked against the
+    // scenario's components and probes by the caller).
+    let (source, name) = match name.split_once('.') {
+        Some(("http", rest)) => {
+            let (probe, metric) = rest.split_once('.').ok_or_else(|| {
+                format!(
+                    "threshold `{text}` names an HTTP probe without a metric; write `http.<probe>.<metric>`, e.g. \
+                     `http.api.availability_pct >= 99.9`"
+                )
+            })?;
+            (Some(Source::Http(probe.into())), metric)
+        }
         Some((c, metric)) => {
             let component = ComponentKind::ALL
                 .into_iter()
@@ -63,7 +74,7 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
                         known.join(", ")
                     )
                 })?;
-            (Some(component), metric)
+            (Some(Source::Component(component)), metric)
         }
         None => (None, name),
     };
@@ -100,7 +111,7 @@ pub fn parse_threshold(text: &str) -> Result<Threshold, String> {
         )
     })?;
     Ok(Threshold {
-        component,
+        source,
         metric,
         op,
         limit,
@@ -155,7 +166,7 @@ mod tests {
         assert_eq!(
             ok("detection_s <= 10"),
             Threshold {
-                component: None,
+                source: None,
                 metric: Metric::DetectionS,
                 op: Op::Le,
                 limit: 10.0,

@@ -39,6 +39,19 @@ impl LocalStack {
         Ok(())
     }
 
+    /// What `destroy` does to a node after recording it as lost: every member gone, its data removed. Only a node
+    /// still recorded as lost (not yet rebuilt) gets here, so nothing rebuilt is destroyed again.
+    fn finish_destroy(&self, node: &str) -> Result<(), String> {
+        let members = self.members_on(node);
+        for kind in &members {
+            self.kill(node, *kind);
+        }
+        for kind in &members {
+            self.wait_gone(node, *kind, Duration::from_secs(3));
+        }
+        self.remove_node_data(node)
+    }
+
     /// Whether the etcd nodes still alive hold a majority of the etcd cluster the topology places.
     fn etcd_survivors_have_quorum(&self) -> bool {
         let all = self.topology().placement.etcd.len();
@@ -229,6 +242,12 @@ impl LocalStack {
     /// revert that failed part-way (or `faultline recover`) runs it again.
     pub(super) async fn rebuild_lost_nodes(&self, nodes: &[String]) -> Result<(), String> {
         let lost = self.lost_nodes();
+        // A destroy faultline did not finish (it died after recording the nodes as lost, before their members were
+        // gone and their data removed) is finished first: a half-removed data directory must not pass for a
+        // member to start again (Patroni then waits forever on "system ID is invalid").
+        for n in nodes.iter().filter(|n| lost.contains(*n)) {
+            self.finish_destroy(n)?;
+        }
         for n in nodes {
             netns::set_link(self.topology(), n, true).map_err(|e| format!("link of {n}: {e}"))?;
         }
