@@ -173,6 +173,15 @@ pub enum FaultKind {
         direction: PartitionDirection,
         rate_kbit: u32,
     },
+    /// Delay what each side sends to the other (sides and direction as a partition's) by `delay`, each packet's
+    /// delay uniform in `delay ± jitter`.
+    Latency {
+        side_a: Vec<NodeSelector>,
+        side_b: Vec<NodeSelector>,
+        direction: PartitionDirection,
+        delay: Duration,
+        jitter: Duration,
+    },
     /// process-kill or process-pause of a router process (`process: haproxy | pgbouncer`) on the target's nodes.
     RouterProcess {
         process: RouterProcess,
@@ -341,6 +350,7 @@ impl FaultKind {
             FaultKind::Partition { loss_pct: 100, .. } => "partition",
             FaultKind::Partition { .. } => "loss",
             FaultKind::Bandwidth { .. } => "bandwidth",
+            FaultKind::Latency { .. } => "latency",
             FaultKind::NodeLoss { .. } => "node-loss",
             FaultKind::ZoneLoss { .. } => "zone-loss",
             FaultKind::RegionLoss { .. } => "region-loss",

@@ -4,8 +4,10 @@
 
 pub mod backups;
 pub mod configs;
+pub mod delay_agent;
 pub mod lock;
 pub mod netns;
+pub mod nfqueue;
 pub mod process;
 pub mod qdrant_install;
 pub mod rebuild;
