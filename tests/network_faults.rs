@@ -416,3 +416,49 @@ fn latency_jitter_spreads_the_round_trips_within_its_bounds() {
         during[TRIPS - 1]
     );
 }
+
+/// What `recover` relies on after a crash: the rules and agents are found in the namespace and swept; and an agent
+/// that died leaves its rule harmless (`--queue-bypass`: packets pass undelayed, none dropped).
+#[test]
+fn latency_residue_is_found_and_swept_and_a_dead_agent_delays_nothing() {
+    needs_root!();
+    let pair = Pair::new(6);
+    let logs = tempfile::tempdir().unwrap();
+    let mut conn = EchoConnection::open(&pair);
+    delay_toward(&pair.a, &pair.b_addr, 50, 0, logs.path());
+    let during = quantile(&conn.round_trips(10), 0.5);
+    assert!(during > 45.0, "the agent delays: {during:.2} ms");
+    let (pid, _) = delay_agent::agents_in(&pair.a)[0];
+    // SAFETY: kill(2) of the agent this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let bypassed = conn.round_trips(20);
+    eprintln!(
+        "agent SIGKILLed, rule left: median round trip {:.2} ms, max {:.2} ms",
+        quantile(&bypassed, 0.5),
+        bypassed[19]
+    );
+    assert!(
+        quantile(&bypassed, 0.5) < 5.0,
+        "with its agent dead the rule still delays: {bypassed:?}"
+    );
+    // A crash leaves a rule, and maybe an agent: both are residue until swept.
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_faultline"));
+    delay_agent::start(
+        exe,
+        &pair.a,
+        2,
+        Duration::from_millis(10),
+        Duration::ZERO,
+        &logs.path().join("second.log"),
+    )
+    .unwrap();
+    let residue = delay_agent::residue(&pair.a);
+    assert_eq!(residue.len(), 2, "{residue:?}");
+    assert!(residue[0].contains("latency NFQUEUE rules"), "{residue:?}");
+    assert!(residue[1].contains("queue 2"), "{residue:?}");
+    delay_agent::clear(&pair.a);
+    assert_eq!(delay_agent::residue(&pair.a), Vec::<String>::new());
+}
