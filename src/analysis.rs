@@ -243,6 +243,7 @@ pub fn probe(input: &TrialInput) -> TrialMeasurements {
                 | Metric::Latency(..)
                 | Metric::Throughput(..)
                 | Metric::LatencyDegradation(..)
+                | Metric::LatencyAdded(..)
                 | Metric::SlotWaitP99(..)
                 | Metric::ServerP99(..)
                 | Metric::ThroughputDegradation(..)
@@ -464,6 +465,7 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
                 Metric::LatencyDegradation(op, q),
                 degradation_pct(b, f, Direction::HigherIsWorse),
             );
+            set(Metric::LatencyAdded(op, q), b.zip(f).map(|(b, f)| f - b));
         }
         set(Metric::Throughput(op, Window::Baseline), base_tp);
         set(Metric::Throughput(op, Window::Fault), fault_tp);

@@ -17,7 +17,9 @@ use crate::input_error::{InputError, InputErrors};
 use crate::report::{self, SuiteEntry};
 use crate::scenario::{self, Scenario};
 use crate::settings::StackSettings;
-use crate::targets::local::{lock, netns, process, LocalStack, QdrantPresence, StateDir};
+use crate::targets::local::{
+    delay_agent, lock, netns, process, LocalStack, QdrantPresence, StateDir,
+};
 use crate::targets::{components_needed, Target, TargetError};
 use crate::topology::{self, Topology};
 use kube::TargetArgs;
@@ -139,10 +141,32 @@ enum Command {
         #[arg(long)]
         reports_dir: Option<PathBuf>,
     },
+    /// The latency fault's packet delayer, which faultline starts inside a node's namespace (not for users).
+    #[command(hide = true)]
+    DelayAgent {
+        #[arg(long)]
+        queue: u16,
+        #[arg(long)]
+        delay_us: u64,
+        #[arg(long, default_value_t = 0)]
+        jitter_us: u64,
+    },
 }
 
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Command::DelayAgent {
+        queue,
+        delay_us,
+        jitter_us,
+    } = cli.command
+    {
+        return crate::targets::local::delay_agent::run(
+            queue,
+            Duration::from_micros(delay_us),
+            Duration::from_micros(jitter_us),
+        );
+    }
     let _ = PROGRESS.set(match (cli.quiet, cli.verbose) {
         (true, _) => crate::progress::Verbosity::Quiet,
         (_, true) => crate::progress::Verbosity::Verbose,
@@ -363,7 +387,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Validate { .. }
         | Command::Verify { .. }
         | Command::History { .. }
-        | Command::Schema { .. } => None,
+        | Command::Schema { .. }
+        | Command::DelayAgent { .. } => None,
     };
     if let Some(on) = &on {
         if let Err(e) = on.check() {
@@ -422,7 +447,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Validate { .. }
         | Command::Verify { .. }
         | Command::Schema { .. }
-        | Command::History { .. } => {
+        | Command::History { .. }
+        | Command::DelayAgent { .. } => {
             unreachable!("files-only commands are run before a target is chosen")
         }
         Command::Run {
@@ -565,7 +591,8 @@ async fn dispatch_kube(dir: StateDir, command: Command, on: &TargetArgs) -> i32 
         Command::Validate { .. }
         | Command::Verify { .. }
         | Command::Schema { .. }
-        | Command::History { .. } => {
+        | Command::History { .. }
+        | Command::DelayAgent { .. } => {
             unreachable!("files-only commands are run before a target is chosen")
         }
         Command::Backup { .. } => {
@@ -1018,6 +1045,7 @@ fn residue(stack: &LocalStack) -> Vec<String> {
         if netns::has_shaping(&ns) {
             found.push(format!("bandwidth shaping (htb) on eth0 in {ns}"));
         }
+        found.extend(delay_agent::residue(&ns));
         if !netns::link_is_up(t, &n.name) {
             found.push(format!("link of {} is down", n.name));
         }
@@ -1190,6 +1218,7 @@ async fn recover_locked(stack: &LocalStack) -> i32 {
             let _ = netns::delete_rules(&ns);
         }
         let _ = netns::delete_shaping(&ns);
+        delay_agent::clear(&ns);
         // A restore's closed client port (its journal entry, run above, reopens it; this covers a lost entry).
         let _ = netns::open_ports(&ns);
         if !netns::link_is_up(t, &n.name) {

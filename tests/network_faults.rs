@@ -1,17 +1,25 @@
 //! The network faults' mechanisms, measured on this machine's kernel between two network namespaces of the test's
 //! own (a veth pair; nothing of the stack is touched): a loss rule drops about the share of packets it says, and
-//! deleting faultline's table gives every packet back. Needs root.
+//! deleting faultline's table gives every packet back; a bandwidth limit holds a stream near its rate; a latency's
+//! delay agents add their delay to the round trips of a connection opened before them. Needs root.
 
 mod common;
 
-use std::process::{Command, Stdio};
+use common::*;
 
-use faultline::targets::local::netns;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use faultline::targets::local::{delay_agent, netns};
 
 /// Two namespaces joined by a veth pair (10.250.<n>.1 and .2), removed when dropped.
 struct Pair {
     a: String,
     b: String,
+    a_addr: String,
     b_addr: String,
 }
 
@@ -45,7 +53,12 @@ impl Pair {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        Pair { a, b, b_addr }
+        Pair {
+            a,
+            b,
+            a_addr,
+            b_addr,
+        }
     }
 
     /// Sends `n` UDP datagrams from A to B; returns how many B received. A datagram the sender's own output hook
@@ -126,6 +139,8 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
+            // An agent keeps its namespace alive: stop any a failed test left.
+            delay_agent::stop(ns, None);
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -186,4 +201,318 @@ fn a_bandwidth_limit_holds_the_stream_near_its_rate_and_deleting_it_lifts_it() {
         after > 20.0 * 2000.0,
         "after the revert only {after:.0} kbit/s"
     );
+}
+
+/// A TCP echo server in B and one connection to it from A, opened at once and kept: round trips are timed on it
+/// whenever asked, so a fault applied later meets a connection that was already established.
+struct EchoConnection {
+    server: Child,
+    client: Child,
+    ask: ChildStdin,
+    answers: BufReader<ChildStdout>,
+}
+
+const ECHO_SERVER: &str = "import socket,threading\n\
+l=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\nl.bind((SERVER_IP,9997))\nl.listen(4)\n\
+def serve(c):\n  c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n  while True:\n    b=c.recv(64)\n    \
+if not b:\n      return\n    c.sendall(b)\n\
+while True:\n  c,_=l.accept()\n  threading.Thread(target=serve,args=(c,),daemon=True).start()\n";
+
+/// Reads `N` from stdin, answers with N round-trip times in ms on one line; the connection stays open between asks.
+const ECHO_CLIENT: &str = "import socket,sys,time\n\
+for i in range(50):\n  try:\n    s=socket.create_connection((SERVER_IP,9997),timeout=5)\n    break\n  \
+except OSError:\n    time.sleep(0.1)\n\
+s.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\nprint('connected',flush=True)\n\
+for line in sys.stdin:\n  rtts=[]\n  for i in range(int(line)):\n    t=time.monotonic()\n    s.sendall(b'ping')\n    \
+got=b''\n    while len(got)<4:\n      got+=s.recv(4-len(got))\n    rtts.append((time.monotonic()-t)*1000)\n  \
+print(' '.join('%.3f'%r for r in rtts),flush=True)\n";
+
+impl EchoConnection {
+    fn open(pair: &Pair) -> EchoConnection {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &pair.b, "python3", "-c"])
+            .arg(ECHO_SERVER.replace("SERVER_IP", &format!("'{}'", pair.b_addr)))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut client = Command::new("ip")
+            .args(["netns", "exec", &pair.a, "python3", "-c"])
+            .arg(ECHO_CLIENT.replace("SERVER_IP", &format!("'{}'", pair.b_addr)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ask = client.stdin.take().unwrap();
+        let mut answers = BufReader::new(client.stdout.take().unwrap());
+        let mut line = String::new();
+        answers.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "connected", "the echo client did not connect");
+        EchoConnection {
+            server,
+            client,
+            ask,
+            answers,
+        }
+    }
+
+    /// `n` round trips on the open connection, in ms, sorted.
+    fn round_trips(&mut self, n: usize) -> Vec<f64> {
+        writeln!(self.ask, "{n}").unwrap();
+        self.ask.flush().unwrap();
+        let mut line = String::new();
+        self.answers.read_line(&mut line).unwrap();
+        let mut rtts: Vec<f64> = line
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(rtts.len(), n, "echo client answered: {line}");
+        rtts.sort_by(f64::total_cmp);
+        rtts
+    }
+}
+
+impl Drop for EchoConnection {
+    fn drop(&mut self) {
+        let _ = self.client.kill();
+        let _ = self.server.kill();
+        let _ = self.client.wait();
+        let _ = self.server.wait();
+    }
+}
+
+/// The value below which `q` (0-1) of the sorted values lie.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Starts a delay agent in `ns` on queue 1 (queues are per namespace: both sides use 1), then its rule for what
+/// arrives from `src`.
+fn delay_from(ns: &str, src: &str, delay_ms: u64, jitter_ms: u64, logs: &Path) {
+    let exe = Path::new(env!("CARGO_BIN_EXE_faultline"));
+    let queue = delay_agent::free_queue(ns);
+    assert_eq!(queue, 1, "a fresh namespace has every queue free");
+    delay_agent::start(
+        exe,
+        ns,
+        queue,
+        Duration::from_millis(delay_ms),
+        Duration::from_millis(jitter_ms),
+        &logs.join(format!("{ns}.log")),
+    )
+    .unwrap();
+    let src: Ipv4Addr = src.parse().unwrap();
+    netns::add_delay_rules(ns, queue, &[src]).unwrap();
+    assert!(netns::has_delay_rules(ns));
+    assert_eq!(delay_agent::agents_in(ns).len(), 1);
+}
+
+/// What the latency fault's revert step does, then checks nothing is left.
+fn revert_delay(ns: &str) {
+    assert_eq!(netns::delete_delay_rules(ns, Some(1)).unwrap(), 1);
+    assert_eq!(delay_agent::stop(ns, Some(1)), 1);
+    assert!(!netns::has_delay_rules(ns), "latency rule left in {ns}");
+    assert!(
+        delay_agent::agents_in(ns).is_empty(),
+        "delay agent left in {ns}"
+    );
+    let mangle = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w", "-t", "mangle", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&mangle.stdout).contains("NFQUEUE"),
+        "NFQUEUE rule left in {ns}"
+    );
+}
+
+const TRIPS: usize = 50;
+
+/// Median before, median during, and the sorted round trips during, on one connection opened before the delay.
+fn measure_latency(pair: &Pair, both_ways: bool, delay_ms: u64, jitter_ms: u64) -> (f64, Vec<f64>) {
+    let logs = tempfile::tempdir().unwrap();
+    let mut conn = EchoConnection::open(pair);
+    let before = conn.round_trips(TRIPS);
+    delay_from(&pair.b, &pair.a_addr, delay_ms, jitter_ms, logs.path());
+    if both_ways {
+        delay_from(&pair.a, &pair.b_addr, delay_ms, jitter_ms, logs.path());
+    }
+    let during = conn.round_trips(TRIPS);
+    revert_delay(&pair.b);
+    if both_ways {
+        revert_delay(&pair.a);
+    }
+    let after = conn.round_trips(TRIPS);
+    let (b, d, a) = (
+        quantile(&before, 0.5),
+        quantile(&during, 0.5),
+        quantile(&after, 0.5),
+    );
+    eprintln!(
+        "latency {delay_ms} ms ± {jitter_ms} ms {}: round trip median {b:.2} ms before, {d:.2} ms during \
+         (added {:.2} ms; p10 {:.2}, p90 {:.2}, min {:.2}, max {:.2}), {a:.2} ms after the revert; \
+         {TRIPS} round trips each on one connection opened before the fault",
+        if both_ways { "both ways" } else { "A to B only" },
+        d - b,
+        quantile(&during, 0.1),
+        quantile(&during, 0.9),
+        during[0],
+        during[TRIPS - 1],
+    );
+    assert!(
+        b < 5.0,
+        "before the fault the median round trip was {b:.2} ms"
+    );
+    assert!(
+        a < 5.0,
+        "after the revert the median round trip is {a:.2} ms"
+    );
+    (b, during)
+}
+
+/// The established connection counts: it was opened before the rules and the agents existed.
+#[test]
+fn latency_both_ways_adds_two_delays_to_an_open_connection_and_the_revert_takes_them_away() {
+    needs_root!();
+    let pair = Pair::new(3);
+    let (before, during) = measure_latency(&pair, true, 50, 0);
+    let added = quantile(&during, 0.5) - before;
+    assert!(
+        (90.0..110.0).contains(&added),
+        "50 ms each way added {added:.2} ms to the median round trip"
+    );
+}
+
+#[test]
+fn latency_one_way_adds_one_delay() {
+    needs_root!();
+    let pair = Pair::new(4);
+    let (before, during) = measure_latency(&pair, false, 50, 0);
+    let added = quantile(&during, 0.5) - before;
+    assert!(
+        (45.0..55.0).contains(&added),
+        "50 ms from A to B added {added:.2} ms to the median round trip"
+    );
+    // Without jitter the round trips stay close together.
+    let spread = quantile(&during, 0.9) - quantile(&during, 0.1);
+    assert!(spread < 5.0, "p90 - p10 without jitter: {spread:.2} ms");
+}
+
+#[test]
+fn latency_jitter_spreads_the_round_trips_within_its_bounds() {
+    needs_root!();
+    let pair = Pair::new(5);
+    let (before, during) = measure_latency(&pair, true, 50, 20);
+    let spread = quantile(&during, 0.9) - quantile(&during, 0.1);
+    // Two draws of 30-70 ms per round trip: p90 - p10 about 40 ms; without jitter it is under 5 ms.
+    assert!(
+        spread > 15.0,
+        "50 ± 20 ms both ways: p90 - p10 only {spread:.2} ms"
+    );
+    assert!(
+        during[0] >= 2.0 * (50.0 - 20.0) - 1.0,
+        "a round trip of {:.2} ms is below the 60 ms floor of two 30 ms holds",
+        during[0]
+    );
+    assert!(
+        during[TRIPS - 1] <= 2.0 * (50.0 + 20.0) + before + 20.0,
+        "a round trip of {:.2} ms is far above the 140 ms ceiling",
+        during[TRIPS - 1]
+    );
+}
+
+/// What `recover` relies on after a crash: the rules and agents are found in the namespace and swept; and an agent
+/// that died leaves its rule harmless (`--queue-bypass`: packets pass undelayed, none dropped).
+#[test]
+fn latency_residue_is_found_and_swept_and_a_dead_agent_delays_nothing() {
+    needs_root!();
+    let pair = Pair::new(6);
+    let logs = tempfile::tempdir().unwrap();
+    let mut conn = EchoConnection::open(&pair);
+    delay_from(&pair.b, &pair.a_addr, 50, 0, logs.path());
+    let during = quantile(&conn.round_trips(10), 0.5);
+    assert!(during > 45.0, "the agent delays: {during:.2} ms");
+    let (pid, _) = delay_agent::agents_in(&pair.b)[0];
+    // SAFETY: kill(2) of the agent this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let bypassed = conn.round_trips(20);
+    eprintln!(
+        "agent SIGKILLed, rule left: median round trip {:.2} ms, max {:.2} ms",
+        quantile(&bypassed, 0.5),
+        bypassed[19]
+    );
+    assert!(
+        quantile(&bypassed, 0.5) < 5.0,
+        "with its agent dead the rule still delays: {bypassed:?}"
+    );
+    // A crash leaves a rule, and maybe an agent: both are residue until swept.
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_faultline"));
+    delay_agent::start(
+        exe,
+        &pair.b,
+        2,
+        Duration::from_millis(10),
+        Duration::ZERO,
+        &logs.path().join("second.log"),
+    )
+    .unwrap();
+    let residue = delay_agent::residue(&pair.b);
+    assert_eq!(residue.len(), 2, "{residue:?}");
+    assert!(residue[0].contains("latency NFQUEUE rules"), "{residue:?}");
+    assert!(residue[1].contains("queue 2"), "{residue:?}");
+    delay_agent::clear(&pair.b);
+    assert_eq!(delay_agent::residue(&pair.b), Vec::<String>::new());
+}
+
+/// The latency fault on the real stack, under load: 100 ms each way between the Patroni primary's zone and the
+/// others. The clients reach the primary undelayed; each synchronous commit waits one round trip to a standby in
+/// another zone, so the median write must take 200 ms longer, within 10 % (held on the way out instead of on
+/// arrival, TCP's small-queue limit made it 260 ms).
+#[test]
+fn cross_zone_latency_adds_one_round_trip_to_every_synchronous_commit() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&[
+        "run",
+        "fixtures/valid/postgres-cross-zone-latency-fixed.yaml",
+    ]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (_, r) = report_of(&o);
+    let added = measured(&r, "write_p50_added_ms").expect("write latency measured in both windows");
+    eprintln!(
+        "latency 100 ms each way across zones: write p50 {:.1} -> {:.1} ms, added {added:.1} ms",
+        measured(&r, "write_p50_baseline_ms").unwrap(),
+        measured(&r, "write_p50_fault_ms").unwrap()
+    );
+    assert!(
+        (180.0..220.0).contains(&added),
+        "100 ms each way added {added:.1} ms to the median commit, not one 200 ms round trip"
+    );
+    assert_eq!(measured(&r, "lost_acked_writes"), Some(0.0));
+    assert_eq!(
+        measured(&r, "promotion_s"),
+        None,
+        "no failover under 100 ms"
+    );
+    let applied = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "fault_applied")
+        .expect("applied");
+    assert!(
+        applied["event"]["fault"]
+            .as_str()
+            .unwrap()
+            .contains("NFQUEUE delay agent"),
+        "{applied}"
+    );
+    assert_no_residue();
 }

@@ -88,6 +88,7 @@ fault_kind_tests! {
     partition => "scenarios/redis-master-partition.yaml",
     loss => "scenarios/redis-master-loss.yaml",
     bandwidth => "scenarios/postgres-slow-sync-replica.yaml",
+    latency => "scenarios/postgres-cross-zone-latency.yaml",
     router_kill => "scenarios/postgres-router-kill.yaml",
     node_loss => "fixtures/valid/postgres-primary-node-loss.yaml",
     node_loss_pause => "fixtures/valid/postgres-primary-node-pause.yaml",

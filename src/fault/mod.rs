@@ -6,6 +6,7 @@ pub mod corruption;
 pub mod drain;
 pub mod journal;
 pub mod kill;
+pub mod latency;
 pub mod node_loss;
 pub mod partition;
 pub mod pause;
@@ -31,6 +32,9 @@ pub enum RevertStep {
     Thaw { node: String, process: ProcessKind },
     /// Remove faultline's traffic shaping from the node's interface.
     DeleteShaping { node: String },
+    /// Delete the node's latency rules of `queue`, then stop the delay agent bound to it (found by its command
+    /// line in the node's namespace), which releases the packets it holds.
+    StopDelay { node: String, queue: u16 },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
     /// A drill's PostgreSQL restore that did not complete: run it again to completion (bootstrap on `node` from

@@ -28,6 +28,20 @@ pub async fn plan<T: Target>(target: &T, faults: &[FaultSpec]) -> Result<Vec<Str
                 let (a, b) = sides(target, side_a, side_b).await?;
                 format!("limit traffic to {rate_kbit} kbit/s ({direction:?}) between {a} and {b}")
             }
+            FaultKind::Latency {
+                side_a,
+                side_b,
+                direction,
+                delay,
+                jitter,
+            } => {
+                let (a, b) = sides(target, side_a, side_b).await?;
+                format!(
+                    "delay traffic by {} ± {} ({direction:?}) between {a} and {b} (NFQUEUE delay agents)",
+                    humantime::format_duration(*delay),
+                    humantime::format_duration(*jitter)
+                )
+            }
             FaultKind::RouterProcess {
                 process,
                 pause,

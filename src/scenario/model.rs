@@ -175,6 +175,15 @@ pub enum FaultKind {
         direction: PartitionDirection,
         rate_kbit: u32,
     },
+    /// Delay what each side sends to the other (sides and direction as a partition's) by `delay`, each packet's
+    /// delay uniform in `delay ± jitter`.
+    Latency {
+        side_a: Vec<NodeSelector>,
+        side_b: Vec<NodeSelector>,
+        direction: PartitionDirection,
+        delay: Duration,
+        jitter: Duration,
+    },
     /// process-kill or process-pause of a router process (`process: haproxy | pgbouncer`) on the target's nodes.
     RouterProcess {
         process: RouterProcess,
@@ -343,6 +352,7 @@ impl FaultKind {
             FaultKind::Partition { loss_pct: 100, .. } => "partition",
             FaultKind::Partition { .. } => "loss",
             FaultKind::Bandwidth { .. } => "bandwidth",
+            FaultKind::Latency { .. } => "latency",
             FaultKind::NodeLoss { .. } => "node-loss",
             FaultKind::ZoneLoss { .. } => "zone-loss",
             FaultKind::RegionLoss { .. } => "region-loss",
@@ -563,6 +573,9 @@ pub enum Metric {
     Throughput(OpClass, Window),
     /// (fault - baseline) / baseline in percent, positive = slower: `[op_|latency_]pXX_degradation_pct`.
     LatencyDegradation(OpClass, Quantile),
+    /// fault - baseline in milliseconds, the delay the fault added: `[op_|latency_]pXX_added_ms` (a `latency`
+    /// fault of 100 ms each way between a primary and its synchronous standby adds about 200 ms to a commit).
+    LatencyAdded(OpClass, Quantile),
     /// p99 of the time operations waited in the harness for an in-flight slot (scheduled to slot; the whole wait
     /// for one that never got a slot): `[op_]slot_wait_p99_{baseline,fault}_ms`. Not part of the server's time.
     SlotWaitP99(OpClass, Window),
@@ -614,6 +627,9 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         for q in Quantile::ALL {
             v.push(Metric::LatencyDegradation(op, q));
         }
+        for q in Quantile::ALL {
+            v.push(Metric::LatencyAdded(op, q));
+        }
         v.push(Metric::ThroughputDegradation(op));
     }
     v.into_iter().map(|m| (m, m.compose_name())).collect()
@@ -645,6 +661,7 @@ impl Metric {
                 | Metric::Latency(..)
                 | Metric::Throughput(..)
                 | Metric::LatencyDegradation(..)
+                | Metric::LatencyAdded(..)
                 | Metric::SlotWaitP99(..)
                 | Metric::ServerP99(..)
                 | Metric::ThroughputDegradation(..)
@@ -697,6 +714,8 @@ impl Metric {
             Metric::ThroughputDegradation(op) => {
                 format!("{}throughput_degradation_pct", op.prefix())
             }
+            Metric::LatencyAdded(OpClass::All, q) => format!("latency_{}_added_ms", q.label()),
+            Metric::LatencyAdded(op, q) => format!("{}{}_added_ms", op.prefix(), q.label()),
             Metric::SlotWaitP99(op, w) => format!("{}slot_wait_p99_{}_ms", op.prefix(), window(w)),
             Metric::ServerP99(op, w) => format!("{}server_p99_{}_ms", op.prefix(), window(w)),
         }

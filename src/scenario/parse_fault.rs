@@ -13,12 +13,13 @@ use super::model::{
 use super::parse::{component, duration_in, role, HOUR};
 use crate::topology::Topology;
 
-const FAULT_KINDS: [&str; 11] = [
+const FAULT_KINDS: [&str; 12] = [
     "process-kill",
     "process-pause",
     "partition",
     "loss",
     "bandwidth",
+    "latency",
     "node-loss",
     "zone-loss",
     "region-loss",
@@ -32,7 +33,7 @@ const MAX_FAULTS: usize = 16;
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFault {
-    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "loss", "bandwidth", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
+    #[schemars(extend("enum" = ["process-kill", "process-pause", "partition", "loss", "bandwidth", "latency", "node-loss", "zone-loss", "region-loss", "node-drain", "corruption", "repository-outage"]))]
     kind: Option<String>,
     component: Option<String>,
     target: Option<RawSelector>,
@@ -47,6 +48,10 @@ pub(super) struct RawFault {
     percent: Option<i64>,
     /// `bandwidth` only: the rate the sides may send to each other, e.g. `1mbit`, `500kbit`.
     rate: Option<String>,
+    /// `latency` only: the one-way delay added to every packet a side sends to the other, 1ms to 10s.
+    delay: Option<String>,
+    /// `latency` only: each packet's delay is uniform in `delay` ± `jitter` (at most `delay`; default 0).
+    jitter: Option<String>,
     /// process-kill and process-pause: `haproxy` or `pgbouncer` hits the routing layer's process on the target's
     /// nodes instead of the component's member.
     #[schemars(extend("enum" = ["member", "haproxy", "pgbouncer"]))]
@@ -231,7 +236,7 @@ fn fault_kind(
     ctx: &FaultContext<'_>,
 ) -> Option<FaultKind> {
     let is_process = matches!(kind, "process-kill" | "process-pause");
-    let is_partition = matches!(kind, "partition" | "loss" | "bandwidth");
+    let is_partition = matches!(kind, "partition" | "loss" | "bandwidth" | "latency");
 
     let mut misplaced = |present: bool, key: &str, why: &str| {
         if present {
@@ -283,6 +288,11 @@ fn fault_kind(
             "only a bandwidth fault takes `rate` (e.g. `1mbit`)",
         );
     }
+    if kind != "latency" {
+        let why = "only a latency fault takes `delay` and `jitter` (e.g. `delay: 100ms`)";
+        misplaced(raw.delay.is_some(), "delay", why);
+        misplaced(raw.jitter.is_some(), "jitter", why);
+    }
     if kind != "loss" {
         misplaced(
             raw.percent.is_some(),
@@ -333,6 +343,26 @@ fn fault_kind(
             side_b,
             direction,
             rate_kbit: rate_kbit?,
+        });
+    }
+    if kind == "latency" {
+        let delays = latency_delays(d, path, label, raw);
+        let FaultKind::Partition {
+            side_a,
+            side_b,
+            direction,
+            ..
+        } = partition(d, path, label, raw, default_component, ctx.topology, 100)?
+        else {
+            return None;
+        };
+        let (delay, jitter) = delays?;
+        return Some(FaultKind::Latency {
+            side_a,
+            side_b,
+            direction,
+            delay,
+            jitter,
         });
     }
     if is_partition {
@@ -625,6 +655,58 @@ fn partition(
         direction: direction?,
         loss_pct,
     })
+}
+
+/// A latency's `delay` (1 ms to 10 s) and `jitter` (default 0, at most the delay).
+fn latency_delays(
+    d: &mut Diagnostics<'_>,
+    path: &str,
+    label: &str,
+    raw: &RawFault,
+) -> Option<(Duration, Duration)> {
+    let key = format!("{path}.delay");
+    let delay = d
+        .require(
+            raw.delay.as_deref(),
+            &key,
+            "say how long each packet is held, e.g. `delay: 100ms`",
+        )
+        .and_then(|t| {
+            duration_in(
+                d,
+                t,
+                &key,
+                &format!("{label} delay"),
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+            )
+        });
+    let jitter_key = format!("{path}.jitter");
+    let jitter = match raw.jitter.as_deref() {
+        None => Some(Duration::ZERO),
+        Some(t) => duration_in(
+            d,
+            t,
+            &jitter_key,
+            &format!("{label} jitter"),
+            Duration::ZERO,
+            Duration::from_secs(10),
+        ),
+    };
+    let (delay, jitter) = (delay?, jitter?);
+    if jitter > delay {
+        d.at(
+            &jitter_key,
+            format!(
+                "{label} jitter {} is larger than its delay {}: each packet is held delay ± jitter, which cannot \
+                 be less than nothing",
+                format_duration(jitter),
+                format_duration(delay)
+            ),
+        );
+        return None;
+    }
+    Some((delay, jitter))
 }
 
 /// A rate as tc writes it: `<integer>kbit`, `mbit` or `gbit`, from 8 kbit/s to 10 gbit/s; in kbit/s.
@@ -954,6 +1036,51 @@ mod tests {
             .contains("out of range"));
     }
 
+    #[test]
+    fn latency_takes_a_delay_of_1ms_to_10s_and_a_jitter_no_larger() {
+        let s = parse_scenario(
+            &with_faults(
+                "  - kind: latency\n    delay: 100ms\n    jitter: 20ms\n    side_a: [{zone: z1}]\n    direction: a-to-b\n",
+            ),
+            path(),
+            Some(&topo()),
+        )
+        .unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::Latency {
+                side_a: vec![NodeSelector::Zone("z1".into())],
+                side_b: vec![],
+                direction: PartitionDirection::AToB,
+                delay: Duration::from_millis(100),
+                jitter: Duration::from_millis(20),
+            }
+        );
+        assert_eq!(s.faults[0].kind.name(), "latency");
+        let e = err(&with_faults(
+            "  - kind: latency\n    side_a: [{role: primary}]\n",
+        ));
+        assert!(e.contains("missing required key `delay`"), "{e}");
+        let e = err(&with_faults(
+            "  - kind: latency\n    delay: 20s\n    side_a: [{role: primary}]\n",
+        ));
+        assert!(
+            e.contains("delay `20s` is out of range: allowed 1ms to 10s"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: latency\n    delay: 10ms\n    jitter: 11ms\n    side_a: [{role: primary}]\n",
+        ));
+        assert!(
+            e.contains("jitter 11ms is larger than its delay 10ms"),
+            "{e}"
+        );
+        let e = err(&with_faults(
+            "  - kind: partition\n    delay: 10ms\n    side_a: [{role: primary}]\n",
+        ));
+        assert!(e.contains("does not take `delay`"), "{e}");
+    }
+
     /// The defect this guards against: partition sides that share a node were accepted.
     #[test]
     fn partition_sides_that_share_a_node_are_invalid() {
@@ -1185,7 +1312,7 @@ mod tests {
             "  - kind: process-kil\n    target: {role: primary}\n",
         ));
         assert!(
-            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, loss, bandwidth, node-loss, zone-loss, region-loss, node-drain"),
+            e.contains("s.yaml:5:11: unknown fault kind `process-kil` (did you mean `process-kill`?); known kinds: process-kill, process-pause, partition, loss, bandwidth, latency, node-loss, zone-loss, region-loss, node-drain"),
             "{e}"
         );
         let e = err(&with_faults("  - target: {role: primary}\n"));

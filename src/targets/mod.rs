@@ -38,7 +38,8 @@ pub fn components_needed(scenario: &Scenario) -> Vec<ComponentKind> {
                 found.extend([Some(*component), target.component()]);
             }
             FaultKind::Partition { side_a, side_b, .. }
-            | FaultKind::Bandwidth { side_a, side_b, .. } => {
+            | FaultKind::Bandwidth { side_a, side_b, .. }
+            | FaultKind::Latency { side_a, side_b, .. } => {
                 found.extend(side_a.iter().chain(side_b).map(NodeSelector::component));
             }
             FaultKind::RouterProcess { target, .. } => {

@@ -157,7 +157,8 @@ pub fn junit_mentions(run_dir: &Path, what: &str) -> bool {
         .contains(what)
 }
 
-/// No faultline nft table, no stopped stack process, no link down, and exactly the topology's namespaces.
+/// No faultline nft table, shaping, latency rule or delay agent, no stopped stack process, no link down, and
+/// exactly the topology's namespaces.
 pub fn assert_no_residue() {
     let o = faultline(&["status"]);
     let out = text(&o);
@@ -186,6 +187,18 @@ pub fn assert_no_residue() {
         assert!(
             !String::from_utf8_lossy(&qdiscs.stdout).contains("htb"),
             "bandwidth shaping left in {n}"
+        );
+        let mangle = Command::new("ip")
+            .args(["netns", "exec", n, "iptables", "-w", "-t", "mangle", "-S"])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&mangle.stdout).contains("NFQUEUE"),
+            "latency rules left in {n}"
+        );
+        assert!(
+            faultline::targets::local::delay_agent::agents_in(n).is_empty(),
+            "delay agent left in {n}"
         );
     }
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();

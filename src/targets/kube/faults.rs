@@ -201,6 +201,11 @@ impl KubeTarget {
                  action would do it); run it on the local stack"
                     .into(),
             )),
+            FaultKind::Latency { .. } => Err(TargetError::Fault(
+                "latency is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `delay` action \
+                 would do it); run it on the local stack"
+                    .into(),
+            )),
             FaultKind::RouterProcess { process, .. } => Err(TargetError::Fault(format!(
                 "{} is a process of the local stack's routing layer; the Kubernetes target runs none",
                 process.name()
@@ -346,6 +351,7 @@ impl KubeTarget {
                 FaultKind::ProcessPause { .. }
                 | FaultKind::RouterProcess { .. }
                 | FaultKind::Bandwidth { .. }
+                | FaultKind::Latency { .. }
                 | FaultKind::Corruption { .. }
                 | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()

@@ -4,8 +4,10 @@
 
 pub mod backups;
 pub mod configs;
+pub mod delay_agent;
 pub mod lock;
 pub mod netns;
+pub mod nfqueue;
 pub mod process;
 pub mod qdrant_install;
 pub mod rebuild;
@@ -984,6 +986,10 @@ impl LocalStack {
             }
         }
         process::remove_cgroup_tree(&stack.state.cgroup_root);
+        // A latency fault's delay agents (left by a crash) would outlive their namespace; found by it, so first.
+        for node in &stack.topology().nodes {
+            delay_agent::stop(&stack.topology().namespace(&node.name), None);
+        }
         notes.extend(netns::delete_network(stack.topology()));
         let _ = fs::remove_dir_all(dir.root.join("nodes"));
         let _ = fs::remove_file(dir.lost_nodes_file());

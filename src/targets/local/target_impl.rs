@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{netns, process, LocalStack, ProcessKind};
+use super::{delay_agent, netns, process, LocalStack, ProcessKind};
 use crate::component::postgres;
 use crate::component::redis as redis_component;
 use crate::component::{Component, PostgresComponent, QdrantComponent, RedisComponent};
@@ -128,6 +128,17 @@ impl Target for LocalStack {
                 let b = resolve_all(side_b.clone()).await?;
                 fault::bandwidth::apply(self, journal, &a, &b, *direction, *rate_kbit)
             }
+            FaultKind::Latency {
+                side_a,
+                side_b,
+                direction,
+                delay,
+                jitter,
+            } => {
+                let a = resolve_all(side_a.clone()).await?;
+                let b = resolve_all(side_b.clone()).await?;
+                fault::latency::apply(self, journal, &a, &b, *direction, *delay, *jitter)
+            }
             FaultKind::RouterProcess {
                 process,
                 pause,
@@ -188,6 +199,14 @@ impl Target for LocalStack {
                 RevertStep::DeleteShaping { node } => netns::delete_shaping(&t.namespace(node))
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
+                RevertStep::StopDelay { node, queue } => {
+                    let ns = t.namespace(node);
+                    // Rules first: once they are gone no packet enters the queue, then the agent lets go of
+                    // what it holds.
+                    let rules = netns::delete_delay_rules(&ns, Some(*queue));
+                    delay_agent::stop(&ns, Some(*queue));
+                    rules.map(|_| ()).map_err(|e| e.to_string())
+                }
                 RevertStep::Continue { node, process: p } => {
                     self.signal(node, *p, libc::SIGCONT);
                     Ok(())

@@ -1,0 +1,92 @@
+//! latency: what the nodes of one group send to the other is delayed by `delay` (each packet uniform in
+//! `delay ± jitter`), symmetric or one-way, with the partition's sides. This kernel has no netem (where there is
+//! netem, `tc qdisc ... netem delay` would be the mechanism): each sending node's namespace gets a delay agent
+//! (targets::local::delay_agent) that holds the packets its NFQUEUE rules hand it. Unlike a TCP proxy, this delays
+//! connections that were open before the fault too (replication streams, pooled clients). The harness's own
+//! traffic is not delayed.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::journal::Journal;
+use super::partition::{other_side, plan_rules, with_addrs};
+use super::{journal_before_applying, ActiveFault, RevertStep};
+use crate::scenario::PartitionDirection;
+use crate::targets::local::{delay_agent, netns, LocalStack};
+use crate::targets::TargetError;
+
+pub fn apply(
+    stack: &LocalStack,
+    journal: &Journal,
+    side_a: &[String],
+    side_b: &[String],
+    direction: PartitionDirection,
+    delay: Duration,
+    jitter: Duration,
+) -> Result<ActiveFault, TargetError> {
+    let t = stack.topology();
+    let side_b = other_side(stack, side_a, side_b)?;
+    // A node delays what it sends (its egress): the partition's "out" addresses, each on a queue of its own.
+    let rules: Vec<(String, Vec<Ipv4Addr>, u16)> = plan_rules(
+        &with_addrs(stack, side_a),
+        &with_addrs(stack, &side_b),
+        direction,
+    )
+    .into_iter()
+    // Each node holds what arrives from the other side (see `netns::add_delay_rules` for why on arrival).
+    .filter(|(_, _, arriving)| !arriving.is_empty())
+    .map(|(n, _, arriving)| {
+        let queue = delay_agent::free_queue(&t.namespace(&n));
+        (n, arriving, queue)
+    })
+    .collect();
+    let steps = rules
+        .iter()
+        .map(|(n, _, queue)| RevertStep::StopDelay {
+            node: n.clone(),
+            queue: *queue,
+        })
+        .collect();
+    let ms = |d: Duration| format!("{}", d.as_secs_f64() * 1e3);
+    let description = format!(
+        "latency {} ms{} {} [{}] / [{}] (NFQUEUE delay agent in each receiving node's namespace; no netem on this \
+         kernel)",
+        ms(delay),
+        if jitter.is_zero() {
+            String::new()
+        } else {
+            format!(" ± {} ms", ms(jitter))
+        },
+        match direction {
+            PartitionDirection::Both => "both ways between",
+            PartitionDirection::AToB => "from the first to the second of",
+            PartitionDirection::BToA => "from the second to the first of",
+        },
+        side_a.join(" "),
+        side_b.join(" ")
+    );
+    let exe = delay_agent::faultline_exe().map_err(|e| TargetError::Environment(e.to_string()))?;
+    let entry = journal_before_applying(journal, "latency", &description, steps)?;
+    let requested_at = std::time::Instant::now();
+    for (n, srcs, queue) in &rules {
+        let ns = t.namespace(n);
+        let log = stack
+            .dir
+            .root
+            .join("nodes")
+            .join(n)
+            .join(format!("delay-agent-{queue}.log"));
+        // The agent first: rules without a bound queue would let the packets pass (queue-bypass), not delay them.
+        delay_agent::start(&exe, &ns, *queue, delay, jitter, &log)
+            .map_err(|e| TargetError::Fault(format!("cannot start the delay agent on {n}: {e}")))?;
+        netns::add_delay_rules(&ns, *queue, srcs)
+            .map_err(|e| TargetError::Fault(format!("cannot add the latency rules on {n}: {e}")))?;
+    }
+    // Effective once every sending node's rules are in.
+    Ok(ActiveFault::effective_now(
+        entry,
+        description,
+        side_a.to_vec(),
+        requested_at,
+    ))
+}
