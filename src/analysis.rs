@@ -235,19 +235,11 @@ pub fn probe(input: &TrialInput) -> TrialMeasurements {
     let mut m = analyze(input);
     let requests: Vec<&LedgerEntry> = input.ledger.iter().collect();
     for (metric, v) in m.values.iter_mut() {
-        let own = matches!(
-            metric,
-            Metric::AvailabilityPct
-                | Metric::ErrorRate
-                | Metric::FailedQueries
-                | Metric::Latency(..)
-                | Metric::Throughput(..)
-                | Metric::LatencyDegradation(..)
-                | Metric::LatencyAdded(..)
-                | Metric::SlotWaitP99(..)
-                | Metric::ServerP99(..)
-                | Metric::ThroughputDegradation(..)
-        );
+        let own = metric.is_load_figure()
+            || matches!(
+                metric,
+                Metric::AvailabilityPct | Metric::ErrorRate | Metric::FailedQueries
+            );
         if !own {
             *v = None;
         }

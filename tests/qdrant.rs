@@ -501,15 +501,22 @@ fn qdrant_region_loss_drill_restores_a_new_cluster_in_the_surviving_region() {
         "qdrant_restore_s = {restore}"
     );
     assert!(m("pg_restore_s") >= 1.0, "{out}");
-    let rto = m("rto_s");
-    assert!((10.0 + 0.5..900.0).contains(&rto), "rto_s = {rto}");
+    let rto = m("qdrant.rto_s");
+    assert!((10.0 + 0.5..900.0).contains(&rto), "qdrant.rto_s = {rto}");
     // The snapshots were taken ~5 s before the region was lost: the points acknowledged since are the RPO,
     // and nothing acknowledged during or after the restore was lost (clients were kept out meanwhile).
-    assert!(m("lost_acked_writes") >= 100.0, "{out}");
-    let rpo = m("rpo_s");
-    assert!((2.0..30.0).contains(&rpo), "rpo_s = {rpo}");
+    assert!(m("qdrant.lost_acked_writes") >= 100.0, "{out}");
+    let rpo = m("qdrant.rpo_s");
+    assert!((2.0..30.0).contains(&rpo), "qdrant.rpo_s = {rpo}");
+    // PostgreSQL and Redis are judged in the same run, each from its own ledger.
+    for c in ["postgres", "redis"] {
+        let rpo = m(&format!("{c}.rpo_s"));
+        assert!((0.5..300.0).contains(&rpo), "{c}.rpo_s = {rpo}");
+        assert!(checks_of(&r, c) > 0, "{c} not judged from its ledger");
+    }
     assert_eq!(m("integrity_failures"), 0.0, "{out}");
     let checks = r["trials"][0]["integrity"].as_array().unwrap();
+    assert_eq!(checks_of(&r, "qdrant"), 4, "{checks:#?}");
     let qdrant: Vec<_> = checks
         .iter()
         .filter(|c| c["component"] == "qdrant")
@@ -549,6 +556,16 @@ fn qdrant_region_loss_drill_restores_a_new_cluster_in_the_surviving_region() {
         "{s}"
     );
     assert!(s.contains("fault journal: no open entry"), "{s}");
+}
+
+/// How many of the run's integrity checks judged `component` from its acknowledged writes or restore.
+fn checks_of(r: &serde_json::Value, component: &str) -> usize {
+    r["trials"][0]["integrity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["component"] == component)
+        .count()
 }
 
 /// The local stack, with Qdrant: a running stack brought up without it is re-created with the executable.

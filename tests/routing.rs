@@ -5,15 +5,41 @@ mod common;
 
 use common::*;
 
-/// A failover through PgBouncer: the clients write again only once HAProxy has checked the new primary `rise`
-/// times, so their outage is the server-side promotion plus about one check interval, and the harness's router
-/// stamp agrees with HAProxy's own log line.
-#[test]
-fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_log() {
+/// A failover through the routing layer: the clients write again only once HAProxy has checked the new primary
+/// `rise` times, so their outage is the server-side promotion plus about one check interval, and the harness's
+/// router stamp agrees with HAProxy's own log line. `path` is `pgbouncer` (the shipped scenario: PgBouncer in front
+/// of HAProxy) or `haproxy` (the same scenario with the clients on HAProxy's read-write port).
+fn failover_through(path: &str) {
     needs_root!();
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
     up();
-    let o = faultline(&["run", "scenarios/postgres-primary-kill-pgbouncer.yaml"]);
+    let shipped = "scenarios/postgres-primary-kill-pgbouncer.yaml";
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = if path == "pgbouncer" {
+        repo(shipped)
+    } else {
+        let text = std::fs::read_to_string(repo(shipped))
+            .unwrap()
+            .replace("client_path: pgbouncer", &format!("client_path: {path}"))
+            .replace(
+                "name: postgres-primary-kill-pgbouncer",
+                &format!("name: postgres-primary-kill-{path}"),
+            )
+            .replace(
+                "topology: ../fixtures/topologies/three-node.yaml",
+                &format!(
+                    "topology: {}",
+                    repo("fixtures/topologies/three-node.yaml").display()
+                ),
+            );
+        assert!(text.contains(&format!("client_path: {path}")), "{text}");
+        let file = dir
+            .path()
+            .join(format!("postgres-primary-kill-{path}.yaml"));
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let o = faultline(&["run", scenario.to_str().unwrap()]);
     let code = o.status.code();
     assert!(
         code == Some(0) || code == Some(1),
@@ -21,7 +47,7 @@ fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_l
         text(&o)
     );
     let (_, r) = report_of(&o);
-    assert_eq!(r["client_path"], "pgbouncer");
+    assert_eq!(r["client_path"], path);
     let promotion = measured(&r, "promotion_s").expect("promotion observed");
     let switch = measured(&r, "router_switch_s").expect("the router's switch observed");
     let rto = measured(&r, "rto_s").expect("clients wrote again");
@@ -54,10 +80,20 @@ fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_l
     );
     let out = text(&o);
     assert!(
-        out.contains("clients through pgbouncer: promotion_s")
+        out.contains(&format!("clients through {path}: promotion_s"))
             && out.contains("the routing layer's share"),
         "{out}"
     );
+}
+
+#[test]
+fn failover_through_pgbouncer_shows_the_routers_share_and_agrees_with_haproxys_log() {
+    failover_through("pgbouncer");
+}
+
+#[test]
+fn failover_through_haproxy_shows_the_routers_share_and_agrees_with_haproxys_log() {
+    failover_through("haproxy");
 }
 
 /// The router fails instead of the database: HAProxy on the first router node is SIGKILLed while the clients

@@ -36,11 +36,7 @@ pub fn apply(
         .collect();
     let description = format!(
         "bandwidth {rate_kbit} kbit/s {} [{}] / [{}] (htb on each sending node's interface)",
-        match direction {
-            PartitionDirection::Both => "both ways between",
-            PartitionDirection::AToB => "from the first to the second of",
-            PartitionDirection::BToA => "from the second to the first of",
-        },
+        direction.between(),
         side_a.join(" "),
         side_b.join(" ")
     );

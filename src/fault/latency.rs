@@ -57,11 +57,7 @@ pub fn apply(
         } else {
             format!(" ± {} ms", ms(jitter))
         },
-        match direction {
-            PartitionDirection::Both => "both ways between",
-            PartitionDirection::AToB => "from the first to the second of",
-            PartitionDirection::BToA => "from the second to the first of",
-        },
+        direction.between(),
         side_a.join(" "),
         side_b.join(" ")
     );

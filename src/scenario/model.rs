@@ -155,6 +155,17 @@ pub enum PartitionDirection {
     BToA,
 }
 
+impl PartitionDirection {
+    /// How a fault description says which way its effect goes between `[side A] / [side B]`.
+    pub fn between(self) -> &'static str {
+        match self {
+            PartitionDirection::Both => "both ways between",
+            PartitionDirection::AToB => "from the first to the second of",
+            PartitionDirection::BToA => "from the second to the first of",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FaultKind {
@@ -650,15 +661,23 @@ impl Metric {
     /// or observed once for the whole stack (`recovered_s`), or named after their component already
     /// (`pg_restore_s`).
     pub fn is_per_component(self) -> bool {
+        self.is_load_figure()
+            || matches!(
+                self,
+                Metric::DetectionS
+                    | Metric::PromotionS
+                    | Metric::RouterSwitchS
+                    | Metric::RtoS
+                    | Metric::DowntimeS
+                    | Metric::RpoS
+            )
+    }
+
+    /// A latency or throughput figure of one load's operations, in the baseline and fault windows.
+    pub fn is_load_figure(self) -> bool {
         matches!(
             self,
-            Metric::DetectionS
-                | Metric::PromotionS
-                | Metric::RouterSwitchS
-                | Metric::RtoS
-                | Metric::DowntimeS
-                | Metric::RpoS
-                | Metric::Latency(..)
+            Metric::Latency(..)
                 | Metric::Throughput(..)
                 | Metric::LatencyDegradation(..)
                 | Metric::LatencyAdded(..)
