@@ -17,18 +17,26 @@ fn label(v: &str) -> String {
 pub fn run_openmetrics(r: &RunReport) -> String {
     let mut o = String::new();
     let sc = label(&r.scenario);
-    let comp = r.component.name();
+    // A run of several components: its unqualified figures are the system's.
+    let own = if r.components.len() > 1 {
+        "system"
+    } else {
+        r.component.name()
+    };
     let _ = writeln!(o, "# TYPE faultline_measurement gauge");
     let _ = writeln!(
         o,
         "# HELP faultline_measurement A run's measurement, per trial (metric names as in report.json)."
     );
     for t in &r.trials {
-        for (metric, value) in &t.measurements {
+        for (name, value) in &t.measurements {
             if let Some(v) = value.filter(|v| v.is_finite()) {
+                // `redis.promotion_s` and `http.api.rto_s` are one component's or probe's: the label says whose.
+                let (comp, metric) = name.rsplit_once('.').unwrap_or((own, name));
                 let _ = writeln!(
                     o,
-                    "faultline_measurement{{scenario=\"{sc}\",component=\"{comp}\",trial=\"{}\",metric=\"{}\"}} {v}",
+                    "faultline_measurement{{scenario=\"{sc}\",component=\"{}\",trial=\"{}\",metric=\"{}\"}} {v}",
+                    label(comp),
                     t.trial,
                     label(metric)
                 );
@@ -88,11 +96,26 @@ mod tests {
             "faultline_threshold_pass{scenario=\"a \\\"quoted\\\" name\",threshold=\"detection_s <= 5\"} 0"
         ), "{text}");
         assert!(text.contains("faultline_run_pass{"), "{text}");
+        // A component's figure is labelled with its component; the run's own with the system in a run of several.
+        r.components.push(crate::scenario::ComponentKind::Redis);
+        r.trials[0]
+            .measurements
+            .insert("redis.promotion_s".into(), Some(4.5));
+        let text = run_openmetrics(&r);
+        assert!(
+            text.contains("component=\"redis\",trial=\"1\",metric=\"promotion_s\"} 4.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("component=\"system\",trial=\"1\",metric=\"detection_s\"} 8.412"),
+            "{text}"
+        );
         // Not observed = no sample (never a made-up 0).
         for t in &r.trials {
-            for (m, v) in &t.measurements {
-                let sample = format!("metric=\"{m}\"}}");
-                assert_eq!(text.contains(&sample), v.is_some(), "{m}: {text}");
+            for (name, v) in &t.measurements {
+                let (c, m) = name.rsplit_once('.').unwrap_or(("system", name));
+                let sample = format!("component=\"{c}\",trial=\"{}\",metric=\"{m}\"}}", t.trial);
+                assert_eq!(text.contains(&sample), v.is_some(), "{name}: {text}");
             }
         }
     }
