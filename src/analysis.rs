@@ -102,7 +102,10 @@ impl TrialMeasurements {
     fn of(&self, source: Option<&Source>) -> Option<&TrialMeasurements> {
         match source {
             None => Some(self),
-            Some(Source::Component(c)) => Some(self.components.get(c).unwrap_or(self)),
+            // A run of one component keeps no separate figures: its own are the trial's. With several, a
+            // component without figures has none (never the system's in its place).
+            Some(Source::Component(_)) if self.components.is_empty() => Some(self),
+            Some(Source::Component(c)) => self.components.get(c),
             Some(Source::Http(name)) => self.probes.get(&**name),
         }
     }
@@ -215,12 +218,20 @@ pub fn system(
         Metric::DiscardedWrites,
         Metric::IntegrityFailures,
     ] {
-        let values: Vec<f64> = components
-            .values()
-            .filter_map(|cm| cm.value(metric))
-            .collect();
-        m.values
-            .insert(metric, (!values.is_empty()).then(|| values.iter().sum()));
+        let values: Vec<Option<f64>> = components.values().map(|cm| cm.value(metric)).collect();
+        // A write count over a component that wrote nothing is not observed, and neither is the system's: "0
+        // lost" must not pass on the other components alone. The other counts add what was observed.
+        let writes_count = !matches!(
+            metric,
+            Metric::FailedQueries | Metric::DiscardedWrites | Metric::IntegrityFailures
+        );
+        let sum = if writes_count && values.iter().any(Option::is_none) {
+            None
+        } else {
+            let seen: Vec<f64> = values.into_iter().flatten().collect();
+            (!seen.is_empty()).then(|| seen.iter().sum())
+        };
+        m.values.insert(metric, sum);
     }
     m.components = components;
     m
@@ -228,8 +239,9 @@ pub fn system(
 
 /// An HTTP probe's figures, over its own requests (`input.ledger` holds only them): availability, error rate,
 /// failed requests, latency and throughput as for any load; and its outage from its requests, since they are all
-/// it has: `rto_s` is the fault to the first of `rto_consecutive` successful requests in a row, `downtime_s` its
-/// longest run without a successful request. A probe has no failover (detection, promotion) and no writes of its
+/// it has: `rto_s` is the fault to the first of `rto_consecutive` successful requests in a row after the first
+/// request at or after the fault that failed (a service often fails a moment after the stack does: the answers it
+/// gave before noticing are not its recovery), `downtime_s` its longest run without a successful request. A probe has no failover (detection, promotion) and no writes of its
 /// own: those figures stay unobserved.
 pub fn probe(input: &TrialInput) -> TrialMeasurements {
     let mut m = analyze(input);
@@ -246,12 +258,16 @@ pub fn probe(input: &TrialInput) -> TrialMeasurements {
     }
     m.lower_bounds.clear();
     m.notes.clear();
-    m.values.insert(
-        Metric::RtoS,
-        input
-            .fault_at
-            .and_then(|f| rto_s(&requests, f, input.rto_consecutive)),
-    );
+    let rto = input.fault_at.and_then(|f| {
+        let first_failure = requests
+            .iter()
+            .filter(|e| e.scheduled >= f && e.outcome != Outcome::Ok)
+            .map(|e| e.scheduled)
+            .min()
+            .unwrap_or(f);
+        rto_s_from(&requests, f, first_failure, input.rto_consecutive)
+    });
+    m.values.insert(Metric::RtoS, rto);
     let downtime = downtime_s(&requests, input.baseline.0, input.trial_end);
     if let Some(d) = downtime.as_ref().filter(|d| d.open_at_end) {
         m.lower_bounds.insert(Metric::DowntimeS);
@@ -1009,6 +1025,14 @@ mod tests {
         // 15 of 20 operations succeeded, over both components.
         approx(m.value(Metric::AvailabilityPct), 75.0);
         approx(m.value(Metric::LostAckedWrites), 1.0);
+        // A component that wrote nothing leaves the system's write counts unobserved (no "0 lost" on the rest).
+        let mut silent = m.components.clone();
+        silent
+            .get_mut(&ComponentKind::Redis)
+            .unwrap()
+            .values
+            .insert(Metric::LostAckedWrites, None);
+        assert_eq!(system(&input, silent).value(Metric::LostAckedWrites), None);
         approx(m.value(Metric::FailedWrites), 5.0);
         // The system has no promotion of its own; each component has its own, from its own events.
         assert_eq!(m.value(Metric::PromotionS), None);
@@ -1077,6 +1101,46 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_probes_recovery_counts_from_its_first_failure_not_from_answers_given_before_it_noticed() {
+        // Fault at 10 s; the service still answers 200 for 150 ms, then 503 until 14 s, then 200 again.
+        let requests: Vec<LedgerEntry> = (0..200u64)
+            .map(|i| {
+                let at = 9_000 + i * 50;
+                let ok = !(10_150..14_000).contains(&at);
+                let mut e = entry(
+                    i + 1,
+                    OpKind::Read,
+                    at,
+                    at + 5,
+                    if ok { Outcome::Ok } else { Outcome::Failed },
+                );
+                e.source = Source::Http("api".into());
+                e
+            })
+            .collect();
+        let f = Fixture::new(requests);
+        let attempted = BTreeSet::new();
+        let m = probe(&TrialInput {
+            component: ComponentKind::Postgres,
+            trial: 1,
+            events: &f.events,
+            ledger: &f.ledger,
+            present: &f.present,
+            run_attempted: &attempted,
+            baseline: (ms(0), ms(10_000)),
+            fault_at: f.fault_at,
+            window_end: f.window_end,
+            trial_end: ms(19_000),
+            rto_consecutive: 3,
+        });
+        // The three answers right after the fault are not the recovery: the first 200 after the outage is.
+        approx(m.value(Metric::RtoS), 4.005);
+        assert!(m.value(Metric::DowntimeS).unwrap() > 3.8);
+        assert_eq!(m.value(Metric::PromotionS), None);
+        assert_eq!(m.value(Metric::AckedWrites), None, "a probe has no writes");
     }
 
     #[test]

@@ -387,6 +387,12 @@ pub async fn run_scenario<T: Target>(
                 ledger: &own,
                 ..base
             });
+            m.notes.extend(
+                measured
+                    .notes
+                    .iter()
+                    .map(|n| format!("http.{}: {n}", p.name)),
+            );
             m.probes.insert(p.name.clone(), measured);
         }
         if let Some(why) = w.drill.as_ref().and_then(|d| d.failed.as_ref()) {

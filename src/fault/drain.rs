@@ -78,7 +78,7 @@ pub(crate) async fn switchover_postgres(
     let view = cluster_view(&http, leader_member)
         .await
         .map_err(TargetError::Fault)?;
-    let candidate = view
+    let chosen = view
         .iter()
         .filter(|m| !draining.contains(&m.name))
         .find(|m| m.role == "sync_standby")
@@ -86,12 +86,63 @@ pub(crate) async fn switchover_postgres(
             view.iter()
                 .find(|m| !draining.contains(&m.name) && m.role != "leader")
         })
-        .map(|m| m.name.clone())
         .ok_or_else(|| {
             TargetError::Fault(format!(
                 "no switchover candidate outside the drained nodes for {leader}"
             ))
         })?;
+    let candidate = chosen.name.clone();
+    if chosen.role == "sync_standby" {
+        return switchover_to(stack, &http, leader_member, leader, &candidate).await;
+    }
+    // In synchronous mode Patroni hands the primary over to a synchronous standby only (a switchover elsewhere is
+    // refused with 412 "candidate name does not match with sync_standby", and a manual failover finds "no
+    // healthy members"): the candidate is made one first, by asking for as many synchronous standbys as there are
+    // replicas, and the cluster's own count is put back afterwards, whatever happened.
+    let before = synchronous_node_count(&http, leader_member).await?;
+    let replicas = view.iter().filter(|m| m.role != "leader").count().max(1);
+    set_synchronous_node_count(&http, leader_member, Some(replicas as u64)).await?;
+    let moved = async {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = cluster_view(&http, leader_member)
+                .await
+                .map_err(TargetError::Fault)?;
+            if view
+                .iter()
+                .any(|m| m.name == candidate && m.role == "sync_standby")
+            {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(TargetError::Fault(format!(
+                    "{candidate} did not become a synchronous standby within 30 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        switchover_to(stack, &http, leader_member, leader, &candidate).await
+    }
+    .await;
+    // The new leader owns the configuration now; any member's API writes it to the DCS.
+    let member = stack
+        .postgres_endpoints()
+        .member_named(&candidate)
+        .filter(|_| moved.is_ok())
+        .unwrap_or(leader_member)
+        .clone();
+    let restored = set_synchronous_node_count(&http, &member, before).await;
+    moved.and(restored)
+}
+
+/// POST /switchover to a synchronous standby, then waits until the role has moved.
+async fn switchover_to(
+    stack: &LocalStack,
+    http: &reqwest::Client,
+    leader_member: &crate::component::Member,
+    leader: &str,
+    candidate: &str,
+) -> Result<(), TargetError> {
     let resp = http
         .post(patroni_url(leader_member, "/switchover"))
         .json(&serde_json::json!({ "leader": leader, "candidate": candidate }))
@@ -101,10 +152,48 @@ pub(crate) async fn switchover_postgres(
     if !resp.status().is_success() {
         let body = resp.text().await.unwrap_or_default();
         return Err(TargetError::Fault(format!(
-            "Patroni refused the switchover: {body}"
+            "Patroni refused the switchover to {candidate}: {body}"
         )));
     }
     wait_role_moves(stack, ComponentKind::Postgres, leader).await
+}
+
+/// Patroni's dynamic `synchronous_node_count` (None: not set, Patroni's default of 1).
+async fn synchronous_node_count(
+    http: &reqwest::Client,
+    m: &crate::component::Member,
+) -> Result<Option<u64>, TargetError> {
+    let v: serde_json::Value = http
+        .get(patroni_url(m, "/config"))
+        .send()
+        .await
+        .map_err(|e| TargetError::Fault(format!("Patroni /config on {}: {e}", m.node)))?
+        .json()
+        .await
+        .map_err(|e| TargetError::Fault(format!("Patroni /config on {}: {e}", m.node)))?;
+    Ok(v["synchronous_node_count"].as_u64())
+}
+
+/// PATCH /config: sets `synchronous_node_count`, or removes it (None).
+async fn set_synchronous_node_count(
+    http: &reqwest::Client,
+    m: &crate::component::Member,
+    count: Option<u64>,
+) -> Result<(), TargetError> {
+    let resp = http
+        .patch(patroni_url(m, "/config"))
+        .json(&serde_json::json!({ "synchronous_node_count": count }))
+        .send()
+        .await
+        .map_err(|e| TargetError::Fault(format!("Patroni /config on {}: {e}", m.node)))?;
+    if !resp.status().is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(TargetError::Fault(format!(
+            "Patroni refused synchronous_node_count {count:?} on {}: {body}",
+            m.node
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn failover_redis(stack: &LocalStack, master: &str) -> Result<(), TargetError> {

@@ -13,8 +13,8 @@ use super::document::{
 };
 use super::duration::{format_duration, parse_duration};
 use super::model::{
-    Arrivals, ClientPath, ComponentKind, HealSpec, LoadProfile, RedisWait, Role, Scenario, Suite,
-    Threshold,
+    Arrivals, ClientPath, ComponentKind, HealSpec, LoadProfile, Metric, RedisWait, Role, Scenario,
+    Suite, Threshold,
 };
 use super::parse_fault::{fault_list, FaultContext, RawFault};
 use super::parse_http_probe::{http_probe_list, RawHttpProbe};
@@ -797,6 +797,20 @@ fn threshold_list(
                     }
                     known.then_some(t)
                 }
+                (_, Some(s))
+                    if matches!(t.metric, Metric::LogAgreementMaxS | Metric::Regressions) =>
+                {
+                    d.at(
+                        &path,
+                        format!(
+                            "threshold `{text}`: {} is the run's own figure, not {}'s; write `{}`",
+                            t.metric,
+                            s.name(),
+                            t.metric
+                        ),
+                    );
+                    None
+                }
                 (Some(cs), Some(Source::Component(c))) if !cs.contains(c) => {
                     d.at(
                         &path,
@@ -917,6 +931,11 @@ thresholds:
         assert!(
             e.contains("s.yaml:9:5: threshold `redis.detection_s <= 10` names component redis, which this \
                         scenario does not measure (this scenario's component is postgres)"),
+            "{e}"
+        );
+        let e = err(&VALID.replace("detection_s <= 10", "redis.log_agreement_max_s <= 0.5"));
+        assert!(
+            e.contains("log_agreement_max_s is the run's own figure, not redis's"),
             "{e}"
         );
         let e = err(&VALID.replace("detection_s", "mysql.detection_s"));

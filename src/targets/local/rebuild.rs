@@ -47,7 +47,12 @@ impl LocalStack {
             self.kill(node, *kind);
         }
         for kind in &members {
-            self.wait_gone(node, *kind, Duration::from_secs(3));
+            if !self.wait_gone(node, *kind, Duration::from_secs(3)) {
+                return Err(format!(
+                    "{} on lost node {node} is still running after SIGKILL; its data is left in place",
+                    kind.name()
+                ));
+            }
         }
         self.remove_node_data(node)
     }
