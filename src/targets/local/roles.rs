@@ -50,10 +50,46 @@ impl LocalStack {
                     "the {component} role stayed outside {area} (on {holder}) after {ATTEMPTS} attempts"
                 ));
             }
+            if component == ComponentKind::Postgres {
+                self.wait_synchronous_standby(Duration::from_secs(60))
+                    .await?;
+            }
             out.phases
                 .push((format!("{component} role on {holder}"), Instant::now()));
         }
         Ok(out)
+    }
+
+    /// Until PostgreSQL is healthy as a trial start requires it (every member running and close behind, one
+    /// leader answering /primary, a synchronous standby named), twice in a row a second apart: right after a
+    /// switchover Patroni is still assigning the standby (the old leader rejoining), and a failure in that window
+    /// finds no member it may promote. A drill's next step starts from a settled cluster, as an operator's would.
+    async fn wait_synchronous_standby(&self, deadline: Duration) -> Result<(), String> {
+        let until = Instant::now() + deadline;
+        let mut settled = 0;
+        let mut last = String::new();
+        while Instant::now() < until {
+            match crate::component::postgres::health(
+                &self.postgres_endpoints(),
+                self.settings().synchronous_mode,
+            )
+            .await
+            {
+                Ok(_) => settled += 1,
+                Err(e) => {
+                    settled = 0;
+                    last = e;
+                }
+            }
+            if settled >= 2 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Err(format!(
+            "PostgreSQL did not settle within {} s after the switchover: {last}",
+            deadline.as_secs()
+        ))
     }
 
     /// SENTINEL FAILOVER promotes a replica but leaves the old master accepting (and acknowledging) writes until
