@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::journal::Journal;
-use super::partition::{plan_rules, with_addrs};
+use super::partition::sides_and_rules;
 use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
 use crate::targets::local::{netns, LocalStack};
@@ -19,17 +19,13 @@ pub fn apply(
     rate_kbit: u32,
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
-    let side_b = super::partition::other_side(stack, side_a, side_b)?;
+    let (side_b, rules) = sides_and_rules(stack, side_a, side_b, direction)?;
     // A node limits what it sends (its egress): the partition's "out" addresses.
-    let rules: Vec<(String, Vec<Ipv4Addr>)> = plan_rules(
-        &with_addrs(stack, side_a),
-        &with_addrs(stack, &side_b),
-        direction,
-    )
-    .into_iter()
-    .filter(|(_, out, _)| !out.is_empty())
-    .map(|(n, out, _)| (n, out))
-    .collect();
+    let rules: Vec<(String, Vec<Ipv4Addr>)> = rules
+        .into_iter()
+        .filter(|(_, out, _)| !out.is_empty())
+        .map(|(n, out, _)| (n, out))
+        .collect();
     let steps = rules
         .iter()
         .map(|(n, _)| RevertStep::DeleteShaping { node: n.clone() })

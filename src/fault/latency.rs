@@ -1,7 +1,8 @@
 //! latency: what the nodes of one group send to the other is delayed by `delay` (each packet uniform in
 //! `delay ± jitter`), symmetric or one-way, with the partition's sides. This kernel has no netem (where there is
-//! netem, `tc qdisc ... netem delay` would be the mechanism): each sending node's namespace gets a delay agent
-//! (targets::local::delay_agent) that holds the packets its NFQUEUE rules hand it. Unlike a TCP proxy, this delays
+//! netem, `tc qdisc ... netem delay` would be the mechanism): each receiving node's namespace gets a delay agent
+//! (targets::local::delay_agent) that holds the packets arriving from the other side, which its NFQUEUE rules hand
+//! it. Unlike a TCP proxy, this delays
 //! connections that were open before the fault too (replication streams, pooled clients). The harness's own
 //! traffic is not delayed.
 
@@ -9,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::journal::Journal;
-use super::partition::{other_side, plan_rules, with_addrs};
+use super::partition::sides_and_rules;
 use super::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
 use crate::targets::local::{delay_agent, netns, LocalStack};
@@ -25,21 +26,17 @@ pub fn apply(
     jitter: Duration,
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
-    let side_b = other_side(stack, side_a, side_b)?;
-    // A node delays what it sends (its egress): the partition's "out" addresses, each on a queue of its own.
-    let rules: Vec<(String, Vec<Ipv4Addr>, u16)> = plan_rules(
-        &with_addrs(stack, side_a),
-        &with_addrs(stack, &side_b),
-        direction,
-    )
-    .into_iter()
-    // Each node holds what arrives from the other side (see `netns::add_delay_rules` for why on arrival).
-    .filter(|(_, _, arriving)| !arriving.is_empty())
-    .map(|(n, _, arriving)| {
-        let queue = delay_agent::free_queue(&t.namespace(&n));
-        (n, arriving, queue)
-    })
-    .collect();
+    let (side_b, rules) = sides_and_rules(stack, side_a, side_b, direction)?;
+    // Each node holds what arrives from the other side (see `netns::add_delay_rules` for why on arrival), on
+    // a queue of its own.
+    let rules: Vec<(String, Vec<Ipv4Addr>, u16)> = rules
+        .into_iter()
+        .filter(|(_, _, arriving)| !arriving.is_empty())
+        .map(|(n, _, arriving)| {
+            let queue = delay_agent::free_queue(&t.namespace(&n));
+            (n, arriving, queue)
+        })
+        .collect();
     let steps = rules
         .iter()
         .map(|(n, _, queue)| RevertStep::StopDelay {

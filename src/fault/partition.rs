@@ -76,6 +76,25 @@ pub fn other_side(
     Ok(side_b)
 }
 
+/// The sides resolved (side B defaulting to every other node) and, per node, the addresses whose packets it
+/// sends and receives are affected: what partition, loss, bandwidth and latency all start from.
+pub type NodeRules = Vec<(String, Vec<Ipv4Addr>, Vec<Ipv4Addr>)>;
+
+pub fn sides_and_rules(
+    stack: &LocalStack,
+    side_a: &[String],
+    side_b: &[String],
+    direction: PartitionDirection,
+) -> Result<(Vec<String>, NodeRules), TargetError> {
+    let side_b = other_side(stack, side_a, side_b)?;
+    let rules = plan_rules(
+        &with_addrs(stack, side_a),
+        &with_addrs(stack, &side_b),
+        direction,
+    );
+    Ok((side_b, rules))
+}
+
 pub fn apply(
     stack: &LocalStack,
     journal: &Journal,
@@ -85,12 +104,7 @@ pub fn apply(
     loss_pct: u8,
 ) -> Result<ActiveFault, TargetError> {
     let t = stack.topology();
-    let side_b = other_side(stack, side_a, side_b)?;
-    let rules = plan_rules(
-        &with_addrs(stack, side_a),
-        &with_addrs(stack, &side_b),
-        direction,
-    );
+    let (side_b, rules) = sides_and_rules(stack, side_a, side_b, direction)?;
     let steps = rules
         .iter()
         .map(|(n, _, _)| RevertStep::DeleteRules { node: n.clone() })

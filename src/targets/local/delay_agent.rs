@@ -1,7 +1,7 @@
 //! The delay agent behind the `latency` fault: a faultline process (`faultline delay-agent`, hidden) inside a node's
 //! namespace that binds an NFQUEUE queue and gives each packet the kernel hands it its ACCEPT verdict `delay`
-//! (± `jitter`, uniform) after it arrived. The node's mangle POSTROUTING rules (netns::add_delay_rules) send it the
-//! packets to the other side; `--queue-bypass` lets them pass undelayed whenever no agent holds the queue.
+//! (± `jitter`, uniform) after it arrived. The node's mangle PREROUTING rules (netns::add_delay_rules) send it the
+//! packets arriving from the other side; `--queue-bypass` lets them pass undelayed whenever no agent holds the queue.
 //!
 //! Why not a TCP proxy: a proxy (nft redirect) catches new connections only, and PostgreSQL's replication streams
 //! and the load's pooled connections are long-lived: they would bypass the delay, or have to be cut, which is an
