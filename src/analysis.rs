@@ -1,6 +1,8 @@
 //! Turns one trial's events and ledger into measurements (Jepsen set-checker style). A value that could not be
 //! measured is `None`, never a stand-in number: a threshold on it must fail, not pass by default.
 
+mod replication_lag;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -481,6 +483,17 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
             Metric::ThroughputDegradation(op),
             degradation_pct(base_tp, fault_tp, Direction::LowerIsWorse),
         );
+    }
+
+    for (w, range, label) in [
+        (Window::Baseline, Some(baseline), "baseline"),
+        (Window::Fault, fault, "fault"),
+    ] {
+        let Some(range) = range else { continue };
+        let lag = replication_lag::in_window(input.events, input.component, range, label);
+        set(Metric::ReplicationLagP50(w), lag.p50_ms);
+        set(Metric::ReplicationLagMax(w), lag.max_ms);
+        notes.extend(lag.note);
     }
 
     TrialMeasurements {

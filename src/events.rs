@@ -55,6 +55,14 @@ pub enum EventKind {
         source: String,
         message: String,
     },
+    /// The primary's own view of its standbys (`pg_stat_replication`), sampled once a second while the trial
+    /// runs: the replication lag as PostgreSQL measures it. Not a milestone: reporters leave it off the markers.
+    ReplicationSample {
+        component: ComponentKind,
+        /// The member that answered as the primary.
+        primary: String,
+        standbys: Vec<StandbyLag>,
+    },
     /// A pod's readiness changed as the Kubernetes API reports it (a deleted or terminating pod counts as not
     /// Ready). Stamped on receipt; `server_time` is the Ready condition's lastTransitionTime, when the API gave one
     /// that belongs to this transition, so the receipt delay can be judged.
@@ -121,9 +129,39 @@ impl EventKind {
             EventKind::FailureDetected { component, .. }
             | EventKind::NewPrimaryServing { component, .. }
             | EventKind::ServerObservation { component, .. }
-            | EventKind::FirstWriteAfterFault { component, .. } => Some(*component),
+            | EventKind::FirstWriteAfterFault { component, .. }
+            | EventKind::ReplicationSample { component, .. } => Some(*component),
             EventKind::RouterRouted { .. } => Some(ComponentKind::Postgres),
             _ => None,
+        }
+    }
+}
+
+/// One standby in a `ReplicationSample`: a row of the primary's `pg_stat_replication`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StandbyLag {
+    /// Its `application_name`: the Patroni member name.
+    pub name: String,
+    /// `streaming`, `catchup`, `startup`, ...
+    pub state: String,
+    /// `sync`, `quorum`, `potential` or `async`.
+    pub sync_state: String,
+    /// `replay_lag` in milliseconds: from the primary flushing WAL to this standby reporting it written, flushed
+    /// and applied (a round trip of the network included). NULL once the standby has reported everything it was
+    /// sent applied twice in a row (walsender.c clears the lag then), or before anything was measured.
+    pub replay_lag_ms: Option<f64>,
+    /// WAL bytes the standby has yet to replay (`pg_current_wal_lsn() - replay_lsn`), sent or not.
+    pub behind_bytes: Option<f64>,
+}
+
+impl StandbyLag {
+    /// The lag this reading shows: `replay_lag`; 0 when PostgreSQL shows none for a standby in the `streaming`
+    /// state (it had applied everything it was sent; a standby still catching up is in `catchup`); None otherwise.
+    pub fn lag_ms(&self) -> Option<f64> {
+        match self.replay_lag_ms {
+            Some(l) => Some(l),
+            None if self.state == "streaming" => Some(0.0),
+            None => None,
         }
     }
 }

@@ -495,6 +495,19 @@ fn cross_zone_latency_adds_one_round_trip_to_every_synchronous_commit() {
         (180.0..220.0).contains(&added),
         "100 ms each way added {added:.1} ms to the median commit, not one 200 ms round trip"
     );
+    // PostgreSQL's own figure agrees: replay_lag (the primary flushing WAL to the standby reporting it applied)
+    // is one round trip more than before, for every standby on the other side.
+    let lag_base =
+        measured(&r, "replication_lag_p50_baseline_ms").expect("lag read in the baseline");
+    let lag_fault = measured(&r, "replication_lag_p50_fault_ms").expect("lag read under the fault");
+    let lag_max =
+        measured(&r, "replication_lag_max_fault_ms").expect("every standby read throughout");
+    eprintln!("replication lag p50 {lag_base:.1} -> {lag_fault:.1} ms, max {lag_max:.1} ms");
+    assert!(lag_base < 50.0, "baseline replication lag {lag_base} ms");
+    assert!(
+        (180.0..260.0).contains(&lag_fault) && lag_max >= lag_fault,
+        "replication lag under 100 ms each way: p50 {lag_fault} ms, max {lag_max} ms"
+    );
     assert_eq!(measured(&r, "lost_acked_writes"), Some(0.0));
     assert_eq!(
         measured(&r, "promotion_s"),

@@ -1,6 +1,10 @@
 //! PostgreSQL under Patroni: roles and health from Patroni's REST API and the etcd leader key, the load client
 //! (numbered INSERTs through the current primary), the failover probe, and the ledger read-back.
 
+mod replication;
+
+pub use replication::SAMPLE_EVERY as REPLICATION_SAMPLE_EVERY;
+
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -359,6 +363,11 @@ pub fn spawn_probe(
         }
     }
     tokio::spawn(watch_member_roles(ep.clone(), events.clone(), stop.clone()));
+    tokio::spawn(replication::watch_replication(
+        ep.clone(),
+        events.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(async move {
         let http = http_client(Duration::from_millis(300));
         let key = ep.leader_key();

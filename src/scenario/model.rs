@@ -595,6 +595,13 @@ pub enum Metric {
     ServerP99(OpClass, Window),
     /// (baseline - fault) / baseline in percent, positive = fewer ops: `[op_]throughput_degradation_pct`.
     ThroughputDegradation(OpClass),
+    /// PostgreSQL's own replication lag (`pg_stat_replication.replay_lag` of every standby, read from the primary
+    /// once a second), median over the window's readings: `replication_lag_p50_{baseline,fault}_ms`.
+    ReplicationLagP50(Window),
+    /// The same, the largest reading: `replication_lag_max_{baseline,fault}_ms`. Not observed when a standby
+    /// streaming before the fault was missing from a reading, or the primary went unread for a while (its lag
+    /// then is unknown, and a maximum over the rest would look better than it was).
+    ReplicationLagMax(Window),
 }
 
 static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock::new(|| {
@@ -643,6 +650,10 @@ static METRICS: std::sync::LazyLock<Vec<(Metric, String)>> = std::sync::LazyLock
         }
         v.push(Metric::ThroughputDegradation(op));
     }
+    for w in [Window::Baseline, Window::Fault] {
+        v.push(Metric::ReplicationLagP50(w));
+        v.push(Metric::ReplicationLagMax(w));
+    }
     v.into_iter().map(|m| (m, m.compose_name())).collect()
 });
 
@@ -670,6 +681,8 @@ impl Metric {
                     | Metric::RtoS
                     | Metric::DowntimeS
                     | Metric::RpoS
+                    | Metric::ReplicationLagP50(..)
+                    | Metric::ReplicationLagMax(..)
             )
     }
 
@@ -737,6 +750,8 @@ impl Metric {
             Metric::LatencyAdded(op, q) => format!("{}{}_added_ms", op.prefix(), q.label()),
             Metric::SlotWaitP99(op, w) => format!("{}slot_wait_p99_{}_ms", op.prefix(), window(w)),
             Metric::ServerP99(op, w) => format!("{}server_p99_{}_ms", op.prefix(), window(w)),
+            Metric::ReplicationLagP50(w) => format!("replication_lag_p50_{}_ms", window(w)),
+            Metric::ReplicationLagMax(w) => format!("replication_lag_max_{}_ms", window(w)),
         }
     }
 
