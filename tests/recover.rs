@@ -5,6 +5,7 @@
 
 mod common;
 
+use serde_json::Value;
 use std::time::Duration;
 
 use common::*;
@@ -124,5 +125,91 @@ fn a_second_run_is_refused_while_one_holds_the_stack() {
     let o = faultline(&["recover"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("is gone"), "{}", text(&o));
+    assert_no_residue();
+}
+
+/// move-roles onto an asynchronous replica raises Patroni's synchronous_node_count for a moment (Patroni hands
+/// the primary over to a synchronous standby only). SIGKILL in that moment: the journal entry written before the
+/// raise stays open, and `faultline recover` puts the cluster's own count back.
+#[test]
+fn recover_puts_back_a_synchronous_node_count_raised_by_move_roles() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let before = patroni_get("/config")["synchronous_node_count"].clone();
+    let cluster = patroni_get("/cluster");
+    let asynchronous = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .expect("a three-member cluster in synchronous mode has one asynchronous replica")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let state: Value =
+        serde_json::from_slice(&std::fs::read("/var/tmp/faultline/state.json").unwrap()).unwrap();
+    let zone = state["topology"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == asynchronous.as_str())
+        .unwrap()["zone"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("move-roles-crash.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name: move-roles-crash\n\
+             description: \"move the primary onto the asynchronous replica's zone; killed on the way\"\n\
+             component: postgres\n\
+             topology: {}\n\
+             baseline: 5s\n\
+             prepare:\n  - action: move-roles\n    to: {zone}\n\
+             faults:\n  - kind: process-kill\n    target: {{role: primary}}\n\
+             observe: 10s\n\
+             thresholds:\n  - lost_acked_writes == 0\n",
+            repo("fixtures/topologies/three-node.yaml").display()
+        ),
+    )
+    .unwrap();
+    let child = spawn_run(scenario.to_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let raised = loop {
+        let open = std::fs::read_dir("/var/tmp/faultline/journal")
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    t.contains("synchronous-node-count") && t.contains("\"closed_at\": null")
+                })
+            })
+            .unwrap_or(false);
+        if open || std::time::Instant::now() > deadline {
+            break open;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        raised,
+        "move-roles to {zone} ({asynchronous}) never raised the count"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait_with_output();
+    let during = patroni_get("/config")["synchronous_node_count"].clone();
+    assert_eq!(
+        during,
+        serde_json::json!(2),
+        "the crash must hit the moment the count is raised (before: {before})"
+    );
+    recover_ok();
+    assert_eq!(
+        patroni_get("/config")["synchronous_node_count"],
+        before,
+        "recover must put the cluster's own synchronous_node_count back"
+    );
     assert_no_residue();
 }

@@ -101,6 +101,19 @@ pub(crate) async fn switchover_postgres(
     // replicas, and the cluster's own count is put back afterwards, whatever happened.
     let before = synchronous_node_count(&http, leader_member).await?;
     let replicas = view.iter().filter(|m| m.role != "leader").count().max(1);
+    // Journaled before the raise: a crash (or a Ctrl-C dropping this future) leaves an open entry that the
+    // engine's revert or `faultline recover` carries out.
+    let journal = Journal::new(stack.dir.journal_dir());
+    let entry = journal
+        .open(
+            "synchronous-node-count",
+            &format!(
+                "synchronous_node_count raised to {replicas} (from {}) to switch over to {candidate}",
+                before.map_or("unset".to_string(), |c| c.to_string())
+            ),
+            vec![RevertStep::RestoreSynchronousNodeCount { count: before }],
+        )
+        .map_err(|e| TargetError::Environment(format!("cannot write the fault journal: {e}")))?;
     set_synchronous_node_count(&http, leader_member, Some(replicas as u64)).await?;
     let moved = async {
         let until = Instant::now() + Duration::from_secs(30);
@@ -132,7 +145,30 @@ pub(crate) async fn switchover_postgres(
         .unwrap_or(leader_member)
         .clone();
     let restored = set_synchronous_node_count(&http, &member, before).await;
+    if restored.is_ok() {
+        let _ = journal.close(&entry.id, "synchronous_node_count put back");
+    }
     moved.and(restored)
+}
+
+/// The revert of a raised `synchronous_node_count`: the cluster's own value put back through the first member
+/// whose Patroni accepts the change (a PATCH of /config on any member writes the DCS).
+pub async fn restore_synchronous_node_count(
+    stack: &LocalStack,
+    count: Option<u64>,
+) -> Result<(), String> {
+    let http = http_client(Duration::from_secs(10));
+    let mut errors = Vec::new();
+    for m in &stack.postgres_endpoints().members {
+        match set_synchronous_node_count(&http, m, count).await {
+            Ok(()) => return Ok(()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(format!(
+        "no Patroni member took synchronous_node_count {count:?}: {}",
+        errors.join("; ")
+    ))
 }
 
 /// POST /switchover to a synchronous standby, then waits until the role has moved.

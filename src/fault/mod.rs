@@ -37,6 +37,10 @@ pub enum RevertStep {
     StopDelay { node: String, queue: u16 },
     /// Start the member again if it is not running.
     Restart { node: String, process: ProcessKind },
+    /// Put Patroni's dynamic `synchronous_node_count` back to `count` (None: remove it, Patroni's default of 1),
+    /// through the first member that accepts it. A switchover to an asynchronous replica raises it for a moment
+    /// (see `drain::switchover_postgres`); a crash in that moment must not leave it raised.
+    RestoreSynchronousNodeCount { count: Option<u64> },
     /// A drill's PostgreSQL restore that did not complete: run it again to completion (bootstrap on `node` from
     /// the repository, to `target` in pgBackRest's form, or to the end of the archive).
     CompletePostgresRestore {

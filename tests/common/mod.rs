@@ -247,3 +247,30 @@ pub fn crash(child: &mut std::process::Child) {
     }
     let _ = child.wait();
 }
+
+/// GET a Patroni REST path from the first member of the three-node stack that answers (10.201.0.11-13:8008).
+pub fn patroni_get(path: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        for n in 11..=13 {
+            if let Ok(r) = http
+                .get(format!("http://10.201.0.{n}:8008{path}"))
+                .send()
+                .await
+            {
+                if let Ok(v) = r.json::<Value>().await {
+                    return v;
+                }
+            }
+        }
+        panic!("no Patroni member answered {path}")
+    })
+}

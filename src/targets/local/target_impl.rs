@@ -221,6 +221,9 @@ impl Target for LocalStack {
                 RevertStep::CompletePostgresRestore { node, target } => {
                     self.complete_postgres_restore(node, target.as_deref()).await
                 }
+                RevertStep::RestoreSynchronousNodeCount { count } => {
+                    fault::drain::restore_synchronous_node_count(self, *count).await
+                }
                 RevertStep::RebuildLostNodes { nodes } => self.rebuild_lost_nodes(nodes).await,
                 RevertStep::CompleteQdrantRestore { set, new_cluster } => {
                     self.complete_qdrant_restore(set, *new_cluster).await
