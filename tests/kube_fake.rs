@@ -3341,3 +3341,160 @@ async fn the_observer_reports_a_deleted_pod_and_relists_after_410_gone_without_r
     assert!(watch_uris(&seen, &pods)[1].ends_with("resourceVersion=30"));
     assert!(watch_uris(&seen, &events)[1].ends_with("resourceVersion=40"));
 }
+
+fn worker3_latency() -> FaultKind {
+    FaultKind::Latency {
+        side_a: vec![NodeSelector::Node("faultline-worker3".into())],
+        side_b: vec![],
+        direction: PartitionDirection::Both,
+        delay: Duration::from_millis(100),
+        jitter: Duration::from_millis(20),
+    }
+}
+
+/// Any NetworkChaos of faultline's with this action (the name carries a generated id).
+fn traffic_object_path(action: &str) -> String {
+    format!("{}/faultline-{action}-*", chaos_path())
+}
+
+/// latency on Kubernetes: worker3's pods against every other pod, labelled like a partition's sides, one
+/// NetworkChaos `delay` (netem in each sending pod, both directions), effective when Chaos Mesh reports it
+/// injected; the revert deletes it, waits until it is gone and unlabels the pods. No API server cut.
+#[tokio::test]
+async fn latency_with_chaos_mesh_is_one_delay_network_chaos_and_revert_removes_it() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.push(crd(200));
+    script.extend(SIDE_A.iter().chain(&SIDE_B).map(|p| {
+        ex(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{p}"),
+            200,
+            pod(p, "x", "n", None, true),
+        )
+    }));
+    let object = traffic_object_path("delay");
+    let reply = |conditions: &[(&str, &str)]| {
+        let mut v = network_chaos_reply(conditions);
+        v["spec"]["action"] = json!("delay");
+        v
+    };
+    script.push(ex("POST", &chaos_path(), 201, reply(&[])));
+    script.push(ex(
+        "GET",
+        &object,
+        200,
+        reply(&[("Selected", "False"), ("AllInjected", "True")]),
+    ));
+    script.push(ex(
+        "GET",
+        &object,
+        200,
+        reply(&[("Selected", "True"), ("AllInjected", "True")]),
+    ));
+    // revert: DELETE, held once by Chaos Mesh's finalizer, then gone; the labels come off
+    script.push(ex("DELETE", &object, 200, reply(&[])));
+    script.push(ex("GET", &object, 200, reply(&[])));
+    script.push(ex(
+        "GET",
+        &object,
+        404,
+        status(404, "NotFound", "networkchaos not found"),
+    ));
+    script.extend(unlabel_script());
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    let active = t.apply_fault(&j, &worker3_latency()).await.unwrap();
+    // effective only once Selected and AllInjected were both True (one poll did not see it)
+    assert!(active.effective_at.duration_since(active.requested_at) >= timing().poll);
+    let name = match &active.steps[0] {
+        RevertStep::KubeDeleteNetworkChaos { namespace, name } => {
+            assert_eq!(namespace, NS);
+            name.clone()
+        }
+        other => panic!("the first revert step deletes the NetworkChaos, got {other:?}"),
+    };
+    let id = name.strip_prefix("faultline-delay-").unwrap().to_string();
+    assert_eq!(
+        active.steps.len(),
+        7,
+        "no API server cut: {:?}",
+        active.steps
+    );
+    assert!(active.steps[1..]
+        .iter()
+        .all(|s| matches!(s, RevertStep::KubeUnlabelPod { label, .. } if label == "faultline.dev/partition")));
+    assert!(
+        active.description.starts_with(&format!(
+            "latency 100 ms ± 20 ms by Chaos Mesh NetworkChaos {name} (action delay: netem in each sending pod, \
+             direction both), injected after "
+        )),
+        "{}",
+        active.description
+    );
+    assert_eq!(j.open_entries()[0].steps, active.steps);
+    assert_eq!(j.open_entries()[0].fault, "latency");
+    t.revert(&active.steps).await.unwrap();
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen[3].uri, crd_path());
+    for (s, p) in seen[4..10].iter().zip(SIDE_A.iter().chain(&SIDE_B)) {
+        let side = if SIDE_A.contains(p) { "a" } else { "b" };
+        assert_eq!(
+            s.body["metadata"]["labels"]["faultline.dev/partition"],
+            json!(format!("{id}-{side}"))
+        );
+    }
+    assert_eq!(
+        seen[10].body,
+        json!({
+            "apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos",
+            "metadata": {"name": name, "labels": {"faultline.dev/owner": "faultline"}},
+            "spec": {
+                "action": "delay", "mode": "all", "direction": "both",
+                "selector": {"namespaces": [NS],
+                             "labelSelectors": {"faultline.dev/partition": format!("{id}-a")}},
+                "target": {"mode": "all", "selector": {"namespaces": [NS],
+                           "labelSelectors": {"faultline.dev/partition": format!("{id}-b")}}},
+                "delay": {"latency": "100ms", "jitter": "20ms", "correlation": "0"}
+            }
+        })
+    );
+    assert_eq!(seen[13].method, "DELETE");
+    assert_unlabelled(&seen[16..]);
+    assert!(j.open_entries().len() == 1, "closing is the engine's job");
+}
+
+/// Without Chaos Mesh nothing can slow or drop a share of the packets: loss is refused before anything is
+/// labelled or journaled, naming what it needs.
+#[tokio::test]
+async fn loss_without_chaos_mesh_is_refused_before_anything_is_applied() {
+    let pods = stack_pods([None, None, None]);
+    let mut script = connect_script(pods.clone());
+    script.push(ex("GET", &pg_pods_path(), 200, list("PodList", pods)));
+    script.push(crd(404));
+    let (client, server) = fake(script);
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal(dir.path());
+    let t = target(client, kind(), timing()).await;
+    let loss = FaultKind::Partition {
+        side_a: vec![NodeSelector::Node("faultline-worker3".into())],
+        side_b: vec![],
+        direction: PartitionDirection::Both,
+        loss_pct: 5,
+    };
+    let err = t.apply_fault(&j, &loss).await.unwrap_err().to_string();
+    assert!(
+        err.contains("loss on Kubernetes needs Chaos Mesh")
+            && err.contains("no CRD networkchaos.chaos-mesh.org"),
+        "{err}"
+    );
+    assert!(j.entries().is_empty(), "nothing journaled");
+    drop(t);
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 4, "no pod labelled, nothing created");
+    assert_eq!(seen[3].uri, crd_path());
+}

@@ -1,9 +1,9 @@
 //! latency: what the nodes of one group send to the other is delayed by `delay` (each packet uniform in
-//! `delay ± jitter`), symmetric or one-way, with the partition's sides. This kernel has no netem (where there is
-//! netem, `tc qdisc ... netem delay` would be the mechanism): each receiving node's namespace gets a delay agent
+//! `delay ± jitter`), symmetric or one-way, with the partition's sides. This machine's kernel has no netem, so each
+//! receiving node's namespace gets a delay agent (on kernels with netem too: one mechanism, the one measured here;
+//! the description says whether netem was there; on Kubernetes, Chaos Mesh's netem: `targets::kube::traffic`)
 //! (targets::local::delay_agent) that holds the packets arriving from the other side, which its NFQUEUE rules hand
-//! it. Unlike a TCP proxy, this delays
-//! connections that were open before the fault too (replication streams, pooled clients). The harness's own
+//! it. Unlike a TCP proxy, this delays connections that were open before the fault too (replication streams, pooled clients). The harness's own
 //! traffic is not delayed.
 
 use std::net::Ipv4Addr;
@@ -45,9 +45,14 @@ pub fn apply(
         })
         .collect();
     let ms = |d: Duration| format!("{}", d.as_secs_f64() * 1e3);
+    let netem = match side_a.first().or(side_b.first()) {
+        Some(n) if netns::kernel_has_netem(&stack.topology().namespace(n)) => {
+            "netem is on this kernel, not used: the agent runs everywhere, the mechanism measured here"
+        }
+        _ => "no netem on this kernel",
+    };
     let description = format!(
-        "latency {} ms{} {} [{}] / [{}] (NFQUEUE delay agent in each receiving node's namespace; no netem on this \
-         kernel)",
+        "latency {} ms{} {} [{}] / [{}] (NFQUEUE delay agent in each receiving node's namespace; {netem})",
         ms(delay),
         if jitter.is_zero() {
             String::new()

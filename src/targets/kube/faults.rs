@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::docker::{NetworkAddrs, KIND_NETWORK};
 use super::partition::SidePods;
+use super::traffic::{self, Shaping};
 use super::{
     api_error, chaos_mesh, drain, partition, pod_kill, pod_name, pod_node, Cluster, KubeTarget,
 };
@@ -160,6 +161,21 @@ impl KubeTarget {
         Ok((side(inside), side(outside)))
     }
 
+    /// The pods of a traffic fault's sides (side B empty: every other pod).
+    async fn traffic_sides(
+        &self,
+        side_a: &[NodeSelector],
+        side_b: &[NodeSelector],
+    ) -> Result<(SidePods, SidePods), TargetError> {
+        let (a, rest) = self.pods_split(&self.resolve_all(side_a).await?).await?;
+        let b = if side_b.is_empty() {
+            rest
+        } else {
+            self.pods_split(&self.resolve_all(side_b).await?).await?.0
+        };
+        Ok((a, b))
+    }
+
     /// The pods of a partition's sides (side B empty: every other pod) and which side holds Patroni's leader.
     async fn partition_sides(
         &self,
@@ -196,16 +212,14 @@ impl KubeTarget {
                 let pods = self.process_pods(*component, target).await?;
                 pod_kill::apply(self, journal, &pods).await
             }
-            FaultKind::Bandwidth { .. } => Err(TargetError::Fault(
-                "bandwidth is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `bandwidth` \
-                 action would do it); run it on the local stack"
-                    .into(),
-            )),
-            FaultKind::Latency { .. } => Err(TargetError::Fault(
-                "latency is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `delay` action \
-                 would do it); run it on the local stack"
-                    .into(),
-            )),
+            FaultKind::Bandwidth { .. }
+            | FaultKind::Latency { .. }
+            | FaultKind::Partition { loss_pct: 0..=99, .. } => {
+                let (side_a, side_b, direction, shaping) =
+                    traffic_shaping(kind).expect("a traffic fault");
+                let (a, b) = self.traffic_sides(side_a, side_b).await?;
+                traffic::apply(self, journal, &fault_id(), (&a, &b), direction, shaping).await
+            }
             FaultKind::RouterProcess { process, .. } => Err(TargetError::Fault(format!(
                 "{} is a process of the local stack's routing layer; the Kubernetes target runs none",
                 process.name()
@@ -217,11 +231,6 @@ impl KubeTarget {
             )),
             FaultKind::Corruption { .. } | FaultKind::RepositoryOutage => Err(TargetError::Fault(
                 "corruption is a drill fault, and drills run on the local stack only".into(),
-            )),
-            FaultKind::Partition { loss_pct, .. } if *loss_pct < 100 => Err(TargetError::Fault(
-                "loss is not available on the Kubernetes target yet (Chaos Mesh's NetworkChaos `loss` action would \
-                 do it); run it on the local stack"
-                    .into(),
             )),
             FaultKind::Partition { side_a, side_b, direction, .. } => {
                 let sides = self.partition_sides(side_a, side_b).await?;
@@ -350,14 +359,31 @@ impl KubeTarget {
                 ),
                 FaultKind::ProcessPause { .. }
                 | FaultKind::RouterProcess { .. }
-                | FaultKind::Bandwidth { .. }
-                | FaultKind::Latency { .. }
                 | FaultKind::Corruption { .. }
                 | FaultKind::RepositoryOutage => {
                     "not available on the Kubernetes target (the run would fail here)".to_string()
                 }
-                FaultKind::Partition { loss_pct, .. } if *loss_pct < 100 => {
-                    "not available on the Kubernetes target (the run would fail here)".to_string()
+                FaultKind::Bandwidth { .. }
+                | FaultKind::Latency { .. }
+                | FaultKind::Partition {
+                    loss_pct: 0..=99, ..
+                } => {
+                    let (side_a, side_b, direction, shaping) =
+                        traffic_shaping(&f.kind).expect("a traffic fault");
+                    let (a, b) = self.traffic_sides(side_a, side_b).await?;
+                    let installed = match traffic::require_chaos_mesh(self, shaping).await {
+                        Ok(()) => String::new(),
+                        Err(e) => format!(" (the run would fail here: {e})"),
+                    };
+                    format!(
+                        "{} by Chaos Mesh NetworkChaos (action {}: {}, direction {}) between pods [{}] and [{}]{installed}",
+                        shaping.words(),
+                        shaping.action(),
+                        shaping.mechanism(),
+                        chaos_mesh::direction(direction),
+                        a.names.join(", "),
+                        b.names.join(", ")
+                    )
                 }
                 FaultKind::Partition {
                     side_a,
@@ -518,4 +544,54 @@ fn fault_id() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("{:x}{:06x}", std::process::id(), nanos & 0xff_ffff)
+}
+
+/// A latency, loss or bandwidth fault's sides, direction and what Chaos Mesh is to do; None for other faults.
+fn traffic_shaping(
+    kind: &FaultKind,
+) -> Option<(
+    &[NodeSelector],
+    &[NodeSelector],
+    PartitionDirection,
+    Shaping,
+)> {
+    match kind {
+        FaultKind::Latency {
+            side_a,
+            side_b,
+            direction,
+            delay,
+            jitter,
+        } => Some((
+            side_a,
+            side_b,
+            *direction,
+            Shaping::Delay {
+                delay: *delay,
+                jitter: *jitter,
+            },
+        )),
+        FaultKind::Bandwidth {
+            side_a,
+            side_b,
+            direction,
+            rate_kbit,
+        } => Some((
+            side_a,
+            side_b,
+            *direction,
+            Shaping::Bandwidth {
+                rate_kbit: *rate_kbit,
+            },
+        )),
+        FaultKind::Partition {
+            side_a,
+            side_b,
+            direction,
+            loss_pct,
+        } if *loss_pct < 100 => {
+            Some((side_a, side_b, *direction, Shaping::Loss { pct: *loss_pct }))
+        }
+        _ => None,
+    }
 }

@@ -22,6 +22,7 @@ pub mod partition;
 pub mod pod_kill;
 mod roles;
 mod target_impl;
+pub mod traffic;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -462,7 +462,7 @@ pub async fn apply(
 
 /// Reverts a fault that did not take effect, so that a failed application leaves nothing behind, and closes its
 /// journal entry; if the revert fails too, the entry stays open for `faultline recover` and the error says so.
-async fn undo(
+pub(super) async fn undo(
     target: &KubeTarget,
     journal: &Journal,
     entry: &JournalEntry,

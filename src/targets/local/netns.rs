@@ -177,6 +177,28 @@ pub fn shape_egress(ns: &str, dsts: &[Ipv4Addr], rate_kbit: u32) -> io::Result<(
     Ok(())
 }
 
+/// Whether this kernel has netem: a netem qdisc put on the namespace's own loopback and taken off again at once
+/// (faultline's namespace; nothing crosses `lo` that another node sees). Asked once per process.
+pub fn kernel_has_netem(ns: &str) -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let qdisc = |verb: &str| {
+            let mut args = vec![
+                "netns", "exec", ns, "tc", "qdisc", verb, "dev", "lo", "root",
+            ];
+            if verb == "add" {
+                args.extend(["netem", "delay", "0ms"]);
+            }
+            run("ip", &args)
+        };
+        let added = qdisc("add").is_ok();
+        if added {
+            let _ = qdisc("del");
+        }
+        added
+    })
+}
+
 /// Whether faultline's shaping (an htb root qdisc) is on the namespace's `eth0`.
 pub fn has_shaping(ns: &str) -> bool {
     run(
