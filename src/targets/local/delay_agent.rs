@@ -322,6 +322,14 @@ pub fn stop(ns: &str, queue: Option<u16>) -> usize {
     first.len()
 }
 
+/// How many agents (of `queue` only, when given) run in `ns`.
+pub fn running(ns: &str, queue: Option<u16>) -> usize {
+    agents_in(ns)
+        .into_iter()
+        .filter(|(_, q)| queue.is_none_or(|w| w == *q))
+        .count()
+}
+
 /// The lowest queue number no agent or rule uses in `ns` (queues are per network namespace).
 pub fn free_queue(ns: &str) -> u16 {
     let mut used: Vec<u16> = agents_in(ns).into_iter().map(|(_, q)| q).collect();

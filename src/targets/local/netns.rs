@@ -267,9 +267,8 @@ pub fn add_delay_rules(ns: &str, queue: u16, srcs: &[Ipv4Addr]) -> io::Result<()
 }
 
 /// The latency rules of the namespace as `iptables -S` prints them, with their queue numbers.
-fn delay_rules(ns: &str) -> Vec<(String, Option<u16>)> {
-    iptables_mangle(ns, &["-S", "PREROUTING"])
-        .unwrap_or_default()
+fn delay_rules(ns: &str) -> io::Result<Vec<(String, Option<u16>)>> {
+    Ok(iptables_mangle(ns, &["-S", "PREROUTING"])?
         .lines()
         .filter(|l| l.starts_with("-A ") && l.contains(DELAY_COMMENT))
         .map(|l| {
@@ -280,22 +279,27 @@ fn delay_rules(ns: &str) -> Vec<(String, Option<u16>)> {
                 .and_then(|i| words.get(i + 1)?.parse().ok());
             (l.to_string(), queue)
         })
-        .collect()
+        .collect())
 }
 
 /// Queue numbers that latency rules of the namespace use.
 pub fn delay_rule_queues(ns: &str) -> Vec<u16> {
-    delay_rules(ns).into_iter().filter_map(|(_, q)| q).collect()
+    delay_rules(ns)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, q)| q)
+        .collect()
 }
 
 pub fn has_delay_rules(ns: &str) -> bool {
-    !delay_rules(ns).is_empty()
+    delay_rules(ns).is_ok_and(|r| !r.is_empty())
 }
 
-/// Deletes the namespace's latency rules (those of `queue` only, when given); returns how many there were.
+/// Deletes the namespace's latency rules (those of `queue` only, when given); returns how many there were. Rules
+/// that cannot be listed are an error, never "none".
 pub fn delete_delay_rules(ns: &str, queue: Option<u16>) -> io::Result<usize> {
     let mut deleted = 0;
-    for (rule, q) in delay_rules(ns) {
+    for (rule, q) in delay_rules(ns)? {
         if queue.is_some() && q != queue {
             continue;
         }

@@ -205,7 +205,14 @@ impl Target for LocalStack {
                     // what it holds.
                     let rules = netns::delete_delay_rules(&ns, Some(*queue));
                     delay_agent::stop(&ns, Some(*queue));
-                    rules.map(|_| ()).map_err(|e| e.to_string())
+                    let left = delay_agent::running(&ns, Some(*queue));
+                    match rules {
+                        Err(e) => Err(format!("cannot delete the latency rules of queue {queue}: {e}")),
+                        Ok(_) if left > 0 => Err(format!(
+                            "the delay agent of queue {queue} survived SIGTERM and SIGKILL"
+                        )),
+                        Ok(_) => Ok(()),
+                    }
                 }
                 RevertStep::Continue { node, process: p } => {
                     self.signal(node, *p, libc::SIGCONT);
