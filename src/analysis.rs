@@ -137,6 +137,27 @@ pub struct WriteClassification {
     pub unexpected_sample: Vec<u64>,
 }
 
+impl WriteClassification {
+    /// Another component's writes added in: the counts summed, the samples merged (first lost by ack time, lowest
+    /// unexpected ids), each still at most `SAMPLE_LIMIT`.
+    pub fn add(&mut self, o: &WriteClassification) {
+        self.attempted += o.attempted;
+        self.acked += o.acked;
+        self.failed += o.failed;
+        self.unknown += o.unknown;
+        self.lost += o.lost;
+        self.recovered += o.recovered;
+        self.failed_but_present += o.failed_but_present;
+        self.unexpected += o.unexpected;
+        self.lost_sample.extend(o.lost_sample.iter().cloned());
+        self.lost_sample.sort_by_key(|w| (w.acked_at, w.id));
+        self.lost_sample.truncate(SAMPLE_LIMIT);
+        self.unexpected_sample.extend(&o.unexpected_sample);
+        self.unexpected_sample.sort_unstable();
+        self.unexpected_sample.truncate(SAMPLE_LIMIT);
+    }
+}
+
 /// A write the client saw acknowledged that the server no longer has.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LostWrite {
@@ -234,6 +255,11 @@ pub fn system(
             (!seen.is_empty()).then(|| seen.iter().sum())
         };
         m.values.insert(metric, sum);
+    }
+    // The write classification too: the report's write table agrees with the counts above.
+    m.writes = WriteClassification::default();
+    for cm in components.values() {
+        m.writes.add(&cm.writes);
     }
     m.components = components;
     m
@@ -1038,6 +1064,40 @@ mod tests {
         // 15 of 20 operations succeeded, over both components.
         approx(m.value(Metric::AvailabilityPct), 75.0);
         approx(m.value(Metric::LostAckedWrites), 1.0);
+        // The report's write table is the components' added up, and agrees with the counts.
+        assert_eq!(m.writes.lost, 1);
+        assert_eq!(
+            m.writes
+                .lost_sample
+                .iter()
+                .map(|w| w.id)
+                .collect::<Vec<_>>(),
+            vec![103]
+        );
+        assert_eq!(
+            m.writes.attempted,
+            m.components
+                .values()
+                .map(|c| c.writes.attempted)
+                .sum::<u64>()
+        );
+        // Redis holding a PostgreSQL write's id is unexpected for Redis, though the run attempted the id.
+        let redis_present: BTreeSet<u64> = (100..110).filter(|id| *id != 103).chain([5]).collect();
+        let redis_ids: BTreeSet<u64> = (100..110).collect();
+        let redis_own: Vec<LedgerEntry> = f
+            .ledger
+            .iter()
+            .filter(|e| e.source == Source::Component(ComponentKind::Redis))
+            .cloned()
+            .collect();
+        let r = analyze(&TrialInput {
+            component: ComponentKind::Redis,
+            ledger: &redis_own,
+            present: &redis_present,
+            run_attempted: &redis_ids,
+            ..input
+        });
+        assert_eq!(r.writes.unexpected_sample, vec![5]);
         // A component that wrote nothing leaves the system's write counts unobserved (no "0 lost" on the rest).
         let mut silent = m.components.clone();
         silent

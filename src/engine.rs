@@ -273,6 +273,19 @@ pub async fn run_scenario<T: Target>(
         .filter(|e| e.op == crate::ledger::OpKind::Write)
         .map(|e| e.id)
         .collect();
+    // A component's present id is unexpected unless that component attempted it (ids come from one counter).
+    let attempted_by = |c: ComponentKind| -> BTreeSet<u64> {
+        entries
+            .iter()
+            .filter(|e| e.op == crate::ledger::OpKind::Write && e.source == Source::Component(c))
+            .map(|e| e.id)
+            .collect()
+    };
+    let attempted_by: BTreeMap<ComponentKind, BTreeSet<u64>> = scenario
+        .components
+        .iter()
+        .map(|c| (*c, attempted_by(*c)))
+        .collect();
     let mut measurements: Vec<TrialMeasurements> = Vec::new();
     'trials: for w in &windows {
         // Each component's ids present after the trial and at the end of the run (a loss can surface a round
@@ -333,6 +346,7 @@ pub async fn run_scenario<T: Target>(
                 component: *c,
                 ledger: &own,
                 present,
+                run_attempted: &attempted_by[c],
                 ..base
             });
             // A component is judged from its ledger; another component's restore (a region-loss runbook

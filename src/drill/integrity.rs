@@ -310,6 +310,11 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
         replaced_at: r.replaced_at,
     });
     set(Metric::LostAckedWrites, Some(writes.lost.len() as f64));
+    // The write classification the report lists agrees: writes the restore had to discard are not lost.
+    m.writes.lost = writes.lost.len() as u64;
+    m.writes
+        .lost_sample
+        .retain(|w| writes.lost.binary_search(&w.id).is_ok());
     set(Metric::RpoS, Some(writes.rpo_s));
     set(Metric::DiscardedWrites, Some(writes.discarded as f64));
     let after = match j.after {
