@@ -519,6 +519,10 @@ pub fn analyze(input: &TrialInput) -> TrialMeasurements {
         let lag = replication_lag::in_window(input.events, input.component, range, label);
         set(Metric::ReplicationLagP50(w), lag.p50_ms);
         set(Metric::ReplicationLagMax(w), lag.max_ms);
+        if lag.lower_bound {
+            lower_bounds.insert(Metric::ReplicationLagP50(w));
+            lower_bounds.insert(Metric::ReplicationLagMax(w));
+        }
         notes.extend(lag.note);
     }
 

@@ -61,6 +61,8 @@ pub enum EventKind {
         component: ComponentKind,
         /// The member that answered as the primary.
         primary: String,
+        /// Its `pg_current_wal_flush_lsn()`, in bytes: WAL durable on the primary at this reading.
+        flush_lsn: Option<f64>,
         standbys: Vec<StandbyLag>,
     },
     /// A pod's readiness changed as the Kubernetes API reports it (a deleted or terminating pod counts as not
@@ -152,17 +154,18 @@ pub struct StandbyLag {
     pub replay_lag_ms: Option<f64>,
     /// WAL bytes the standby has yet to replay (`pg_current_wal_lsn() - replay_lsn`), sent or not.
     pub behind_bytes: Option<f64>,
+    /// Its `replay_lsn`, in bytes: with an earlier reading's flush position it bounds the lag from below even
+    /// when `replay_lag` is stale (a stream that stopped keeps its last `replay_lag` until the walsender times
+    /// out).
+    pub replay_lsn: Option<f64>,
 }
 
 impl StandbyLag {
-    /// The lag this reading shows: `replay_lag`; 0 when PostgreSQL shows none for a standby in the `streaming`
-    /// state (it had applied everything it was sent; a standby still catching up is in `catchup`); None otherwise.
+    /// The lag this reading shows for a `streaming` standby: `replay_lag`, or 0 when PostgreSQL shows none (it
+    /// had applied everything it was sent). None for any other state (`catchup`, `startup`, ...): its lag is not
+    /// known.
     pub fn lag_ms(&self) -> Option<f64> {
-        match self.replay_lag_ms {
-            Some(l) => Some(l),
-            None if self.state == "streaming" => Some(0.0),
-            None => None,
-        }
+        (self.state == "streaming").then(|| self.replay_lag_ms.unwrap_or(0.0))
     }
 }
 

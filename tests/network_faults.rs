@@ -302,7 +302,7 @@ fn delay_from(ns: &str, src: &str, delay_ms: u64, jitter_ms: u64, logs: &Path) {
     .unwrap();
     let src: Ipv4Addr = src.parse().unwrap();
     netns::add_delay_rules(ns, queue, &[src]).unwrap();
-    assert!(netns::has_delay_rules(ns));
+    assert!(!netns::delay_rule_queues(ns).unwrap().is_empty());
     assert_eq!(delay_agent::agents_in(ns).len(), 1);
 }
 
@@ -310,7 +310,10 @@ fn delay_from(ns: &str, src: &str, delay_ms: u64, jitter_ms: u64, logs: &Path) {
 fn revert_delay(ns: &str) {
     assert_eq!(netns::delete_delay_rules(ns, Some(1)).unwrap(), 1);
     assert_eq!(delay_agent::stop(ns, Some(1)), 1);
-    assert!(!netns::has_delay_rules(ns), "latency rule left in {ns}");
+    assert!(
+        netns::delay_rule_queues(ns).unwrap().is_empty(),
+        "latency rule left in {ns}"
+    );
     assert!(
         delay_agent::agents_in(ns).is_empty(),
         "delay agent left in {ns}"
@@ -328,7 +331,12 @@ fn revert_delay(ns: &str) {
 const TRIPS: usize = 50;
 
 /// Median before, median during, and the sorted round trips during, on one connection opened before the delay.
+/// Round trips are timed one measurement at a time, never beside the stack test's load: on 2 cores, a busy
+/// neighbour adds milliseconds of scheduling delay to the agents' verdicts.
+static TIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn measure_latency(pair: &Pair, both_ways: bool, delay_ms: u64, jitter_ms: u64) -> (f64, Vec<f64>) {
+    let _t = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     let logs = tempfile::tempdir().unwrap();
     let mut conn = EchoConnection::open(pair);
     let before = conn.round_trips(TRIPS);
@@ -392,9 +400,15 @@ fn latency_one_way_adds_one_delay() {
         (45.0..55.0).contains(&added),
         "50 ms from A to B added {added:.2} ms to the median round trip"
     );
-    // Without jitter the round trips stay close together.
-    let spread = quantile(&during, 0.9) - quantile(&during, 0.1);
-    assert!(spread < 5.0, "p90 - p10 without jitter: {spread:.2} ms");
+    // Without jitter no packet is held less than asked, and the fast end stays at the delay (a jitter of 20 ms
+    // would put p10 near 36 ms). A busy machine only adds on top, so the upper end is not judged.
+    assert!(
+        during[0] >= 49.0,
+        "a round trip of {:.2} ms: held less than the 50 ms asked",
+        during[0]
+    );
+    let p10 = quantile(&during, 0.1);
+    assert!(p10 < 55.0, "p10 {p10:.2} ms without jitter");
 }
 
 #[test]
@@ -413,10 +427,11 @@ fn latency_jitter_spreads_the_round_trips_within_its_bounds() {
         "a round trip of {:.2} ms is below the 60 ms floor of two 30 ms holds",
         during[0]
     );
+    // The upper end judged at p90: a busy machine adds scheduling delay to a few round trips on top.
+    let p90 = quantile(&during, 0.9);
     assert!(
-        during[TRIPS - 1] <= 2.0 * (50.0 + 20.0) + before + 20.0,
-        "a round trip of {:.2} ms is far above the 140 ms ceiling",
-        during[TRIPS - 1]
+        p90 <= 2.0 * (50.0 + 20.0) + before + 10.0,
+        "p90 {p90:.2} ms is above the 140 ms ceiling of two 70 ms holds"
     );
 }
 
@@ -474,6 +489,7 @@ fn latency_residue_is_found_and_swept_and_a_dead_agent_delays_nothing() {
 fn cross_zone_latency_adds_one_round_trip_to_every_synchronous_commit() {
     needs_root!();
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let _t = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     up();
     let o = faultline(&[
         "run",
@@ -528,4 +544,71 @@ fn cross_zone_latency_adds_one_round_trip_to_every_synchronous_commit() {
         "{applied}"
     );
     assert_no_residue();
+}
+
+/// A replication stream that stops (the asynchronous replica partitioned for 3 s, less than the 5 s
+/// wal_sender_timeout): the primary keeps showing the standby `streaming` with its last sub-millisecond replay_lag
+/// (seen here: 0.535 ms for five readings). The positions prove more: WAL flushed a reading earlier is still not
+/// replayed, so the lag is at least the time between the readings. The figure is that lower bound, flagged as one:
+/// an upper limit on it cannot pass, even one it is below.
+#[test]
+fn a_stalled_replication_stream_is_at_least_its_stall_not_its_stale_replay_lag() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let _t = TIMING.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let cluster = patroni_get("/cluster");
+    let asynchronous = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .expect("one asynchronous replica")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("stalled-stream.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name: stalled-replication-stream\n\
+             description: \"partition the asynchronous replica for 3 s under load\"\n\
+             component: postgres\n\
+             topology: {}\n\
+             baseline: 5s\n\
+             faults:\n  - kind: partition\n    side_a: [{{node: {asynchronous}}}]\n    duration: 3s\n\
+             observe: 12s\n\
+             thresholds:\n  - lost_acked_writes == 0\n  - replication_lag_max_fault_ms < 600000\n",
+            repo("fixtures/topologies/three-node.yaml").display()
+        ),
+    )
+    .unwrap();
+    let o = faultline(&["run", scenario.to_str().unwrap()]);
+    let (_, r) = report_of(&o);
+    let max = measured(&r, "replication_lag_max_fault_ms");
+    let notes = r["trials"][0]["notes"].to_string();
+    eprintln!("stalled stream: replication_lag_max_fault_ms {max:?}; notes {notes}");
+    let max =
+        max.expect("the stream resumed within the window: the figure is claimed, as a lower bound");
+    assert!(
+        (1500.0..10_000.0).contains(&max),
+        "a 3 s stall shows as {max} ms"
+    );
+    assert!(
+        notes.contains(&format!("lower bound: {asynchronous}")),
+        "{notes}"
+    );
+    let limit = r["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["metric"] == "replication_lag_max_fault_ms")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        limit["pass"], false,
+        "an upper limit on a lower bound cannot pass: {limit}"
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }

@@ -312,9 +312,21 @@ pub fn judge_restore(m: &mut crate::analysis::TrialMeasurements, j: &RestoreJudg
     set(Metric::LostAckedWrites, Some(writes.lost.len() as f64));
     // The write classification the report lists agrees: writes the restore had to discard are not lost.
     m.writes.lost = writes.lost.len() as u64;
-    m.writes
-        .lost_sample
-        .retain(|w| writes.lost.binary_search(&w.id).is_ok());
+    let mut lost: Vec<&&LedgerEntry> = j
+        .writes
+        .iter()
+        .filter(|w| writes.lost.binary_search(&w.id).is_ok())
+        .collect();
+    lost.sort_by_key(|w| (w.done, w.id));
+    m.writes.lost_sample = lost
+        .into_iter()
+        .take(crate::analysis::SAMPLE_LIMIT)
+        .map(|w| crate::analysis::LostWrite {
+            id: w.id,
+            acked_at: w.done,
+            since_fault_s: j.fault_at.map(|f| w.done.secs_since(f)),
+        })
+        .collect();
     set(Metric::RpoS, Some(writes.rpo_s));
     set(Metric::DiscardedWrites, Some(writes.discarded as f64));
     let after = match j.after {

@@ -595,12 +595,13 @@ pub enum Metric {
     ServerP99(OpClass, Window),
     /// (baseline - fault) / baseline in percent, positive = fewer ops: `[op_]throughput_degradation_pct`.
     ThroughputDegradation(OpClass),
-    /// PostgreSQL's own replication lag (`pg_stat_replication.replay_lag` of every standby, read from the primary
-    /// once a second), median over the window's readings: `replication_lag_p50_{baseline,fault}_ms`.
+    /// PostgreSQL's own replication lag (`pg_stat_replication.replay_lag` of the most-behind standby per reading,
+    /// read from the primary once a second; see `analysis::replication_lag`), median over the window's readings:
+    /// `replication_lag_p50_{baseline,fault}_ms`.
     ReplicationLagP50(Window),
     /// The same, the largest reading: `replication_lag_max_{baseline,fault}_ms`. Not observed when a standby
-    /// streaming before the fault was missing from a reading, or the primary went unread for a while (its lag
-    /// then is unknown, and a maximum over the rest would look better than it was).
+    /// streaming before the fault was not streaming in a reading, the primary changed, or it went unread for a
+    /// while (the lag then is unknown, and a maximum over the rest would look better than it was).
     ReplicationLagMax(Window),
 }
 

@@ -61,8 +61,8 @@ impl Shaping {
             Shaping::Delay { delay, jitter } => (
                 "delay",
                 json!({
-                    "latency": format!("{}ms", delay.as_millis()),
-                    "jitter": format!("{}ms", jitter.as_millis()),
+                    "latency": chaos_duration(delay),
+                    "jitter": chaos_duration(jitter),
                     "correlation": "0"
                 }),
             ),
@@ -106,6 +106,16 @@ impl Shaping {
             Shaping::Delay { .. } | Shaping::Loss { .. } => "netem",
             Shaping::Bandwidth { .. } => "tbf",
         }
+    }
+}
+
+/// A duration as Chaos Mesh's pattern takes it (`^[0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h)$`): whole milliseconds, else
+/// microseconds (a jitter of 500 µs is not 0 ms).
+fn chaos_duration(d: Duration) -> String {
+    if d.as_micros().is_multiple_of(1000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
     }
 }
 
@@ -282,6 +292,13 @@ mod tests {
         );
         let fast = spec(Shaping::Bandwidth { rate_kbit: 100_000 });
         assert_eq!(fast["bandwidth"]["buffer"], 125_000);
+    }
+
+    #[test]
+    fn sub_millisecond_durations_keep_their_microseconds() {
+        assert_eq!(chaos_duration(Duration::from_micros(500)), "500us");
+        assert_eq!(chaos_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(chaos_duration(Duration::ZERO), "0ms");
     }
 
     #[test]

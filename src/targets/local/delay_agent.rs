@@ -333,7 +333,8 @@ pub fn running(ns: &str, queue: Option<u16>) -> usize {
 /// The lowest queue number no agent or rule uses in `ns` (queues are per network namespace).
 pub fn free_queue(ns: &str) -> u16 {
     let mut used: Vec<u16> = agents_in(ns).into_iter().map(|(_, q)| q).collect();
-    used.extend(super::netns::delay_rule_queues(ns));
+    // Rules that cannot be listed: the queue is picked past the agents' (adding the rules then fails on its own).
+    used.extend(super::netns::delay_rule_queues(ns).unwrap_or_default());
     (1..=u16::MAX).find(|q| !used.contains(q)).unwrap_or(1)
 }
 
@@ -359,11 +360,15 @@ pub fn faultline_exe() -> io::Result<PathBuf> {
 /// Residue of latency faults in `ns`, described; empty when there is none.
 pub fn residue(ns: &str) -> Vec<String> {
     let mut found = Vec::new();
-    if super::netns::has_delay_rules(ns) {
-        found.push(format!(
+    match super::netns::delay_rule_queues(ns) {
+        Ok(q) if q.is_empty() => {}
+        Ok(_) => found.push(format!(
             "latency NFQUEUE rules (iptables mangle, comment {}) in {ns}",
             super::netns::DELAY_COMMENT
-        ));
+        )),
+        Err(e) => found.push(format!(
+            "latency rules of {ns} cannot be listed (iptables -t mangle -S): {e}"
+        )),
     }
     for (pid, q) in agents_in(ns) {
         found.push(format!("delay agent (pid {pid}, queue {q}) in {ns}"));

@@ -177,25 +177,29 @@ pub fn shape_egress(ns: &str, dsts: &[Ipv4Addr], rate_kbit: u32) -> io::Result<(
     Ok(())
 }
 
-/// Whether this kernel has netem: a netem qdisc put on the namespace's own loopback and taken off again at once
-/// (faultline's namespace; nothing crosses `lo` that another node sees). Asked once per process.
+/// Whether this kernel has netem: a netem qdisc put on a scratch veth pair made in the namespace for the purpose
+/// and deleted at once (faultline's namespace; none of its interfaces is touched). Asked once per process.
 pub fn kernel_has_netem(ns: &str) -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
-        let qdisc = |verb: &str| {
-            let mut args = vec![
-                "netns", "exec", ns, "tc", "qdisc", verb, "dev", "lo", "root",
-            ];
-            if verb == "add" {
-                args.extend(["netem", "delay", "0ms"]);
-            }
-            run("ip", &args)
+        let ip = |args: &[&str]| {
+            let mut full = vec!["netns", "exec", ns];
+            full.extend_from_slice(args);
+            run("ip", &full)
         };
-        let added = qdisc("add").is_ok();
-        if added {
-            let _ = qdisc("del");
+        if ip(&[
+            "ip", "link", "add", "flnetem0", "type", "veth", "peer", "name", "flnetem1",
+        ])
+        .is_err()
+        {
+            return false;
         }
-        added
+        let has = ip(&[
+            "tc", "qdisc", "add", "dev", "flnetem0", "root", "netem", "delay", "1ms",
+        ])
+        .is_ok();
+        let _ = ip(&["ip", "link", "del", "flnetem0"]);
+        has
     })
 }
 
@@ -282,17 +286,13 @@ fn delay_rules(ns: &str) -> io::Result<Vec<(String, Option<u16>)>> {
         .collect())
 }
 
-/// Queue numbers that latency rules of the namespace use.
-pub fn delay_rule_queues(ns: &str) -> Vec<u16> {
-    delay_rules(ns)
-        .unwrap_or_default()
+/// Queue numbers that latency rules of the namespace use (a rule without a readable queue is not counted; rules
+/// that cannot be listed are an error).
+pub fn delay_rule_queues(ns: &str) -> io::Result<Vec<u16>> {
+    Ok(delay_rules(ns)?
         .into_iter()
         .filter_map(|(_, q)| q)
-        .collect()
-}
-
-pub fn has_delay_rules(ns: &str) -> bool {
-    delay_rules(ns).is_ok_and(|r| !r.is_empty())
+        .collect())
 }
 
 /// Deletes the namespace's latency rules (those of `queue` only, when given); returns how many there were. Rules
