@@ -386,3 +386,56 @@ fn dry_run_names_the_victims_and_changes_nothing() {
     assert_eq!(journal_before, journal_after, "a dry run journals nothing");
     assert_no_residue();
 }
+
+/// The heal is not complete until the restarted replica streams again: Patroni 3.0 calls a replica "running" as
+/// soon as its PostgreSQL runs, and a heal judged on that came 2-4 s before the primary's pg_stat_replication
+/// showed it streaming (recovered_s and the fault window looked shorter than they were). Every replication
+/// reading after the heal must show both standbys streaming, and the restarted one must have been missing from a
+/// reading after the kill (the window being judged exists).
+#[test]
+fn a_restarted_replica_streams_again_before_the_stack_counts_as_healed() {
+    needs_root!();
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    up();
+    let o = faultline(&["run", "scenarios/postgres-replica-restart.yaml"]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(1)),
+        "run failed:\n{}",
+        text(&o)
+    );
+    let (_, r) = report_of(&o);
+    let timeline = r["timeline"].as_array().unwrap();
+    let at = |kind: &str| {
+        timeline
+            .iter()
+            .find(|e| e["event"]["type"] == kind)
+            .and_then(|e| e["t_s"].as_f64())
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let healed = at("heal_complete");
+    let readings: Vec<(f64, usize)> = timeline
+        .iter()
+        .filter(|e| e["event"]["type"] == "replication_sample")
+        .filter_map(|e| {
+            let streaming = e["event"]["standbys"]
+                .as_array()?
+                .iter()
+                .filter(|s| s["state"] == "streaming")
+                .count();
+            Some((e["t_s"].as_f64()?, streaming))
+        })
+        .collect();
+    assert!(
+        readings.iter().any(|(t, n)| *t > 0.5 && *n < 2),
+        "the killed replica never left the stream: {readings:?}"
+    );
+    let after: Vec<&(f64, usize)> = readings.iter().filter(|(t, _)| *t > healed).collect();
+    assert!(!after.is_empty(), "no reading after the heal");
+    for (t, n) in after {
+        assert_eq!(
+            *n, 2,
+            "healed at {healed:.1} s, yet at {t:.1} s only {n} standby streamed"
+        );
+    }
+    assert!(measured(&r, "recovered_s").unwrap() >= healed - 0.01);
+}

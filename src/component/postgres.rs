@@ -296,7 +296,53 @@ pub async fn health(ep: &PostgresEndpoints, synchronous: bool) -> Result<String,
     if !primary_answers(&http, m).await {
         return Err(format!("leader {leader} does not answer 200 on /primary"));
     }
+    // Patroni (3.0) calls a replica "running" as soon as its PostgreSQL runs, before it streams: the primary's
+    // own pg_stat_replication says whether every replica is back in the stream.
+    let streaming = streaming_standbys(ep, m).await?;
+    let missing: Vec<&str> = ep
+        .members
+        .iter()
+        .filter(|r| r.name != leader && !streaming.contains(&r.name))
+        .map(|r| r.node.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} not streaming from the primary {} yet (its pg_stat_replication)",
+            missing.join(", "),
+            m.node
+        ));
+    }
     Ok(m.node.clone())
+}
+
+/// The application names (Patroni member names) of the standbys streaming from `primary`, from its
+/// pg_stat_replication.
+async fn streaming_standbys(
+    ep: &PostgresEndpoints,
+    primary: &Member,
+) -> Result<Vec<String>, String> {
+    let cfg = pg_config_to(ep, &[(primary.addr.to_string(), primary.ports.postgres)]);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(2), cfg.connect(NoTls))
+        .await
+        .map_err(|_| {
+            format!(
+                "the primary {} did not accept a connection within 2 s",
+                primary.node
+            )
+        })?
+        .map_err(|e| ep.password.redact(&e.to_string()))?;
+    tokio::spawn(connection);
+    let rows = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.query(
+            "SELECT coalesce(application_name, '') FROM pg_stat_replication WHERE state = 'streaming'",
+            &[],
+        ),
+    )
+    .await
+    .map_err(|_| format!("the primary {} did not answer within 2 s", primary.node))?
+    .map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The node of Patroni's synchronous standby, as the first member whose /cluster answers names it.
