@@ -557,16 +557,7 @@ fn a_stalled_replication_stream_is_at_least_its_stall_not_its_stale_replay_lag()
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
     let _t = TIMING.lock().unwrap_or_else(|e| e.into_inner());
     up();
-    let cluster = patroni_get("/cluster");
-    let asynchronous = cluster["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "replica")
-        .expect("one asynchronous replica")["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let asynchronous = asynchronous_replica();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("stalled-stream.yaml");
     std::fs::write(

@@ -137,16 +137,7 @@ fn recover_puts_back_a_synchronous_node_count_raised_by_move_roles() {
     let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
     up();
     let before = patroni_get("/config")["synchronous_node_count"].clone();
-    let cluster = patroni_get("/cluster");
-    let asynchronous = cluster["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "replica")
-        .expect("a three-member cluster in synchronous mode has one asynchronous replica")["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let asynchronous = asynchronous_replica();
     let state: Value =
         serde_json::from_slice(&std::fs::read("/var/tmp/faultline/state.json").unwrap()).unwrap();
     let zone = state["topology"]["nodes"]

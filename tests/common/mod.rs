@@ -274,3 +274,17 @@ pub fn patroni_get(path: &str) -> Value {
         panic!("no Patroni member answered {path}")
     })
 }
+
+/// The Patroni member that is neither leader nor synchronous standby (a three-member cluster in synchronous mode
+/// has one).
+pub fn asynchronous_replica() -> String {
+    patroni_get("/cluster")["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .expect("a three-member cluster in synchronous mode has one asynchronous replica")["name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

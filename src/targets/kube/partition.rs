@@ -377,16 +377,7 @@ pub async fn apply(
             .await
             .map_err(|e| api_error(&format!("cannot cordon node {n}"), e))?;
     }
-    for (pods, s) in [(a, "a"), (b, "b")] {
-        for p in pods {
-            let patch = json!({"metadata": {"labels": {PARTITION_LABEL: format!("{id}-{s}")}}});
-            target
-                .pods()
-                .patch(p, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| api_error(&format!("cannot label pod {p}"), e))?;
-        }
-    }
+    label_sides(target, id, a, b).await?;
     let victims = a.iter().chain(b).cloned().collect();
     if backend == ChosenBackend::ChaosMesh {
         let injected = async {
@@ -458,6 +449,26 @@ pub async fn apply(
         victims,
         requested_at,
     ))
+}
+
+/// Labels side A's pods `<id>-a` and side B's `<id>-b` (what a partition's and a traffic fault's objects select).
+pub(super) async fn label_sides(
+    target: &KubeTarget,
+    id: &str,
+    a: &[String],
+    b: &[String],
+) -> Result<(), TargetError> {
+    for (pods, s) in [(a, "a"), (b, "b")] {
+        for p in pods {
+            let patch = json!({"metadata": {"labels": {PARTITION_LABEL: format!("{id}-{s}")}}});
+            target
+                .pods()
+                .patch(p, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_error(&format!("cannot label pod {p}"), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reverts a fault that did not take effect, so that a failed application leaves nothing behind, and closes its

@@ -13,11 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use ::kube::api::{DynamicObject, Patch, PatchParams};
+use ::kube::api::DynamicObject;
 use serde_json::{json, Value};
 
-use super::partition::{undo, SidePods, OWNER_LABEL, PARTITION_LABEL};
-use super::{api_error, chaos_mesh, KubeTarget};
+use super::partition::{label_sides, undo, SidePods, OWNER_LABEL, PARTITION_LABEL};
+use super::{chaos_mesh, KubeTarget};
 use crate::fault::journal::Journal;
 use crate::fault::{journal_before_applying, ActiveFault, RevertStep};
 use crate::scenario::PartitionDirection;
@@ -225,16 +225,7 @@ pub async fn apply(
     let entry = journal_before_applying(journal, shaping.fault_name(), &description, steps)?;
     let requested_at = Instant::now();
     let labelled = async {
-        for (pods, s) in [(&a.names, "a"), (&b.names, "b")] {
-            for p in pods {
-                let patch = json!({"metadata": {"labels": {PARTITION_LABEL: format!("{id}-{s}")}}});
-                target
-                    .pods()
-                    .patch(p, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| api_error(&format!("cannot label pod {p}"), e))?;
-            }
-        }
+        label_sides(target, id, &a.names, &b.names).await?;
         let object = network_chaos(id, &ns, direction, shaping)?;
         chaos_mesh::inject(target, object).await
     };
